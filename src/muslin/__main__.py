@@ -1,0 +1,3 @@
+from muslin.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,110 @@
+"""The bridge driver: one Linux bridge per network, a veth per endpoint.
+
+Like Docker's: the bridge ``br-<id12>`` (or ``com.docker.network.bridge.name``)
+carries the gateway addresses, each container gets a veth whose inner end is
+``eth0``, ``eth1``, … with the default route via the gateway, and the host's
+forwarding and nftables rules give masquerade, isolation between networks,
+ICC and ``--internal``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+
+from muslin.errors import Conflict, InvalidParameter
+from muslin.kernel import Namespace
+from muslin.kernel.firewall import BridgeRules
+from muslin.model import (BRIDGE_NAME_OPTION, ICC_OPTION, MASQUERADE_OPTION, MTU_OPTION, Endpoint,
+                          Network)
+
+KNOWN_OPTIONS = {
+    BRIDGE_NAME_OPTION, MTU_OPTION, MASQUERADE_OPTION, ICC_OPTION,
+    "com.docker.network.bridge.default_bridge",
+    "com.docker.network.bridge.host_binding_ipv4",
+    "com.docker.network.enable_ipv6",
+}
+IFNAMSIZ = 15
+
+
+def bridge_name(network: Network) -> str:
+    return network.options.get(BRIDGE_NAME_OPTION) or f"br-{network.id[:12]}"
+
+
+def mtu(network: Network) -> int | None:
+    value = network.options.get(MTU_OPTION)
+    return int(value) if value else None
+
+
+class BridgeDriver:
+    name = "bridge"
+
+    def __init__(self, tag: str):
+        self.alias = f"muslin:{tag}"
+
+    def check(self, network: Network, others: list[Network]) -> None:
+        name = bridge_name(network)
+        if len(name) > IFNAMSIZ or not name.isprintable() or "/" in name or " " in name:
+            raise InvalidParameter(f"invalid bridge name {name!r}: at most {IFNAMSIZ} characters, no '/' or spaces")
+        for other in others:
+            if other.driver == self.name and bridge_name(other) == name:
+                raise Conflict(f"bridge name {name} is already used by network {other.name}")
+        value = network.options.get(MTU_OPTION)
+        if value is not None:
+            try:
+                ok = 68 <= int(value) <= 65535
+            except ValueError:
+                ok = False
+            if not ok:
+                raise InvalidParameter(f"invalid MTU number: {value}")
+        for key in (MASQUERADE_OPTION, ICC_OPTION):
+            value = network.options.get(key)
+            if value is not None and str(value).lower() not in ("true", "false", "1", "0"):
+                raise InvalidParameter(f'invalid value "{value}" for option {key}: expected true or false')
+
+    def _gateway_interfaces(self, network: Network) -> list[str]:
+        out = []
+        for pool in network.pools:
+            if pool.gateway is None or (pool.version == 6 and not network.ipv6):
+                continue
+            out.append(f"{pool.gateway}/{pool.subnet.prefixlen}")
+        return out
+
+    def create(self, host: Namespace, network: Network) -> None:
+        name = bridge_name(network)
+        host.add_bridge(name, mtu=mtu(network), alias=self.alias)
+        if network.ipv6:
+            host.sysctl(f"net.ipv6.conf.{name}.disable_ipv6", "0")
+        for cidr in self._gateway_interfaces(network):
+            host.add_address(name, cidr)
+        if not network.internal:
+            host.sysctl("net.ipv4.ip_forward", "1")
+            if network.ipv6:
+                host.sysctl("net.ipv6.conf.all.forwarding", "1")
+
+    def delete(self, host: Namespace, network: Network) -> None:
+        host.delete_link(bridge_name(network))
+
+    def join(self, host: Namespace, sandbox: Namespace, sandbox_path: str, network: Network, endpoint: Endpoint) -> None:
+        host.add_veth(endpoint.host_ifname, endpoint.ifname, sandbox_path, peer_mac=endpoint.mac,
+                      mtu=mtu(network), master=bridge_name(network), alias=self.alias)
+        sandbox.configure_interface(
+            endpoint.ifname,
+            addresses=[a for a in (endpoint.ipv4, endpoint.ipv6) if a],
+            gateways=[] if network.internal else [g for g in (endpoint.gateway, endpoint.gateway6) if g],
+        )
+
+    def leave(self, host: Namespace, network: Network, endpoint: Endpoint) -> None:
+        host.delete_link(endpoint.host_ifname)
+
+    def links(self, network: Network, endpoints: list[Endpoint]) -> set[str]:
+        return {bridge_name(network)} | {e.host_ifname for e in endpoints}
+
+    def firewall(self, network: Network) -> list[BridgeRules]:
+        return [BridgeRules(
+            bridge=bridge_name(network),
+            subnets=tuple(ipaddress.ip_network(p.subnet) for p in network.pools
+                          if p.version == 4 or network.ipv6),
+            masquerade=network.option_bool(MASQUERADE_OPTION, True),
+            icc=network.option_bool(ICC_OPTION, True),
+            internal=network.internal,
+        )]

@@ -1,0 +1,612 @@
+"""The engine: networks, containers and endpoints as atomic, crash-safe operations.
+
+Every operation follows one pattern. It validates everything first (bad input
+changes nothing), then writes what it is about to create as a ``pending`` row
+— addresses included — in one transaction, then does the kernel work under
+names derived from the row, registering an undo for each step, and finally
+marks the row ``active``. A failure runs the undo stack and forgets the row;
+a crash leaves the ``pending`` row, which :meth:`Engine.recover` (run by the
+daemon on start) rolls back. Removal marks ``removing`` first, and every
+removal step is idempotent, so an interrupted removal is simply finished.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import ipaddress
+import logging
+import os
+import signal
+import threading
+import time
+
+from muslin import ipam, kernel, names
+from muslin.drivers import Driver, load
+from muslin.errors import Conflict, Exhausted, InvalidParameter, MuslinError, NotFound
+from muslin.faults import checkpoint
+from muslin.ipam import Pool
+from muslin.kernel import Namespace
+from muslin.model import BRIDGE_NAME_OPTION, DEFAULT_BRIDGE, Container, Endpoint, Network
+from muslin.store import Store
+from muslin.undo import Undo
+
+log = logging.getLogger("muslin")
+
+DEFAULT_BRIDGE_DEVICE = "muslin0"
+DEFAULT_BRIDGE_SUBNET = "172.17.0.0/16"
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def _process_start(pid: int) -> int | None:
+    """The start time of a process (clock ticks after boot), None when it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    return int(stat.rsplit(")", 1)[1].split()[19])
+
+
+class Engine:
+    """The state of one muslin root, applied to one host network namespace.
+
+    ``netns`` names the host namespace (None: the one this process runs in);
+    the daemon uses its own, tests point it at a lab host.
+    """
+
+    def __init__(self, root: str, netns: str | None = None):
+        self.root = os.path.abspath(root)
+        os.makedirs(self.root, exist_ok=True)
+        self.store = Store(os.path.join(self.root, "muslin.db"))
+        self.host = Namespace(netns)
+        self.tag = hashlib.sha256(self.root.encode()).hexdigest()[:8]
+        self._drivers: dict[str, Driver] = {}
+        self._lock = threading.RLock()
+
+    def close(self) -> None:
+        self.host.close()
+        self.store.close()
+
+    def __enter__(self) -> "Engine":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def driver(self, name: str) -> Driver:
+        if name not in self._drivers:
+            self._drivers[name] = load(name, self.tag)
+        return self._drivers[name]
+
+    # -- reading state ---------------------------------------------------------
+
+    def networks(self, states=("active",)) -> list[Network]:
+        return [Network.from_doc(d) for s, d in self.store.docs("networks") if s in states]
+
+    def containers(self) -> list[Container]:
+        return [Container.from_doc(d) for s, d in self.store.docs("containers") if s == "active"]
+
+    def endpoints(self, *, network: Network | None = None, container: Container | None = None,
+                  states=("active",)) -> list[Endpoint]:
+        where, params = [], []
+        if network is not None:
+            where.append("network_id = ?")
+            params.append(network.id)
+        if container is not None:
+            where.append("container_id = ?")
+            params.append(container.id)
+        rows = self.store.docs("endpoints", " AND ".join(where) or "1", tuple(params))
+        return [Endpoint.from_doc(d) for s, d in rows if s in states]
+
+    def find_network(self, ref: str) -> Network:
+        nets = self.networks()
+        for match in (lambda n: n.name == ref, lambda n: n.id == ref, lambda n: n.id.startswith(ref)):
+            found = [n for n in nets if match(n)]
+            if len(found) == 1:
+                return found[0]
+            if len(found) > 1:
+                raise Conflict(f"network {ref} is ambiguous ({len(found)} matches found based on ID prefix)")
+        raise NotFound(f"network {ref} not found")
+
+    def find_container(self, ref: str) -> Container:
+        cons = self.containers()
+        for match in (lambda c: c.name == ref, lambda c: c.id == ref, lambda c: c.id.startswith(ref)):
+            found = [c for c in cons if match(c)]
+            if len(found) == 1:
+                return found[0]
+            if len(found) > 1:
+                raise Conflict(f"multiple IDs found with provided prefix: {ref}")
+        raise NotFound(f"No such container: {ref}")
+
+    # -- networks ----------------------------------------------------------------
+
+    def create_network(self, name: str, driver: str = "bridge", *, subnets=(), gateways=(), ip_ranges=(),
+                       aux_addresses: dict | None = None, ipv6: bool = False, internal: bool = False,
+                       options: dict | None = None, labels: dict | None = None) -> Network:
+        with self._lock:
+            net = self._plan_network(name, driver, list(subnets), list(gateways), list(ip_ranges),
+                                     dict(aux_addresses or {}), bool(ipv6), bool(internal),
+                                     dict(options or {}), dict(labels or {}))
+            with self.store.transaction():
+                self.store.put("networks", net.id, net.name, "pending", net.to_doc())
+                for pool in net.pools:
+                    for addr, owner in ipam.reserved(pool):
+                        if not self.store.hold(net.id, str(pool.subnet), ipam.to_int(addr), owner):
+                            raise InvalidParameter(f"address {addr} is reserved twice in subnet {pool.subnet}")
+            try:
+                checkpoint("create.reserved")
+                self.driver(net.driver).create(self.host, net)
+                checkpoint("create.kernel")
+                self._apply_firewall()
+                checkpoint("create.firewall")
+                self.store.set_state("networks", net.id, "active")
+            except BaseException:
+                self._forget_network(net)
+                raise
+            log.info("network %s created (%s)", net.name, net.id[:12])
+            return net
+
+    def _plan_network(self, name, driver, subnets, gateways, ip_ranges, aux, ipv6, internal, options, labels) -> Network:
+        if not name:
+            raise InvalidParameter("network name cannot be empty")
+        if any(s == "active" or s == "pending" for s, d in self.store.docs("networks", "name = ?", (name,))):
+            raise Conflict(f"network with name {name} already exists")
+        if self.store.docs("networks", "name = ?", (name,)):
+            raise Conflict(f"network with name {name} is being removed")
+        drv = self.driver(driver)
+        pools = ipam.parse_pools(subnets, gateways, ip_ranges, aux)
+        others = self.networks(("active", "pending"))
+        ipam.check_no_overlap(pools, [p.subnet for n in others for p in n.pools])
+        in_use = [p.subnet for n in others for p in n.pools] + self._host_routes()
+        if not any(p.version == 4 for p in pools):
+            pools.append(Pool(ipam.default_pool_v4(in_use)))
+        if ipv6 and not any(p.version == 6 for p in pools):
+            pools.append(Pool(ipam.default_pool_v6(in_use, self.tag.encode())))
+        pools = ipam.with_default_gateways(pools)
+        if ipv6:
+            options.setdefault("com.docker.network.enable_ipv6", "true")
+        net = Network(id=names.new_id(), name=name, driver=driver, created=_now(), pools=pools, ipv6=ipv6,
+                      internal=internal, user_subnets=bool(subnets), options=options, labels=labels)
+        drv.check(net, others)
+        return net
+
+    def _host_routes(self) -> list:
+        out = []
+        for dst in self.host.route_destinations():
+            net = ipaddress.ip_network(dst, strict=False)
+            if net.prefixlen > 0 and not net.is_link_local:
+                out.append(net)
+        return out
+
+    def _forget_network(self, net: Network) -> None:
+        """Undo a network's kernel state and its rows (idempotent)."""
+        self.driver(net.driver).delete(self.host, net)
+        self.store.release_network(net.id)
+        self.store.delete("networks", net.id)
+        self._apply_firewall()
+
+    def remove_network(self, ref: str) -> Network:
+        with self._lock:
+            net = self.find_network(ref)
+            if net.name == DEFAULT_BRIDGE and net.options.get("com.docker.network.bridge.default_bridge") == "true":
+                raise Conflict(f"{net.name} is a pre-defined network and cannot be removed")
+            eps = self.endpoints(network=net, states=("active", "pending", "removing"))
+            if eps:
+                users = ", ".join(sorted(self._container_name(e.container_id) for e in eps))
+                raise Conflict(f"error while removing network: network {net.name} id {net.id} has active endpoints ({users})")
+            self.store.set_state("networks", net.id, "removing")
+            checkpoint("rm.marked")
+            self._apply_firewall()
+            checkpoint("rm.firewall")
+            self.driver(net.driver).delete(self.host, net)
+            checkpoint("rm.kernel")
+            self.store.release_network(net.id)
+            self.store.delete("networks", net.id)
+            log.info("network %s removed", net.name)
+            return net
+
+    def prune_networks(self) -> list[str]:
+        removed = []
+        for net in self.networks():
+            if net.name == DEFAULT_BRIDGE or self.endpoints(network=net, states=("active", "pending")):
+                continue
+            try:
+                self.remove_network(net.id)
+                removed.append(net.name)
+            except (Conflict, NotFound):
+                pass
+        return removed
+
+    def default_network(self) -> Network:
+        """The default ``bridge`` network (172.17.0.0/16 like docker0), created on first use."""
+        with self._lock:
+            try:
+                return self.find_network(DEFAULT_BRIDGE)
+            except NotFound:
+                pass
+            taken = [p.subnet for n in self.networks(("active", "pending")) for p in n.pools] + self._host_routes()
+            subnet = ipaddress.ip_network(DEFAULT_BRIDGE_SUBNET)
+            subnets = [] if any(subnet.overlaps(t) for t in taken if t.version == 4) else [DEFAULT_BRIDGE_SUBNET]
+            return self.create_network(DEFAULT_BRIDGE, "bridge", subnets=subnets, options={
+                BRIDGE_NAME_OPTION: DEFAULT_BRIDGE_DEVICE,
+                "com.docker.network.bridge.default_bridge": "true",
+                "com.docker.network.bridge.enable_icc": "true",
+                "com.docker.network.bridge.enable_ip_masquerade": "true",
+                "com.docker.network.driver.mtu": "1500",
+            })
+
+    def _apply_firewall(self) -> None:
+        rules = []
+        for net in self.networks(("active", "pending")):
+            rules.extend(self.driver(net.driver).firewall(net))
+        self.host.apply_firewall(rules, table=self._table())
+
+    def _table(self) -> str:
+        return "muslin"
+
+    # -- addresses ---------------------------------------------------------------
+
+    def _allocate(self, net: Network, version: int, owner: str, static: str | None) -> tuple[Pool, int]:
+        """Hold one address of ``net`` for ``owner`` (call inside a store transaction)."""
+        pools = net.pools_of(version)
+        if static:
+            if not net.user_subnets:
+                raise InvalidParameter("user specified IP address is supported only when connecting to networks with user configured subnets")
+            pool = ipam.pool_for_static(pools, static)
+            addr = ipam.to_int(ipaddress.ip_address(static))
+            if not self.store.hold(net.id, str(pool.subnet), addr, owner):
+                raise Conflict(f"Address already in use: {static}")
+            return pool, addr
+        for pool in pools:
+            first, last = ipam.bounds(pool)
+            key = str(pool.subnet)
+            start = max(first, self.store.hint(net.id, key, first))
+            addr = ipam.first_free(start, last, self.store.held_from(net.id, start))
+            if addr is None:
+                continue
+            if not self.store.hold(net.id, key, addr, owner):  # cannot happen inside BEGIN IMMEDIATE
+                raise Conflict(f"Address already in use: {ipam.from_int(addr, version)}")
+            self.store.set_hint(net.id, key, addr + 1)
+            return pool, addr
+        family = "IPv4" if version == 4 else "IPv6"
+        raise Exhausted(f"no available {family} addresses on this network's address pools: {net.name} ({net.id})")
+
+    # -- endpoints ---------------------------------------------------------------
+
+    def connect(self, network: str, container: str | None = None, *, ip: str | None = None,
+                ip6: str | None = None, aliases=(), pid: int | None = None, netns: str | None = None) -> Endpoint:
+        with self._lock:
+            net = self.find_network(network)
+            joined = None
+            if pid is not None or netns is not None:
+                con, joined = self._foreign_container(container, pid, netns)
+            elif container is None:
+                raise InvalidParameter("a container name, --pid or --netns is required")
+            else:
+                con = self.find_container(container)
+            try:
+                return self._connect(net, con, ip, ip6, list(aliases))
+            except BaseException:
+                if joined is not None:
+                    self.store.delete("containers", joined.id)
+                raise
+
+    def _foreign_container(self, name: str | None, pid: int | None, netns: str | None):
+        """The record of another runtime's container; ``(container, new_record_or_None)``."""
+        if pid is not None:
+            start = _process_start(pid)
+            if start is None:
+                raise NotFound(f"no process with PID {pid}")
+            path, pid_start = f"/proc/{pid}/ns/net", start
+        else:
+            path, pid_start = os.path.abspath(netns), None
+        if not kernel.netns_alive(path):
+            raise InvalidParameter(f"{path} is not a network namespace")
+        for con in self.containers():
+            if con.netns == path and con.pid_start == pid_start and (name is None or con.name == name):
+                return con, None
+        taken = {c.name for c in self.containers()}
+        if name is not None:
+            try:
+                self.find_container(name)
+                raise Conflict(f'Conflict. The container name "/{name}" is already in use')
+            except NotFound:
+                pass
+        con = Container(id=names.new_id(), name=name or names.container_name(taken), created=_now(), netns=path,
+                        owns_netns=False, pid=pid, pid_start=pid_start)
+        self.store.put("containers", con.id, con.name, "active", con.to_doc())
+        return con, con
+
+    def _connect(self, net: Network, con: Container, ip, ip6, aliases) -> Endpoint:
+        if not kernel.netns_alive(con.netns):
+            raise Conflict(f"container {con.name} is not running")
+        for ep in self.endpoints(container=con, states=("active", "pending", "removing")):
+            if ep.network_id == net.id:
+                raise Conflict(f"endpoint with name {con.name} already exists in network {net.name}")
+        if ip6 and not net.ipv6:
+            raise InvalidParameter(f"network {net.name} does not have IPv6 enabled: --ip6 {ip6} cannot be used")
+        eid = names.new_id()
+        with self.store.transaction():
+            used = {e.ifname for e in self.endpoints(container=con, states=("active", "pending", "removing"))}
+            ifname = next(f"eth{i}" for i in range(len(used) + 1) if f"eth{i}" not in used)
+            v4 = v6 = None
+            if net.pools_of(4):
+                v4 = self._allocate(net, 4, eid, ip)
+            elif ip:
+                raise InvalidParameter(f"network {net.name} has no IPv4 subnet")
+            if net.ipv6 and net.pools_of(6):
+                v6 = self._allocate(net, 6, eid, ip6)
+            ep = Endpoint(
+                id=eid, network_id=net.id, container_id=con.id, ifname=ifname,
+                host_ifname=f"veth{eid[:11]}",
+                mac=ipam.docker_mac(ipam.from_int(v4[1], 4) if v4 else None),
+                ipv4=f"{ipam.from_int(v4[1], 4)}/{v4[0].subnet.prefixlen}" if v4 else None,
+                ipv6=f"{ipam.from_int(v6[1], 6)}/{v6[0].subnet.prefixlen}" if v6 else None,
+                gateway=str(v4[0].gateway) if v4 and v4[0].gateway else None,
+                gateway6=str(v6[0].gateway) if v6 and v6[0].gateway else None,
+                aliases=aliases,
+            )
+            self.store.put("endpoints", ep.id, None, "pending", ep.to_doc(), network_id=net.id, container_id=con.id)
+        try:
+            checkpoint("connect.reserved")
+            driver = self.driver(net.driver)
+            with Namespace(con.netns) as sandbox, Undo() as undo:
+                undo.push(driver.leave, self.host, net, ep)
+                driver.join(self.host, sandbox, con.netns, net, ep)
+                checkpoint("connect.joined")
+            self.store.set_state("endpoints", ep.id, "active")
+        except BaseException:
+            self._forget_endpoint(net, ep)
+            raise
+        log.info("container %s connected to %s as %s", con.name, net.name, ep.ipv4 or ep.ipv6)
+        return ep
+
+    def _forget_endpoint(self, net: Network | None, ep: Endpoint) -> None:
+        if net is not None:
+            self.driver(net.driver).leave(self.host, net, ep)
+        self.store.release_owner(ep.id)
+        self.store.delete("endpoints", ep.id)
+
+    def disconnect(self, network: str, container: str, force: bool = False) -> None:
+        with self._lock:
+            net = self.find_network(network)
+            con = self.find_container(container)
+            eps = [e for e in self.endpoints(container=con, states=("active", "pending", "removing"))
+                   if e.network_id == net.id]
+            if not eps:
+                raise Conflict(f"container {con.id} is not connected to network {net.name}")
+            self._disconnect(net, eps[0])
+            if not con.owns_netns and not self.endpoints(container=con, states=("active", "pending", "removing")):
+                self.store.delete("containers", con.id)  # nothing of another runtime's container is left to track
+
+    def _disconnect(self, net: Network, ep: Endpoint) -> None:
+        self.store.set_state("endpoints", ep.id, "removing")
+        checkpoint("disconnect.marked")
+        self.driver(net.driver).leave(self.host, net, ep)
+        checkpoint("disconnect.left")
+        self.store.release_owner(ep.id)
+        self.store.delete("endpoints", ep.id)
+
+    # -- containers ----------------------------------------------------------------
+
+    def create_container(self, name: str | None = None, network: str | None = None, *, ip: str | None = None,
+                         ip6: str | None = None, aliases=(), command=()) -> Container:
+        with self._lock:
+            taken = {d["name"] for _, d in self.store.docs("containers")}
+            if name is not None:
+                if not name or "/" in name:
+                    raise InvalidParameter(f'Invalid container name ({name}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed')
+                if name in taken:
+                    other = next(d["id"] for _, d in self.store.docs("containers", "name = ?", (name,)))
+                    raise Conflict(f'Conflict. The container name "/{name}" is already in use by container "{other}". '
+                                   "You have to remove (or rename) that container to be able to reuse that name.")
+            if network in (None, "", "default", DEFAULT_BRIDGE):
+                net = self.default_network()
+            elif network == "none":
+                net = None
+            else:
+                net = self.find_network(network)
+            if net is None and (ip or ip6):
+                raise InvalidParameter("--ip and --ip6 need a network")
+            cid = names.new_id()
+            con = Container(id=cid, name=name or names.container_name(taken), created=_now(),
+                            netns=os.path.join(self.root, "netns", cid), command=list(command),
+                            log=os.path.join(self.root, "containers", f"{cid}.log"))
+            self.store.put("containers", con.id, con.name, "pending", con.to_doc())
+            try:
+                checkpoint("run.reserved")
+                kernel.create_netns(con.netns)
+                checkpoint("run.netns")
+                os.makedirs(os.path.dirname(con.log), exist_ok=True)
+                if net is not None:
+                    self._connect(net, con, ip, ip6, list(aliases))
+                else:
+                    with Namespace(con.netns) as sandbox:
+                        sandbox.set_link("lo", state="up")
+                self.store.set_state("containers", con.id, "active")
+            except BaseException:
+                kernel.remove_netns(con.netns)
+                self.store.delete("containers", con.id)
+                raise
+            return con
+
+    def container_started(self, ref: str, pid: int) -> Container:
+        with self._lock:
+            con = self.find_container(ref)
+            start = _process_start(pid)
+            if start is None:
+                raise NotFound(f"no process with PID {pid}")
+            con.pid, con.pid_start = pid, start
+            self.store.put("containers", con.id, con.name, "active", con.to_doc())
+            return con
+
+    def container_state(self, con: Container) -> str:
+        if con.pid is None:
+            return "running" if not con.owns_netns and kernel.netns_alive(con.netns) else "created"
+        return "running" if _process_start(con.pid) == con.pid_start else "exited"
+
+    def remove_container(self, ref: str, force: bool = False) -> Container:
+        with self._lock:
+            con = self.find_container(ref)
+            if con.owns_netns and self.container_state(con) == "running" and not force:
+                raise Conflict(f"You cannot remove a running container {con.id}. "
+                               "Stop the container before attempting removal or force remove")
+            self.store.set_state("containers", con.id, "removing")
+            checkpoint("rmc.marked")
+            self._finish_container_removal(con)
+            return con
+
+    def _finish_container_removal(self, con: Container) -> None:
+        if con.owns_netns:
+            self._kill(con)
+        nets = {n.id: n for n in self.networks(("active", "pending", "removing"))}
+        for ep in self.endpoints(container=con, states=("active", "pending", "removing")):
+            self._disconnect(nets.get(ep.network_id), ep) if ep.network_id in nets else self._forget_endpoint(None, ep)
+        if con.owns_netns:
+            kernel.remove_netns(con.netns)
+            if con.log:
+                try:
+                    os.unlink(con.log)
+                except FileNotFoundError:
+                    pass
+        self.store.delete("containers", con.id)
+
+    def _kill(self, con: Container) -> None:
+        """SIGKILL the container's process — only if it still is the one we recorded."""
+        if con.pid is None or _process_start(con.pid) != con.pid_start:
+            return
+        try:
+            os.kill(con.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            return
+        for _ in range(200):
+            if _process_start(con.pid) != con.pid_start:
+                return
+            try:  # reap it when it is our child (run -d from an in-process caller)
+                os.waitpid(con.pid, os.WNOHANG)
+            except ChildProcessError:
+                pass
+            time.sleep(0.005)
+
+    def _container_name(self, cid: str) -> str:
+        for _, d in self.store.docs("containers", "id = ?", (cid,)):
+            return d["name"]
+        return cid[:12]
+
+    # -- inspect -------------------------------------------------------------------
+
+    def inspect_network(self, net: Network) -> dict:
+        containers = {}
+        for ep in self.endpoints(network=net):
+            containers[ep.container_id] = {
+                "Name": self._container_name(ep.container_id),
+                "EndpointID": ep.id,
+                "MacAddress": ep.mac,
+                "IPv4Address": ep.ipv4 or "",
+                "IPv6Address": ep.ipv6 or "",
+            }
+        return {
+            "Name": net.name,
+            "Id": net.id,
+            "Created": net.created,
+            "Scope": "local",
+            "Driver": net.driver,
+            "EnableIPv6": net.ipv6,
+            "IPAM": {"Driver": "default", "Options": {}, "Config": [p.to_docker() for p in net.pools]},
+            "Internal": net.internal,
+            "Attachable": False,
+            "Ingress": False,
+            "ConfigFrom": {"Network": ""},
+            "ConfigOnly": False,
+            "Containers": containers,
+            "Options": dict(net.options),
+            "Labels": dict(net.labels),
+        }
+
+    def inspect_container(self, con: Container) -> dict:
+        nets = {n.id: n for n in self.networks()}
+        state = self.container_state(con)
+        return {
+            "Id": con.id,
+            "Name": con.name,
+            "Created": con.created,
+            "Command": con.command,
+            "State": state,
+            "Pid": con.pid if state == "running" else 0,
+            "NetNS": con.netns,
+            "Log": con.log,
+            "External": not con.owns_netns,
+            "Networks": {nets[e.network_id].name: e.settings(nets[e.network_id])
+                         for e in self.endpoints(container=con) if e.network_id in nets},
+        }
+
+    # -- recovery ------------------------------------------------------------------
+
+    def recover(self) -> dict:
+        """Finish or undo what a crash interrupted, then make the kernel match the store.
+
+        Returns counts of what it repaired, for the log.
+        """
+        done = {"rolled_back": 0, "repaired": 0, "orphans": 0}
+        with self._lock:
+            nets = {n.id: n for n in self.networks(("active", "pending", "removing"))}
+            cons = {d["id"]: (s, Container.from_doc(d)) for s, d in self.store.docs("containers")}
+            # endpoints first: they hold addresses and links
+            for state, doc in self.store.docs("endpoints"):
+                ep = Endpoint.from_doc(doc)
+                net = nets.get(ep.network_id)
+                con_state, con = cons.get(ep.container_id, (None, None))
+                alive = con is not None and con_state == "active" and kernel.netns_alive(con.netns)
+                if state != "active" or not alive or net is None:
+                    self._forget_endpoint(net, ep)
+                    done["rolled_back"] += 1
+                elif self.host.link(ep.host_ifname) is None and net.id in nets:
+                    try:
+                        self.driver(net.driver).create(self.host, net)
+                        with Namespace(con.netns) as sandbox:
+                            self.driver(net.driver).join(self.host, sandbox, con.netns, net, ep)
+                        done["repaired"] += 1
+                    except MuslinError as exc:
+                        log.warning("cannot restore endpoint %s of %s: %s", ep.id[:12], con.name, exc)
+                        self._forget_endpoint(net, ep)
+            for cid, (state, con) in cons.items():
+                if state != "active":
+                    self._finish_container_removal(con)
+                    done["rolled_back"] += 1
+                elif not con.owns_netns and not kernel.netns_alive(con.netns):
+                    self.store.delete("containers", cid)  # another runtime's container is gone
+            for net in nets.values():
+                state = next(s for s, d in self.store.docs("networks", "id = ?", (net.id,)))
+                if state != "active":
+                    self._forget_network(net)
+                    done["rolled_back"] += 1
+                else:
+                    self.driver(net.driver).create(self.host, net)
+            done["orphans"] = self._remove_orphans()
+            self._apply_firewall()
+        return done
+
+    def _remove_orphans(self) -> int:
+        """Delete links tagged as this root's that the store does not know, and stray namespace pins."""
+        expected: set[str] = set()
+        for net in self.networks(("active",)):
+            expected |= self.driver(net.driver).links(net, self.endpoints(network=net))
+        alias = f"muslin:{self.tag}"
+        removed = 0
+        for link in self.host.links():
+            if link.alias == alias and link.name not in expected:
+                if self.host.delete_link(link.name):
+                    removed += 1
+        pins = os.path.join(self.root, "netns")
+        known = {c.netns for c in self.containers()}
+        if os.path.isdir(pins):
+            for entry in os.listdir(pins):
+                path = os.path.join(pins, entry)
+                if path not in known:
+                    kernel.remove_netns(path)
+                    removed += 1
+        return removed

@@ -1,0 +1,466 @@
+"""The kernel layer: every netlink, nftables and namespace operation of muslin.
+
+A :class:`Namespace` is a worker thread that has ``setns()``-ed into one
+network namespace and owns the sockets that talk to it. ``setns`` is per
+thread and pyroute2 keeps its netlink socket per thread, so the thread *is*
+the handle; calls are shipped to it and run there. Before serving anything
+the worker proves that its socket lives in the namespace it was asked for —
+an error here must never turn into a change of the wrong namespace.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import fcntl
+import functools
+import os
+import queue
+import threading
+from dataclasses import dataclass
+
+from muslin.errors import KernelError
+
+CLONE_NEWNET = 0x40000000
+SIOCGSKNS = 0x894C  # ioctl: the network namespace a socket belongs to
+MS_BIND = 0x1000
+MNT_DETACH = 0x2
+NS_GET_NSTYPE = 0xB703  # ioctl on a namespace file: its CLONE_NEW* type
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _check(ret: int, what: str) -> None:
+    if ret != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"{what}: {os.strerror(err)}")
+
+
+def setns(path: str) -> None:
+    """Move the *calling thread* into the network namespace at ``path``."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        _check(_libc.setns(fd, CLONE_NEWNET), f"setns {path}")
+    finally:
+        os.close(fd)
+
+
+def inode(path: str) -> int:
+    return os.stat(path).st_ino
+
+
+def own_netns() -> str:
+    """A path that names the namespace this process runs in."""
+    return f"/proc/{os.getpid()}/ns/net"
+
+
+def _in_new_thread(fn, *args):
+    box: dict = {}
+
+    def run():
+        try:
+            box["result"] = fn(*args)
+        except BaseException as exc:  # handed to the caller below
+            box["error"] = exc
+
+    t = threading.Thread(target=run, name="muslin-netns-create")
+    t.start()
+    t.join()
+    if "error" in box:
+        raise box["error"]
+    return box["result"]
+
+
+def create_netns(path: str) -> int:
+    """Create a network namespace and pin it by bind-mounting it at ``path``.
+
+    Done in a throwaway thread: ``unshare`` there moves only that thread, and
+    the bind mount of ``/proc/thread-self/ns/net`` keeps the namespace alive
+    after the thread ends. Returns its inode, checked to differ from ours.
+    """
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+
+    def make() -> int:
+        _check(_libc.unshare(CLONE_NEWNET), "unshare")
+        fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_EXCL, 0o444)
+        os.close(fd)
+        try:
+            _check(_libc.mount(b"/proc/thread-self/ns/net", path.encode(), None, MS_BIND, None), f"mount {path}")
+        except OSError:
+            os.unlink(path)
+            raise
+        return inode("/proc/thread-self/ns/net")
+
+    try:
+        new = _in_new_thread(make)
+    except FileExistsError:
+        raise KernelError(f"network namespace {path} already exists") from None
+    except OSError as exc:
+        raise KernelError(f"cannot create network namespace {path}: {exc.strerror}") from None
+    if new == inode(own_netns()) or inode(path) != new:
+        remove_netns(path)
+        raise KernelError(f"network namespace {path} was not created as a new namespace")
+    return new
+
+
+def remove_netns(path: str) -> None:
+    """Unpin and forget a namespace made by :func:`create_netns`; idempotent."""
+    if _libc.umount2(path.encode(), MNT_DETACH) != 0:
+        err = ctypes.get_errno()
+        if err not in (errno.EINVAL, errno.ENOENT):
+            raise KernelError(f"cannot unmount {path}: {os.strerror(err)}")
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def netns_alive(path: str) -> bool:
+    """True when ``path`` names a live network namespace (a pinned file or a /proc entry)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        return fcntl.ioctl(fd, NS_GET_NSTYPE) == CLONE_NEWNET
+    except OSError:  # ENOTTY: a plain file, the namespace is gone
+        return False
+    finally:
+        os.close(fd)
+
+
+@dataclass(frozen=True)
+class Link:
+    index: int
+    name: str
+    kind: str | None
+    alias: str | None
+    master: int | None
+    up: bool
+    mtu: int
+    mac: str
+
+
+def _in_worker(method):
+    """Run the decorated method in the namespace's worker thread."""
+
+    @functools.wraps(method)
+    def call(self, *args, **kwargs):
+        if threading.current_thread() is self._thread:
+            return method(self, *args, **kwargs)
+        return self._submit(method, self, *args, **kwargs)
+
+    return call
+
+
+class Namespace:
+    """One network namespace, served by a worker thread that lives inside it.
+
+    ``Namespace(None)`` is the namespace the process runs in. Use as a context
+    manager or call :meth:`close`.
+    """
+
+    def __init__(self, path: str | None = None):
+        self.path = path
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._ready = threading.Event()
+        self._start_error: BaseException | None = None
+        self._nft = None
+        self._thread = threading.Thread(target=self._serve, name=f"muslin-ns:{path or 'self'}", daemon=True)
+        self._thread.start()
+        self._ready.wait()
+        if self._start_error is not None:
+            raise self._start_error
+
+    # -- the worker ---------------------------------------------------------
+
+    def _serve(self) -> None:
+        try:
+            self.ipr = self._open()
+        except BaseException as exc:
+            self._start_error = exc if isinstance(exc, KernelError) else KernelError(
+                f"cannot enter network namespace {self.path}: {exc}")
+            self._ready.set()
+            return
+        self._ready.set()
+        while True:
+            job = self._queue.get()
+            if job is None:
+                break
+            fn, args, kwargs, reply = job
+            try:
+                reply.put((True, fn(*args, **kwargs)))
+            except BaseException as exc:
+                reply.put((False, exc))
+        if self._nft is not None:
+            self._nft.close()
+        self.ipr.close()
+
+    def _open(self):
+        from pyroute2 import IPRoute
+
+        if self.path is not None:
+            setns(self.path)
+            want = inode(self.path)
+        else:
+            want = inode(own_netns())
+        if inode("/proc/thread-self/ns/net") != want:
+            raise KernelError(f"worker thread is not in network namespace {self.path}")
+        ipr = IPRoute()
+        nsfd = fcntl.ioctl(ipr.asyncore.socket.fileno(), SIOCGSKNS)
+        try:
+            if os.fstat(nsfd).st_ino != want:
+                ipr.close()
+                raise KernelError(f"netlink socket is not in network namespace {self.path}")
+        finally:
+            os.close(nsfd)
+        return ipr
+
+    def _submit(self, fn, *args, **kwargs):
+        if not self._thread.is_alive():
+            raise KernelError(f"network namespace {self.path} is closed")
+        reply: queue.SimpleQueue = queue.SimpleQueue()
+        self._queue.put((fn, args, kwargs, reply))
+        ok, value = reply.get()
+        if ok:
+            return value
+        raise value
+
+    def close(self) -> None:
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()
+
+    def __enter__(self) -> "Namespace":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    @_in_worker
+    def run(self, fn, *args, **kwargs):
+        """Run ``fn(*args, **kwargs)`` inside the namespace (for code that needs the thread itself)."""
+        return fn(*args, **kwargs)
+
+    # -- links --------------------------------------------------------------
+
+    @staticmethod
+    def _link(msg) -> Link:
+        kind = None
+        info = msg.get_attr("IFLA_LINKINFO")
+        if info is not None:
+            kind = info.get_attr("IFLA_INFO_KIND")
+        return Link(
+            index=msg["index"],
+            name=msg.get_attr("IFLA_IFNAME"),
+            kind=kind,
+            alias=msg.get_attr("IFLA_IFALIAS"),
+            master=msg.get_attr("IFLA_MASTER"),
+            up=bool(msg["flags"] & 1),
+            mtu=msg.get_attr("IFLA_MTU"),
+            mac=msg.get_attr("IFLA_ADDRESS"),
+        )
+
+    @_in_worker
+    def links(self) -> list[Link]:
+        return [self._link(m) for m in self.ipr.get_links()]
+
+    @_in_worker
+    def link(self, name: str) -> Link | None:
+        try:
+            msgs = self.ipr.get_links(ifname=name)
+        except Exception as exc:
+            if _errno(exc) == errno.ENODEV:
+                return None
+            raise _kernel_error(exc, f"look up link {name}") from None
+        return self._link(msgs[0]) if msgs else None
+
+    def _index(self, name: str) -> int:
+        found = self.ipr.link_lookup(ifname=name)
+        if not found:
+            raise KernelError(f"link {name} not found")
+        return found[0]
+
+    @_in_worker
+    def add_bridge(self, name: str, *, mtu: int | None = None, alias: str | None = None, mac: str | None = None) -> Link:
+        """Create (or adopt, when it already carries ``alias``) a bridge and bring it up."""
+        existing = self.link(name)
+        if existing is not None and (existing.kind != "bridge" or existing.alias != alias):
+            raise KernelError(f"cannot create bridge {name}: a link with that name already exists")
+        if existing is None:
+            attrs = {"ifname": name, "kind": "bridge"}
+            if mtu:
+                attrs["mtu"] = mtu
+            if mac:
+                attrs["address"] = mac
+            self._do("create bridge " + name, self.ipr.link, "add", **attrs)
+        index = self._index(name)
+        if alias:
+            self._do("set alias of " + name, self.ipr.link, "set", index=index, IFLA_IFALIAS=alias)
+        if mtu:
+            self._do("set mtu of " + name, self.ipr.link, "set", index=index, mtu=mtu)
+        self._do("bring up " + name, self.ipr.link, "set", index=index, state="up")
+        return self.link(name)
+
+    @_in_worker
+    def add_veth(self, name: str, peer: str, peer_netns: str, *, peer_mac: str | None = None,
+                 mtu: int | None = None, master: str | None = None, alias: str | None = None) -> None:
+        """A veth pair: ``name`` here (enslaved to ``master`` and up), ``peer`` created directly in ``peer_netns``."""
+        peer_attrs = {"ifname": peer, "net_ns_fd": peer_netns}
+        if peer_mac:
+            peer_attrs["address"] = peer_mac
+        attrs = {"ifname": name, "kind": "veth", "peer": peer_attrs}
+        if mtu:
+            attrs["mtu"] = mtu
+            peer_attrs["mtu"] = mtu
+        self._do(f"create veth {name}", self.ipr.link, "add", **attrs)
+        index = self._index(name)
+        settings = {"state": "up"}
+        if master:
+            settings["master"] = self._index(master)
+        if alias:
+            settings["IFLA_IFALIAS"] = alias
+        self._do(f"attach {name}", self.ipr.link, "set", index=index, **settings)
+
+    @_in_worker
+    def set_link(self, name: str, **settings) -> None:
+        """``set_link("eth0", state="up")``, ``mtu=…``, ``address=…``."""
+        self._do(f"set {name}", self.ipr.link, "set", index=self._index(name), **settings)
+
+    @_in_worker
+    def delete_link(self, name: str) -> bool:
+        """Delete a link by name; a link that is already gone is success."""
+        found = self.ipr.link_lookup(ifname=name)
+        if not found:
+            return False
+        try:
+            self.ipr.link("del", index=found[0])
+        except Exception as exc:
+            if _errno(exc) in (errno.ENODEV, errno.ENOENT):
+                return False
+            raise _kernel_error(exc, f"delete link {name}") from None
+        return True
+
+    # -- addresses and routes ------------------------------------------------
+
+    @_in_worker
+    def add_address(self, name: str, cidr: str) -> None:
+        """Add ``addr/prefix`` to a link; IPv6 without duplicate address detection. Idempotent."""
+        addr, _, prefix = cidr.partition("/")
+        kwargs = {"index": self._index(name), "address": addr, "prefixlen": int(prefix)}
+        if ":" in addr:
+            kwargs["flags"] = 0x02  # IFA_F_NODAD: usable at once, as Docker configures it
+        try:
+            self.ipr.addr("add", **kwargs)
+        except Exception as exc:
+            if _errno(exc) != errno.EEXIST:
+                raise _kernel_error(exc, f"add address {cidr} to {name}") from None
+
+    @_in_worker
+    def addresses(self, name: str | None = None) -> list[str]:
+        kwargs = {"index": self._index(name)} if name else {}
+        return [f"{m.get_attr('IFA_ADDRESS')}/{m['prefixlen']}" for m in self.ipr.get_addr(**kwargs)]
+
+    @_in_worker
+    def add_route(self, dst: str, *, gateway: str | None = None, dev: str | None = None, onlink: bool = False) -> None:
+        """Add or replace a route (``dst`` "default" or a CIDR) in the main table."""
+        family = 10 if ":" in (gateway or dst) else 2
+        kwargs: dict = {"family": family}
+        if dst != "default":
+            kwargs["dst"] = dst
+        else:
+            kwargs["dst"] = "::/0" if family == 10 else "0.0.0.0/0"
+        if gateway:
+            kwargs["gateway"] = gateway
+        if dev:
+            kwargs["oif"] = self._index(dev)
+        if onlink:
+            kwargs["flags"] = 4  # RTNH_F_ONLINK
+        self._do(f"add route {dst}", self.ipr.route, "replace", **kwargs)
+
+    @_in_worker
+    def has_default_route(self, family: int) -> bool:
+        return any(m.get_attr("RTA_DST") is None and m["dst_len"] == 0
+                   for m in self.ipr.get_routes(family=family, table=254))
+
+    @_in_worker
+    def configure_interface(self, name: str, *, addresses: list[str], gateways: list[str]) -> None:
+        """Bring ``lo`` and ``name`` up, add the addresses, and a default route per gateway's
+        family unless the namespace already has one (the first network a container joins wins)."""
+        for link in ("lo", name):
+            self.set_link(link, state="up")
+        for cidr in addresses:
+            self.add_address(name, cidr)
+        for gw in gateways:
+            family = 10 if ":" in gw else 2
+            if not self.has_default_route(family):
+                self.add_route("default", gateway=gw, dev=name)
+
+    @_in_worker
+    def route_destinations(self) -> list[str]:
+        """Destinations (CIDR) of the main table's routes, both families; for pool overlap checks."""
+        out = []
+        for family in (2, 10):
+            for m in self.ipr.get_routes(family=family, table=254):
+                dst = m.get_attr("RTA_DST")
+                if dst:
+                    out.append(f"{dst}/{m['dst_len']}")
+        return out
+
+    # -- sysctls and firewall --------------------------------------------------
+
+    @_in_worker
+    def sysctl(self, key: str, value: str | None = None) -> str:
+        """Read, or write when ``value`` is given, a sysctl of this namespace (``net.ipv4.ip_forward``)."""
+        path = "/proc/sys/" + key.replace(".", "/")
+        if value is None:
+            with open(path) as f:
+                return f.read().strip()
+        with open(path, "w") as f:
+            f.write(str(value))
+        return str(value)
+
+    @_in_worker
+    def nft(self):
+        """The namespace's libnftables context (created in, and used from, this worker)."""
+        if self._nft is None:
+            from muslin.kernel.nft import Nftables
+
+            self._nft = Nftables()
+        return self._nft
+
+    @_in_worker
+    def apply_firewall(self, networks, table: str = "muslin") -> None:
+        from muslin.kernel import firewall
+
+        firewall.apply(self.nft(), networks, table)
+
+    @_in_worker
+    def remove_firewall(self, table: str = "muslin") -> None:
+        from muslin.kernel import firewall
+
+        firewall.remove(self.nft(), table)
+
+    # -- helpers ----------------------------------------------------------------
+
+    @staticmethod
+    def _do(what: str, fn, *args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except Exception as exc:
+            raise _kernel_error(exc, what) from None
+
+
+def _errno(exc: BaseException) -> int | None:
+    code = getattr(exc, "code", None)
+    if isinstance(code, int):
+        return code
+    return getattr(exc, "errno", None)
+
+
+def _kernel_error(exc: BaseException, what: str) -> KernelError:
+    code = _errno(exc)
+    reason = os.strerror(code) if code else str(exc)
+    err = KernelError(f"cannot {what}: {reason}")
+    err.errno = code
+    return err
