@@ -17,6 +17,7 @@ import hashlib
 import ipaddress
 import logging
 import os
+import re
 import signal
 import threading
 import time
@@ -35,6 +36,7 @@ log = logging.getLogger("muslin")
 
 DEFAULT_BRIDGE_DEVICE = "muslin0"
 DEFAULT_BRIDGE_SUBNET = "172.17.0.0/16"
+NAME_RE = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]*")
 
 
 def _now() -> str:
@@ -103,24 +105,20 @@ class Engine:
         return [Endpoint.from_doc(d) for s, d in rows if s in states]
 
     def find_network(self, ref: str) -> Network:
-        nets = self.networks()
-        for match in (lambda n: n.name == ref, lambda n: n.id == ref, lambda n: n.id.startswith(ref)):
-            found = [n for n in nets if match(n)]
-            if len(found) == 1:
-                return found[0]
-            if len(found) > 1:
-                raise Conflict(f"network {ref} is ambiguous ({len(found)} matches found based on ID prefix)")
-        raise NotFound(f"network {ref} not found")
+        found = [d for s, d in self.store.find("networks", ref) if s == "active"] if ref else []
+        if len(found) > 1:
+            raise Conflict(f"network {ref} is ambiguous ({len(found)} matches found based on ID prefix)")
+        if not found:
+            raise NotFound(f"network {ref} not found")
+        return Network.from_doc(found[0])
 
     def find_container(self, ref: str) -> Container:
-        cons = self.containers()
-        for match in (lambda c: c.name == ref, lambda c: c.id == ref, lambda c: c.id.startswith(ref)):
-            found = [c for c in cons if match(c)]
-            if len(found) == 1:
-                return found[0]
-            if len(found) > 1:
-                raise Conflict(f"multiple IDs found with provided prefix: {ref}")
-        raise NotFound(f"No such container: {ref}")
+        found = [d for s, d in self.store.find("containers", ref) if s == "active"] if ref else []
+        if len(found) > 1:
+            raise Conflict(f"multiple IDs found with provided prefix: {ref}")
+        if not found:
+            raise NotFound(f"No such container: {ref}")
+        return Container.from_doc(found[0])
 
     # -- networks ----------------------------------------------------------------
 
@@ -306,16 +304,13 @@ class Engine:
             path, pid_start = os.path.abspath(netns), None
         if not kernel.netns_alive(path):
             raise InvalidParameter(f"{path} is not a network namespace")
-        for con in self.containers():
-            if con.netns == path and con.pid_start == pid_start and (name is None or con.name == name):
+        for state, doc in self.store.docs("containers", "json_extract(doc, '$.netns') = ?", (path,)):
+            con = Container.from_doc(doc)
+            if state == "active" and con.pid_start == pid_start and (name is None or con.name == name):
                 return con, None
-        taken = {c.name for c in self.containers()}
-        if name is not None:
-            try:
-                self.find_container(name)
-                raise Conflict(f'Conflict. The container name "/{name}" is already in use')
-            except NotFound:
-                pass
+        if name is not None and self.store.docs("containers", "name = ?", (name,)):
+            raise Conflict(f'Conflict. The container name "/{name}" is already in use')
+        taken = {d["name"] for _, d in self.store.docs("containers")} if name is None else set()
         con = Container(id=names.new_id(), name=name or names.container_name(taken), created=_now(), netns=path,
                         owns_netns=False, pid=pid, pid_start=pid_start)
         self.store.put("containers", con.id, con.name, "active", con.to_doc())
@@ -354,9 +349,10 @@ class Engine:
         try:
             checkpoint("connect.reserved")
             driver = self.driver(net.driver)
+            first = not any(e.id != ep.id for e in self.endpoints(container=con, states=("active", "pending")))
             with Namespace(con.netns) as sandbox, Undo() as undo:
                 undo.push(driver.leave, self.host, net, ep)
-                driver.join(self.host, sandbox, con.netns, net, ep)
+                driver.join(self.host, sandbox, con.netns, net, ep, default_route=first)
                 checkpoint("connect.joined")
             self.store.set_state("endpoints", ep.id, "active")
         except BaseException:
@@ -396,12 +392,13 @@ class Engine:
     def create_container(self, name: str | None = None, network: str | None = None, *, ip: str | None = None,
                          ip6: str | None = None, aliases=(), command=()) -> Container:
         with self._lock:
-            taken = {d["name"] for _, d in self.store.docs("containers")}
+            taken = set()
             if name is not None:
-                if not name or "/" in name:
+                if not NAME_RE.fullmatch(name):
                     raise InvalidParameter(f'Invalid container name ({name}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed')
-                if name in taken:
-                    other = next(d["id"] for _, d in self.store.docs("containers", "name = ?", (name,)))
+                same = self.store.docs("containers", "name = ?", (name,))
+                if same:
+                    other = same[0][1]["id"]
                     raise Conflict(f'Conflict. The container name "/{name}" is already in use by container "{other}". '
                                    "You have to remove (or rename) that container to be able to reuse that name.")
             if network in (None, "", "default", DEFAULT_BRIDGE):
@@ -412,6 +409,8 @@ class Engine:
                 net = self.find_network(network)
             if net is None and (ip or ip6):
                 raise InvalidParameter("--ip and --ip6 need a network")
+            if name is None:
+                taken = {d["name"] for _, d in self.store.docs("containers")}
             cid = names.new_id()
             con = Container(id=cid, name=name or names.container_name(taken), created=_now(),
                             netns=os.path.join(self.root, "netns", cid), command=list(command),

@@ -30,6 +30,7 @@ CREATE TABLE IF NOT EXISTS containers (
     state TEXT NOT NULL,
     doc   TEXT NOT NULL
 );
+CREATE INDEX IF NOT EXISTS containers_by_netns ON containers (json_extract(doc, '$.netns'));
 CREATE TABLE IF NOT EXISTS endpoints (
     id           TEXT PRIMARY KEY,
     network_id   TEXT NOT NULL,
@@ -124,6 +125,15 @@ class Store:
     def delete(self, table: str, id: str) -> None:
         with self.transaction() as db:
             db.execute(f"DELETE FROM {table} WHERE id = ?", (id,))
+
+    def find(self, table: str, ref: str) -> list[tuple[str, dict]]:
+        """Rows whose name is ``ref``, else whose id is ``ref``, else whose id starts with it."""
+        for where in ("name = ?", "id = ?", "id >= ? AND id < ? || 'g'"):
+            params = (ref, ref) if where.count("?") == 2 else (ref,)
+            rows = self.docs(table, where, params)
+            if rows:
+                return rows
+        return []
 
     def docs(self, table: str, where: str = "1", params: tuple = ()) -> list[tuple[str, dict]]:
         """``(state, doc)`` of every matching row, oldest first."""

@@ -28,8 +28,10 @@ class Driver(Protocol):
     def delete(self, host: Namespace, network: Network) -> None:
         """Remove the network's kernel objects."""
 
-    def join(self, host: Namespace, sandbox: Namespace, sandbox_path: str, network: Network, endpoint: Endpoint) -> None:
-        """Give the sandbox its interface on the network, addressed and routed."""
+    def join(self, host: Namespace, sandbox: Namespace, sandbox_path: str, network: Network, endpoint: Endpoint,
+             default_route: bool = True) -> None:
+        """Give the sandbox its interface on the network, addressed, and routed by default
+        through this network when ``default_route`` (the container's first network)."""
 
     def leave(self, host: Namespace, network: Network, endpoint: Endpoint) -> None:
         """Take the endpoint's interface away."""

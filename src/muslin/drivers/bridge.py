@@ -84,13 +84,14 @@ class BridgeDriver:
     def delete(self, host: Namespace, network: Network) -> None:
         host.delete_link(bridge_name(network))
 
-    def join(self, host: Namespace, sandbox: Namespace, sandbox_path: str, network: Network, endpoint: Endpoint) -> None:
+    def join(self, host: Namespace, sandbox: Namespace, sandbox_path: str, network: Network, endpoint: Endpoint,
+             default_route: bool = True) -> None:
         host.add_veth(endpoint.host_ifname, endpoint.ifname, sandbox_path, peer_mac=endpoint.mac,
                       mtu=mtu(network), master=bridge_name(network), alias=self.alias)
         sandbox.configure_interface(
             endpoint.ifname,
             addresses=[a for a in (endpoint.ipv4, endpoint.ipv6) if a],
-            gateways=[] if network.internal else [g for g in (endpoint.gateway, endpoint.gateway6) if g],
+            gateways=[g for g in (endpoint.gateway, endpoint.gateway6) if g and default_route and not network.internal],
         )
 
     def leave(self, host: Namespace, network: Network, endpoint: Endpoint) -> None:

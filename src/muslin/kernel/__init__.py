@@ -25,6 +25,8 @@ CLONE_NEWNET = 0x40000000
 SIOCGSKNS = 0x894C  # ioctl: the network namespace a socket belongs to
 MS_BIND = 0x1000
 MNT_DETACH = 0x2
+IFF_UP = 0x1
+IFA_F_NODAD = 0x02  # IPv6 address usable at once, as Docker configures it
 NS_GET_NSTYPE = 0xB703  # ioctl on a namespace file: its CLONE_NEW* type
 
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -305,22 +307,20 @@ class Namespace:
     @_in_worker
     def add_veth(self, name: str, peer: str, peer_netns: str, *, peer_mac: str | None = None,
                  mtu: int | None = None, master: str | None = None, alias: str | None = None) -> None:
-        """A veth pair: ``name`` here (enslaved to ``master`` and up), ``peer`` created directly in ``peer_netns``."""
+        """A veth pair in one request: ``name`` here, up and enslaved to ``master``; ``peer``
+        created directly in ``peer_netns`` under its final name (no rename, no move)."""
         peer_attrs = {"ifname": peer, "net_ns_fd": peer_netns}
         if peer_mac:
             peer_attrs["address"] = peer_mac
-        attrs = {"ifname": name, "kind": "veth", "peer": peer_attrs}
+        attrs = {"ifname": name, "kind": "veth", "peer": peer_attrs, "flags": IFF_UP, "change": IFF_UP}
         if mtu:
             attrs["mtu"] = mtu
             peer_attrs["mtu"] = mtu
-        self._do(f"create veth {name}", self.ipr.link, "add", **attrs)
-        index = self._index(name)
-        settings = {"state": "up"}
         if master:
-            settings["master"] = self._index(master)
+            attrs["master"] = self._index(master)
+        self._do(f"create veth {name}", self.ipr.link, "add", **attrs)
         if alias:
-            settings["IFLA_IFALIAS"] = alias
-        self._do(f"attach {name}", self.ipr.link, "set", index=index, **settings)
+            self._do(f"set alias of {name}", self.ipr.link, "set", ifname=name, IFLA_IFALIAS=alias)
 
     @_in_worker
     def set_link(self, name: str, **settings) -> None:
@@ -349,7 +349,7 @@ class Namespace:
         addr, _, prefix = cidr.partition("/")
         kwargs = {"index": self._index(name), "address": addr, "prefixlen": int(prefix)}
         if ":" in addr:
-            kwargs["flags"] = 0x02  # IFA_F_NODAD: usable at once, as Docker configures it
+            kwargs["flags"] = IFA_F_NODAD
         try:
             self.ipr.addr("add", **kwargs)
         except Exception as exc:
@@ -379,22 +379,22 @@ class Namespace:
         self._do(f"add route {dst}", self.ipr.route, "replace", **kwargs)
 
     @_in_worker
-    def has_default_route(self, family: int) -> bool:
-        return any(m.get_attr("RTA_DST") is None and m["dst_len"] == 0
-                   for m in self.ipr.get_routes(family=family, table=254))
-
-    @_in_worker
     def configure_interface(self, name: str, *, addresses: list[str], gateways: list[str]) -> None:
-        """Bring ``lo`` and ``name`` up, add the addresses, and a default route per gateway's
-        family unless the namespace already has one (the first network a container joins wins)."""
-        for link in ("lo", name):
-            self.set_link(link, state="up")
+        """Bring ``lo`` and ``name`` up, add the addresses and a default route via each gateway."""
+        self._do("bring up lo", self.ipr.link, "set", index=1, state="up")  # lo is always 1 in a new namespace
+        index = self._index(name)
+        self._do(f"bring up {name}", self.ipr.link, "set", index=index, state="up")
         for cidr in addresses:
-            self.add_address(name, cidr)
+            addr, _, prefix = cidr.partition("/")
+            kwargs = {"index": index, "address": addr, "prefixlen": int(prefix)}
+            if ":" in addr:
+                kwargs["flags"] = IFA_F_NODAD
+            self._do(f"add address {cidr} to {name}", self.ipr.addr, "replace", **kwargs)
         for gw in gateways:
             family = 10 if ":" in gw else 2
-            if not self.has_default_route(family):
-                self.add_route("default", gateway=gw, dev=name)
+            dst = "::/0" if family == 10 else "0.0.0.0/0"
+            self._do(f"add default route via {gw}", self.ipr.route, "replace",
+                     family=family, dst=dst, gateway=gw, oif=index)
 
     @_in_worker
     def route_destinations(self) -> list[str]:
