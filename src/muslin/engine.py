@@ -24,7 +24,7 @@ import time
 
 from muslin import ipam, kernel, names
 from muslin.drivers import Driver, load
-from muslin.errors import Conflict, Exhausted, InvalidParameter, MuslinError, NotFound
+from muslin.errors import Conflict, InvalidParameter, MuslinError, NotFound
 from muslin.faults import checkpoint
 from muslin.ipam import Pool
 from muslin.kernel import Namespace
@@ -156,19 +156,24 @@ class Engine:
         if self.store.docs("networks", "name = ?", (name,)):
             raise Conflict(f"network with name {name} is being removed")
         drv = self.driver(driver)
-        pools = ipam.parse_pools(subnets, gateways, ip_ranges, aux)
+        # Host bits in --subnet are masked off, as Docker did until 25 (the seeds rely on it).
+        pools = ipam.parse_pools(subnets, gateways, ip_ranges, aux, legacy_host_bits=True)
         others = self.networks(("active", "pending"))
         ipam.check_no_overlap(pools, [p.subnet for n in others for p in n.pools])
         in_use = [p.subnet for n in others for p in n.pools] + self._host_routes()
+        auto = []
         if not any(p.version == 4 for p in pools):
-            pools.append(Pool(ipam.default_pool_v4(in_use)))
+            auto.append(Pool(ipam.default_pool_v4(in_use)))
         if ipv6 and not any(p.version == 6 for p in pools):
-            pools.append(Pool(ipam.default_pool_v6(in_use, self.tag.encode())))
-        pools = ipam.with_default_gateways(pools)
+            auto.append(Pool(ipam.default_pool_v6(in_use, self.tag.encode())))
+        given_gateways = {str(p.gateway) for p in pools if p.gateway}
+        pools = ipam.with_default_gateways(pools + auto)
         if ipv6:
             options.setdefault("com.docker.network.enable_ipv6", "true")
         net = Network(id=names.new_id(), name=name, driver=driver, created=_now(), pools=pools, ipv6=ipv6,
-                      internal=internal, user_subnets=bool(subnets), options=options, labels=labels)
+                      internal=internal, auto_subnets=[str(p.subnet) for p in auto],
+                      implicit_gateways=[str(p.gateway) for p in pools if str(p.gateway) not in given_gateways],
+                      options=options, labels=labels)
         drv.check(net, others)
         return net
 
@@ -250,16 +255,13 @@ class Engine:
 
     def _allocate(self, net: Network, version: int, owner: str, static: str | None) -> tuple[Pool, int]:
         """Hold one address of ``net`` for ``owner`` (call inside a store transaction)."""
-        pools = net.pools_of(version)
         if static:
-            if not net.user_subnets:
-                raise InvalidParameter("user specified IP address is supported only when connecting to networks with user configured subnets")
-            pool = ipam.pool_for_static(pools, static)
+            pool = ipam.pool_for_static(net.user_pools(version), static, family=version)
             addr = ipam.to_int(ipaddress.ip_address(static))
             if not self.store.hold(net.id, str(pool.subnet), addr, owner):
-                raise Conflict(f"Address already in use: {static}")
+                raise Conflict(ipam.MSG_ADDRESS_IN_USE)
             return pool, addr
-        for pool in pools:
+        for pool in net.pools_of(version):
             first, last = ipam.bounds(pool)
             key = str(pool.subnet)
             start = max(first, self.store.hint(net.id, key, first))
@@ -267,11 +269,10 @@ class Engine:
             if addr is None:
                 continue
             if not self.store.hold(net.id, key, addr, owner):  # cannot happen inside BEGIN IMMEDIATE
-                raise Conflict(f"Address already in use: {ipam.from_int(addr, version)}")
+                raise Conflict(ipam.MSG_ADDRESS_IN_USE)
             self.store.set_hint(net.id, key, addr + 1)
             return pool, addr
-        family = "IPv4" if version == 4 else "IPv6"
-        raise Exhausted(f"no available {family} addresses on this network's address pools: {net.name} ({net.id})")
+        raise ipam.no_free_address(version, net.name, net.id)
 
     # -- endpoints ---------------------------------------------------------------
 
@@ -515,7 +516,7 @@ class Engine:
             "Scope": "local",
             "Driver": net.driver,
             "EnableIPv6": net.ipv6,
-            "IPAM": {"Driver": "default", "Options": {}, "Config": [p.to_docker() for p in net.pools]},
+            "IPAM": {"Driver": "default", "Options": {}, "Config": net.ipam_config()},
             "Internal": net.internal,
             "Attachable": False,
             "Ingress": False,

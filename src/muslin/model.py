@@ -32,12 +32,27 @@ class Network:
     pools: list[Pool]
     ipv6: bool = False
     internal: bool = False
-    user_subnets: bool = False  # the user gave --subnet: static --ip/--ip6 are allowed
+    auto_subnets: list[str] = field(default_factory=list)      # chosen by muslin, not given with --subnet
+    implicit_gateways: list[str] = field(default_factory=list)  # chosen by muslin, not given with --gateway
     options: dict[str, str] = field(default_factory=dict)
     labels: dict[str, str] = field(default_factory=dict)
 
     def pools_of(self, version: int) -> list[Pool]:
         return [p for p in self.pools if p.version == version]
+
+    def user_pools(self, version: int) -> list[Pool]:
+        """The pools given with ``--subnet``: only they accept static ``--ip``/``--ip6``."""
+        return [p for p in self.pools_of(version) if str(p.subnet) not in self.auto_subnets]
+
+    def ipam_config(self) -> list[dict]:
+        """``IPAM.Config`` as Docker shows it: a gateway muslin picked for a user subnet is not shown."""
+        out = []
+        for pool in self.pools:
+            doc = pool.to_docker()
+            if str(pool.subnet) not in self.auto_subnets and doc.get("Gateway") in self.implicit_gateways:
+                del doc["Gateway"]
+            out.append(doc)
+        return out
 
     def option_bool(self, key: str, default: bool) -> bool:
         value = self.options.get(key)
