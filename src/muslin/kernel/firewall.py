@@ -1,0 +1,261 @@
+"""muslin's nftables rules: a pure function of the bridge networks, applied atomically.
+
+Two tables, both named ``muslin`` (``table`` argument), and nothing else is
+ever touched:
+
+``table inet muslin``
+    ``chain forward`` (filter, hook forward, priority filter, policy accept)
+      * ICC off: ``iifname . oifname { X . X }`` drop -- routed traffic between
+        two subnets of the same network, and bridged traffic when br_netfilter
+        is active (it then shows iif = oif = the bridge).
+      * isolation (Docker's DOCKER-ISOLATION): from one muslin bridge to a
+        *different* muslin bridge: drop, IPv4 and IPv6.
+      * internal: anything forwarded out of an internal bridge to another
+        interface, or into it from another interface: drop.
+    ``chain postrouting`` (nat, hook postrouting, priority srcnat, policy accept)
+      * masquerade IPv4 from a network's subnets leaving through any interface
+        but its own bridge (not for internal networks, nor masquerade=False).
+
+``table bridge muslin``
+    ``chain forward`` (filter, hook forward, priority filter (-200), policy accept)
+      * ICC off: IPv4/IPv6 frames forwarded between two ports of the bridge:
+        drop.  Frames to the bridge itself (the gateway) take the input hook,
+        not forward, so the gateway stays reachable; ARP is left alone (as
+        Docker does, it only filters IP).  With ``bridge_meta=True`` this is
+        ``meta ibrname { X } ether type { ip, ip6 } drop``; ``meta ibrname``
+        needs the kernel's nft_meta_bridge (CONFIG_NFT_BRIDGE_META), which some
+        kernels lack (the 6.18 VM kernel here).  Without it (``bridge_meta=False``)
+        the frames are matched by address: IPv4/IPv6 source or destination in
+        the network's subnets.  That fallback cannot see IPv6 link-local
+        (fe80::) traffic between containers; br_netfilter, when active, still
+        catches that through the inet rule above.  It also matches those
+        addresses on any other bridge of the namespace, harmless as long as
+        muslin's subnets overlap nobody's.  apply() probes the kernel once per
+        context and picks the form.
+
+Every rule only drops; every base chain has policy accept, so traffic of other
+interfaces is never affected (but for the address fallback just described).  Per-packet cost does not grow with the number of
+networks: the forward rules are hash-set lookups, not one rule per network
+(the nat rules are one per network, but nat only sees a connection's first
+packet).
+
+Atomic replacement: the document is ONE libnftables batch: ``add table`` (create
+if absent), ``flush table`` (removes every rule; chains and named sets would
+survive a flush, so muslin uses a fixed set of chains and only anonymous sets),
+then the chains and rules.  A base chain exists only while it has rules (a
+chain with no rules is added and deleted in the same batch, which makes it
+disappear if it was there), so e.g. a host without ICC-off networks has no
+bridge-family hook costing time on every bridged frame, and no networks means
+no nat hook.  With no networks at all both tables exist and are empty.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from ipaddress import IPv4Network, IPv6Network
+from typing import Iterable
+
+from muslin.errors import InvalidParameter, KernelError
+
+TABLE = "muslin"
+PRIO_FILTER = 0          # inet "filter"
+PRIO_SRCNAT = 100        # inet "srcnat"
+PRIO_BRIDGE_FILTER = -200  # bridge family "filter"
+
+FEATURE_BRIDGE_META = "bridge_meta"
+
+
+@dataclass(frozen=True)
+class BridgeRules:
+    """What one bridge network needs from the firewall."""
+
+    bridge: str
+    subnets: tuple[IPv4Network | IPv6Network, ...] = ()
+    masquerade: bool = True   # com.docker.network.bridge.enable_ip_masquerade (IPv4 only)
+    icc: bool = True          # com.docker.network.bridge.enable_icc
+    internal: bool = False    # --internal
+
+    def __post_init__(self) -> None:
+        b = self.bridge
+        if not isinstance(b, str) or not b or len(b.encode()) > 15 or b in (".", "..") or any(
+            c == "/" or c == ":" or c.isspace() for c in b
+        ):
+            raise InvalidParameter(f"invalid bridge name {b!r}")
+        subnets = []
+        for s in self.subnets:
+            try:
+                subnets.append(s if isinstance(s, (IPv4Network, IPv6Network)) else ipaddress.ip_network(s))
+            except ValueError as e:
+                raise InvalidParameter(f"invalid subnet {s!r} for bridge {b}: {e}") from None
+        object.__setattr__(self, "subnets", tuple(subnets))
+
+
+# ---------------------------------------------------------------- JSON helpers
+
+def _meta(key: str) -> dict:
+    return {"meta": {"key": key}}
+
+
+def _payload(proto: str, field: str) -> dict:
+    return {"payload": {"protocol": proto, "field": field}}
+
+
+def _match(left, right, op: str = "==") -> dict:
+    return {"match": {"op": op, "left": left, "right": right}}
+
+
+def _prefix(net: IPv4Network | IPv6Network) -> dict:
+    return {"prefix": {"addr": str(net.network_address), "len": net.prefixlen}}
+
+
+def _one_or_set(values: list):
+    """A single value, or an anonymous set (as nft itself prints a one-element set)."""
+    return values[0] if len(values) == 1 else {"set": values}
+
+
+def _pairs(bridges: list[str]) -> dict:
+    # always a set: libnftables' JSON parser refuses a bare concatenation on the right
+    # ("Use concatenations with sets and maps, not singleton values")
+    return {"set": [{"concat": [b, b]} for b in bridges]}
+
+
+_IIF_OIF = {"concat": [_meta("iifname"), _meta("oifname")]}
+_DROP = {"drop": None}
+
+
+# ---------------------------------------------------------------- render
+
+def render(networks: Iterable[BridgeRules], table: str = TABLE, *, bridge_meta: bool = True) -> dict:
+    """The libnftables JSON document that makes muslin's tables exactly what ``networks`` need.
+
+    Pure: the same networks (in any order) give the same document.
+    ``bridge_meta``: whether the kernel supports ``meta ibrname`` (see the module doc).
+    """
+    nets = sorted(networks, key=lambda n: n.bridge)
+    seen: set[str] = set()
+    for n in nets:
+        if n.bridge in seen:
+            raise InvalidParameter(f"bridge {n.bridge} is listed twice")
+        seen.add(n.bridge)
+
+    cmds: list[dict] = []
+    for family in ("inet", "bridge"):
+        t = {"family": family, "name": table}
+        cmds.append({"add": {"table": dict(t)}})
+        cmds.append({"flush": {"table": dict(t)}})
+
+    def chain(family: str, name: str, ctype: str, hook: str, prio: int, rules: list[list[dict]]) -> None:
+        c = {"family": family, "table": table, "name": name, "type": ctype, "hook": hook, "prio": prio,
+             "policy": "accept"}
+        cmds.append({"add": {"chain": c}})
+        if not rules:  # a base chain only exists while it has rules
+            cmds.append({"delete": {"chain": {"family": family, "table": table, "name": name}}})
+            return
+        for expr in rules:
+            cmds.append({"add": {"rule": {"family": family, "table": table, "chain": name, "expr": expr}}})
+
+    # --- inet forward: ICC off (routed / br_netfilter), isolation, internal
+    bridges = [n.bridge for n in nets]
+    icc_off = [n.bridge for n in nets if not n.icc]
+    internal = [n.bridge for n in nets if n.internal]
+    fwd: list[list[dict]] = []
+    if icc_off:
+        fwd.append([_match(_IIF_OIF, _pairs(icc_off)), _DROP])
+    if len(bridges) > 1:
+        fwd.append([
+            _match(_meta("iifname"), _one_or_set(bridges)),
+            _match(_meta("oifname"), _one_or_set(bridges)),
+            _match(_IIF_OIF, _pairs(bridges), "!="),
+            _DROP,
+        ])
+    if internal:
+        for side in ("iifname", "oifname"):
+            fwd.append([
+                _match(_meta(side), _one_or_set(internal)),
+                _match(_IIF_OIF, _pairs(internal), "!="),
+                _DROP,
+            ])
+    chain("inet", "forward", "filter", "forward", PRIO_FILTER, fwd)
+
+    # --- inet nat postrouting: masquerade (IPv4 only, as Docker by default)
+    nat: list[list[dict]] = []
+    for n in nets:
+        v4 = sorted(ipaddress.collapse_addresses(s for s in n.subnets if s.version == 4))
+        if n.masquerade and not n.internal and v4:
+            nat.append([
+                _match(_meta("oifname"), n.bridge, "!="),
+                _match(_payload("ip", "saddr"), _one_or_set([_prefix(s) for s in v4])),
+                {"masquerade": None},
+            ])
+    chain("inet", "postrouting", "nat", "postrouting", PRIO_SRCNAT, nat)
+
+    # --- bridge forward: ICC off between ports of the same bridge
+    brf: list[list[dict]] = []
+    if icc_off:
+        if bridge_meta:
+            brf.append([
+                _match(_meta("ibrname"), _one_or_set(icc_off)),
+                _match(_payload("ether", "type"), {"set": ["ip", "ip6"]}),
+                _DROP,
+            ])
+        else:
+            for version, proto in ((4, "ip"), (6, "ip6")):
+                subnets = sorted(ipaddress.collapse_addresses(
+                    s for n in nets if not n.icc for s in n.subnets if s.version == version))
+                if not subnets:
+                    continue
+                for field in ("saddr", "daddr"):
+                    brf.append([_match(_payload(proto, field), _one_or_set([_prefix(s) for s in subnets])), _DROP])
+    chain("bridge", "forward", "filter", "forward", PRIO_BRIDGE_FILTER, brf)
+
+    return {"nftables": cmds}
+
+
+# ---------------------------------------------------------------- kernel side
+
+def bridge_meta_supported(nft) -> bool:
+    """Whether the kernel accepts ``meta ibrname`` (nft_meta_bridge); probed once per context.
+
+    The probe is one batch that adds a scratch table with such a rule and deletes
+    it again: it either fails as a whole or leaves no trace.
+    """
+    cached = nft.features.get(FEATURE_BRIDGE_META)
+    if cached is not None:
+        return cached
+    t = {"family": "bridge", "table": "muslin-probe"}
+    doc = {"nftables": [
+        {"add": {"table": {"family": "bridge", "name": "muslin-probe"}}},
+        {"add": {"chain": dict(t, name="probe")}},
+        {"add": {"rule": dict(t, chain="probe", expr=[_match(_meta("ibrname"), "muslin-probe"), _DROP])}},
+        {"delete": {"table": {"family": "bridge", "name": "muslin-probe"}}},
+    ]}
+    try:
+        nft.json_cmd(doc)
+        ok = True
+    except KernelError:
+        ok = False
+    nft.features[FEATURE_BRIDGE_META] = ok
+    return ok
+
+
+def apply(nft, networks: Iterable[BridgeRules], table: str = TABLE, *, bridge_meta: bool | None = None) -> None:
+    """Make muslin's tables exactly what ``networks`` need, in one atomic transaction.
+
+    Idempotent; on failure nothing changed (the batch is all or nothing).
+    ``bridge_meta=None`` probes the kernel (only when an ICC-off network needs it).
+    """
+    nets = list(networks)
+    if bridge_meta is None:
+        bridge_meta = bridge_meta_supported(nft) if any(not n.icc for n in nets) else True
+    nft.json_cmd(render(nets, table, bridge_meta=bridge_meta))
+
+
+def remove(nft, table: str = TABLE) -> None:
+    """Delete muslin's tables; idempotent (add-then-delete in one batch)."""
+    cmds = []
+    for family in ("inet", "bridge"):
+        t = {"family": family, "name": table}
+        cmds.append({"add": {"table": dict(t)}})
+        cmds.append({"delete": {"table": dict(t)}})
+    nft.json_cmd({"nftables": cmds})

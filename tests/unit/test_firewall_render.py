@@ -1,0 +1,223 @@
+"""firewall.render is a pure function: check the libnftables JSON it produces."""
+
+import json
+from ipaddress import ip_network as N
+
+import pytest
+
+from muslin.errors import InvalidParameter
+from muslin.kernel.firewall import BridgeRules, render
+
+A = BridgeRules("br-a", (N("10.1.0.0/24"), N("fd00:1::/64")))
+B = BridgeRules("br-b", (N("10.2.0.0/24"), N("10.3.0.0/24"), N("fd00:2::/64")), icc=False)
+I = BridgeRules("br-i", (N("10.4.0.0/24"),), internal=True)
+
+
+def cmds(doc):
+    assert set(doc) == {"nftables"}
+    return doc["nftables"]
+
+
+def chain_ops(doc, family, name):
+    """('present', [rule exprs]) or ('absent', []) for one chain."""
+    ops = [c for c in cmds(doc) if "chain" in next(iter(c.values()))
+           and next(iter(c.values()))["chain"]["family"] == family
+           and next(iter(c.values()))["chain"]["name"] == name]
+    verbs = [next(iter(c)) for c in ops]
+    rules = [c["add"]["rule"]["expr"] for c in cmds(doc)
+             if "add" in c and "rule" in c["add"]
+             and c["add"]["rule"]["family"] == family and c["add"]["rule"]["chain"] == name]
+    if verbs == ["add", "delete"]:
+        assert rules == []
+        return "absent", []
+    assert verbs == ["add"], verbs
+    return "present", rules
+
+
+def m(left, right, op="=="):
+    return {"match": {"op": op, "left": left, "right": right}}
+
+
+def meta(k):
+    return {"meta": {"key": k}}
+
+
+IIF_OIF = {"concat": [meta("iifname"), meta("oifname")]}
+
+
+def test_starts_with_add_then_flush_of_both_tables():
+    doc = render([A])
+    head = cmds(doc)[:4]
+    assert head == [
+        {"add": {"table": {"family": "inet", "name": "muslin"}}},
+        {"flush": {"table": {"family": "inet", "name": "muslin"}}},
+        {"add": {"table": {"family": "bridge", "name": "muslin"}}},
+        {"flush": {"table": {"family": "bridge", "name": "muslin"}}},
+    ]
+    # nothing else ever names a table other than ours, and nothing deletes a table
+    for c in cmds(doc):
+        (verb, obj), = c.items()
+        (kind, body), = obj.items()
+        name = body["name"] if kind == "table" else body["table"]
+        assert name == "muslin"
+        assert not (verb == "delete" and kind == "table")
+    json.dumps(doc)  # serialisable as is
+
+
+def test_base_chains_are_accept_policy_with_docker_priorities():
+    doc = render([A, B, I])
+    chains = {(c["add"]["chain"]["family"], c["add"]["chain"]["name"]): c["add"]["chain"]
+              for c in cmds(doc) if "add" in c and "chain" in c["add"]}
+    assert chains[("inet", "forward")] == {
+        "family": "inet", "table": "muslin", "name": "forward", "type": "filter", "hook": "forward",
+        "prio": 0, "policy": "accept"}
+    assert chains[("inet", "postrouting")]["type"] == "nat"
+    assert chains[("inet", "postrouting")]["hook"] == "postrouting"
+    assert chains[("inet", "postrouting")]["prio"] == 100  # srcnat
+    assert chains[("bridge", "forward")]["prio"] == -200  # bridge filter
+    assert all(c["policy"] == "accept" for c in chains.values())
+
+
+def test_one_default_network_only_masquerades():
+    doc = render([A])
+    assert chain_ops(doc, "inet", "forward") == ("absent", [])
+    assert chain_ops(doc, "bridge", "forward") == ("absent", [])
+    assert chain_ops(doc, "inet", "postrouting") == ("present", [[
+        m(meta("oifname"), "br-a", "!="),
+        m({"payload": {"protocol": "ip", "field": "saddr"}}, {"prefix": {"addr": "10.1.0.0", "len": 24}}),
+        {"masquerade": None},
+    ]])
+
+
+def test_masquerade_is_ipv4_only_and_covers_every_v4_subnet():
+    doc = render([B])
+    _, nat = chain_ops(doc, "inet", "postrouting")
+    assert nat == [[
+        m(meta("oifname"), "br-b", "!="),
+        m({"payload": {"protocol": "ip", "field": "saddr"}},
+          {"set": [{"prefix": {"addr": "10.2.0.0", "len": 24}}, {"prefix": {"addr": "10.3.0.0", "len": 24}}]}),
+        {"masquerade": None},
+    ]]
+    v6only = BridgeRules("br-6", (N("fd00:6::/64"),))
+    assert chain_ops(render([v6only]), "inet", "postrouting") == ("absent", [])
+
+
+def test_masquerade_off_and_internal_have_no_nat():
+    off = BridgeRules("br-a", A.subnets, masquerade=False)
+    assert chain_ops(render([off]), "inet", "postrouting") == ("absent", [])
+    assert chain_ops(render([I]), "inet", "postrouting") == ("absent", [])
+
+
+def test_isolation_between_all_muslin_bridges():
+    doc = render([A, B, I])
+    _, fwd = chain_ops(doc, "inet", "forward")
+    names = ["br-a", "br-b", "br-i"]
+    iso = [
+        m(meta("iifname"), {"set": names}),
+        m(meta("oifname"), {"set": names}),
+        m(IIF_OIF, {"set": [{"concat": [n, n]} for n in names]}, "!="),
+        {"drop": None},
+    ]
+    assert iso in fwd
+
+
+def test_icc_off_inet_and_bridge_meta_form():
+    doc = render([A, B], bridge_meta=True)
+    _, fwd = chain_ops(doc, "inet", "forward")
+    assert fwd[0] == [m(IIF_OIF, {"set": [{"concat": ["br-b", "br-b"]}]}), {"drop": None}]
+    assert chain_ops(doc, "bridge", "forward") == ("present", [[
+        m(meta("ibrname"), "br-b"),
+        m({"payload": {"protocol": "ether", "field": "type"}}, {"set": ["ip", "ip6"]}),
+        {"drop": None},
+    ]])
+
+
+def test_icc_off_bridge_fallback_matches_addresses_of_icc_off_networks_only():
+    c = BridgeRules("br-c", (N("10.2.1.0/24"), N("fd00:c::/64")), icc=False)
+    doc = render([A, B, c], bridge_meta=False)
+    _, brf = chain_ops(doc, "bridge", "forward")
+    v4 = {"set": [{"prefix": {"addr": "10.2.0.0", "len": 23}},  # 10.2.0/24 + 10.2.1/24 collapsed
+                  {"prefix": {"addr": "10.3.0.0", "len": 24}}]}
+    v6 = {"set": [{"prefix": {"addr": "fd00:2::", "len": 64}}, {"prefix": {"addr": "fd00:c::", "len": 64}}]}
+    assert brf == [
+        [m({"payload": {"protocol": "ip", "field": "saddr"}}, v4), {"drop": None}],
+        [m({"payload": {"protocol": "ip", "field": "daddr"}}, v4), {"drop": None}],
+        [m({"payload": {"protocol": "ip6", "field": "saddr"}}, v6), {"drop": None}],
+        [m({"payload": {"protocol": "ip6", "field": "daddr"}}, v6), {"drop": None}],
+    ]
+    assert "10.1.0.0" not in json.dumps(brf)  # icc-on network untouched
+
+
+def test_icc_on_everywhere_means_no_bridge_hook():
+    doc = render([A, I])
+    assert chain_ops(doc, "bridge", "forward") == ("absent", [])
+
+
+def test_internal_blocks_both_directions():
+    doc = render([A, I])
+    _, fwd = chain_ops(doc, "inet", "forward")
+    for side in ("iifname", "oifname"):
+        assert [m(meta(side), "br-i"), m(IIF_OIF, {"set": [{"concat": ["br-i", "br-i"]}]}, "!="), {"drop": None}] in fwd
+
+
+def test_single_internal_network_still_gets_forward_rules():
+    _, fwd = chain_ops(render([I]), "inet", "forward")
+    assert len(fwd) == 2
+
+
+def test_order_of_networks_does_not_matter():
+    assert render([A, B, I]) == render([I, A, B])
+
+
+def test_removed_network_leaves_no_trace_in_document():
+    text = json.dumps(render([A, I]))
+    assert "br-b" not in text and "10.2.0.0" not in text and "fd00:2::" not in text
+
+
+def test_empty_means_empty_tables():
+    doc = render([])
+    assert [(next(iter(c)), next(iter(next(iter(c.values()))))) for c in cmds(doc)] == [
+        ("add", "table"), ("flush", "table"), ("add", "table"), ("flush", "table"),
+        ("add", "chain"), ("delete", "chain"),
+        ("add", "chain"), ("delete", "chain"),
+        ("add", "chain"), ("delete", "chain"),
+    ]
+
+
+def test_table_name_is_a_parameter():
+    doc = render([A, B, I], table="muslin_test")
+    for c in cmds(doc):
+        body = next(iter(next(iter(c.values())).values()))
+        assert body.get("table", body.get("name")) == "muslin_test"
+
+
+def test_subnets_given_as_strings_are_normalised():
+    r = BridgeRules("br-x", ("10.9.0.0/24", "fd00:9::/64"))
+    assert r.subnets == (N("10.9.0.0/24"), N("fd00:9::/64"))
+    assert render([r]) == render([BridgeRules("br-x", (N("10.9.0.0/24"), N("fd00:9::/64")))])
+
+
+@pytest.mark.parametrize("name", ["", "br-0123456789abc", "a b", "a/b", "a:b", ".", ".."])
+def test_bad_bridge_names(name):
+    with pytest.raises(InvalidParameter):
+        BridgeRules(name, ())
+
+
+def test_bad_subnet():
+    with pytest.raises(InvalidParameter, match="10.0.0.1/24"):
+        BridgeRules("br-x", ("10.0.0.1/24",))
+
+
+def test_duplicate_bridge():
+    with pytest.raises(InvalidParameter, match="br-a"):
+        render([A, BridgeRules("br-a", ())])
+
+
+def test_hundred_networks_render_constant_forward_rules():
+    nets = [BridgeRules(f"br-{i:012x}", (N(f"10.{i}.0.0/24"),), icc=bool(i % 2), internal=i % 10 == 0)
+            for i in range(100)]
+    doc = render(nets)
+    _, fwd = chain_ops(doc, "inet", "forward")
+    assert len(fwd) == 4  # icc-off pairs, isolation, internal out, internal in: hash lookups, not O(n) rules
+    _, nat = chain_ops(doc, "inet", "postrouting")
+    assert len(nat) == 90
