@@ -74,6 +74,9 @@ class BridgeDriver:
         host.add_bridge(name, mtu=mtu(network), alias=self.alias)
         if network.ipv6:
             host.sysctl(f"net.ipv6.conf.{name}.disable_ipv6", "0")
+            # no duplicate address detection on the gateway side: a fresh bridge's
+            # link-local address would otherwise be unusable for its first second
+            host.sysctl(f"net.ipv6.conf.{name}.accept_dad", "0")
         for cidr in self._gateway_interfaces(network):
             host.add_address(name, cidr)
         if not network.internal:
@@ -87,7 +90,10 @@ class BridgeDriver:
     def join(self, host: Namespace, sandbox: Namespace, sandbox_path: str, network: Network, endpoint: Endpoint,
              default_route: bool = True) -> None:
         host.add_veth(endpoint.host_ifname, endpoint.ifname, sandbox_path, peer_mac=endpoint.mac,
-                      mtu=mtu(network), master=bridge_name(network), alias=self.alias)
+                      mtu=mtu(network), master=bridge_name(network), alias=self.alias,
+                      # ICC off: isolated ports cannot reach each other, whatever netfilter the
+                      # kernel has (the firewall rules stay as a second line).
+                      isolated=not network.option_bool(ICC_OPTION, True))
         sandbox.configure_interface(
             endpoint.ifname,
             addresses=[a for a in (endpoint.ipv4, endpoint.ipv6) if a],

@@ -306,9 +306,11 @@ class Namespace:
 
     @_in_worker
     def add_veth(self, name: str, peer: str, peer_netns: str, *, peer_mac: str | None = None,
-                 mtu: int | None = None, master: str | None = None, alias: str | None = None) -> None:
+                 mtu: int | None = None, master: str | None = None, alias: str | None = None,
+                 isolated: bool = False) -> None:
         """A veth pair in one request: ``name`` here, up and enslaved to ``master``; ``peer``
-        created directly in ``peer_netns`` under its final name (no rename, no move)."""
+        created directly in ``peer_netns`` under its final name (no rename, no move).
+        ``isolated`` makes it an isolated bridge port: no traffic to other isolated ports."""
         peer_attrs = {"ifname": peer, "net_ns_fd": peer_netns}
         if peer_mac:
             peer_attrs["address"] = peer_mac
@@ -319,8 +321,13 @@ class Namespace:
         if master:
             attrs["master"] = self._index(master)
         self._do(f"create veth {name}", self.ipr.link, "add", **attrs)
+        settings: dict = {}
         if alias:
-            self._do(f"set alias of {name}", self.ipr.link, "set", ifname=name, IFLA_IFALIAS=alias)
+            settings["IFLA_IFALIAS"] = alias
+        if isolated:
+            settings.update(kind="bridge_slave", isolated=1)
+        if settings:
+            self._do(f"configure {name}", self.ipr.link, "set", ifname=name, **settings)
 
     @_in_worker
     def set_link(self, name: str, **settings) -> None:

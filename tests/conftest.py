@@ -1,0 +1,101 @@
+"""Shared fixtures: a namespace lab per test, and a guard that the root namespace is never touched.
+
+Kernel tests (marked `kernel`, or anywhere under tests/integration, or using `lab`) need
+root and iproute2; without them they are skipped with the reason, and a warning says so.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import warnings
+
+import pytest
+
+KERNEL_TOOLS = ("ip", "bridge", "nsenter", "unshare", "sysctl", "ping", "nft")
+
+# read-only views of the root namespace, compared before and after each kernel test
+ROOT_SNAPSHOT = (
+    ("ip", "-br", "link"),
+    ("ip", "-br", "addr"),
+    ("ip", "route"),
+    ("ip", "-6", "route"),
+    ("nft", "list", "ruleset"),
+)
+_VOLATILE = [
+    (re.compile(r"expires \d+sec"), "expires"),  # RA-learned routes count down
+    (re.compile(r"counter packets \d+ bytes \d+"), "counter"),  # somebody else's counters tick
+]
+
+
+def _kernel_env_problem() -> str | None:
+    if os.geteuid() != 0:
+        return "they need root (building network namespaces)"
+    missing = [tool for tool in KERNEL_TOOLS if shutil.which(tool) is None]
+    if missing:
+        return f"missing tools: {', '.join(missing)} (install iproute2, util-linux, procps, iputils-ping, nftables)"
+    from muslin.lab import Lab
+
+    try:  # one tiny real lab: proves netns, veth and bridge work here
+        with Lab(name="probe") as probe:
+            probe.link(probe.node("a"), probe.switch("s"), "10.255.255.1/30")
+    except Exception as e:  # noqa: BLE001 - any failure is the reason to skip
+        return f"cannot build a namespace lab here: {e}"
+    return None
+
+
+@pytest.fixture(scope="session")
+def kernel_env() -> None:
+    """Skip every kernel test, loudly and with the reason, when this machine cannot run them."""
+    problem = _kernel_env_problem()
+    if problem:
+        warnings.warn(f"KERNEL TESTS SKIPPED: {problem}", pytest.PytestWarning, stacklevel=1)
+        pytest.skip(f"kernel tests skipped: {problem}")
+
+
+def _root_snapshot() -> dict[str, str]:
+    snapshot = {}
+    for argv in ROOT_SNAPSHOT:
+        try:
+            proc = subprocess.run(argv, capture_output=True, text=True, timeout=30)
+            text = f"{proc.stdout}{proc.stderr}(exit {proc.returncode})"
+        except OSError as e:
+            text = f"cannot run: {e}"
+        for pattern, replacement in _VOLATILE:
+            text = pattern.sub(replacement, text)
+        snapshot[" ".join(argv)] = text
+    return snapshot
+
+
+@pytest.fixture(autouse=True)
+def root_namespace_guard(request):
+    """Fail any kernel test after which the root namespace's links, addresses, routes or rules differ."""
+    kernel = (
+        request.node.get_closest_marker("kernel") is not None
+        or "integration" in request.node.path.parts
+        or "lab" in request.fixturenames
+    )
+    if not kernel:
+        yield
+        return
+    before = _root_snapshot()
+    yield
+    after = _root_snapshot()
+    changed = {cmd: (before[cmd], after[cmd]) for cmd in before if before[cmd] != after[cmd]}
+    assert not changed, "the test changed the ROOT network namespace:\n" + "\n".join(
+        f"$ {cmd}\n--- before\n{b}\n--- after\n{a}" for cmd, (b, a) in changed.items()
+    )
+
+
+@pytest.fixture
+def lab(kernel_env, root_namespace_guard):
+    """A fresh Lab, torn down after the test; fails the test if anything of it is left behind."""
+    from muslin.lab import NETNS_RUN_DIR, Lab
+
+    with Lab() as the_lab:
+        yield the_lab
+    left = [n for n in os.listdir(NETNS_RUN_DIR) if n.startswith(the_lab.prefix)]
+    assert not left, f"namespaces left behind: {left}"
+    assert not os.path.exists(the_lab.workdir), f"workdir left behind: {the_lab.workdir}"
