@@ -1,0 +1,195 @@
+"""The bridge driver on a real kernel: reachability, isolation, ICC, --internal,
+masquerade, IPAM as the seeds use it, and foreign namespaces joining."""
+
+from __future__ import annotations
+
+import ipaddress
+import sys
+
+import pytest
+from helpers import address_of, engine_on, in_container, ping
+
+pytestmark = pytest.mark.kernel
+
+
+@pytest.fixture
+def world(lab):
+    """A host on a switch, with a router to an 'outside' host that has no route back
+    to any container subnet: only masqueraded traffic can get an answer."""
+    sw = lab.switch("sw")
+    host = lab.host("h1")
+    router = lab.router("r")
+    outside = lab.node("out")
+    lab.link(host, sw, ["10.10.10.101/24", "2003:ab11::101/64"])
+    lab.link(router, sw, ["10.10.10.1/24", "2003:ab11::1/64"])
+    lab.link(router, outside, ["10.10.20.1/24"], ["10.10.20.2/24"])
+    host.route("default", via="10.10.10.1")
+    outside.route("10.10.10.0/24", via="10.10.20.1")
+    engine = engine_on(host)
+    yield host, outside, engine
+    for con in engine.containers():
+        engine.remove_container(con.id, force=True)
+    engine.close()
+
+
+def test_two_containers_reach_each_other_v4_and_v6(world):
+    host, _, engine = world
+    # seed 001 ch.10: a user-defined dual-stack network with static addresses
+    engine.create_network("ipv6_bridge", subnets=["2003:ab11:0:0:c000::/66", "192.168.127.0/24"], ipv6=True)
+    engine.create_container("web1", "ipv6_bridge", ip="192.168.127.10", ip6="2003:ab11::c000:0:0:10")
+    engine.create_container("web2", "ipv6_bridge")
+    net = engine.inspect_network(engine.find_network("ipv6_bridge"))
+    web1 = next(c for c in net["Containers"].values() if c["Name"] == "web1")
+    assert web1["IPv4Address"] == "192.168.127.10/24"
+    assert web1["IPv6Address"] == "2003:ab11::c000:0:0:10/66"
+    assert web1["MacAddress"] == "02:42:c0:a8:7f:0a"
+    assert net["EnableIPv6"] is True
+    assert [c["Subnet"] for c in net["IPAM"]["Config"]] == ["2003:ab11:0:0:c000::/66", "192.168.127.0/24"] or \
+        sorted(c["Subnet"] for c in net["IPAM"]["Config"]) == ["192.168.127.0/24", "2003:ab11::c000:0:0:0/66"]
+    bridge = "br-" + net["Id"][:12]
+    addrs = {(a["local"], a["prefixlen"]) for l in host.ip_json(f"addr show dev {bridge}") for a in l["addr_info"]}
+    assert ("192.168.127.1", 24) in addrs and ("2003:ab11::c000:0:0:1", 66) in addrs
+    routes = in_container(None, engine, "web1", "ip", "route").stdout
+    assert "default via 192.168.127.1 dev eth0" in routes
+    routes6 = in_container(None, engine, "web1", "ip", "-6", "route").stdout
+    assert "default via 2003:ab11::c000:0:0:1 dev eth0" in routes6
+    assert ping(engine, "web2", "192.168.127.10")
+    assert ping(engine, "web2", "2003:ab11::c000:0:0:10")
+    assert ping(engine, "web1", address_of(engine, "web2", "ipv6_bridge", 6))
+
+
+def test_separate_networks_are_isolated(world):
+    _, _, engine = world
+    engine.create_network("a", subnets=["172.30.1.0/24"])
+    engine.create_network("b", subnets=["172.30.2.0/24"])
+    engine.create_container("a1", "a")
+    engine.create_container("b1", "b")
+    assert ping(engine, "a1", "172.30.1.1")  # its own gateway
+    assert not ping(engine, "a1", address_of(engine, "b1", "b"))
+    assert not ping(engine, "b1", address_of(engine, "a1", "a"))
+
+
+def test_icc_false_blocks_ipv4_and_ipv6_between_containers(world):
+    _, _, engine = world
+    engine.create_network("quiet", subnets=["172.30.3.0/24", "fd00:3::/64"], ipv6=True,
+                          options={"com.docker.network.bridge.enable_icc": "false"})
+    engine.create_container("q1", "quiet")
+    engine.create_container("q2", "quiet")
+    assert not ping(engine, "q1", address_of(engine, "q2", "quiet"))
+    assert not ping(engine, "q1", address_of(engine, "q2", "quiet", 6))
+    assert ping(engine, "q1", "172.30.3.1")
+    assert ping(engine, "q1", "fd00:3::1")
+
+
+def test_internal_network_has_no_way_out_but_containers_talk(world):
+    _, _, engine = world
+    engine.create_network("inside", subnets=["172.30.4.0/24"], internal=True)
+    engine.create_container("i1", "inside")
+    engine.create_container("i2", "inside")
+    assert ping(engine, "i1", address_of(engine, "i2", "inside"))
+    assert "default" not in in_container(None, engine, "i1", "ip", "route").stdout
+    assert not ping(engine, "i1", "10.10.20.2")
+
+
+def test_masquerade_reaches_outside_as_the_host(world, lab):
+    host, outside, engine = world
+    engine.create_network("egress", subnets=["172.30.5.0/24"])
+    engine.create_container("e1", "egress")
+    assert ping(engine, "e1", "10.10.20.2")
+    # the outside host sees the host's address, not the container's
+    server = outside.popen([sys.executable, "-c", (
+        "import socket\n"
+        "s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
+        "s.bind(('10.10.20.2', 8080)); s.listen(1); print('listening', flush=True)\n"
+        "c, peer = s.accept(); print('peer', peer[0], flush=True)\n")])
+    import time
+    for _ in range(100):
+        if "listening" in server.output():
+            break
+        time.sleep(0.02)
+    out = in_container(None, engine, "e1", sys.executable, "-c",
+                       "import socket; socket.create_connection(('10.10.20.2', 8080), timeout=3).close()")
+    assert out.returncode == 0, out.stderr
+    server.wait(5)
+    assert "peer 10.10.10.101" in server.output()
+
+
+def test_masquerade_off_gets_no_answer(world):
+    _, _, engine = world
+    engine.create_network("routed", subnets=["172.30.6.0/24"],
+                          options={"com.docker.network.bridge.enable_ip_masquerade": "false"})
+    engine.create_container("r1", "routed")
+    assert not ping(engine, "r1", "10.10.20.2")
+
+
+def test_ip_range_aux_address_and_static_ip_as_in_the_seeds(world):
+    _, _, engine = world
+    # seed 003: --subnet 172.77.0.0/24 --gateway 172.77.0.1
+    engine.create_network("my_net", subnets=["172.77.0.0/24"], gateways=["172.77.0.1"])
+    engine.create_container("s1", "my_net")
+    assert address_of(engine, "s1", "my_net") == "172.77.0.2"
+    # seed 000: an ip-range hands out its first address first; an aux address is never handed out
+    engine.create_network("ranged", subnets=["192.168.32.0/24"], ip_ranges=["192.168.32.128/25"],
+                          gateways=["192.168.32.254"], aux_addresses={"host": "192.168.32.129"})
+    engine.create_container("r1", "ranged")
+    engine.create_container("r2", "ranged")
+    assert address_of(engine, "r1", "ranged") == "192.168.32.128"
+    assert address_of(engine, "r2", "ranged") == "192.168.32.130"
+    # a static address may lie outside the range but inside the subnet
+    engine.create_container("r3", "ranged", ip="192.168.32.10")
+    assert address_of(engine, "r3", "ranged") == "192.168.32.10"
+    assert ping(engine, "r1", "192.168.32.10")
+    # a released address is handed out again, lowest first
+    engine.remove_container("r1", force=True)
+    engine.create_container("r4", "ranged")
+    assert address_of(engine, "r4", "ranged") == "192.168.32.128"
+
+
+def test_big_subnets_allocate_like_small_ones(world):
+    _, _, engine = world
+    engine.create_network("huge", subnets=["10.3.1.0/8", "fd00:aaaa::/64"], ip_ranges=["10.3.1.0/8"],
+                          gateways=["10.1.1.1"], ipv6=True)
+    net = engine.find_network("huge")
+    assert str(net.pools[0].subnet) == "10.0.0.0/8"
+    engine.create_container("n1", "huge", ip="10.3.1.145")
+    engine.create_container("n2", "huge")
+    assert ipaddress.ip_address(address_of(engine, "n2", "huge")) in ipaddress.ip_network("10.0.0.0/8")
+    assert ping(engine, "n2", "10.3.1.145")
+
+
+def test_second_network_adds_eth1_and_keeps_the_first_default_route(world):
+    _, _, engine = world
+    engine.create_network("front", subnets=["172.30.7.0/24"])
+    engine.create_network("back", subnets=["172.30.8.0/24"])
+    engine.create_container("m1", "front")
+    engine.connect("back", "m1")
+    settings = engine.inspect_container(engine.find_container("m1"))["Networks"]
+    assert settings["front"]["InterfaceName"] == "eth0"
+    assert settings["back"]["InterfaceName"] == "eth1"
+    routes = in_container(None, engine, "m1", "ip", "route").stdout
+    assert "default via 172.30.7.1 dev eth0" in routes
+    engine.disconnect("back", "m1")
+    assert "eth1" not in in_container(None, engine, "m1", "ip", "link").stdout
+
+
+def test_foreign_namespace_joins_by_netns(world, lab):
+    host, _, engine = world
+    engine.create_network("shared", subnets=["172.30.9.0/24"])
+    engine.create_container("native", "shared")
+    other = lab.node("podman-ish")  # a namespace another runtime made
+    ep = engine.connect("shared", "visitor", netns=other.netns)
+    assert ep.ifname == "eth0"
+    assert other.ping(address_of(engine, "native", "shared"))
+    engine.disconnect("shared", "visitor")
+    assert "eth0" not in other.sh(["ip", "link"]).stdout
+    # the namespace belongs to the other runtime: muslin never removes it
+    assert other.sh(["true"]).returncode == 0
+
+
+def test_default_bridge_network_is_created_on_first_use(world):
+    host, _, engine = world
+    engine.create_container("d1")
+    net = engine.find_network("bridge")
+    assert str(net.pools[0].subnet) == "172.17.0.0/16"
+    assert address_of(engine, "d1", "bridge") == "172.17.0.2"
+    assert any(l["ifname"] == "muslin0" for l in host.ip_json("link show"))
