@@ -27,7 +27,7 @@ def snapshot(host) -> dict:
         }
     finally:
         db.close()
-    links = sorted((l["ifname"], l.get("master", ""), l.get("operstate", ""))
+    links = sorted((l["ifname"], l.get("master", ""), "UP" in l.get("flags", []))
                    for l in host.ip_json("link show"))
     addrs = sorted((a["ifname"], i["local"], i["prefixlen"])
                    for a in host.ip_json("addr show") for i in a.get("addr_info", [])

@@ -1,0 +1,228 @@
+"""Bad input changes nothing; an operation interrupted at any step — by an
+exception or by SIGKILL of the process — leaves nothing behind once the engine
+has started again."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from helpers import engine_on, snapshot
+
+from muslin import faults
+from muslin.errors import MuslinError
+
+pytestmark = pytest.mark.kernel
+
+
+@pytest.fixture
+def host(lab):
+    h = lab.host("h1")
+    yield h
+
+
+@pytest.fixture
+def engine(host):
+    e = engine_on(host)
+    yield e
+    faults.arm(None)
+    for con in e.containers():
+        e.remove_container(con.id, force=True)
+    e.close()
+
+
+INVALID_CREATES = [
+    (dict(subnets=["172.25.0.0/16"], gateways=["172.25.23.254", "172.26.0.1"]),
+     "every ip-range or gateway must have a corresponding subnet"),
+    (dict(subnets=["172.25.0.0/24"], gateways=["172.26.23.254"]), "no matching subnet for gateway 172.26.23.254"),
+    (dict(subnets=["172.25.0.0/24"], ip_ranges=["172.26.0.0/25"]), "no matching subnet for range 172.26.0.0/25"),
+    (dict(subnets=["172.25.0.0/24"], aux_addresses={"a": "172.26.0.5"}), "no matching subnet for aux-address 172.26.0.5"),
+    (dict(subnets=["172.25.0.0/16", "172.25.1.0/24"]), "multiple overlapping subnet configuration is not supported"),
+    (dict(subnets=["172.20.0.0/16"]), "invalid pool request: Pool overlaps with other one on this address space"),
+    (dict(subnets=["nonsense"]), "invalid subnet nonsense: invalid CIDR block notation"),
+    (dict(options={"com.docker.network.driver.mtu": "abc"}), "invalid MTU number: abc"),
+    (dict(driver="nope"), 'plugin "nope" not found'),
+]
+
+
+@pytest.mark.parametrize("kwargs,message", INVALID_CREATES, ids=[m for _, m in INVALID_CREATES])
+def test_invalid_network_create_changes_nothing(host, engine, kwargs, message):
+    engine.create_network("taken", subnets=["172.20.0.0/16"])
+    before = snapshot(host)
+    with pytest.raises(MuslinError) as err:
+        engine.create_network("fresh", **kwargs)
+    assert str(err.value) == message
+    assert snapshot(host) == before
+
+
+def test_invalid_connects_change_nothing(host, engine):
+    engine.create_network("n", subnets=["172.21.0.0/24"])
+    engine.create_network("auto")
+    engine.create_container("c1", "n", ip="172.21.0.50")
+    engine.create_container("loose", "none")
+    before = snapshot(host)
+    cases = [
+        (dict(network="n", container="loose", ip="172.21.0.50"), "Address already in use"),
+        (dict(network="n", container="loose", ip="172.22.0.5"), "no configured subnet or ip-range contain the IP address 172.22.0.5"),
+        (dict(network="n", container="loose", ip="bogus"), "invalid IPv4 address: bogus"),
+        (dict(network="auto", container="loose", ip="172.18.0.9"),
+         "user specified IP address is supported only when connecting to networks with user configured subnets"),
+        (dict(network="n", container="c1"), "endpoint with name c1 already exists in network n"),
+        (dict(network="missing", container="c1"), "network missing not found"),
+        (dict(network="n", container="ghost"), "No such container: ghost"),
+    ]
+    for kwargs, message in cases:
+        with pytest.raises(MuslinError) as err:
+            engine.connect(kwargs.pop("network"), kwargs.pop("container"), **kwargs)
+        assert str(err.value) == message
+        assert snapshot(host) == before, message
+
+
+def test_duplicate_name_and_busy_network(host, engine):
+    engine.create_network("n", subnets=["172.21.0.0/24"])
+    engine.create_container("c1", "n")
+    before = snapshot(host)
+    with pytest.raises(MuslinError, match="network with name n already exists"):
+        engine.create_network("n")
+    with pytest.raises(MuslinError, match=r"has active endpoints \(c1\)"):
+        engine.remove_network("n")
+    with pytest.raises(MuslinError, match="You cannot remove a running container|Conflict"):
+        engine.create_container("c1", "n")
+    assert snapshot(host) == before
+
+
+def test_exhausted_pool(host, engine):
+    engine.create_network("tiny", subnets=["172.23.0.0/30"])  # .1 gateway, .2 the only one left
+    engine.create_container("t1", "tiny")
+    before = snapshot(host)
+    with pytest.raises(MuslinError, match="no available IPv4 addresses on this network's address pools: tiny"):
+        engine.create_container("t2", "tiny")
+    assert snapshot(host) == before
+
+
+# Each operation and the steps it can be interrupted at.
+STEPS = {
+    "create": ["create.reserved", "create.kernel", "create.firewall"],
+    "connect": ["connect.reserved", "connect.joined"],
+    "run": ["run.reserved", "run.netns", "connect.reserved", "connect.joined"],
+    "disconnect": ["disconnect.marked", "disconnect.left"],
+    "rm": ["rm.marked", "rm.firewall", "rm.kernel"],
+    "rmc": ["rmc.marked", "disconnect.marked", "disconnect.left"],
+}
+
+
+def _prepare(engine):
+    engine.create_network("base", subnets=["172.24.0.0/24", "fd00:24::/64"], ipv6=True)
+    engine.create_container("c1", "base")
+    engine.create_network("spare", subnets=["172.24.1.0/24"])
+    engine.create_container("idle", "none")
+
+
+def _operation(engine, op):
+    return {
+        "create": lambda: engine.create_network("new", subnets=["172.24.9.0/24"],
+                                                options={"com.docker.network.bridge.enable_icc": "false"}),
+        "connect": lambda: engine.connect("spare", "idle"),
+        "run": lambda: engine.create_container("c2", "base"),
+        "disconnect": lambda: engine.disconnect("base", "c1"),
+        "rm": lambda: engine.remove_network("spare"),
+        "rmc": lambda: engine.remove_container("c1", force=True),
+    }[op]
+
+
+def _expected_after(op):
+    """Adding operations roll back; removals are finished by recovery."""
+    return "before" if op in ("create", "connect", "run") else "after"
+
+
+@pytest.mark.parametrize("op,step", [(op, step) for op, steps in STEPS.items() for step in steps])
+def test_exception_at_each_step_leaves_nothing(host, engine, op, step):
+    _prepare(engine)
+    before = snapshot(host)
+    faults.arm(step)
+    try:
+        _operation(engine, op)()
+    except faults.InjectedFault:
+        pass
+    faults.arm(None)
+    engine.recover()
+    after = snapshot(host)
+    if _expected_after(op) == "before":
+        assert after == before
+    else:  # the removal was finished: doing it again is a no-op that finds nothing
+        assert after != before
+        assert snapshot(host) == after
+
+
+KILL_SCRIPT = """
+import sys
+from muslin.engine import Engine
+root, netns, op = sys.argv[1:4]
+e = Engine(root, netns=netns)
+ops = {
+    "create": lambda: e.create_network("new", subnets=["172.24.9.0/24"]),
+    "connect": lambda: e.connect("spare", "idle"),
+    "run": lambda: e.create_container("c2", "base"),
+    "disconnect": lambda: e.disconnect("base", "c1"),
+    "rm": lambda: e.remove_network("spare"),
+    "rmc": lambda: e.remove_container("c1", force=True),
+}
+ops[op]()
+print("finished")
+"""
+
+
+@pytest.mark.parametrize("op,step", [(op, step) for op, steps in STEPS.items() for step in steps])
+def test_sigkill_at_each_step_is_repaired_on_restart(host, engine, op, step):
+    _prepare(engine)
+    before = snapshot(host)
+    proc = subprocess.run([sys.executable, "-c", KILL_SCRIPT, host.root, host.netns, op],
+                          env={**os.environ, "MUSLIN_FAULT": f"{step}:kill"}, capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == -9, proc.stderr
+    engine.recover()  # what the daemon does when it starts again
+    after = snapshot(host)
+    if _expected_after(op) == "before":
+        assert after == before, json.dumps({"before": before, "after": after}, indent=1, default=str)[:3000]
+    else:
+        engine.recover()
+        assert snapshot(host) == after
+        names = {c.name for c in engine.containers()}
+        if op == "rmc":
+            assert "c1" not in names
+        if op == "rm":
+            assert "spare" not in {n.name for n in engine.networks()}
+        if op == "disconnect":
+            assert not engine.endpoints(container=engine.find_container("c1"))
+
+
+def test_twenty_parallel_connects_get_distinct_addresses(host, engine):
+    """Separate engines (as separate processes would) racing on one store."""
+    import threading
+
+    from muslin.engine import Engine
+
+    engine.create_network("race", subnets=["172.28.0.0/24"])
+    for i in range(20):
+        engine.create_container(f"r{i}", "none")
+    errors = []
+
+    def attach(i):
+        try:
+            with Engine(host.root, netns=host.netns) as mine:
+                mine.connect("race", f"r{i}")
+        except Exception as exc:  # collected and asserted below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=attach, args=(i,)) for i in range(20)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    with Engine(host.root, netns=host.netns) as fresh:  # a new process sees the same state
+        addrs = [e.ipv4 for e in fresh.endpoints(network=fresh.find_network("race"))]
+    assert len(addrs) == 20 and len(set(addrs)) == 20
