@@ -1,0 +1,749 @@
+"""muslin.cli: parsing and rendering as pure functions, then main() end to end against a fake daemon.
+
+The fake daemon is a thread speaking the JSON-lines protocol of docs/API.md on
+<tmp>/muslin.sock; its containers' NetNS is /proc/self/ns/net (a valid network
+namespace file that is the one we are already in), so ``run``/``exec`` really
+call setns() without touching any other namespace.
+"""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from muslin import cli
+from muslin.cli import Plan, UsageError, parse
+
+SRC = str(Path(__file__).resolve().parents[2] / "src")
+NET_ID = "4f0b6c9a1e2d3c4b5a69788796a5b4c3d2e1f00112233445566778899aabbccd"
+
+
+# --------------------------------------------------------------------------- parsing
+
+
+def test_network_create_plan():
+    plan = parse(["--root", "/r", "network", "create", "-d", "bridge", "--subnet", "10.1.0.0/16",
+                  "--subnet", "fd00::/64", "--gateway", "10.1.0.1", "--ip-range", "10.1.1.0/24",
+                  "--aux-address", "host1=10.1.0.5", "--aux-address", "host2=10.1.0.6", "--ipv6",
+                  "--internal", "-o", "com.docker.network.bridge.name=br-x", "--opt", "mtu=1400",
+                  "--label", "a=b", "--label", "flag", "net1"])
+    assert plan == Plan("network.create", [("network.create", {
+        "name": "net1", "driver": "bridge", "subnets": ["10.1.0.0/16", "fd00::/64"], "gateways": ["10.1.0.1"],
+        "ip_ranges": ["10.1.1.0/24"], "aux_addresses": {"host1": "10.1.0.5", "host2": "10.1.0.6"},
+        "ipv6": True, "internal": True, "options": {"com.docker.network.bridge.name": "br-x", "mtu": "1400"},
+        "labels": {"a": "b", "flag": ""}})], root="/r")
+
+
+def test_network_create_defaults():
+    (op, args), = parse(["network", "create", "n"]).requests
+    assert op == "network.create"
+    assert args == {"name": "n", "driver": "bridge", "subnets": [], "gateways": [], "ip_ranges": [],
+                    "aux_addresses": {}, "ipv6": False, "internal": False, "options": {}, "labels": {}}
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["network", "create", "--aux-address", "nohost", "n"],
+     'invalid argument "nohost" for "--aux-address" flag: expected NAME=VALUE'),
+    (["network", "create", "--aux-address", "=1.2.3.4", "n"],
+     'invalid argument "=1.2.3.4" for "--aux-address" flag: empty NAME'),
+    (["network", "create", "-o", "novalue", "n"], 'invalid argument "novalue" for "--opt" flag: expected KEY=VALUE'),
+    (["network", "create", "--label", "=x", "n"],
+     "invalid argument \"=x\" for \"--label\" flag: invalid label '=x': empty name"),
+])
+def test_bad_key_value_is_a_local_flag_error(argv, message):
+    with pytest.raises(UsageError) as exc:
+        parse(argv)
+    assert exc.value.message == message
+    assert exc.value.code == 125  # docker: flag errors exit 125
+    assert "\n" not in exc.value.text
+
+
+@pytest.mark.parametrize("argv, code, text", [
+    (["network", "create"], 1,
+     "Error: the following arguments are required: NETWORK. See 'muslin network create --help'."),
+    (["network", "create", "--bogus", "x"], 125, "Error: unknown flag: --bogus. See 'muslin network create --help'."),
+    (["network", "rm"], 1, "Error: the following arguments are required: NETWORK. See 'muslin network rm --help'."),
+    (["bogus"], 1, "Error: 'bogus' is not a muslin command. See 'muslin --help'."),
+    (["run"], 1, "Error: \"muslin run\" requires at least 1 argument (COMMAND). See 'muslin run --help'."),
+    (["run", "-d", "--"], 1, "Error: \"muslin run\" requires at least 1 argument (COMMAND). See 'muslin run --help'."),
+    (["exec", "c1"], 1, "Error: \"muslin exec\" requires at least 1 argument (COMMAND). See 'muslin exec --help'."),
+    (["network", "connect", "net"], 1, "Error: \"muslin network connect\" requires a CONTAINER unless --pid or "
+                                       "--netns is given. See 'muslin network connect --help'."),
+    (["network", "connect", "--pid", "1", "--netns", "/x", "net"], 125, None),
+])
+def test_usage_errors(argv, code, text):
+    with pytest.raises(UsageError) as exc:
+        parse(argv)
+    assert exc.value.code == code
+    if text is not None:
+        assert exc.value.text == text
+    assert "\n" not in exc.value.text
+
+
+def test_network_simple_plans():
+    assert parse(["network", "ls"]) == Plan("network.ls", [("network.list", {})], {"quiet": False, "no_trunc": False})
+    assert parse(["network", "list", "-q", "--no-trunc"]).opts == {"quiet": True, "no_trunc": True}
+    assert parse(["network", "inspect", "a", "b"]).requests == [("network.inspect", {"names": ["a", "b"]})]
+    for word in ("rm", "remove"):
+        plan = parse(["network", word, "a", "b"])
+        assert plan.command == "network.rm"
+        assert plan.requests == [("network.remove", {"name": "a"}), ("network.remove", {"name": "b"})]
+    assert parse(["network", "prune", "-f"]) == Plan("network.prune", [("network.prune", {})], {"force": True})
+    assert parse(["network", "disconnect", "-f", "n", "c"]).requests == [
+        ("network.disconnect", {"network": "n", "container": "c", "force": True})]
+
+
+def test_network_connect_plans(tmp_path, monkeypatch):
+    (op, args), = parse(["network", "connect", "--ip", "10.0.0.5", "--alias", "a1", "--alias", "a2", "n", "c"]).requests
+    assert (op, args) == ("network.connect", {"network": "n", "container": "c", "ip": "10.0.0.5",
+                                              "aliases": ["a1", "a2"]})
+    plan = parse(["network", "connect", "--pid", "42", "n"])
+    assert plan.requests == [("network.connect", {"network": "n", "aliases": [], "pid": 42})]
+    assert plan.opts == {"named": False}
+    monkeypatch.chdir(tmp_path)  # a relative --netns is made absolute: the daemon has another cwd
+    (_, args), = parse(["network", "connect", "--netns", "ns/x", "n", "c"]).requests
+    assert args["netns"] == str(tmp_path / "ns" / "x")
+
+
+@pytest.mark.parametrize("argv, command", [
+    (["run", "sleep", "10"], ["sleep", "10"]),
+    (["run", "--", "sleep", "10"], ["sleep", "10"]),
+    (["run", "sleep", "-d", "--name", "x"], ["sleep", "-d", "--name", "x"]),  # options after COMMAND are its own
+    (["run", "--", "-weird"], ["-weird"]),
+])
+def test_run_command_words(argv, command):
+    plan = parse(argv)
+    assert plan.opts["command"] == command
+    assert plan.requests == [("container.create", {"aliases": [], "command": command})]
+
+
+def test_run_plan_with_options():
+    plan = parse(["run", "-d", "--rm", "--name", "web", "--net", "front", "--ip", "10.0.0.9", "--ip6", "fd00::9",
+                  "--network-alias", "www", "--network-alias", "w", "--", "sh", "-c", "exit 0"])
+    assert plan == Plan("run", [("container.create", {
+        "name": "web", "network": "front", "ip": "10.0.0.9", "ip6": "fd00::9", "aliases": ["www", "w"],
+        "command": ["sh", "-c", "exit 0"]})], {"detach": True, "rm": True, "command": ["sh", "-c", "exit 0"]})
+    assert parse(["run", "--network", "back", "true"]).requests[0][1]["network"] == "back"
+
+
+def test_container_plans():
+    assert parse(["exec", "c1", "--", "ip", "addr"]) == Plan(
+        "exec", [("container.inspect", {"name": "c1"})], {"command": ["ip", "addr"]})
+    assert parse(["exec", "c1", "ip", "-br", "addr"]).opts["command"] == ["ip", "-br", "addr"]
+    assert parse(["ps"]) == Plan("ps", [("container.list", {"all": False})], {"quiet": False, "no_trunc": False})
+    assert parse(["ps", "-a", "-q"]).requests == [("container.list", {"all": True})]
+    assert parse(["inspect", "a", "b"]).requests == [("container.inspect", {"name": "a"}),
+                                                      ("container.inspect", {"name": "b"})]
+    assert parse(["rm", "-f", "a"]).requests == [("container.remove", {"name": "a", "force": True})]
+    assert parse(["--root", "/x", "daemon"]) == Plan("daemon", root="/x")
+
+
+def test_help_and_version(capsys):
+    assert cli.main(["--version"]) == 0
+    assert capsys.readouterr().out == "muslin version 0.1.0\n"
+    assert cli.main([]) == 0
+    assert "network" in capsys.readouterr().out
+    assert cli.main(["network"]) == 0
+    assert "create" in capsys.readouterr().out
+    assert cli.main(["network", "create", "--help"]) == 0
+    assert "--aux-address" in capsys.readouterr().out
+
+
+# --------------------------------------------------------------------------- rendering
+
+
+def test_table_is_padded_like_docker():
+    nets = [
+        {"Id": "b" * 64, "Name": "bridge", "Driver": "bridge", "Scope": "local"},
+        {"Id": "a" * 64, "Name": "a-much-longer-name", "Driver": "bridge", "Scope": "local"},
+        {"Id": "c" * 64, "Name": "host", "Driver": "host", "Scope": "local"},
+    ]
+    assert cli.render_network_ls(nets) == (
+        "NETWORK ID     NAME                 DRIVER    SCOPE\n"
+        "aaaaaaaaaaaa   a-much-longer-name   bridge    local\n"
+        "bbbbbbbbbbbb   bridge               bridge    local\n"
+        "cccccccccccc   host                 host      local\n"
+    )
+    # the exact header docker prints for short names
+    assert cli.render_network_ls([{"Id": "f" * 64, "Name": "n", "Driver": "bridge", "Scope": "local"}]) \
+        .splitlines()[0] == "NETWORK ID     NAME      DRIVER    SCOPE"
+    assert cli.render_network_ls(nets, quiet=True) == "aaaaaaaaaaaa\nbbbbbbbbbbbb\ncccccccccccc\n"
+    assert cli.render_network_ls(nets, quiet=True, no_trunc=True).splitlines()[0] == "a" * 64
+    assert cli.render_network_ls([]) == "NETWORK ID   NAME      DRIVER    SCOPE\n"
+
+
+def test_network_ls_sorts_names_naturally():
+    nets = [{"Id": str(i) * 12, "Name": n, "Driver": "bridge", "Scope": "local"} for i, n in
+            enumerate(["net10", "net2", "net1"])]
+    assert [line.split()[1] for line in cli.render_network_ls(nets).splitlines()[1:]] == ["net1", "net2", "net10"]
+
+
+def test_render_json_and_prune():
+    assert cli.render_json([{"Name": "n", "Id": "x"}]) == '[\n    {\n        "Name": "n",\n        "Id": "x"\n    }\n]\n'
+    assert cli.render_json([]) == "[]\n"
+    assert cli.render_prune({"NetworksDeleted": ["a", "b"]}) == "Deleted Networks:\na\nb\n\n"
+    assert cli.render_prune({"NetworksDeleted": []}) == ""
+
+
+@pytest.mark.parametrize("seconds, text", [
+    (0.2, "Less than a second"), (1, "1 second"), (59, "59 seconds"), (60, "About a minute"),
+    (119, "About a minute"), (120, "2 minutes"), (3599, "59 minutes"), (3600, "About an hour"),
+    (5399, "About an hour"), (5400, "2 hours"), (47 * 3600, "47 hours"), (48 * 3600, "2 days"),
+    (14 * 86400, "2 weeks"), (60 * 86400, "2 months"), (2 * 365 * 86400, "2 years"),
+])
+def test_human_duration(seconds, text):
+    assert cli.human_duration(seconds) == text
+
+
+def test_render_ps():
+    now = 1_700_000_000.0
+    def iso(t):  # RFC 3339 with nanoseconds, as Go writes it
+        return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(int(t))) + f".{round((t % 1) * 1e9):09d}Z"
+
+    containers = [
+        {"Id": "1" * 64, "Name": "old", "Created": iso(now - 7200), "Command": ["sleep", "infinity"],
+         "State": "exited", "ExitCode": 0, "FinishedAt": iso(now - 300), "Networks": {"b": {}, "a": {}}},
+        {"Id": "2" * 64, "Name": "web", "Created": iso(now - 5), "Command": ["python3", "-m", "http.server", "8080"],
+         "State": "running", "Pid": 42, "Networks": {"front": {}}},
+        {"Id": "3" * 64, "Name": "new", "Created": iso(now - 0.5), "Command": ["true"], "State": "created",
+         "Networks": {}},
+    ]
+    assert cli.render_ps(containers, now=now) == (
+        "CONTAINER ID   NAME      COMMAND                  CREATED                  STATUS                     NETWORKS\n"
+        "333333333333   new       \"true\"                   Less than a second ago   Created                    \n"
+        "222222222222   web       \"python3 -m http.ser…\"   5 seconds ago            Up 5 seconds               front\n"
+        "111111111111   old       \"sleep infinity\"         2 hours ago              Exited (0) 5 minutes ago   a,b\n"
+    )
+    assert cli.render_ps(containers, quiet=True, now=now) == "333333333333\n222222222222\n111111111111\n"
+    assert '"python3 -m http.server 8080"' in cli.render_ps(containers, no_trunc=True, now=now)
+
+
+def test_find_executable(tmp_path):
+    assert cli.find_executable("sh") is None
+    err = cli.find_executable("surely-not-a-command-xyz")
+    assert err.code == 127
+    assert err.text == ('muslin: Error response from daemon: exec: "surely-not-a-command-xyz": '
+                        'executable file not found in $PATH.')
+    script = tmp_path / "script"
+    script.write_text("#!/bin/sh\n")
+    assert cli.find_executable(str(script)).code == 126  # not executable
+    script.chmod(0o755)
+    assert cli.find_executable(str(script)) is None
+    assert cli.find_executable(str(tmp_path)).code == 126  # a directory
+    assert cli.find_executable(str(tmp_path / "nope")).code == 127
+    assert cli.find_executable("script", path=str(tmp_path)) is None
+
+
+def test_daemon_error_text():
+    assert cli.daemon_error_text("network foo not found") == "Error response from daemon: network foo not found"
+    assert cli.daemon_error_text("Error response from daemon: x") == "Error response from daemon: x"
+
+
+# --------------------------------------------------------------------------- the fake daemon
+
+
+class FakeDaemon:
+    """Speaks docs/API.md's protocol on <root>/muslin.sock; records every request."""
+
+    def __init__(self, root: str):
+        self.root = root
+        self.calls = []
+        self.networks = {}
+        self.containers = {}
+        self.counter = 0
+        self.lock = threading.Lock()
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.bind(os.path.join(root, "muslin.sock"))
+        self.sock.listen(16)
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def close(self):
+        # wake the accept() first: closing alone would leave the thread blocked on a file
+        # descriptor number that the next test's socket may reuse
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.thread.join(5)
+        self.sock.close()
+
+    def ops(self):
+        return [op for op, _ in self.calls]
+
+    def wait_for(self, op, timeout=10.0):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self.lock:
+                found = [a for o, a in self.calls if o == op]
+            if found:
+                return found
+            time.sleep(0.02)
+        raise AssertionError(f"no {op} call in {self.calls}")
+
+    def _serve(self):
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
+
+    def _handle(self, conn):
+        with conn:
+            data = b""
+            while not data.endswith(b"\n"):
+                chunk = conn.recv(65536)
+                if not chunk:
+                    return
+                data += chunk
+            req = json.loads(data)
+            with self.lock:
+                self.calls.append((req["op"], req["args"]))
+                try:
+                    reply = {"result": getattr(self, "op_" + req["op"].replace(".", "_"))(**req["args"])}
+                except KeyError as e:
+                    reply = {"error": {"code": "not_found", "message": e.args[0]}}
+                except ValueError as e:
+                    reply = {"error": {"code": "conflict", "message": e.args[0]}}
+            conn.sendall(json.dumps(reply).encode() + b"\n")
+
+    def _new_id(self):
+        self.counter += 1
+        return f"{self.counter:02d}" + "ab" * 31
+
+    def _network(self, name):
+        for n in self.networks.values():
+            if name in (n["Name"], n["Id"]) or (len(name) >= 3 and n["Id"].startswith(name)):
+                return n
+        raise KeyError(f"network {name} not found")
+
+    def op_network_create(self, name, driver="bridge", subnets=(), **_):
+        if any(n["Name"] == name for n in self.networks.values()):
+            raise ValueError(f"network with name {name} already exists")
+        nid = NET_ID if not self.networks else self._new_id()
+        self.networks[nid] = {"Name": name, "Id": nid, "Created": "2024-01-01T00:00:00Z", "Scope": "local",
+                              "Driver": driver, "EnableIPv6": False,
+                              "IPAM": {"Driver": "default", "Options": {},
+                                       "Config": [{"Subnet": s} for s in subnets]},
+                              "Internal": False, "Containers": {}, "Options": {}, "Labels": {}}
+        return {"Id": nid, "Warning": ""}
+
+    def op_network_list(self):
+        return list(self.networks.values())
+
+    def op_network_inspect(self, names):
+        return [self._network(n) for n in names]
+
+    def op_network_remove(self, name):
+        n = self._network(name)
+        del self.networks[n["Id"]]
+        return {"Id": n["Id"], "Name": n["Name"]}
+
+    def op_network_prune(self):
+        names = [n["Name"] for n in self.networks.values()]
+        self.networks.clear()
+        return {"NetworksDeleted": names}
+
+    def op_container_create(self, command, name=None, network=None, **_):
+        cid = self._new_id()
+        name = name or f"c{self.counter}"
+        c = {"Id": cid, "Name": name, "Created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+             "Command": command, "State": "created", "Pid": None, "NetNS": "/proc/self/ns/net",
+             "Log": os.path.join(self.root, f"{cid}.log"), "Networks": {network or "bridge": {}}}
+        self.containers[cid] = c
+        return {k: c[k] for k in ("Id", "Name", "NetNS", "Log")}
+
+    def _container(self, name):
+        for c in self.containers.values():
+            if name in (c["Name"], c["Id"]):
+                return c
+        raise KeyError(f"No such container: {name}")
+
+    def op_container_started(self, id, pid):
+        c = self._container(id)
+        c["Pid"], c["State"] = pid, "running"
+        return {}
+
+    def op_container_list(self, all=False):
+        return [c for c in self.containers.values() if all or c["State"] == "running"]
+
+    def op_container_inspect(self, name):
+        return self._container(name)
+
+    def op_container_remove(self, name, force=False):
+        c = self._container(name)
+        del self.containers[c["Id"]]
+        return {"Id": c["Id"], "Name": c["Name"]}
+
+
+@pytest.fixture
+def daemon():
+    root = tempfile.mkdtemp(prefix="muslin-cli-", dir="/tmp")  # short: unix socket paths are limited
+    d = FakeDaemon(root)
+    yield d
+    d.close()
+    subprocess.run(["rm", "-rf", root], check=False)
+
+
+def muslin(daemon, *argv, **kw):
+    """Run ``python -m muslin --root <root> ARGV…`` in a subprocess (for exec()ing paths)."""
+    env = dict(os.environ, PYTHONPATH=SRC + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    return subprocess.run([sys.executable, "-m", "muslin", "--root", daemon.root, *argv],
+                          capture_output=True, text=True, env=env, timeout=30, **kw)
+
+
+def assert_one_error_line(err: str, expected: str):
+    assert "Traceback" not in err
+    assert err == expected + "\n"
+
+
+# --------------------------------------------------------------------------- end to end: networks
+
+
+def test_network_create_ls_inspect_rm(daemon, capsys):
+    r = daemon.root
+    assert cli.main(["--root", r, "network", "create", "--subnet", "10.9.0.0/24", "-o", "mtu=1400", "net1"]) == 0
+    assert capsys.readouterr().out == NET_ID + "\n"
+    assert daemon.calls[-1] == ("network.create", {
+        "name": "net1", "driver": "bridge", "subnets": ["10.9.0.0/24"], "gateways": [], "ip_ranges": [],
+        "aux_addresses": {}, "ipv6": False, "internal": False, "options": {"mtu": "1400"}, "labels": {}})
+    assert cli.main(["--root", r, "network", "create", "net2"]) == 0
+    capsys.readouterr()
+
+    assert cli.main(["--root", r, "network", "ls"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "NETWORK ID     NAME      DRIVER    SCOPE"
+    assert out[1] == f"{NET_ID[:12]}   net1      bridge    local"
+    assert [line.split()[1] for line in out[1:]] == ["net1", "net2"]
+
+    assert cli.main(["--root", r, "network", "inspect", "net1"]) == 0
+    shown = capsys.readouterr().out
+    assert json.loads(shown)[0]["Id"] == NET_ID
+    assert shown.startswith('[\n    {\n        "Name": "net1",')
+
+    assert cli.main(["--root", r, "network", "rm", "net1", "net2"]) == 0
+    assert capsys.readouterr().out == "net1\nnet2\n"
+    assert daemon.networks == {}
+
+
+def test_daemon_errors_are_one_line_exit_1(daemon, capsys):
+    r = daemon.root
+    assert cli.main(["--root", r, "network", "create", "dup"]) == 0
+    capsys.readouterr()
+    assert cli.main(["--root", r, "network", "create", "dup"]) == 1
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert_one_error_line(err, "Error response from daemon: network with name dup already exists")
+
+    # rm: per-name errors on stderr, the others still removed, exit 1 at the end
+    assert cli.main(["--root", r, "network", "rm", "nope", "dup"]) == 1
+    out, err = capsys.readouterr()
+    assert out == "dup\n"
+    assert_one_error_line(err, "Error response from daemon: network nope not found")
+    # rm -f: a missing network is not an error
+    assert cli.main(["--root", r, "network", "rm", "-f", "nope"]) == 0
+    assert capsys.readouterr() == ("", "")
+
+
+def test_errors_in_a_real_process_have_no_traceback(daemon):
+    p = muslin(daemon, "network", "rm", "ghost")
+    assert p.returncode == 1
+    assert p.stdout == ""
+    assert_one_error_line(p.stderr, "Error response from daemon: network ghost not found")
+    p = muslin(daemon, "network", "create", "--aux-address", "x", "n")
+    assert p.returncode == 125
+    assert_one_error_line(p.stderr, 'Error: invalid argument "x" for "--aux-address" flag: expected NAME=VALUE.')
+
+
+def test_network_inspect_partial(daemon, capsys):
+    r = daemon.root
+    cli.main(["--root", r, "network", "create", "there"])
+    capsys.readouterr()
+    assert cli.main(["--root", r, "network", "inspect", "there", "missing"]) == 1
+    out, err = capsys.readouterr()
+    assert [n["Name"] for n in json.loads(out)] == ["there"]
+    assert_one_error_line(err, "Error response from daemon: network missing not found")
+    assert cli.main(["--root", r, "network", "inspect", "missing"]) == 1
+    assert capsys.readouterr() == ("[]\n", "Error response from daemon: network missing not found\n")
+
+
+def test_network_prune(daemon, capsys, monkeypatch):
+    import io
+
+    r = daemon.root
+    cli.main(["--root", r, "network", "create", "a"])
+    capsys.readouterr()
+    monkeypatch.setattr(sys, "stdin", io.StringIO("n\n"))
+    assert cli.main(["--root", r, "network", "prune"]) == 0  # cancelled: docker exits 0, prints nothing more
+    assert capsys.readouterr().out == cli.PRUNE_WARNING
+    assert "network.prune" not in daemon.ops()
+    monkeypatch.setattr(sys, "stdin", io.StringIO(""))  # EOF counts as no
+    assert cli.main(["--root", r, "network", "prune"]) == 0
+    assert "network.prune" not in daemon.ops()
+    capsys.readouterr()
+    monkeypatch.setattr(sys, "stdin", io.StringIO("y\n"))
+    assert cli.main(["--root", r, "network", "prune"]) == 0
+    assert capsys.readouterr().out == cli.PRUNE_WARNING + "Deleted Networks:\na\n\n"
+    cli.main(["--root", r, "network", "create", "b"])
+    capsys.readouterr()
+    assert cli.main(["--root", r, "network", "prune", "-f"]) == 0
+    assert capsys.readouterr().out == "Deleted Networks:\nb\n\n"
+
+
+def test_network_connect_disconnect(daemon, capsys, monkeypatch):
+    daemon.op_network_connect = lambda **args: {"Container": "joined-1", "EndpointID": "e"}
+    daemon.op_network_disconnect = lambda **args: {}
+    r = daemon.root
+    assert cli.main(["--root", r, "network", "connect", "--ip", "10.0.0.7", "net", "c1"]) == 0
+    assert capsys.readouterr().out == ""  # docker prints nothing
+    assert daemon.calls[-1] == ("network.connect", {"network": "net", "container": "c1", "ip": "10.0.0.7",
+                                                    "aliases": []})
+    assert cli.main(["--root", r, "network", "connect", "--pid", str(os.getpid()), "net"]) == 0
+    assert capsys.readouterr().out == "joined-1\n"  # the name the daemon generated
+    assert cli.main(["--root", r, "network", "disconnect", "-f", "net", "c1"]) == 0
+    assert daemon.calls[-1] == ("network.disconnect", {"network": "net", "container": "c1", "force": True})
+
+
+# --------------------------------------------------------------------------- end to end: containers
+
+
+def test_run_detached(daemon, capsys):
+    r = daemon.root
+    assert cli.main(["--root", r, "run", "-d", "--name", "bg", "--", "sh", "-c", "echo hello from $$"]) == 0
+    cid = capsys.readouterr().out.strip()
+    c = daemon.containers[cid]
+    assert c["Name"] == "bg"
+    (started,) = daemon.wait_for("container.started")
+    assert started["id"] == cid
+    pid = started["pid"]
+    assert pid != os.getpid()
+    log = Path(c["Log"])
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and not log.read_text():
+        time.sleep(0.02)
+    assert log.read_text() == f"hello from {pid}\n"
+    assert daemon.ops() == ["container.create", "container.started"]
+
+    assert cli.main(["--root", r, "ps", "-a"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].split() == ["CONTAINER", "ID", "NAME", "COMMAND", "CREATED", "STATUS", "NETWORKS"]
+    assert out[1].startswith(cid[:12] + "   bg ")
+    assert cli.main(["--root", r, "inspect", "bg"]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["Id"] == cid
+    assert cli.main(["--root", r, "rm", "-f", "bg", "ghost"]) == 1
+    out, err = capsys.readouterr()
+    assert out == "bg\n"
+    assert_one_error_line(err, "Error response from daemon: No such container: ghost")
+
+
+def test_run_not_found_creates_nothing(daemon, capsys):
+    assert cli.main(["--root", daemon.root, "run", "-d", "no-such-program-here"]) == 127
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert_one_error_line(err, 'muslin: Error response from daemon: exec: "no-such-program-here": '
+                               'executable file not found in $PATH.')
+    assert daemon.calls == []
+
+
+def test_run_create_failure_is_125(daemon, capsys):
+    def refuse(**_):
+        raise ValueError("Address already in use")
+
+    daemon.op_container_create = refuse
+    assert cli.main(["--root", daemon.root, "run", "--ip", "10.0.0.2", "true"]) == 125
+    assert_one_error_line(capsys.readouterr().err, "muslin: Error response from daemon: Address already in use.")
+
+
+def test_run_foreground_execs_in_place(daemon):
+    p = muslin(daemon, "run", "--", "sh", "-c", "echo out; echo err >&2; exit 3")
+    assert (p.returncode, p.stdout, p.stderr) == (3, "out\n", "err\n")
+    (started,) = daemon.wait_for("container.started")
+    assert list(daemon.containers) == [started["id"]]  # no --rm: kept
+    assert daemon.ops() == ["container.create", "container.started"]
+
+
+def test_run_foreground_rm_waits_and_removes(daemon):
+    p = muslin(daemon, "run", "--rm", "--name", "once", "sh", "-c", "exit 4")
+    assert (p.returncode, p.stderr) == (4, "")
+    assert daemon.ops() == ["container.create", "container.started", "container.remove"]
+    assert daemon.calls[-1][1]["force"] is True
+    assert daemon.containers == {}
+
+
+def test_run_foreground_rm_forwards_sigterm(daemon):
+    env = dict(os.environ, PYTHONPATH=SRC)
+    proc = subprocess.Popen([sys.executable, "-m", "muslin", "--root", daemon.root, "run", "--rm", "--",
+                             "sh", "-c", "trap 'exit 7' TERM; echo ready; while :; do sleep 0.05; done"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        assert proc.stdout.readline() == "ready\n"
+        daemon.wait_for("container.started")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 7
+    finally:
+        proc.kill()
+        proc.wait()
+    assert daemon.ops()[-1] == "container.remove"
+
+
+def test_run_foreground_rm_ctrl_c_reaches_the_child_once(daemon):
+    """^C on a terminal goes to the whole foreground group: not forwarded again, no KeyboardInterrupt."""
+    import fcntl
+    import termios
+
+    master, slave = os.openpty()
+    script = ("n=0; trap 'n=$((n+1))' INT; echo ready; "
+              "sleep 0.5 & wait; sleep 0.5 & wait; echo; exit $((40+n))")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "muslin", "--root", daemon.root, "run", "--rm", "--", "sh", "-c", script],
+        stdin=slave, stdout=slave, stderr=slave, start_new_session=True, env=dict(os.environ, PYTHONPATH=SRC),
+        preexec_fn=lambda: fcntl.ioctl(0, termios.TIOCSCTTY, 0))  # the pty becomes its terminal
+    os.close(slave)
+    try:
+        seen = b""
+        while b"ready" not in seen:
+            seen += os.read(master, 1024)
+        daemon.wait_for("container.started")
+        os.write(master, b"\x03")  # ^C
+        assert proc.wait(timeout=10) == 41  # one SIGINT, and the child's status
+    finally:
+        proc.kill()
+        proc.wait()
+        output = b""
+        try:
+            while chunk := os.read(master, 1024):
+                output += chunk
+        except OSError:
+            pass
+        os.close(master)
+    assert b"Traceback" not in output and b"KeyboardInterrupt" not in output
+    assert daemon.ops()[-1] == "container.remove"
+
+
+def test_run_detached_rm_returns_at_once_then_removes(daemon):
+    t0 = time.monotonic()
+    p = muslin(daemon, "run", "-d", "--rm", "sh", "-c", "sleep 1")
+    assert time.monotonic() - t0 < 5  # the monitor does not hold our stdout open
+    assert p.returncode == 0, p.stderr
+    cid = p.stdout.strip()
+    (started,) = daemon.wait_for("container.started")
+    assert started["id"] == cid
+    (removed,) = daemon.wait_for("container.remove")
+    assert removed == {"name": cid, "force": True}
+
+
+@pytest.fixture
+def not_a_netns(daemon):
+    """Make the fake daemon hand out a regular file as the container's namespace: setns() fails (EINVAL)."""
+    path = os.path.join(daemon.root, "not-a-netns")
+    Path(path).write_text("")
+    create = daemon.op_container_create
+
+    def op_container_create(**args):
+        res = create(**args)
+        daemon.containers[res["Id"]]["NetNS"] = res["NetNS"] = path
+        return res
+
+    daemon.op_container_create = op_container_create
+    return path
+
+
+def test_run_detached_bad_netns_is_125(daemon, not_a_netns, capsys):
+    assert cli.main(["--root", daemon.root, "run", "-d", "true"]) == 125
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.startswith("muslin: Error: cannot enter the network namespace of container ")
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert "container.started" not in daemon.ops()
+
+
+@pytest.mark.parametrize("rm", [False, True])
+def test_run_foreground_bad_netns_is_125(daemon, not_a_netns, rm):
+    p = muslin(daemon, "run", *(["--rm"] if rm else []), "true")
+    assert p.returncode == 125
+    assert p.stderr.startswith("muslin: Error: cannot enter the network namespace of container ")
+    assert p.stderr.endswith(f"({not_a_netns}): Invalid argument.\n")
+    assert p.stderr.count("\n") == 1
+    assert ("container.remove" in daemon.ops()) == rm
+
+
+def test_exec(daemon):
+    cid = daemon.op_container_create(command=["sleep"], name="box")["Id"]
+    daemon.op_container_started(cid, os.getpid())  # alive
+    p = muslin(daemon, "exec", "box", "--", "sh", "-c", "exit 5")
+    assert (p.returncode, p.stderr) == (5, "")
+
+    daemon.containers[cid]["Pid"] = None  # joined from another runtime: no PID, still allowed
+    assert muslin(daemon, "exec", "box", "true").returncode == 0
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    daemon.containers[cid]["Pid"] = dead.pid
+    p = muslin(daemon, "exec", "box", "true")
+    assert p.returncode == 1
+    assert_one_error_line(p.stderr, f"Error response from daemon: container {cid} is not running")
+
+    daemon.containers[cid]["Pid"], daemon.containers[cid]["State"] = 0, "exited"  # as the daemon reports it
+    p = muslin(daemon, "exec", "box", "true")
+    assert p.returncode == 1
+    assert_one_error_line(p.stderr, f"Error response from daemon: container {cid} is not running")
+
+    p = muslin(daemon, "exec", "ghost", "true")
+    assert p.returncode == 1
+    assert_one_error_line(p.stderr, "Error response from daemon: No such container: ghost")
+
+
+def test_ps_only_running_by_default(daemon, capsys):
+    a = daemon.op_container_create(command=["a"], name="a")["Id"]
+    daemon.op_container_create(command=["b"], name="b")
+    daemon.op_container_started(a, os.getpid())
+    assert cli.main(["--root", daemon.root, "ps", "-q"]) == 0
+    assert capsys.readouterr().out == a[:12] + "\n"
+    assert daemon.calls[-1] == ("container.list", {"all": False})
+
+
+def test_unexpected_answer_is_still_one_line(daemon, capsys, monkeypatch):
+    monkeypatch.delenv("MUSLIN_DEBUG", raising=False)
+    daemon.op_container_create = lambda **_: {}  # no Id, no NetNS
+    assert cli.main(["--root", daemon.root, "run", "true"]) == 1
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.startswith("Error: unexpected KeyError: ") and err.count("\n") == 1
+
+
+def test_daemon_subcommand_imports_the_daemon_lazily(monkeypatch, tmp_path):
+    import types
+
+    served = []
+    fake = types.ModuleType("muslin.daemon")
+    fake.serve = lambda root: served.append(root) or 0
+    monkeypatch.setitem(sys.modules, "muslin.daemon", fake)
+    assert cli.main(["--root", str(tmp_path / "state"), "daemon"]) == 0
+    assert served == [str(tmp_path / "state")]
+    monkeypatch.setenv("MUSLIN_ROOT", str(tmp_path / "env"))
+    assert cli.main(["daemon"]) == 0
+    assert served[-1] == str(tmp_path / "env")
+
+
+# --------------------------------------------------------------------------- start-up
+
+
+def test_import_stays_light():
+    code = ("import sys; before = set(sys.modules); import muslin.cli; "
+            "print('\\n'.join(sorted(set(sys.modules) - before)))")
+    env = dict(os.environ, PYTHONPATH=SRC)
+    added = set(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                               check=True).stdout.split())
+    heavy = {"pyroute2", "muslin.engine", "muslin.daemon", "muslin.kernel", "muslin.store", "sqlite3", "ctypes",
+             "subprocess", "datetime", "signal", "dataclasses", "inspect", "asyncio", "ipaddress", "typing"}
+    assert not (added & heavy), added & heavy
+    assert not any(m.startswith("pyroute2") for m in added)
