@@ -1,0 +1,150 @@
+"""The CLI and the daemon together, as a user runs them: Docker's syntax and
+messages, automatic start, crash of the daemon mid-operation, parallel CLIs."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from helpers import snapshot
+
+pytestmark = pytest.mark.kernel
+
+
+@pytest.fixture
+def host(lab):
+    return lab.host("h1")
+
+
+def test_cli_round_trip(host):
+    out = host.muslin("network", "create", "--subnet", "172.25.0.0/16", "--gateway", "172.25.23.254", "my_net")
+    net_id = out.stdout.strip()
+    assert len(net_id) == 64
+    assert os.path.exists(host.pidfile)  # the CLI started the daemon
+    ls = host.muslin("network", "ls").stdout.splitlines()
+    assert ls[0].split() == ["NETWORK", "ID", "NAME", "DRIVER", "SCOPE"]
+    assert any(line.split()[1:] == ["my_net", "bridge", "local"] for line in ls[1:])
+    host.muslin("run", "-d", "--name", "web1", "--network", "my_net", "--ip", "172.25.3.3", "--", "sleep", "300")
+    host.muslin("run", "-d", "--name", "web2", "--network", "my_net", "--", "sleep", "300")
+    inspect = json.loads(host.muslin("network", "inspect", "my_net").stdout)[0]
+    assert inspect["IPAM"]["Config"] == [{"Subnet": "172.25.0.0/16", "Gateway": "172.25.23.254"}]
+    assert {c["Name"]: c["IPv4Address"] for c in inspect["Containers"].values()}["web1"] == "172.25.3.3/16"
+    assert host.muslin("exec", "web2", "--", "ping", "-c1", "-W1", "172.25.3.3").returncode == 0
+    ps = host.muslin("ps").stdout
+    assert "web1" in ps and "web2" in ps
+    busy = host.muslin("network", "rm", "my_net", check=False)
+    assert busy.returncode == 1
+    assert busy.stderr.strip().startswith("Error response from daemon: error while removing network: network my_net")
+    assert "(web1, web2)" in busy.stderr
+    host.muslin("rm", "-f", "web1", "web2")
+    assert host.muslin("network", "rm", "my_net").stdout.strip() == "my_net"
+
+
+def test_errors_are_one_line_without_traceback(host):
+    bad = host.muslin("network", "create", "--subnet", "172.25.0.0/16", "--gateway", "172.26.23.254", "x",
+                      check=False)
+    assert bad.returncode == 1
+    assert bad.stderr.strip() == "Error response from daemon: no matching subnet for gateway 172.26.23.254"
+    missing = host.muslin("network", "rm", "nothere", check=False)
+    assert missing.stderr.strip() == "Error response from daemon: network nothere not found"
+    assert "Traceback" not in bad.stderr + missing.stderr
+
+
+def test_foreign_namespace_joins_by_pid(host, lab):
+    host.muslin("network", "create", "--subnet", "172.29.0.0/24", "pidnet")
+    other = lab.node("runtime")
+    proc = other.popen(["sleep", "300"])
+    out = host.muslin("network", "connect", "--pid", str(proc.pid), "pidnet", "guest")
+    assert out.returncode == 0
+    assert "172.29.0.2/24" in other.sh(["ip", "-br", "addr"]).stdout
+    host.muslin("network", "disconnect", "pidnet", "guest")
+    assert "172.29.0.2" not in other.sh(["ip", "-br", "addr"]).stdout
+
+
+def _daemon_pid(host) -> int:
+    with open(host.pidfile) as f:
+        return int(f.read())
+
+
+def test_daemon_killed_mid_connect_is_repaired_by_the_next_start(host):
+    host.muslin("network", "create", "--subnet", "172.27.0.0/24", "n1")
+    host.muslin("run", "-d", "--name", "idle", "--network", "none", "--", "sleep", "300")
+    before = snapshot(host)
+    # restart the daemon with a fault armed: it SIGKILLs itself after the veth exists
+    os.kill(_daemon_pid(host), signal.SIGTERM)
+    _wait_gone(host)
+    daemon = host.muslin_popen("daemon", env={"MUSLIN_FAULT": "connect.joined:kill"})
+    _wait_socket(host)
+    crashed = host.muslin("network", "connect", "n1", "idle", check=False)
+    assert crashed.returncode != 0
+    daemon.wait(10)
+    assert daemon.returncode == -signal.SIGKILL
+    # the next command starts a fresh daemon, whose start repairs what the crash left
+    host.muslin("network", "ls")
+    assert snapshot(host) == before
+    host.muslin("rm", "-f", "idle")
+
+
+def test_twenty_parallel_cli_connects_get_distinct_addresses(host):
+    host.muslin("network", "create", "--subnet", "172.28.0.0/24", "race")
+    for i in range(20):
+        host.muslin("run", "-d", "--name", f"c{i}", "--network", "none", "--", "sleep", "300")
+    with ThreadPoolExecutor(20) as pool:
+        results = list(pool.map(lambda i: host.muslin("network", "connect", "race", f"c{i}", check=False),
+                                range(20)))
+    assert all(r.returncode == 0 for r in results), [r.stderr for r in results if r.returncode]
+    inspect = json.loads(host.muslin("network", "inspect", "race").stdout)[0]
+    addrs = [c["IPv4Address"] for c in inspect["Containers"].values()]
+    assert len(addrs) == 20 and len(set(addrs)) == 20
+    host.muslin("rm", "-f", *[f"c{i}" for i in range(20)])
+
+
+def _wait_gone(host, timeout=10):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not os.path.exists(os.path.join(host.root, "muslin.sock")):
+            return
+        time.sleep(0.02)
+    raise AssertionError("daemon did not stop")
+
+
+def _wait_socket(host, timeout=20):
+    import socket
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.socket(socket.AF_UNIX) as s:
+                s.connect(os.path.join(host.root, "muslin.sock"))
+                return
+        except OSError:
+            time.sleep(0.02)
+    raise AssertionError("daemon did not start")
+
+
+def test_prune_keeps_used_networks(host):
+    host.muslin("network", "create", "unused")
+    host.muslin("network", "create", "used")
+    host.muslin("run", "-d", "--name", "u1", "--network", "used", "--", "sleep", "300")
+    out = host.muslin("network", "prune", "-f").stdout
+    assert "unused" in out and "used\n" not in out.replace("unused", "")
+    ls = host.muslin("network", "ls").stdout
+    assert "used" in ls and "unused" not in ls
+    host.muslin("rm", "-f", "u1")
+
+
+def test_muslin_root_environment_selects_separate_state(host, lab):
+    host.muslin("network", "create", "mine")
+    other_root = os.path.join(lab.workdir, "other-root")
+    python_m_muslin = host.muslin_argv()[:3]
+    out = subprocess.run(["nsenter", f"--net={host.netns}", *python_m_muslin, "network", "ls"],
+                         env={**os.environ, "MUSLIN_ROOT": other_root}, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert "mine" not in out.stdout
+    with open(os.path.join(other_root, "muslin.pid")) as f:
+        os.kill(int(f.read()), signal.SIGTERM)
