@@ -44,13 +44,14 @@ def _now() -> str:
 
 
 def _process_start(pid: int) -> int | None:
-    """The start time of a process (clock ticks after boot), None when it is gone."""
+    """The start time of a live process (clock ticks after boot); None when it is
+    gone or a zombie (dead, waiting for a parent that may not be us to reap it)."""
     try:
         with open(f"/proc/{pid}/stat") as f:
-            stat = f.read()
+            fields = f.read().rsplit(")", 1)[1].split()
     except OSError:
         return None
-    return int(stat.rsplit(")", 1)[1].split()[19])
+    return None if fields[0] in ("Z", "X") else int(fields[19])
 
 
 class Engine:
