@@ -67,6 +67,23 @@ def bench_engine(root: str, pins: list[str]) -> tuple[list[float], list[float]]:
     return times[:10], times[-100:]
 
 
+def bench_kernel_only(pins: list[str]) -> tuple[list[float], list[float]]:
+    """The same attach with the kernel layer alone (no store, no IPAM): the kernel's own cost,
+    which also grows with the number of ports on one bridge."""
+    times = []
+    with kernel.Namespace(None) as host:
+        host.add_bridge("br-raw")
+        for i, pin in enumerate(pins):
+            def attach(i=i, pin=pin):
+                host.add_veth(f"raw{i}", "eth0", pin, master="br-raw")
+                with kernel.Namespace(pin) as sandbox:
+                    sandbox.configure_interface("eth0", addresses=[f"10.{i // 250}.{i % 250}.2/8"],
+                                                gateways=["10.0.0.1"])
+            times.append(timed(attach))
+        host.delete_link("br-raw")
+    return times[:10], times[-100:]
+
+
 def cni_conf(workdir: str) -> str:
     return json.dumps({
         "cniVersion": "1.0.0", "name": "benchnet", "type": "bridge", "bridge": "cni0",
@@ -127,12 +144,20 @@ def main() -> int:
         print(f"\n[1] in-process Engine.connect, {args.n} containers on one bridge network")
         pins = make_namespaces(work, "e", args.n)
         first, last = bench_engine(os.path.join(work, "engine-root"), pins)
-        for pin in pins:
-            kernel.remove_netns(pin)
         print(f"    N=10      {fmt(first)}")
         print(f"    N={args.n:<7} {fmt(last)}   (the last 100)")
         scale = stats(last)[0] / stats(first)[0]
         print(f"    ratio N={args.n} / N=10: {scale:.2f}   (target <= 1.2)")
+        print(f"\n[1b] the same {args.n} attaches through the kernel layer alone (no store, no IPAM)")
+        raw_first, raw_last = bench_kernel_only(pins)
+        for pin in pins:
+            kernel.remove_netns(pin)
+        raw_scale = stats(raw_last)[0] / stats(raw_first)[0]
+        print(f"    N=10      {fmt(raw_first)}")
+        print(f"    N={args.n:<7} {fmt(raw_last)}   (the last 100)")
+        print(f"    ratio N={args.n} / N=10: {raw_scale:.2f}   (the kernel's own growth)")
+        print(f"    muslin / kernel layer alone: N=10 {stats(first)[0] / stats(raw_first)[0]:.2f}, "
+              f"N={args.n} {stats(last)[0] / stats(raw_last)[0]:.2f}")
 
         print(f"\n[2] reference CNI bridge + host-local, one process per call, {args.cli_runs} containers")
         pins = make_namespaces(work, "r", args.cli_runs)
@@ -155,7 +180,7 @@ def main() -> int:
 
         print("\nsummary")
         print(f"    in-process attach median            {stats(first)[0]:6.2f} ms   (target <= 8)")
-        print(f"    attach N={args.n} / N=10              {scale:6.2f}      (target <= 1.2)")
+        print(f"    attach N={args.n} / N=10              {scale:6.2f}      (target <= 1.2; kernel alone {raw_scale:.2f})")
         print(f"    CLI connect / reference ADD          {stats(connects)[0] / stats(adds)[0]:6.2f}      (target <= 1.5)")
         print(f"    CLI disconnect / reference DEL       {stats(disconnects)[0] / stats(dels)[0]:6.2f}      (target <= 1.0)")
     return 0

@@ -1,0 +1,139 @@
+"""A guided tour of muslin in a lab of network namespaces.
+
+Two hosts (docker1, docker2) on a switch and an "outside" host behind a router,
+all namespaces made for the demo and removed at the end. Every step prints the
+command a user would type and what it showed.
+
+    python -m muslin.demo
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+from muslin.lab import Lab
+
+OUTSIDE_SERVER = """
+import socket
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("10.10.20.2", 8080)); s.listen(5); print("listening", flush=True)
+while True:
+    c, peer = s.accept(); c.sendall(f"hello {peer[0]}\\n".encode()); c.close()
+"""
+
+CLIENT = "import socket; print(socket.create_connection(('10.10.20.2', 8080), timeout=3).recv(100).decode().strip())"
+
+
+def say(text: str) -> None:
+    print(f"\n\033[1m== {text}\033[0m" if sys.stdout.isatty() else f"\n== {text}", flush=True)
+
+
+def show(host, *args: str, check: bool = True, quiet: bool = False) -> str:
+    """Run ``muslin ARGS`` on a lab host, echoing it as a user would see it."""
+    print(f"{host.name}$ muslin {' '.join(args)}", flush=True)
+    out = host.muslin(*args, check=check)
+    text = (out.stdout + out.stderr).rstrip()
+    if text and not quiet:
+        print("    " + text.replace("\n", "\n    "), flush=True)
+    return out.stdout
+
+
+def expect(ok: bool, what: str) -> bool:
+    print(f"    -> {'yes' if ok else 'no'}: {what}", flush=True)
+    return ok
+
+
+def main() -> int:
+    checks = []
+    with Lab(name="demo") as lab:
+        say("Building the lab: docker1 and docker2 on a switch, a router, and an outside host")
+        sw = lab.switch("switch")
+        docker1, docker2 = lab.host("docker1"), lab.host("docker2")
+        router, outside = lab.router("router"), lab.node("outside")
+        lab.link(docker1, sw, "10.10.10.101/24")
+        lab.link(docker2, sw, "10.10.10.102/24")
+        lab.link(router, sw, "10.10.10.1/24")
+        lab.link(router, outside, "10.10.20.1/24", "10.10.20.2/24")
+        for host in (docker1, docker2):
+            host.route("default", via="10.10.10.1")
+        outside.route("10.10.10.0/24", via="10.10.20.1")  # no route to any container subnet
+        print("    docker1 10.10.10.101, docker2 10.10.10.102, router 10.10.10.1 | outside 10.10.20.2")
+
+        say("A user-defined bridge network on docker1 (seed 003)")
+        show(docker1, "network", "create", "--subnet", "172.77.0.0/24", "--gateway", "172.77.0.1", "my_net")
+        show(docker1, "network", "ls")
+
+        say("Two containers on it")
+        show(docker1, "run", "-d", "--name", "web1", "--network", "my_net", "--", "sleep", "3600")
+        show(docker1, "run", "-d", "--name", "web2", "--network", "my_net", "--ip", "172.77.0.20", "--",
+             "sleep", "3600")
+        show(docker1, "ps")
+        show(docker1, "exec", "web1", "--", "ip", "-br", "addr", "show", "eth0")
+        out = docker1.muslin("exec", "web1", "--", "ping", "-c", "1", "-W", "1", "172.77.0.20", check=False)
+        print("docker1$ muslin exec web1 -- ping -c 1 172.77.0.20")
+        checks.append(expect(out.returncode == 0, "web1 reaches web2 across the bridge"))
+
+        say("A second network, dual-stack with static addresses (seed 001, chapter 10)")
+        show(docker1, "network", "create", "--subnet", "2003:ab11:0:0:c000::/66", "--subnet", "192.168.127.0/24",
+             "--ipv6", "ipv6_bridge")
+        show(docker1, "run", "-d", "--name", "web3", "--network", "ipv6_bridge", "--ip", "192.168.127.10",
+             "--ip6", "2003:ab11::c000:0:0:10", "--", "sleep", "3600")
+        show(docker1, "run", "-d", "--name", "web4", "--network", "ipv6_bridge", "--", "sleep", "3600")
+        out = docker1.muslin("exec", "web4", "--", "ping", "-c", "1", "-W", "1", "2003:ab11::c000:0:0:10",
+                             check=False)
+        print("docker1$ muslin exec web4 -- ping -c 1 2003:ab11::c000:0:0:10")
+        checks.append(expect(out.returncode == 0, "web4 reaches web3 over IPv6"))
+        inspect = json.loads(docker1.muslin("network", "inspect", "ipv6_bridge").stdout)[0]
+        web3 = next(c for c in inspect["Containers"].values() if c["Name"] == "web3")
+        print("docker1$ muslin network inspect ipv6_bridge   (web3's entry)")
+        print("    " + json.dumps(web3, indent=4).replace("\n", "\n    "))
+
+        say("Networks are isolated from each other")
+        out = docker1.muslin("exec", "web1", "--", "ping", "-c", "1", "-W", "1", "192.168.127.10", check=False)
+        print("docker1$ muslin exec web1 -- ping -c 1 192.168.127.10")
+        checks.append(expect(out.returncode != 0, "web1 (my_net) cannot reach web3 (ipv6_bridge)"))
+
+        say("Masquerade: containers reach the outside host, which sees docker1's address")
+        server = outside.popen([sys.executable, "-c", OUTSIDE_SERVER])
+        for _ in range(200):
+            if "listening" in server.output():
+                break
+            time.sleep(0.01)
+        out = docker1.muslin("exec", "web1", "--", sys.executable, "-c", CLIENT, check=False)
+        print("docker1$ muslin exec web1 -- python3 -c '<connect to 10.10.20.2:8080>'")
+        print("    " + (out.stdout.strip() or out.stderr.strip()))
+        checks.append(expect("hello 10.10.10.101" in out.stdout, "the outside host saw 10.10.10.101, not 172.77.0.2"))
+
+        say("An --internal network has no way out")
+        show(docker1, "network", "create", "--internal", "--subnet", "172.78.0.0/24", "vault")
+        show(docker1, "run", "-d", "--name", "safe", "--network", "vault", "--", "sleep", "3600")
+        out = docker1.muslin("exec", "safe", "--", sys.executable, "-c", CLIENT, check=False)
+        print("docker1$ muslin exec safe -- python3 -c '<connect to 10.10.20.2:8080>'")
+        checks.append(expect(out.returncode != 0, "the container on the internal network cannot leave docker1"))
+
+        say("docker2 keeps its own state: its own networks, its own containers")
+        show(docker2, "run", "-d", "--name", "db", "--", "sleep", "3600")
+        show(docker2, "network", "ls")
+        out = docker2.muslin("exec", "db", "--", sys.executable, "-c", CLIENT, check=False)
+        print("docker2$ muslin exec db -- python3 -c '<connect to 10.10.20.2:8080>'")
+        print("    " + (out.stdout.strip() or out.stderr.strip()))
+        checks.append(expect("hello 10.10.10.102" in out.stdout, "db on the default bridge goes out as docker2"))
+
+        say("Errors are Docker's, and change nothing")
+        show(docker1, "network", "create", "--subnet", "172.25.0.0/16", "--gateway", "172.26.23.254", "bad",
+             check=False)
+        show(docker1, "network", "rm", "my_net", check=False)
+
+        say("Cleaning up: containers, networks, then the lab itself")
+        show(docker1, "rm", "-f", "web1", "web2", "web3", "web4", "safe")
+        show(docker1, "network", "rm", "my_net", "ipv6_bridge", "vault")
+        show(docker2, "rm", "-f", "db")
+        show(docker1, "network", "ls")
+    print(f"\nDemo finished: {sum(checks)} of {len(checks)} checks as expected; the lab is gone.")
+    return 0 if all(checks) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
