@@ -105,21 +105,22 @@ class Engine:
         rows = self.store.docs("endpoints", " AND ".join(where) or "1", tuple(params))
         return [Endpoint.from_doc(d) for s, d in rows if s in states]
 
-    def find_network(self, ref: str) -> Network:
-        found = [d for s, d in self.store.find("networks", ref) if s == "active"] if ref else []
+    def _find_one(self, table: str, ref: str, missing: str, ambiguous: str) -> dict:
+        """The active row named ``ref``, or with that id or id prefix (Docker's lookup)."""
+        found = [d for s, d in self.store.find(table, ref) if s == "active"] if ref else []
         if len(found) > 1:
-            raise Conflict(f"network {ref} is ambiguous ({len(found)} matches found based on ID prefix)")
+            raise Conflict(ambiguous.format(ref=ref, n=len(found)))
         if not found:
-            raise NotFound(f"network {ref} not found")
-        return Network.from_doc(found[0])
+            raise NotFound(missing.format(ref=ref))
+        return found[0]
+
+    def find_network(self, ref: str) -> Network:
+        return Network.from_doc(self._find_one(
+            "networks", ref, "network {ref} not found", "network {ref} is ambiguous ({n} matches found based on ID prefix)"))
 
     def find_container(self, ref: str) -> Container:
-        found = [d for s, d in self.store.find("containers", ref) if s == "active"] if ref else []
-        if len(found) > 1:
-            raise Conflict(f"multiple IDs found with provided prefix: {ref}")
-        if not found:
-            raise NotFound(f"No such container: {ref}")
-        return Container.from_doc(found[0])
+        return Container.from_doc(self._find_one(
+            "containers", ref, "No such container: {ref}", "multiple IDs found with provided prefix: {ref}"))
 
     # -- networks ----------------------------------------------------------------
 
