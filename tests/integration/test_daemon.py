@@ -148,3 +148,18 @@ def test_muslin_root_environment_selects_separate_state(host, lab):
     assert "mine" not in out.stdout
     with open(os.path.join(other_root, "muslin.pid")) as f:
         os.kill(int(f.read()), signal.SIGTERM)
+
+
+def test_daemon_tells_systemd_it_is_ready(host, lab):
+    import socket
+
+    path = os.path.join(lab.workdir, "notify.sock")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as listener:
+        listener.bind(path)
+        listener.settimeout(30)
+        daemon = host.muslin_popen("daemon", env={"NOTIFY_SOCKET": path})
+        assert listener.recv(100) == b"READY=1"
+        assert host.muslin("network", "ls").returncode == 0
+        os.kill(daemon.pid, signal.SIGTERM)
+        assert listener.recv(100) == b"STOPPING=1"
+        assert daemon.wait(10) == 0
