@@ -11,8 +11,11 @@ Three layers, so that most of it is testable without a daemon:
   ``exec`` additionally start the user's command inside the container's
   network namespace.
 
-Start-up matters (one process per command): only argparse, json, os and sys
-are imported at module level (plus muslin.client/muslin.errors, stdlib only).
+Start-up matters (one process per command, and ``muslin network connect``
+competes with a CNI plugin's ADD): only os and sys are imported at module
+level, plus muslin.argv (the command-line parser, which imports nothing),
+muslin.client (C modules only on the request path) and muslin.errors. Not
+argparse, json, socket or re: each costs milliseconds of every start. json,
 ctypes, signal, subprocess and datetime are imported on the paths that need
 them; the engine (pyroute2 …) only by ``muslin daemon``.
 
@@ -26,12 +29,12 @@ failures before the command starts, 126/127 when the command cannot be
 executed / is not found, otherwise the command's own status.
 """
 
-import argparse
-import json
 import os
 import sys
 
 import muslin
+from muslin.argv import Arg, ArgvError, Cmd, Opt, format_help
+from muslin.argv import parse as parse_argv
 from muslin.client import Client, root_dir, socket_path
 from muslin.errors import MuslinError, NotFound
 
@@ -122,7 +125,7 @@ def call(client: Client, op: str, **args):
 class Plan:
     """What a command line asks for.
 
-    ``command``: "network.create", "run", … (or "help"/"daemon");
+    ``command``: "network.create", "run", … (or "help"/"version", which print ``opts["text"]``, or "daemon");
     ``requests``: the daemon calls, ``[(op, args), …]``, in order;
     ``opts``: local options (quiet, force, detach, the command to run, …).
     """
@@ -143,115 +146,90 @@ class Plan:
             other.command, other.requests, other.opts, other.root)
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # one line, no usage dump; see UsageError for the codes
-        code = EXIT_ERROR if message.startswith("the following arguments are required") else 125
-        if message.startswith("argument COMMAND: invalid choice: "):  # docker: 'x' is not a docker command.
-            word = message.split("invalid choice: ", 1)[1].split(" (choose", 1)[0]
-            raise UsageError(f"{word} is not a {self.prog} command", code=EXIT_ERROR, prog=self.prog)
-        raise UsageError(message, code=code, prog=self.prog)
+# The command line, declared once: parsing and every --help text come from it (see muslin.argv).
 
+_CONTAINER_ALIAS_HELP = "Add network-scoped alias for the container"
+_IP_HELP = "IPv4 address (e.g., 172.30.100.104)"
+_IP6_HELP = "IPv6 address (e.g., 2001:db8::33)"
 
-def _build_parser() -> tuple[_Parser, _Parser]:
-    """The ``muslin`` parser and its ``network`` sub-parser."""
-    p = _Parser(prog="muslin", description="Container networks on real Linux kernels.")
-    p.add_argument("--root", metavar="DIR",
-                   help="state directory (default: $MUSLIN_ROOT, else /var/lib/muslin)")
-    p.add_argument("-v", "--version", action="version", version=f"muslin version {muslin.__version__}")
-    sub = p.add_subparsers(dest="cmd", metavar="COMMAND")
-
-    # -- network
-    net = sub.add_parser("network", help="Manage networks", description="Manage networks")
-    nsub = net.add_subparsers(dest="netcmd", metavar="COMMAND")
-
-    c = nsub.add_parser("create", help="Create a network", description="Create a network")
-    c.add_argument("-d", "--driver", default="bridge", help="Driver to manage the Network (default: bridge)")
-    c.add_argument("--subnet", action="append", default=[], metavar="CIDR",
-                   help="Subnet in CIDR format that represents a network segment")
-    c.add_argument("--gateway", action="append", default=[], metavar="IP",
-                   help="IPv4 or IPv6 Gateway for the master subnet")
-    c.add_argument("--ip-range", action="append", default=[], metavar="CIDR",
-                   help="Allocate container ip from a sub-range")
-    c.add_argument("--aux-address", action="append", default=[], metavar="NAME=IP",
-                   help="Auxiliary IPv4 or IPv6 addresses used by Network driver")
-    c.add_argument("--ipv6", action="store_true", help="Enable IPv6 networking")
-    c.add_argument("--internal", action="store_true", help="Restrict external access to the network")
-    c.add_argument("-o", "--opt", action="append", default=[], metavar="KEY=VALUE",
-                   help="Set driver specific options")
-    c.add_argument("--label", action="append", default=[], metavar="KEY=VALUE",
-                   help="Set metadata on a network")
-    c.add_argument("name", metavar="NETWORK")
-
-    c = nsub.add_parser("ls", aliases=["list"], help="List networks", description="List networks")
-    c.add_argument("-q", "--quiet", action="store_true", help="Only display network IDs")
-    c.add_argument("--no-trunc", action="store_true", help="Do not truncate the output")
-
-    c = nsub.add_parser("inspect", help="Display detailed information on one or more networks",
-                        description="Display detailed information on one or more networks")
-    c.add_argument("names", nargs="+", metavar="NETWORK")
-
-    c = nsub.add_parser("rm", aliases=["remove"], help="Remove one or more networks",
-                        description="Remove one or more networks")
-    c.add_argument("-f", "--force", action="store_true", help="Do not error if the network does not exist")
-    c.add_argument("names", nargs="+", metavar="NETWORK")
-
-    c = nsub.add_parser("prune", help="Remove all unused networks", description="Remove all unused networks")
-    c.add_argument("-f", "--force", action="store_true", help="Do not prompt for confirmation")
-
-    c = nsub.add_parser("connect", help="Connect a container to a network",
-                        description="Connect a container to a network. CONTAINER may be left out with "
-                                    "--pid/--netns (the daemon then names it).")
-    c.add_argument("--ip", help="IPv4 address (e.g., 172.30.100.104)")
-    c.add_argument("--ip6", help="IPv6 address (e.g., 2001:db8::33)")
-    c.add_argument("--alias", action="append", default=[], metavar="NAME",
-                   help="Add network-scoped alias for the container")
-    g = c.add_mutually_exclusive_group()
-    g.add_argument("--pid", type=int, help="join the network namespace of this process (another runtime's container)")
-    g.add_argument("--netns", metavar="PATH", help="join this network namespace file (e.g. /run/netns/x)")
-    c.add_argument("network", metavar="NETWORK")
-    c.add_argument("container", metavar="CONTAINER", nargs="?")
-
-    c = nsub.add_parser("disconnect", help="Disconnect a container from a network",
-                        description="Disconnect a container from a network")
-    c.add_argument("-f", "--force", action="store_true", help="Force the container to disconnect from a network")
-    c.add_argument("network", metavar="NETWORK")
-    c.add_argument("container", metavar="CONTAINER")
-
-    # -- containers
-    c = sub.add_parser("run", help="Create and run a new container",
-                       description="Create a container (a network namespace) and run COMMAND in it. "
-                                   "Put -- before COMMAND if it starts with a dash.")
-    c.add_argument("-d", "--detach", action="store_true", help="Run in background and print container ID")
-    c.add_argument("--name", help="Assign a name to the container")
-    c.add_argument("--network", "--net", dest="network", metavar="NETWORK", help="Connect a container to a network")
-    c.add_argument("--ip", help="IPv4 address (e.g., 172.30.100.104)")
-    c.add_argument("--ip6", help="IPv6 address (e.g., 2001:db8::33)")
-    c.add_argument("--network-alias", action="append", default=[], metavar="NAME",
-                   help="Add network-scoped alias for the container")
-    c.add_argument("--rm", action="store_true", help="Automatically remove the container when it exits")
-    c.add_argument("command", nargs=argparse.REMAINDER, metavar="COMMAND [ARG...]")
-
-    c = sub.add_parser("exec", help="Execute a command in a running container",
-                       description="Execute a command in a running container's network namespace")
-    c.add_argument("container", metavar="CONTAINER")
-    c.add_argument("command", nargs=argparse.REMAINDER, metavar="COMMAND [ARG...]")
-
-    c = sub.add_parser("ps", help="List containers", description="List containers")
-    c.add_argument("-a", "--all", action="store_true", help="Show all containers (default shows just running)")
-    c.add_argument("-q", "--quiet", action="store_true", help="Only display container IDs")
-    c.add_argument("--no-trunc", action="store_true", help="Don't truncate output")
-
-    c = sub.add_parser("inspect", help="Return low-level information on containers",
-                       description="Return low-level information on containers")
-    c.add_argument("names", nargs="+", metavar="CONTAINER")
-
-    c = sub.add_parser("rm", help="Remove one or more containers", description="Remove one or more containers")
-    c.add_argument("-f", "--force", action="store_true", help="Force the removal of a running container")
-    c.add_argument("names", nargs="+", metavar="CONTAINER")
-
-    sub.add_parser("daemon", help="Run the muslin daemon in the foreground",
-                   description="Run the muslin daemon in the foreground")
-    return p, net
+COMMAND_LINE = Cmd(
+    "muslin", "Container networks on real Linux kernels.",
+    options=[
+        Opt("--root", metavar="DIR", help="state directory (default: $MUSLIN_ROOT, else /var/lib/muslin)"),
+        Opt("-v", "--version", help="Print version information and quit", stop=True),
+    ],
+    commands=[
+        Cmd("network", "Manage networks", commands=[
+            Cmd("connect", "Connect a container to a network",
+                description="Connect a container to a network. CONTAINER may be left out with "
+                            "--pid/--netns (the daemon then names it).",
+                options=[
+                    Opt("--alias", metavar="NAME", multiple=True, help=_CONTAINER_ALIAS_HELP),
+                    Opt("--ip", metavar="IP", help=_IP_HELP),
+                    Opt("--ip6", metavar="IP", help=_IP6_HELP),
+                    Opt("--netns", metavar="PATH", help="join this network namespace file (e.g. /run/netns/x)"),
+                    Opt("--pid", metavar="PID", type=int,
+                        help="join the network namespace of this process (another runtime's container)"),
+                ],
+                args=[Arg("network", "NETWORK"), Arg("container", "CONTAINER", nargs="?")],
+                exclusive=[("pid", "netns")]),
+            Cmd("create", "Create a network", options=[
+                Opt("--aux-address", metavar="NAME=IP", multiple=True,
+                    help="Auxiliary IPv4 or IPv6 addresses used by Network driver"),
+                Opt("-d", "--driver", metavar="DRIVER", default="bridge", help="Driver to manage the Network"),
+                Opt("--gateway", metavar="IP", multiple=True, help="IPv4 or IPv6 Gateway for the master subnet"),
+                Opt("--internal", help="Restrict external access to the network"),
+                Opt("--ip-range", metavar="CIDR", multiple=True, help="Allocate container ip from a sub-range"),
+                Opt("--ipv6", help="Enable IPv6 networking"),
+                Opt("--label", metavar="KEY=VALUE", multiple=True, help="Set metadata on a network"),
+                Opt("-o", "--opt", metavar="KEY=VALUE", multiple=True, help="Set driver specific options"),
+                Opt("--subnet", metavar="CIDR", multiple=True,
+                    help="Subnet in CIDR format that represents a network segment"),
+            ], args=[Arg("name", "NETWORK")]),
+            Cmd("disconnect", "Disconnect a container from a network", options=[
+                Opt("-f", "--force", help="Force the container to disconnect from a network"),
+            ], args=[Arg("network", "NETWORK"), Arg("container", "CONTAINER")]),
+            Cmd("inspect", "Display detailed information on one or more networks",
+                args=[Arg("names", "NETWORK", nargs="+")]),
+            Cmd("ls", "List networks", aliases=["list"], options=[
+                Opt("--no-trunc", help="Do not truncate the output"),
+                Opt("-q", "--quiet", help="Only display network IDs"),
+            ]),
+            Cmd("prune", "Remove all unused networks", options=[
+                Opt("-f", "--force", help="Do not prompt for confirmation"),
+            ]),
+            Cmd("rm", "Remove one or more networks", aliases=["remove"], options=[
+                Opt("-f", "--force", help="Do not error if the network does not exist"),
+            ], args=[Arg("names", "NETWORK", nargs="+")]),
+        ]),
+        Cmd("run", "Create and run a new container",
+            description="Create a container (a network namespace) and run COMMAND in it. Options after "
+                        "COMMAND are the command's; put -- before COMMAND if it starts with a dash.",
+            options=[
+                Opt("-d", "--detach", help="Run in background and print container ID"),
+                Opt("--ip", metavar="IP", help=_IP_HELP),
+                Opt("--ip6", metavar="IP", help=_IP6_HELP),
+                Opt("--name", metavar="NAME", help="Assign a name to the container"),
+                Opt("--network", "--net", metavar="NETWORK", help="Connect a container to a network"),
+                Opt("--network-alias", metavar="NAME", multiple=True, help=_CONTAINER_ALIAS_HELP),
+                Opt("--rm", help="Automatically remove the container when it exits"),
+            ],
+            rest=Arg("command", "COMMAND [ARG...]")),
+        Cmd("exec", "Execute a command in a running container",
+            description="Execute a command in a running container's network namespace",
+            args=[Arg("container", "CONTAINER")], rest=Arg("command", "COMMAND [ARG...]")),
+        Cmd("ps", "List containers", options=[
+            Opt("-a", "--all", help="Show all containers (default shows just running)"),
+            Opt("--no-trunc", help="Don't truncate output"),
+            Opt("-q", "--quiet", help="Only display container IDs"),
+        ]),
+        Cmd("inspect", "Return low-level information on containers", args=[Arg("names", "CONTAINER", nargs="+")]),
+        Cmd("rm", "Remove one or more containers", options=[
+            Opt("-f", "--force", help="Force the removal of a running container"),
+        ], args=[Arg("names", "CONTAINER", nargs="+")]),
+        Cmd("daemon", "Run the muslin daemon in the foreground"),
+    ],
+)
 
 
 def _kv(values: list[str], flag: str, what: str, require_value: bool) -> dict:
@@ -282,93 +260,93 @@ def _compact(args: dict) -> dict:
 
 
 def parse(argv: list[str]) -> Plan:
-    """argv (without the program name) → :class:`Plan`. Raises UsageError; --help/--version raise SystemExit."""
-    parser, net_parser = _build_parser()
-    ns, extra = parser.parse_known_args(argv)
-    root = ns.root
-    cmd = ns.cmd
-    if extra:  # name the sub-command in the message, as docker does
-        prog = " ".join(["muslin"] + [w for w in (cmd, getattr(ns, "netcmd", None)) if w])
-        if extra[0].startswith("-"):
-            raise UsageError(f"unknown flag: {extra[0]}", prog=prog)
-        raise UsageError(f"unexpected argument: {' '.join(extra)}", code=EXIT_ERROR, prog=prog)
+    """argv (without the program name) → :class:`Plan`. Pure; raises :class:`UsageError`.
 
-    if cmd is None:
-        return Plan("help", opts={"text": parser.format_help()}, root=root)
-    if cmd == "network":
-        sub = ns.netcmd
-        if sub is None:
-            return Plan("help", opts={"text": net_parser.format_help()}, root=root)
-        if sub == "create":
-            args = {
-                "name": ns.name,
-                "driver": ns.driver,
-                "subnets": ns.subnet,
-                "gateways": ns.gateway,
-                "ip_ranges": ns.ip_range,
-                "aux_addresses": _kv(ns.aux_address, "--aux-address", "NAME", require_value=True),
-                "ipv6": ns.ipv6,
-                "internal": ns.internal,
-                "options": _kv(ns.opt, "--opt", "KEY", require_value=True),
-                "labels": _kv(ns.label, "--label", "KEY", require_value=False),
-            }
-            return Plan("network.create", [("network.create", args)], root=root)
-        if sub in ("ls", "list"):
-            return Plan("network.ls", [("network.list", {})],
-                        {"quiet": ns.quiet, "no_trunc": ns.no_trunc}, root=root)
-        if sub == "inspect":
-            return Plan("network.inspect", [("network.inspect", {"names": ns.names})], root=root)
-        if sub in ("rm", "remove"):
-            return Plan("network.rm", [("network.remove", {"name": n}) for n in ns.names],
-                        {"force": ns.force}, root=root)
-        if sub == "prune":
-            return Plan("network.prune", [("network.prune", {})], {"force": ns.force}, root=root)
-        if sub == "connect":
-            if ns.container is None and ns.pid is None and ns.netns is None:
-                prog = "muslin network connect"
-                raise UsageError(f'"{prog}" requires a CONTAINER unless --pid or --netns is given',
-                                 code=EXIT_ERROR, prog=prog)
-            args = _compact({
-                "network": ns.network,
-                "container": ns.container,
-                "ip": ns.ip,
-                "ip6": ns.ip6,
-                "aliases": ns.alias,
-                "pid": ns.pid,
-                # the daemon has another working directory
-                "netns": os.path.abspath(ns.netns) if ns.netns else None,
-            })
-            return Plan("network.connect", [("network.connect", args)],
-                        {"named": ns.container is not None}, root=root)
-        if sub == "disconnect":
-            return Plan("network.disconnect", [("network.disconnect", {
-                "network": ns.network, "container": ns.container, "force": ns.force})], root=root)
-    if cmd == "run":
-        command = _command(ns.command, "muslin run")
-        args = _compact({
-            "name": ns.name,
-            "network": ns.network,
-            "ip": ns.ip,
-            "ip6": ns.ip6,
-            "aliases": ns.network_alias,
-            "command": command,
-        })
-        return Plan("run", [("container.create", args)],
-                    {"detach": ns.detach, "rm": ns.rm, "command": command}, root=root)
-    if cmd == "exec":
-        command = _command(ns.command, "muslin exec")
-        return Plan("exec", [("container.inspect", {"name": ns.container})], {"command": command}, root=root)
-    if cmd == "ps":
-        return Plan("ps", [("container.list", {"all": ns.all})],
-                    {"quiet": ns.quiet, "no_trunc": ns.no_trunc}, root=root)
-    if cmd == "inspect":
-        return Plan("inspect", [("container.inspect", {"name": n}) for n in ns.names], root=root)
-    if cmd == "rm":
-        return Plan("rm", [("container.remove", {"name": n, "force": ns.force}) for n in ns.names], root=root)
-    if cmd == "daemon":
-        return Plan("daemon", root=root)
-    raise UsageError(f"unknown command {cmd!r}", prog="muslin")  # pragma: no cover
+    ``--help`` and ``--version`` give a Plan that prints their text ("help"/"version").
+    """
+    try:
+        parsed = parse_argv(COMMAND_LINE, argv)
+    except ArgvError as e:
+        raise UsageError(e.message, code=e.code, prog=e.prog) from None
+    v = parsed.values
+    root = v["root"]
+    if parsed.stopped == "version":
+        return Plan("version", opts={"text": f"muslin version {muslin.__version__}\n"}, root=root)
+    if parsed.stopped == "help" or parsed.command.commands:  # --help, or a group without its sub-command
+        return Plan("help", opts={"text": format_help(parsed.command)}, root=root)
+    return PLANNERS[parsed.command.path](v, root)
 
+
+def _plan_network_create(v: dict, root) -> Plan:
+    args = {
+        "name": v["name"],
+        "driver": v["driver"],
+        "subnets": v["subnet"],
+        "gateways": v["gateway"],
+        "ip_ranges": v["ip_range"],
+        "aux_addresses": _kv(v["aux_address"], "--aux-address", "NAME", require_value=True),
+        "ipv6": v["ipv6"],
+        "internal": v["internal"],
+        "options": _kv(v["opt"], "--opt", "KEY", require_value=True),
+        "labels": _kv(v["label"], "--label", "KEY", require_value=False),
+    }
+    return Plan("network.create", [("network.create", args)], root=root)
+
+
+def _plan_network_connect(v: dict, root) -> Plan:
+    if v["container"] is None and v["pid"] is None and v["netns"] is None:
+        prog = "muslin network connect"
+        raise UsageError(f'"{prog}" requires a CONTAINER unless --pid or --netns is given', code=EXIT_ERROR, prog=prog)
+    args = _compact({
+        "network": v["network"],
+        "container": v["container"],
+        "ip": v["ip"],
+        "ip6": v["ip6"],
+        "aliases": v["alias"],
+        "pid": v["pid"],
+        "netns": os.path.abspath(v["netns"]) if v["netns"] else None,  # the daemon has another working directory
+    })
+    return Plan("network.connect", [("network.connect", args)], {"named": v["container"] is not None}, root=root)
+
+
+def _plan_run(v: dict, root) -> Plan:
+    command = _command(v["command"], "muslin run")
+    args = _compact({
+        "name": v["name"],
+        "network": v["network"],
+        "ip": v["ip"],
+        "ip6": v["ip6"],
+        "aliases": v["network_alias"],
+        "command": command,
+    })
+    return Plan("run", [("container.create", args)], {"detach": v["detach"], "rm": v["rm"], "command": command},
+                root=root)
+
+
+PLANNERS = {
+    ("network", "create"): _plan_network_create,
+    ("network", "ls"): lambda v, root: Plan("network.ls", [("network.list", {})],
+                                            {"quiet": v["quiet"], "no_trunc": v["no_trunc"]}, root=root),
+    ("network", "inspect"): lambda v, root: Plan("network.inspect", [("network.inspect", {"names": v["names"]})],
+                                                 root=root),
+    ("network", "rm"): lambda v, root: Plan("network.rm", [("network.remove", {"name": n}) for n in v["names"]],
+                                            {"force": v["force"]}, root=root),
+    ("network", "prune"): lambda v, root: Plan("network.prune", [("network.prune", {})], {"force": v["force"]},
+                                               root=root),
+    ("network", "connect"): _plan_network_connect,
+    ("network", "disconnect"): lambda v, root: Plan("network.disconnect", [("network.disconnect", {
+        "network": v["network"], "container": v["container"], "force": v["force"]})], root=root),
+    ("run",): _plan_run,
+    ("exec",): lambda v, root: Plan("exec", [("container.inspect", {"name": v["container"]})],
+                                    {"command": _command(v["command"], "muslin exec")}, root=root),
+    ("ps",): lambda v, root: Plan("ps", [("container.list", {"all": v["all"]})],
+                                  {"quiet": v["quiet"], "no_trunc": v["no_trunc"]}, root=root),
+    ("inspect",): lambda v, root: Plan("inspect", [("container.inspect", {"name": n}) for n in v["names"]],
+                                       root=root),
+    ("rm",): lambda v, root: Plan("rm", [("container.remove", {"name": n, "force": v["force"]}) for n in v["names"]],
+                                  root=root),
+    ("daemon",): lambda v, root: Plan("daemon", root=root),
+}
 
 # --------------------------------------------------------------------------- rendering
 
@@ -409,6 +387,8 @@ def render_network_ls(networks: list[dict], quiet: bool = False, no_trunc: bool 
 
 def render_json(objs) -> str:
     """docker inspect's output: a JSON list indented by 4."""
+    import json
+
     return json.dumps(objs, indent=4) + "\n"
 
 
@@ -492,6 +472,8 @@ def _command_text(command, trunc: bool) -> str:
     text = " ".join(command) if isinstance(command, list) else str(command or "")
     if trunc and len(text) > 20:
         text = text[:19] + "…"
+    import json
+
     return json.dumps(text, ensure_ascii=False)
 
 
@@ -1003,7 +985,7 @@ COMMANDS = {
 
 
 def execute(plan: Plan, client: Client | None = None) -> int:
-    if plan.command == "help":
+    if plan.command in ("help", "version"):
         _out(plan.opts["text"])
         return 0
     if client is None:
@@ -1015,11 +997,7 @@ def main(argv: list[str] | None = None) -> int:
     if argv is None:
         argv = sys.argv[1:]
     try:
-        try:
-            plan = parse(argv)
-        except SystemExit as e:  # --help, --version
-            return e.code if isinstance(e.code, int) else 0
-        return execute(plan)
+        return execute(parse(argv))
     except CliError as e:
         _flush_quietly()
         _err(e.text)

@@ -1,18 +1,28 @@
 """The thin client: one JSON request per connection to the daemon's unix socket.
 
 Only the standard library, imported lazily where it is not on every path: the
-CLI is one process per command and its start-up is part of every connect.
+CLI is one process per command and its start-up is part of every connect. The
+request path uses the C modules under ``socket`` and ``json`` directly:
+importing ``socket`` builds its enums (~3 ms), importing ``json`` imports
+``re`` (~5 ms), and neither is needed to send one line and read one back.
 
 Requests are ``{"op": NAME, "args": {...}}``; replies are ``{"result": ...}``
 or ``{"error": {"code": CODE, "message": TEXT}}``. The operations are listed
 in :data:`muslin.daemon.OPERATIONS`.
 """
 
-import json
 import os
-import socket
+
+import _socket
 
 from muslin.errors import BY_CODE, MuslinError
+
+try:  # the accelerators json itself uses (CPython); without them, the json package does it all
+    from _json import encode_basestring_ascii as _c_encode_str
+    from _json import make_encoder as _c_make_encoder
+    from _json import make_scanner as _c_make_scanner
+except ImportError:  # pragma: no cover
+    _c_make_encoder = _c_make_scanner = None
 
 DEFAULT_ROOT = "/var/lib/muslin"
 SOCKET_NAME = "muslin.sock"
@@ -40,19 +50,21 @@ class Client:
                 raise MuslinError(f"muslin daemon is not running (no socket at {socket_path(self.root)})")
             start_daemon(self.root)
             sock = self._connect()
-        with sock:
-            sock.sendall(json.dumps({"op": op, "args": args}).encode() + b"\n")
+        try:
+            sock.sendall(dumps({"op": op, "args": args}).encode() + b"\n")
             reply = _read_line(sock)
+        finally:
+            sock.close()
         if not reply:
             raise MuslinError("muslin daemon closed the connection without an answer (see its log in " f"{self.root}/muslin.log)")
-        msg = json.loads(reply)
+        msg = loads(reply)
         if "error" in msg:
             err = msg["error"]
             raise BY_CODE.get(err.get("code"), MuslinError)(err.get("message", "unknown error"))
         return msg.get("result")
 
-    def _connect(self) -> socket.socket:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    def _connect(self) -> _socket.socket:
+        sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
         try:
             sock.connect(socket_path(self.root))
         except BaseException:
@@ -61,7 +73,7 @@ class Client:
         return sock
 
 
-def _read_line(sock: socket.socket) -> bytes:
+def _read_line(sock: _socket.socket) -> bytes:
     chunks = []
     while True:
         chunk = sock.recv(65536)
@@ -71,6 +83,63 @@ def _read_line(sock: socket.socket) -> bytes:
         if chunk.endswith(b"\n"):
             break
     return b"".join(chunks)
+
+
+# --------------------------------------------------------------------------- JSON without the json package
+# The happy path goes through _json (what json.dumps/json.loads run underneath); anything else (an
+# error, a value the fast path refuses, another Python) goes through the json package, which then
+# gives its own result or raises its own error (json.JSONDecodeError is a ValueError).
+
+_WHITESPACE = " \t\n\r"  # JSON's
+
+
+def _not_serializable(obj):
+    raise TypeError(f"Object of type {type(obj).__name__} is not JSON serializable")
+
+
+class _DecoderContext:
+    """The attributes _json.make_scanner reads from a json.JSONDecoder, with json.loads's defaults."""
+
+    strict = True
+    object_hook = None
+    object_pairs_hook = None
+    parse_float = float
+    parse_int = int
+    parse_constant = {"NaN": float("nan"), "Infinity": float("inf"), "-Infinity": float("-inf")}.__getitem__
+
+
+def dumps(obj) -> str:
+    """``json.dumps(obj, separators=(",", ":"))``: one line, ASCII only."""
+    if _c_make_encoder is not None:
+        try:
+            # (markers, default, encoder, indent, key_separator, item_separator, sort_keys, skipkeys, allow_nan);
+            # no circular check: a request is built from argv
+            encode = _c_make_encoder(None, _not_serializable, _c_encode_str, None, ":", ",", False, False, True)
+            return "".join(encode(obj, 0))
+        except Exception:
+            pass
+    import json
+
+    return json.dumps(obj, separators=(",", ":"))
+
+
+def loads(data: bytes):
+    """``json.loads(data)`` for UTF-8 bytes."""
+    if _c_make_scanner is not None:
+        try:
+            text = data.decode()
+            start = len(text) - len(text.lstrip(_WHITESPACE))
+            obj, end = _c_make_scanner(_DecoderContext)(text, start)
+            if not text[end:].strip(_WHITESPACE):
+                return obj
+        except Exception:
+            pass
+    import json
+
+    return json.loads(data)
+
+
+# --------------------------------------------------------------------------- starting the daemon
 
 
 def start_daemon(root: str) -> None:

@@ -77,7 +77,29 @@ def test_bad_key_value_is_a_local_flag_error(argv, message):
     (["exec", "c1"], 1, "Error: \"muslin exec\" requires at least 1 argument (COMMAND). See 'muslin exec --help'."),
     (["network", "connect", "net"], 1, "Error: \"muslin network connect\" requires a CONTAINER unless --pid or "
                                        "--netns is given. See 'muslin network connect --help'."),
-    (["network", "connect", "--pid", "1", "--netns", "/x", "net"], 125, None),
+    (["network", "connect", "--pid", "1", "--netns", "/x", "net"], 125,
+     "Error: conflicting options: cannot specify both --netns and --pid. See 'muslin network connect --help'."),
+    (["network", "bogus"], 1, "Error: 'bogus' is not a muslin network command. See 'muslin network --help'."),
+    (["network", "create", "-z", "n"], 125,
+     "Error: unknown shorthand flag: 'z' in -z. See 'muslin network create --help'."),
+    (["network", "ls", "-qz"], 125, "Error: unknown shorthand flag: 'z' in -qz. See 'muslin network ls --help'."),
+    (["network", "create", "n", "--subnet"], 125,
+     "Error: flag needs an argument: --subnet. See 'muslin network create --help'."),
+    (["network", "create", "n", "-d"], 125,
+     "Error: flag needs an argument: 'd' in -d. See 'muslin network create --help'."),
+    (["network", "connect", "--pid", "x", "net"], 125,
+     "Error: invalid argument \"x\" for \"--pid\" flag: expected an integer. See 'muslin network connect --help'."),
+    (["network", "create", "--ipv6=maybe", "n"], 125,
+     "Error: invalid argument \"maybe\" for \"--ipv6\" flag: expected true or false. "
+     "See 'muslin network create --help'."),
+    (["network", "disconnect", "n"], 1,
+     "Error: the following arguments are required: CONTAINER. See 'muslin network disconnect --help'."),
+    (["network", "connect", "n", "c", "extra", "more"], 1,
+     "Error: unexpected argument: extra more. See 'muslin network connect --help'."),
+    (["network", "create", "--root", "/x", "n"], 125,  # global options go before the command, as docker's
+     "Error: unknown flag: --root. See 'muslin network create --help'."),
+    (["exec"], 1, "Error: the following arguments are required: CONTAINER. See 'muslin exec --help'."),
+    (["daemon", "now"], 1, "Error: unexpected argument: now. See 'muslin daemon --help'."),
 ])
 def test_usage_errors(argv, code, text):
     with pytest.raises(UsageError) as exc:
@@ -146,8 +168,77 @@ def test_container_plans():
     assert parse(["--root", "/x", "daemon"]) == Plan("daemon", root="/x")
 
 
+def test_docker_option_syntax():
+    """--flag=value, -fVALUE, -f=VALUE, grouped short booleans, options after positionals, -- ends options."""
+    (_, args), = parse(["network", "create", "--subnet=10.1.0.0/16", "-dmacvlan", "-o=a=b", "-o", "c=d",
+                        "--label=x=y", "n1", "--ipv6", "--internal=false", "--gateway", "10.1.0.1"]).requests
+    assert args == {"name": "n1", "driver": "macvlan", "subnets": ["10.1.0.0/16"], "gateways": ["10.1.0.1"],
+                    "ip_ranges": [], "aux_addresses": {}, "ipv6": True, "internal": False,
+                    "options": {"a": "b", "c": "d"}, "labels": {"x": "y"}}
+    assert parse(["network", "create", "-d=ipvlan", "n"]).requests[0][1]["driver"] == "ipvlan"
+    assert parse(["network", "create", "-d", "a", "--driver", "b", "n"]).requests[0][1]["driver"] == "b"  # last wins
+    assert parse(["--root=/r", "ps", "-aq"]) == Plan("ps", [("container.list", {"all": True})],
+                                                     {"quiet": True, "no_trunc": False}, root="/r")
+    assert parse(["network", "rm", "--", "-odd-name"]).requests == [("network.remove", {"name": "-odd-name"})]
+    assert parse(["network", "connect", "n", "--pid=7"]).requests[0][1]["pid"] == 7
+
+
+@pytest.mark.parametrize("argv, command", [
+    (["exec", "c1", "-d", "ls"], ["-d", "ls"]),  # after CONTAINER everything is the command's
+    (["exec", "--", "c1", "ls"], ["ls"]),
+    (["exec", "c1", "sh", "--", "x"], ["sh", "--", "x"]),
+])
+def test_exec_command_words(argv, command):
+    plan = parse(argv)
+    assert plan.requests == [("container.inspect", {"name": "c1"})]
+    assert plan.opts["command"] == command
+
+
+def test_help_for_every_command(capsys):
+    """Every command answers --help and -h with a usage generated from its declaration: exit 0, stdout."""
+    def walk(cmd):
+        yield cmd
+        for c in cmd.commands:
+            yield from walk(c)
+
+    for cmd in walk(cli.COMMAND_LINE):
+        for flag in ("--help", "-h"):
+            assert cli.main([*cmd.path, flag]) == 0, cmd.prog
+            out, err = capsys.readouterr()
+            assert err == ""
+            usage = out.splitlines()[1]
+            assert out.startswith("\nUsage:  ") and (usage + " ").startswith(f"Usage:  {cmd.prog} "), out
+            for opt in cmd.options:
+                assert all(name in out for name in opt.names), (cmd.prog, opt.names)
+            for sub in cmd.commands:
+                assert f"  {sub.name} " in out
+            for arg in cmd.args:
+                assert arg.metavar in usage
+    assert cli.main(["network", "connect", "--help"]) == 0
+    assert capsys.readouterr().out == (
+        "\n"
+        "Usage:  muslin network connect [OPTIONS] NETWORK [CONTAINER]\n"
+        "\n"
+        "Connect a container to a network. CONTAINER may be left out with --pid/--netns (the daemon then names it).\n"
+        "\n"
+        "Options:\n"
+        "      --alias NAME   Add network-scoped alias for the container\n"
+        "      --ip IP        IPv4 address (e.g., 172.30.100.104)\n"
+        "      --ip6 IP       IPv6 address (e.g., 2001:db8::33)\n"
+        "      --netns PATH   join this network namespace file (e.g. /run/netns/x)\n"
+        "      --pid PID      join the network namespace of this process (another runtime's container)\n"
+    )
+    # help wins over missing arguments; after run's COMMAND, --help is the command's
+    assert parse(["network", "rm", "--help"]).command == "help"
+    assert '-d, --driver DRIVER' in parse(["network", "create", "-h"]).opts["text"]
+    assert '(default "bridge")' in parse(["network", "create", "-h"]).opts["text"]
+    assert parse(["run", "sh", "--help"]).opts["command"] == ["sh", "--help"]
+
+
 def test_help_and_version(capsys):
     assert cli.main(["--version"]) == 0
+    assert capsys.readouterr().out == "muslin version 0.1.0\n"
+    assert cli.main(["-v"]) == 0
     assert capsys.readouterr().out == "muslin version 0.1.0\n"
     assert cli.main([]) == 0
     assert "network" in capsys.readouterr().out
@@ -245,6 +336,77 @@ def test_find_executable(tmp_path):
 def test_daemon_error_text():
     assert cli.daemon_error_text("network foo not found") == "Error response from daemon: network foo not found"
     assert cli.daemon_error_text("Error response from daemon: x") == "Error response from daemon: x"
+
+
+# --------------------------------------------------------------------------- the client's wire format
+
+
+@pytest.mark.parametrize("value", [
+    {"op": "network.connect", "args": {"network": "n", "aliases": ["a", "b"], "pid": 42, "netns": "/run/netns/x"}},
+    {"ünï": "日本\n\"\\\t\x00", "f": 1.5, "e": -2e-300, "big": 10 ** 30, "none": None, "t": True, "no": False,
+     "nested": [[], {}, [1, [2, {"k": "v"}]]]},
+    [], "just a string", 0.1, -7,
+])
+def test_wire_json_is_the_json_package_s(value):
+    from muslin import client
+
+    assert client.dumps(value) == json.dumps(value, separators=(",", ":"))
+    for text in (json.dumps(value), json.dumps(value, indent=2, ensure_ascii=False) + "\n"):
+        assert client.loads(text.encode()) == json.loads(text)
+
+
+def test_wire_json_errors_are_the_json_package_s():
+    import math
+
+    from muslin import client
+
+    for bad in (b"", b"{", b'{"a": 1} x', b"\xff", b"[1,]", b'{"a": 1}{}'):
+        with pytest.raises(ValueError):
+            client.loads(bad)
+    with pytest.raises(TypeError, match="Object of type object is not JSON serializable"):
+        client.dumps({"x": object()})
+    assert math.isnan(client.loads(b' {"a": NaN}\r\n')["a"])
+    assert client.dumps(float("inf")) == "Infinity"
+
+
+def test_client_without_a_daemon(tmp_path):
+    """No socket, or a socket nobody listens on: "not running" without autostart (autostart starts one)."""
+    from muslin.client import Client
+    from muslin.errors import MuslinError
+
+    c = Client(str(tmp_path), autostart=False)
+    with pytest.raises(MuslinError, match="muslin daemon is not running"):
+        c.call("network.list")
+    dead = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    dead.bind(str(tmp_path / "muslin.sock"))  # bound, never listening: ECONNREFUSED
+    try:
+        with pytest.raises(MuslinError, match="muslin daemon is not running"):
+            c.call("network.list")
+    finally:
+        dead.close()
+
+
+def test_unreadable_reply_is_one_line(tmp_path, capsys):
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    srv.bind(str(tmp_path / "muslin.sock"))
+    srv.listen(1)
+
+    def answer():
+        conn, _ = srv.accept()
+        with conn:
+            conn.recv(65536)
+            conn.sendall(b"not json\n")
+
+    t = threading.Thread(target=answer, daemon=True)
+    t.start()
+    try:
+        assert cli.main(["--root", str(tmp_path), "network", "ls"]) == 1
+    finally:
+        t.join(5)
+        srv.close()
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.startswith("Error: invalid reply from the muslin daemon: Expecting value") and err.count("\n") == 1
 
 
 # --------------------------------------------------------------------------- the fake daemon
@@ -737,13 +899,57 @@ def test_daemon_subcommand_imports_the_daemon_lazily(monkeypatch, tmp_path):
 # --------------------------------------------------------------------------- start-up
 
 
+# what muslin.cli must not import at start-up: every module here costs from ~1 to many ms per command
+HEAVY = {"pyroute2", "muslin.engine", "muslin.daemon", "muslin.kernel", "muslin.store", "sqlite3", "ctypes",
+         "subprocess", "datetime", "signal", "dataclasses", "inspect", "asyncio", "ipaddress", "typing",
+         "argparse", "re", "enum", "gettext", "json", "socket", "selectors", "collections", "functools"}
+
+
 def test_import_stays_light():
     code = ("import sys; before = set(sys.modules); import muslin.cli; "
             "print('\\n'.join(sorted(set(sys.modules) - before)))")
     env = dict(os.environ, PYTHONPATH=SRC)
     added = set(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
                                check=True).stdout.split())
-    heavy = {"pyroute2", "muslin.engine", "muslin.daemon", "muslin.kernel", "muslin.store", "sqlite3", "ctypes",
-             "subprocess", "datetime", "signal", "dataclasses", "inspect", "asyncio", "ipaddress", "typing"}
-    assert not (added & heavy), added & heavy
+    assert not (added & HEAVY), added & HEAVY
     assert not any(m.startswith("pyroute2") for m in added)
+
+
+def test_request_path_stays_light(daemon):
+    """A whole `muslin network connect` (parse, request, reply) imports none of HEAVY, e.g. not json's re."""
+    daemon.op_network_connect = lambda **args: {"Container": "c", "EndpointID": "e"}
+    code = ("import sys; before = set(sys.modules); from muslin.cli import main; "
+            f"rc = main(['--root', {daemon.root!r}, 'network', 'connect', '--netns', '/run/netns/x', 'n', 'c']); "
+            "print('\\n'.join(sorted(set(sys.modules) - before)), file=sys.stderr); sys.exit(rc)")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       env=dict(os.environ, PYTHONPATH=SRC), timeout=30)
+    assert p.returncode == 0, p.stderr
+    assert daemon.calls == [("network.connect", {"network": "n", "container": "c", "aliases": [],
+                                                 "netns": "/run/netns/x"})]
+    added = set(p.stderr.split())
+    assert not (added & HEAVY), added & HEAVY
+
+
+def test_installed_command_is_the_light_launcher():
+    """pyproject installs bin/muslin (not an entry point, whose wrapper imports re), and it runs the CLI."""
+    import tomllib
+
+    top = Path(SRC).parent
+    project = tomllib.loads((top / "pyproject.toml").read_text())
+    assert project["tool"]["setuptools"]["script-files"] == ["bin/muslin"]
+    assert "muslin" not in project["project"].get("scripts", {})  # two `muslin` scripts would clash
+    launcher = top / "bin" / "muslin"
+    assert os.access(launcher, os.X_OK)
+    assert launcher.read_text().startswith("#!/usr/bin/env python")  # pip points it at the environment's python
+    def imports(*argv):
+        p = subprocess.run([sys.executable, "-X", "importtime", *argv], capture_output=True, text=True,
+                           env=dict(os.environ, PYTHONPATH=SRC), timeout=30)
+        names = {line.rsplit("|", 1)[1].strip() for line in p.stderr.splitlines() if line.startswith("import time:")}
+        return p, names
+
+    p, imported = imports(str(launcher), "--version")
+    assert (p.returncode, p.stdout) == (0, "muslin version 0.1.0\n")
+    assert "muslin.cli" in imported
+    imported -= imports("-c", "pass")[1]  # whatever the interpreter's own start-up (site) imports
+    assert not (imported & HEAVY), imported & HEAVY
+
