@@ -76,6 +76,7 @@ def bench_kernel_only(pins: list[str]) -> tuple[list[float], list[float]]:
         for i, pin in enumerate(pins):
             def attach(i=i, pin=pin):
                 host.add_veth(f"raw{i}", "eth0", pin, master="br-raw")
+                host.sysctl(f"net.ipv6.conf.raw{i}.disable_ipv6", "1")
                 with kernel.Namespace(pin) as sandbox:
                     sandbox.configure_interface("eth0", addresses=[f"10.{i // 250}.{i % 250}.2/8"],
                                                 gateways=["10.0.0.1"])

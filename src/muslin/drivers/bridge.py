@@ -94,6 +94,8 @@ class BridgeDriver:
                       # ICC off: isolated ports cannot reach each other, whatever netfilter the
                       # kernel has (the firewall rules stay as a second line).
                       isolated=not network.option_bool(ICC_OPTION, True))
+        # a bridge port needs no IPv6 of its own; its autoconfiguration would flood the bridge
+        host.sysctl(f"net.ipv6.conf.{endpoint.host_ifname}.disable_ipv6", "1")
         sandbox.configure_interface(
             endpoint.ifname,
             addresses=[a for a in (endpoint.ipv4, endpoint.ipv6) if a],
