@@ -152,11 +152,6 @@ class Store:
                 return False
         return True
 
-    def holder(self, network_id: str, address: int) -> str | None:
-        row = self.read().execute("SELECT owner FROM addresses WHERE network_id = ? AND address = ?",
-                                  (network_id, hexaddr(address))).fetchone()
-        return row[0] if row else None
-
     def hint(self, network_id: str, pool: str, default: int) -> int:
         row = self.read().execute("SELECT hint FROM pool_hints WHERE network_id = ? AND pool = ?",
                                   (network_id, pool)).fetchone()
@@ -190,8 +185,3 @@ class Store:
         with self.transaction() as db:
             db.execute("DELETE FROM addresses WHERE network_id = ?", (network_id,))
             db.execute("DELETE FROM pool_hints WHERE network_id = ?", (network_id,))
-
-    def owners(self, network_id: str) -> list[tuple[int, str]]:
-        rows = self.read().execute("SELECT address, owner FROM addresses WHERE network_id = ? ORDER BY address",
-                                   (network_id,))
-        return [(int(a, 16), o) for a, o in rows]

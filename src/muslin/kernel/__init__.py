@@ -364,28 +364,6 @@ class Namespace:
                 raise _kernel_error(exc, f"add address {cidr} to {name}") from None
 
     @_in_worker
-    def addresses(self, name: str | None = None) -> list[str]:
-        kwargs = {"index": self._index(name)} if name else {}
-        return [f"{m.get_attr('IFA_ADDRESS')}/{m['prefixlen']}" for m in self.ipr.get_addr(**kwargs)]
-
-    @_in_worker
-    def add_route(self, dst: str, *, gateway: str | None = None, dev: str | None = None, onlink: bool = False) -> None:
-        """Add or replace a route (``dst`` "default" or a CIDR) in the main table."""
-        family = 10 if ":" in (gateway or dst) else 2
-        kwargs: dict = {"family": family}
-        if dst != "default":
-            kwargs["dst"] = dst
-        else:
-            kwargs["dst"] = "::/0" if family == 10 else "0.0.0.0/0"
-        if gateway:
-            kwargs["gateway"] = gateway
-        if dev:
-            kwargs["oif"] = self._index(dev)
-        if onlink:
-            kwargs["flags"] = 4  # RTNH_F_ONLINK
-        self._do(f"add route {dst}", self.ipr.route, "replace", **kwargs)
-
-    @_in_worker
     def configure_interface(self, name: str, *, addresses: list[str], gateways: list[str]) -> None:
         """Bring ``lo`` and ``name`` up, add the addresses and a default route via each gateway.
 
@@ -448,12 +426,6 @@ class Namespace:
         from muslin.kernel import firewall
 
         firewall.apply(self.nft(), networks, table)
-
-    @_in_worker
-    def remove_firewall(self, table: str = "muslin") -> None:
-        from muslin.kernel import firewall
-
-        firewall.remove(self.nft(), table)
 
     # -- helpers ----------------------------------------------------------------
 
