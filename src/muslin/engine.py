@@ -593,14 +593,18 @@ class Engine:
         return done
 
     def _remove_orphans(self) -> int:
-        """Delete links tagged as this root's that the store does not know, and stray namespace pins."""
+        """Delete what the store does not know: links tagged as this root's and the ports
+        enslaved to them (ports first: a deleted bridge would set them loose), and stray
+        namespace pins."""
         expected: set[str] = set()
         for net in self.networks(("active",)):
             expected |= self.driver(net.driver).links(net, self.endpoints(network=net))
         alias = f"muslin:{self.tag}"
+        links = self.host.links()
+        ours = {link.index for link in links if link.alias == alias}
         removed = 0
-        for link in self.host.links():
-            if link.alias == alias and link.name not in expected:
+        for link in sorted(links, key=lambda l: l.index in ours):
+            if (link.index in ours or link.master in ours) and link.name not in expected:
                 if self.host.delete_link(link.name):
                     removed += 1
         pins = os.path.join(self.root, "netns")

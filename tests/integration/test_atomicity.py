@@ -226,3 +226,20 @@ def test_twenty_parallel_connects_get_distinct_addresses(host, engine):
     with Engine(host.root, netns=host.netns) as fresh:  # a new process sees the same state
         addrs = [e.ipv4 for e in fresh.endpoints(network=fresh.find_network("race"))]
     assert len(addrs) == 20 and len(set(addrs)) == 20
+
+
+def test_recovery_removes_links_the_store_does_not_know(host, engine):
+    net = engine.create_network("kept", subnets=["172.24.2.0/24"])
+    engine.create_container("k1", "kept")
+    before = snapshot(host)
+    bridge = "br-" + net.id[:12]
+    host.ip(f"link add stray0 master {bridge} type veth peer name stray1",  # a port nobody recorded
+            f"link add br-orphan type bridge",
+            f"link set br-orphan alias muslin:{engine.tag}",  # a bridge tagged as ours, unknown to the store
+            "link add foreign0 type bridge")  # somebody else's: never touched
+    done = engine.recover()
+    assert done["orphans"] == 2
+    names = {l["ifname"] for l in host.ip_json("link show")}
+    assert "stray0" not in names and "br-orphan" not in names and "foreign0" in names
+    host.ip("link del foreign0")
+    assert snapshot(host) == before

@@ -90,7 +90,9 @@ class BridgeDriver:
     def join(self, host: Namespace, sandbox: Namespace, sandbox_path: str, network: Network, endpoint: Endpoint,
              default_route: bool = True) -> None:
         host.add_veth(endpoint.host_ifname, endpoint.ifname, sandbox_path, peer_mac=endpoint.mac,
-                      mtu=mtu(network), master=bridge_name(network), alias=self.alias,
+                      mtu=mtu(network), master=bridge_name(network),
+                      # no alias on ports: setting one is a NETDEV_CHANGE that the bridge handles
+                      # in time proportional to its port count; being its port marks it as ours
                       # ICC off: isolated ports cannot reach each other, whatever netfilter the
                       # kernel has (the firewall rules stay as a second line).
                       isolated=not network.option_bool(ICC_OPTION, True))
