@@ -193,3 +193,13 @@ def test_default_bridge_network_is_created_on_first_use(world):
     assert str(net.pools[0].subnet) == "172.17.0.0/16"
     assert address_of(engine, "d1", "bridge") == "172.17.0.2"
     assert any(l["ifname"] == "muslin0" for l in host.ip_json("link show"))
+
+
+def test_default_pools_skip_used_and_routed_subnets(world):
+    host, _, engine = world
+    host.route("172.18.0.0/16", via="10.10.10.1")  # something on the host's network already uses it
+    first = engine.create_network("auto1")
+    second = engine.create_network("auto2")
+    assert [str(p.subnet) for p in first.pools] == ["172.17.0.0/16"]
+    assert [str(p.subnet) for p in second.pools] == ["172.19.0.0/16"]
+    assert engine.inspect_network(second)["IPAM"]["Config"] == [{"Subnet": "172.19.0.0/16", "Gateway": "172.19.0.1"}]
