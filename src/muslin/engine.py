@@ -467,7 +467,10 @@ class Engine:
             self._kill(con)
         nets = {n.id: n for n in self.networks(("active", "pending", "removing"))}
         for ep in self.endpoints(container=con, states=("active", "pending", "removing")):
-            self._disconnect(nets.get(ep.network_id), ep) if ep.network_id in nets else self._forget_endpoint(None, ep)
+            if ep.network_id in nets:
+                self._disconnect(nets[ep.network_id], ep)
+            else:
+                self._forget_endpoint(None, ep)
         if con.owns_netns:
             kernel.remove_netns(con.netns)
             if con.log:
@@ -555,6 +558,7 @@ class Engine:
         """
         done = {"rolled_back": 0, "repaired": 0, "orphans": 0}
         with self._lock:
+            net_states = {d["id"]: s for s, d in self.store.docs("networks")}
             nets = {n.id: n for n in self.networks(("active", "pending", "removing"))}
             cons = {d["id"]: (s, Container.from_doc(d)) for s, d in self.store.docs("containers")}
             # endpoints first: they hold addresses and links
@@ -566,7 +570,7 @@ class Engine:
                 if state != "active" or not alive or net is None:
                     self._forget_endpoint(net, ep)
                     done["rolled_back"] += 1
-                elif self.host.link(ep.host_ifname) is None and net.id in nets:
+                elif self.host.link(ep.host_ifname) is None:
                     try:
                         self.driver(net.driver).create(self.host, net)
                         with Namespace(con.netns) as sandbox:
@@ -582,8 +586,7 @@ class Engine:
                 elif not con.owns_netns and not kernel.netns_alive(con.netns):
                     self.store.delete("containers", cid)  # another runtime's container is gone
             for net in nets.values():
-                state = next(s for s, d in self.store.docs("networks", "id = ?", (net.id,)))
-                if state != "active":
+                if net_states[net.id] != "active":
                     self._forget_network(net)
                     done["rolled_back"] += 1
                 else:

@@ -353,12 +353,8 @@ class Namespace:
     @_in_worker
     def add_address(self, name: str, cidr: str) -> None:
         """Add ``addr/prefix`` to a link; IPv6 without duplicate address detection. Idempotent."""
-        addr, _, prefix = cidr.partition("/")
-        kwargs = {"index": self._index(name), "address": addr, "prefixlen": int(prefix)}
-        if ":" in addr:
-            kwargs["flags"] = IFA_F_NODAD
         try:
-            self.ipr.addr("add", **kwargs)
+            self.ipr.addr("add", **_address(self._index(name), cidr))
         except Exception as exc:
             if _errno(exc) != errno.EEXIST:
                 raise _kernel_error(exc, f"add address {cidr} to {name}") from None
@@ -377,11 +373,7 @@ class Namespace:
             self.sysctl(f"net.ipv6.conf.{name}.disable_ipv6", "1")
         self._do(f"bring up {name}", self.ipr.link, "set", index=index, state="up")
         for cidr in addresses:
-            addr, _, prefix = cidr.partition("/")
-            kwargs = {"index": index, "address": addr, "prefixlen": int(prefix)}
-            if ":" in addr:
-                kwargs["flags"] = IFA_F_NODAD
-            self._do(f"add address {cidr} to {name}", self.ipr.addr, "replace", **kwargs)
+            self._do(f"add address {cidr} to {name}", self.ipr.addr, "replace", **_address(index, cidr))
         for gw in gateways:
             family = 10 if ":" in gw else 2
             dst = "::/0" if family == 10 else "0.0.0.0/0"
@@ -435,6 +427,15 @@ class Namespace:
             return fn(*args, **kwargs)
         except Exception as exc:
             raise _kernel_error(exc, what) from None
+
+
+def _address(index: int, cidr: str) -> dict:
+    """RTM_NEWADDR arguments for ``addr/prefix``; IPv6 without duplicate address detection."""
+    addr, _, prefix = cidr.partition("/")
+    kwargs = {"index": index, "address": addr, "prefixlen": int(prefix)}
+    if ":" in addr:
+        kwargs["flags"] = IFA_F_NODAD
+    return kwargs
 
 
 def _errno(exc: BaseException) -> int | None:
