@@ -31,7 +31,7 @@ def _network_create(engine: Engine, name, driver="bridge", subnets=(), gateways=
     net = engine.create_network(name, driver, subnets=subnets, gateways=gateways, ip_ranges=ip_ranges,
                                 aux_addresses=aux_addresses, ipv6=ipv6, internal=internal,
                                 options=options, labels=labels)
-    return {"Id": net.id, "Warning": ""}
+    return {"Id": net.id, "Warning": "\n".join(engine.driver(net.driver).warnings(net))}
 
 
 def _network_remove(engine: Engine, name):

@@ -137,6 +137,9 @@ class Engine:
                     for addr, owner in ipam.reserved(pool):
                         if not self.store.hold(net.id, str(pool.subnet), ipam.to_int(addr), owner):
                             raise InvalidParameter(f"address {addr} is reserved twice in subnet {pool.subnet}")
+                if self.driver(net.driver).needs_host_address(net):
+                    net.driver_state["host_addresses"] = self._host_addresses(net)
+                    self.store.put("networks", net.id, net.name, "pending", net.to_doc())
             try:
                 checkpoint("create.reserved")
                 self.driver(net.driver).create(self.host, net)
@@ -149,6 +152,19 @@ class Engine:
                 raise
             log.info("network %s created (%s)", net.name, net.id[:12])
             return net
+
+    def _host_addresses(self, net: Network) -> list[str]:
+        """One address per family for the host itself (a macvlan shim): the aux address
+        named "host" when there is one, else the pool's next free one. As host routes."""
+        out = []
+        for version in (4, 6):
+            pools = net.pools_of(version)
+            if not pools or (version == 6 and not net.ipv6):
+                continue
+            given = [addr for p in pools for name, addr in p.aux if name == "host"]
+            addr = given[0] if given else ipam.from_int(self._allocate(net, version, f"{net.id}:host", None)[1], version)
+            out.append(f"{addr}/{32 if version == 4 else 128}")
+        return out
 
     def _plan_network(self, name, driver, subnets, gateways, ip_ranges, aux, ipv6, internal, options, labels) -> Network:
         if not name:
@@ -169,14 +185,15 @@ class Engine:
         if ipv6 and not any(p.version == 6 for p in pools):
             auto.append(Pool(ipam.default_pool_v6(in_use, self.tag.encode())))
         given_gateways = {str(p.gateway) for p in pools if p.gateway}
-        pools = ipam.with_default_gateways(pools + auto)
+        pools = ipam.with_default_gateways(pools + auto) if drv.assigns_gateway else pools + auto
         if ipv6:
             options.setdefault("com.docker.network.enable_ipv6", "true")
         net = Network(id=names.new_id(), name=name, driver=driver, created=_now(), pools=pools, ipv6=ipv6,
                       internal=internal, auto_subnets=[str(p.subnet) for p in auto],
-                      implicit_gateways=[str(p.gateway) for p in pools if str(p.gateway) not in given_gateways],
+                      implicit_gateways=[str(p.gateway) for p in pools
+                                         if p.gateway is not None and str(p.gateway) not in given_gateways],
                       options=options, labels=labels)
-        drv.check(net, others)
+        drv.prepare(self.host, net, others)
         return net
 
     def _host_routes(self) -> list:
@@ -189,7 +206,7 @@ class Engine:
 
     def _forget_network(self, net: Network) -> None:
         """Undo a network's kernel state and its rows (idempotent)."""
-        self.driver(net.driver).delete(self.host, net)
+        self.driver(net.driver).delete(self.host, net, self._other_networks(net))
         self.store.release_network(net.id)
         self.store.delete("networks", net.id)
         self._apply_firewall()
@@ -207,12 +224,16 @@ class Engine:
             checkpoint("rm.marked")
             self._apply_firewall()
             checkpoint("rm.firewall")
-            self.driver(net.driver).delete(self.host, net)
+            self.driver(net.driver).delete(self.host, net, self._other_networks(net))
             checkpoint("rm.kernel")
             self.store.release_network(net.id)
             self.store.delete("networks", net.id)
             log.info("network %s removed", net.name)
             return net
+
+    def _other_networks(self, net: Network) -> list[Network]:
+        """The networks that still count as users of shared kernel objects (a parent link)."""
+        return [n for n in self.networks(("active", "pending")) if n.id != net.id]
 
     def prune_networks(self) -> list[str]:
         removed = []
@@ -340,7 +361,7 @@ class Engine:
                 v6 = self._allocate(net, 6, eid, ip6)
             ep = Endpoint(
                 id=eid, network_id=net.id, container_id=con.id, ifname=ifname,
-                host_ifname=f"veth{eid[:11]}",
+                host_ifname=f"veth{eid[:11]}" if self.driver(net.driver).uses_veth else "",
                 mac=ipam.docker_mac(ipam.from_int(v4[1], 4) if v4 else None),
                 ipv4=f"{ipam.from_int(v4[1], 4)}/{v4[0].subnet.prefixlen}" if v4 else None,
                 ipv6=f"{ipam.from_int(v6[1], 6)}/{v6[0].subnet.prefixlen}" if v6 else None,
@@ -354,9 +375,12 @@ class Engine:
             driver = self.driver(net.driver)
             first = not any(e.id != ep.id for e in self.endpoints(container=con, states=("active", "pending")))
             with Namespace(con.netns) as sandbox, Undo() as undo:
-                undo.push(driver.leave, self.host, net, ep)
-                driver.join(self.host, sandbox, con.netns, net, ep, default_route=first)
+                undo.push(driver.leave, self.host, con.netns, net, ep)
+                mac = driver.join(self.host, sandbox, con.netns, net, ep, default_route=first)
                 checkpoint("connect.joined")
+            if mac and mac != ep.mac:  # ipvlan and macvlan passthru: the parent's
+                ep.mac = mac
+                self.store.put("endpoints", ep.id, None, "pending", ep.to_doc(), network_id=net.id, container_id=con.id)
             self.store.set_state("endpoints", ep.id, "active")
         except BaseException:
             self._forget_endpoint(net, ep)
@@ -364,9 +388,14 @@ class Engine:
         log.info("container %s connected to %s as %s", con.name, net.name, ep.ipv4 or ep.ipv6)
         return ep
 
+    def _sandbox_path(self, ep: Endpoint) -> str | None:
+        for _, doc in self.store.docs("containers", "id = ?", (ep.container_id,)):
+            return doc["netns"]
+        return None
+
     def _forget_endpoint(self, net: Network | None, ep: Endpoint) -> None:
         if net is not None:
-            self.driver(net.driver).leave(self.host, net, ep)
+            self.driver(net.driver).leave(self.host, self._sandbox_path(ep), net, ep)
         self.store.release_owner(ep.id)
         self.store.delete("endpoints", ep.id)
 
@@ -385,7 +414,7 @@ class Engine:
     def _disconnect(self, net: Network, ep: Endpoint) -> None:
         self.store.set_state("endpoints", ep.id, "removing")
         checkpoint("disconnect.marked")
-        self.driver(net.driver).leave(self.host, net, ep)
+        self.driver(net.driver).leave(self.host, self._sandbox_path(ep), net, ep)
         checkpoint("disconnect.left")
         self.store.release_owner(ep.id)
         self.store.delete("endpoints", ep.id)
@@ -514,7 +543,7 @@ class Engine:
                 "IPv4Address": ep.ipv4 or "",
                 "IPv6Address": ep.ipv6 or "",
             }
-        return {
+        doc = {
             "Name": net.name,
             "Id": net.id,
             "Created": net.created,
@@ -531,6 +560,8 @@ class Engine:
             "Options": dict(net.options),
             "Labels": dict(net.labels),
         }
+        doc.update(self.driver(net.driver).describe(self.host, net))
+        return doc
 
     def inspect_container(self, con: Container) -> dict:
         nets = {n.id: n for n in self.networks()}
@@ -561,7 +592,13 @@ class Engine:
             net_states = {d["id"]: s for s, d in self.store.docs("networks")}
             nets = {n.id: n for n in self.networks(("active", "pending", "removing"))}
             cons = {d["id"]: (s, Container.from_doc(d)) for s, d in self.store.docs("containers")}
-            # endpoints first: they hold addresses and links
+            # the networks' own objects first: a parent link must exist before its endpoints
+            for net in nets.values():
+                if net_states[net.id] == "active":
+                    try:
+                        self.driver(net.driver).create(self.host, net)
+                    except MuslinError as exc:
+                        log.warning("cannot restore network %s: %s", net.name, exc)
             for state, doc in self.store.docs("endpoints"):
                 ep = Endpoint.from_doc(doc)
                 net = nets.get(ep.network_id)
@@ -570,15 +607,8 @@ class Engine:
                 if state != "active" or not alive or net is None:
                     self._forget_endpoint(net, ep)
                     done["rolled_back"] += 1
-                elif self.host.link(ep.host_ifname) is None:
-                    try:
-                        self.driver(net.driver).create(self.host, net)
-                        with Namespace(con.netns) as sandbox:
-                            self.driver(net.driver).join(self.host, sandbox, con.netns, net, ep)
-                        done["repaired"] += 1
-                    except MuslinError as exc:
-                        log.warning("cannot restore endpoint %s of %s: %s", ep.id[:12], con.name, exc)
-                        self._forget_endpoint(net, ep)
+                elif self._rejoin(net, con, ep):
+                    done["repaired"] += 1
             for cid, (state, con) in cons.items():
                 if state != "active":
                     self._finish_container_removal(con)
@@ -589,11 +619,28 @@ class Engine:
                 if net_states[net.id] != "active":
                     self._forget_network(net)
                     done["rolled_back"] += 1
-                else:
-                    self.driver(net.driver).create(self.host, net)
             done["orphans"] = self._remove_orphans()
             self._apply_firewall()
         return done
+
+    def _rejoin(self, net: Network, con: Container, ep: Endpoint) -> bool:
+        """Give an endpoint back its interface when it lost it (its parent link or veth was
+        deleted, the host rebooted); True when it had to. An endpoint that cannot be
+        restored is forgotten, with a warning."""
+        driver = self.driver(net.driver)
+        if driver.joined(self.host, con.netns, net, ep):
+            return False
+        with Namespace(con.netns) as sandbox:
+            siblings = self.endpoints(container=con)
+            first = min(siblings, key=lambda e: int(e.ifname[3:] or 0)).id == ep.id if siblings else True
+            try:
+                driver.leave(self.host, con.netns, net, ep)  # whatever is left of it
+                driver.join(self.host, sandbox, con.netns, net, ep, default_route=first)
+            except MuslinError as exc:
+                log.warning("cannot restore endpoint %s of %s: %s", ep.id[:12], con.name, exc)
+                self._forget_endpoint(net, ep)
+                return False
+        return True
 
     def _remove_orphans(self) -> int:
         """Delete what the store does not know: links tagged as this root's and the ports

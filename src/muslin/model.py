@@ -36,6 +36,7 @@ class Network:
     implicit_gateways: list[str] = field(default_factory=list)  # chosen by muslin, not given with --gateway
     options: dict[str, str] = field(default_factory=dict)
     labels: dict[str, str] = field(default_factory=dict)
+    driver_state: dict = field(default_factory=dict)  # what the driver decided at creation (its parent, …)
 
     def pools_of(self, version: int) -> list[Pool]:
         return [p for p in self.pools if p.version == version]

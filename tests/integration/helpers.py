@@ -32,9 +32,18 @@ def snapshot(host) -> dict:
     addrs = sorted((a["ifname"], i["local"], i["prefixlen"])
                    for a in host.ip_json("addr show") for i in a.get("addr_info", [])
                    if not i["local"].startswith("fe80"))
+    # "linkdown" follows the carrier of a port-less bridge, not muslin's state
+    routes = sorted(line.replace(" linkdown", "") for line in
+                    host.sh(["ip", "route"]).stdout.splitlines() + host.sh(["ip", "-6", "route"]).stdout.splitlines())
     rules = host.sh(["nft", "list", "ruleset"]).stdout
-    pins = sorted(os.listdir(os.path.join(host.root, "netns"))) if os.path.isdir(os.path.join(host.root, "netns")) else []
-    return {"store": store, "links": links, "addrs": addrs, "rules": rules, "pins": pins}
+    pin_dir = os.path.join(host.root, "netns")
+    pins = sorted(os.listdir(pin_dir)) if os.path.isdir(pin_dir) else []
+    # what lives inside each container: its interfaces (macvlan/ipvlan have no host side)
+    inside = {pin: sorted(subprocess.run(["nsenter", f"--net={os.path.join(pin_dir, pin)}", "ip", "-br", "addr"],
+                                         capture_output=True, text=True, timeout=30).stdout.split())
+              for pin in pins}
+    return {"store": store, "links": links, "addrs": addrs, "routes": routes, "rules": rules, "pins": pins,
+            "inside": inside}
 
 
 def in_container(lab, engine, name, *cmd, check=False):

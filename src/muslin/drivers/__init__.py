@@ -18,29 +18,46 @@ from muslin.model import Endpoint, Network
 
 class Driver(Protocol):
     name: str
+    assigns_gateway: bool  # does IPAM give a pool without --gateway one (bridge: the host is it)
+    uses_veth: bool         # does an endpoint have a host-side link (``Endpoint.host_ifname``)
 
-    def check(self, network: Network, others: list[Network]) -> None:
-        """Validate the network's options against the others; raise InvalidParameter/Conflict."""
+    def prepare(self, host: Namespace, network: Network, others: list[Network]) -> None:
+        """Validate the network's options against the host and the other networks, and record
+        what the driver decided in ``network.driver_state``; raise InvalidParameter/Conflict.
+        Reads the kernel, changes nothing."""
+
+    def warnings(self, network: Network) -> list[str]:
+        """What the user should know about a network that was created anyway."""
+
+    def needs_host_address(self, network: Network) -> bool:
+        """Does the host itself take an address of each of the network's families."""
 
     def create(self, host: Namespace, network: Network) -> None:
         """Make (or repair) the network's kernel objects in the host namespace."""
 
-    def delete(self, host: Namespace, network: Network) -> None:
-        """Remove the network's kernel objects."""
+    def delete(self, host: Namespace, network: Network, others: list[Network]) -> None:
+        """Remove the network's kernel objects (what ``others`` still use stays)."""
 
     def join(self, host: Namespace, sandbox: Namespace, sandbox_path: str, network: Network, endpoint: Endpoint,
-             default_route: bool = True) -> None:
+             default_route: bool = True) -> str | None:
         """Give the sandbox its interface on the network, addressed, and routed by default
-        through this network when ``default_route`` (the container's first network)."""
+        through this network when ``default_route`` (the container's first network).
+        Returns the interface's MAC when the driver, not muslin, chose it."""
 
-    def leave(self, host: Namespace, network: Network, endpoint: Endpoint) -> None:
-        """Take the endpoint's interface away."""
+    def joined(self, host: Namespace, sandbox_path: str, network: Network, endpoint: Endpoint) -> bool:
+        """Is the endpoint's interface still there (for repair after a crash or a reboot)."""
+
+    def leave(self, host: Namespace, sandbox_path: str | None, network: Network, endpoint: Endpoint) -> None:
+        """Take the endpoint's interface away (``sandbox_path`` None or dead: only host state)."""
 
     def links(self, network: Network, endpoints: list[Endpoint]) -> set[str]:
         """Names of the host-side links this network and its endpoints own (for orphan clean-up)."""
 
     def firewall(self, network: Network) -> list:
         """This network's part of the host firewall (``muslin.kernel.firewall`` rule specs)."""
+
+    def describe(self, host: Namespace, network: Network) -> dict:
+        """Extra keys for ``network inspect``."""
 
 
 def load(name: str, tag: str) -> Driver:
@@ -49,4 +66,12 @@ def load(name: str, tag: str) -> Driver:
         from muslin.drivers.bridge import BridgeDriver
 
         return BridgeDriver(tag)
+    if name == "macvlan":
+        from muslin.drivers.macvlan import MacvlanDriver
+
+        return MacvlanDriver(tag)
+    if name == "ipvlan":
+        from muslin.drivers.ipvlan import IpvlanDriver
+
+        return IpvlanDriver(tag)
     raise NotFound(f'plugin "{name}" not found')

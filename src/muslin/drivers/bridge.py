@@ -37,11 +37,13 @@ def mtu(network: Network) -> int | None:
 
 class BridgeDriver:
     name = "bridge"
+    assigns_gateway = True
+    uses_veth = True
 
     def __init__(self, tag: str):
         self.alias = f"muslin:{tag}"
 
-    def check(self, network: Network, others: list[Network]) -> None:
+    def prepare(self, host: Namespace, network: Network, others: list[Network]) -> None:
         name = bridge_name(network)
         if len(name) > IFNAMSIZ or not name.isprintable() or "/" in name or " " in name:
             raise InvalidParameter(f"invalid bridge name {name!r}: at most {IFNAMSIZ} characters, no '/' or spaces")
@@ -60,6 +62,12 @@ class BridgeDriver:
             value = network.options.get(key)
             if value is not None and str(value).lower() not in ("true", "false", "1", "0"):
                 raise InvalidParameter(f'invalid value "{value}" for option {key}: expected true or false')
+
+    def warnings(self, network: Network) -> list[str]:
+        return []
+
+    def needs_host_address(self, network: Network) -> bool:
+        return False  # the gateway is the host's address
 
     def _gateway_interfaces(self, network: Network) -> list[str]:
         out = []
@@ -84,7 +92,7 @@ class BridgeDriver:
             if network.ipv6:
                 host.sysctl("net.ipv6.conf.all.forwarding", "1")
 
-    def delete(self, host: Namespace, network: Network) -> None:
+    def delete(self, host: Namespace, network: Network, others: list[Network]) -> None:
         host.delete_link(bridge_name(network))
 
     def join(self, host: Namespace, sandbox: Namespace, sandbox_path: str, network: Network, endpoint: Endpoint,
@@ -104,11 +112,17 @@ class BridgeDriver:
             gateways=[g for g in (endpoint.gateway, endpoint.gateway6) if g and default_route and not network.internal],
         )
 
-    def leave(self, host: Namespace, network: Network, endpoint: Endpoint) -> None:
-        host.delete_link(endpoint.host_ifname)
+    def joined(self, host: Namespace, sandbox_path: str, network: Network, endpoint: Endpoint) -> bool:
+        return host.link(endpoint.host_ifname) is not None
+
+    def leave(self, host: Namespace, sandbox_path: str | None, network: Network, endpoint: Endpoint) -> None:
+        host.delete_link(endpoint.host_ifname)  # its peer in the sandbox goes with it
 
     def links(self, network: Network, endpoints: list[Endpoint]) -> set[str]:
         return {bridge_name(network)} | {e.host_ifname for e in endpoints}
+
+    def describe(self, host: Namespace, network: Network) -> dict:
+        return {}
 
     def firewall(self, network: Network) -> list[BridgeRules]:
         return [BridgeRules(

@@ -28,6 +28,8 @@ MNT_DETACH = 0x2
 IFF_UP = 0x1
 IFA_F_NODAD = 0x02  # IPv6 address usable at once, as Docker configures it
 NS_GET_NSTYPE = 0xB703  # ioctl on a namespace file: its CLONE_NEW* type
+IPVLAN_MODES = {"l2": 0, "l3": 1, "l3s": 2}  # IFLA_IPVLAN_MODE
+IPVLAN_FLAGS = {"bridge": 0, "private": 1, "vepa": 2}  # IFLA_IPVLAN_FLAGS
 
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -138,6 +140,7 @@ class Link:
     kind: str | None
     alias: str | None
     master: int | None
+    lower: int | None  # IFLA_LINK: the parent of a vlan, macvlan or ipvlan (or a veth's peer)
     up: bool
     mtu: int
     mac: str
@@ -201,6 +204,8 @@ class Namespace:
     def _open(self):
         from pyroute2 import IPRoute
 
+        _teach_pyroute2_ipvlan_flags()
+
         if self.path is not None:
             setns(self.path)
             want = inode(self.path)
@@ -258,6 +263,7 @@ class Namespace:
             kind=kind,
             alias=msg.get_attr("IFLA_IFALIAS"),
             master=msg.get_attr("IFLA_MASTER"),
+            lower=msg.get_attr("IFLA_LINK"),
             up=bool(msg["flags"] & 1),
             mtu=msg.get_attr("IFLA_MTU"),
             mac=msg.get_attr("IFLA_ADDRESS"),
@@ -330,6 +336,63 @@ class Namespace:
             self._do(f"configure {name}", self.ipr.link, "set", index=self._index(name), **settings)
 
     @_in_worker
+    def add_vlan(self, name: str, parent: str, vid: int, *, alias: str | None = None) -> None:
+        """An 802.1q sub-interface ``name`` of ``parent`` with VLAN id ``vid``, up."""
+        self._do(f"create vlan {name}", self.ipr.link, "add", ifname=name, kind="vlan",
+                 link=self._index(parent), vlan_id=vid)
+        self._tag_and_raise(name, alias)
+
+    @_in_worker
+    def add_dummy(self, name: str, *, alias: str | None = None) -> None:
+        """A dummy link, up: a parent that leads nowhere."""
+        self._do(f"create dummy {name}", self.ipr.link, "add", ifname=name, kind="dummy")
+        self._tag_and_raise(name, alias)
+
+    def _tag_and_raise(self, name: str, alias: str | None) -> None:
+        index = self._index(name)
+        if alias:  # IFLA_IFALIAS is not applied by RTM_NEWLINK: set it afterwards
+            self._do("set alias of " + name, self.ipr.link, "set", index=index, IFLA_IFALIAS=alias)
+        self._do("bring up " + name, self.ipr.link, "set", index=index, state="up")
+
+    @_in_worker
+    def add_macvlan(self, name: str, parent: str, *, mode: str, netns: str | None = None,
+                    mac: str | None = None, alias: str | None = None) -> None:
+        """A macvlan of ``parent`` in ``mode`` (bridge, vepa, private, passthru), created
+        directly in the namespace ``netns`` under its final name when given (the parent is
+        looked up here), else here and brought up."""
+        attrs = {"ifname": name, "kind": "macvlan", "link": self._index(parent), "macvlan_mode": mode}
+        if mac:
+            attrs["address"] = mac
+        self._add_lower_link(name, attrs, netns, alias)
+
+    @_in_worker
+    def add_ipvlan(self, name: str, parent: str, *, mode: str, flag: str, netns: str | None = None) -> None:
+        """An ipvlan of ``parent``: ``mode`` l2, l3 or l3s; ``flag`` bridge, private or vepa."""
+        attrs = {"ifname": name, "kind": "ipvlan", "link": self._index(parent),
+                 "ipvlan_mode": IPVLAN_MODES[mode], "ipvlan_flags": IPVLAN_FLAGS[flag]}
+        self._add_lower_link(name, attrs, netns, None)
+
+    def _add_lower_link(self, name: str, attrs: dict, netns: str | None, alias: str | None) -> None:
+        if netns is not None:
+            attrs["net_ns_fd"] = netns
+            self._do(f"create {attrs['kind']} {name}", self.ipr.link, "add", **attrs)
+            return
+        self._do(f"create {attrs['kind']} {name}", self.ipr.link, "add", **attrs)
+        self._tag_and_raise(name, alias)
+
+    @_in_worker
+    def addresses(self, name: str) -> list[str]:
+        """The addresses (``addr/prefix``) on a link, IPv4 first; [] when it does not exist."""
+        found = self.ipr.link_lookup(ifname=name)
+        if not found:
+            return []
+        out = []
+        for family in (2, 10):
+            for m in self.ipr.get_addr(family=family, index=found[0]):
+                out.append(f"{m.get_attr('IFA_ADDRESS')}/{m['prefixlen']}")
+        return out
+
+    @_in_worker
     def set_link(self, name: str, **settings) -> None:
         """``set_link("eth0", state="up")``, ``mtu=…``, ``address=…``."""
         self._do(f"set {name}", self.ipr.link, "set", index=self._index(name), **settings)
@@ -360,25 +423,60 @@ class Namespace:
                 raise _kernel_error(exc, f"add address {cidr} to {name}") from None
 
     @_in_worker
-    def configure_interface(self, name: str, *, addresses: list[str], gateways: list[str]) -> None:
-        """Bring ``lo`` and ``name`` up, add the addresses and a default route via each gateway.
+    def configure_interface(self, name: str, *, addresses: list[str], gateways: list[str],
+                            default_dev: bool = False, announce: bool = False) -> None:
+        """Add the addresses, bring ``lo`` and ``name`` up, and add a default route via each
+        gateway, or, with ``default_dev``, a default route through the interface itself for
+        each family it has an address of (ipvlan l3: the parent routes, no gateway answers ARP).
 
         Without an IPv6 address IPv6 is switched off on the interface first, as Docker
         does: otherwise its link-local autoconfiguration (DAD, router solicitation,
         MLD reports) floods every port of the bridge, and each new container costs
-        more the more containers there are."""
+        more the more containers there are.
+
+        ``announce``: the kernel sends a gratuitous ARP / unsolicited neighbour advertisement
+        when the interface comes up, so that neighbours that knew (or were still looking
+        for) the address learn at once where it is — for interfaces straight on a segment."""
         self._do("bring up lo", self.ipr.link, "set", index=1, state="up")  # lo is always 1 in a new namespace
         index = self._index(name)
         if not any(":" in cidr for cidr in addresses):
             self.sysctl(f"net.ipv6.conf.{name}.disable_ipv6", "1")
-        self._do(f"bring up {name}", self.ipr.link, "set", index=index, state="up")
-        for cidr in addresses:
+        elif announce:
+            self.sysctl(f"net.ipv6.conf.{name}.ndisc_notify", "1")
+        if announce:
+            self.sysctl(f"net.ipv4.conf.{name}.arp_notify", "1")
+        for cidr in addresses:  # before "up": the announcement is made for the addresses present then
             self._do(f"add address {cidr} to {name}", self.ipr.addr, "replace", **_address(index, cidr))
+        self._do(f"bring up {name}", self.ipr.link, "set", index=index, state="up")
         for gw in gateways:
             family = 10 if ":" in gw else 2
-            dst = "::/0" if family == 10 else "0.0.0.0/0"
             self._do(f"add default route via {gw}", self.ipr.route, "replace",
-                     family=family, dst=dst, gateway=gw, oif=index)
+                     family=family, dst=_DEFAULT[family], gateway=gw, oif=index)
+        if default_dev:
+            for family in sorted({10 if ":" in cidr else 2 for cidr in addresses}):
+                self._do(f"add default route dev {name}", self.ipr.route, "replace",
+                         family=family, dst=_DEFAULT[family], oif=index)
+
+    @_in_worker
+    def add_route(self, dst: str, *, dev: str, src: str | None = None) -> None:
+        """A route to ``dst`` (CIDR) out of ``dev``, from ``src``; replaces one to the same place."""
+        family = 10 if ":" in dst else 2
+        attrs = {"family": family, "dst": dst, "oif": self._index(dev)}
+        if src:
+            attrs["prefsrc"] = src
+        self._do(f"add route {dst} dev {dev}", self.ipr.route, "replace", **attrs)
+
+    @_in_worker
+    def delete_route(self, dst: str, *, dev: str) -> None:
+        """Remove the route to ``dst`` out of ``dev``; idempotent."""
+        found = self.ipr.link_lookup(ifname=dev)
+        if not found:
+            return
+        try:
+            self.ipr.route("del", family=10 if ":" in dst else 2, dst=dst, oif=found[0])
+        except Exception as exc:
+            if _errno(exc) not in (errno.ESRCH, errno.ENOENT, errno.ENODEV):
+                raise _kernel_error(exc, f"delete route {dst} dev {dev}") from None
 
     @_in_worker
     def route_destinations(self) -> list[str]:
@@ -427,6 +525,24 @@ class Namespace:
             return fn(*args, **kwargs)
         except Exception as exc:
             raise _kernel_error(exc, what) from None
+
+
+_DEFAULT = {2: "0.0.0.0/0", 10: "::/0"}
+
+
+@functools.cache
+def _teach_pyroute2_ipvlan_flags() -> None:
+    """pyroute2 0.9 knows IFLA_IPVLAN_MODE but not IFLA_IPVLAN_FLAGS (bridge, private,
+    vepa): register the ipvlan link data with both, so ``ipvlan_flags=`` is encoded."""
+    from pyroute2.netlink import nla
+    from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
+
+    class ipvlan_data(nla):
+        prefix = "IFLA_"
+        nla_map = (("IFLA_IPVLAN_UNSPEC", "none"), ("IFLA_IPVLAN_MODE", "uint16"),
+                   ("IFLA_IPVLAN_FLAGS", "uint16"))
+
+    ifinfmsg.ifinfo.data_map["ipvlan"] = ipvlan_data
 
 
 def _address(index: int, cidr: str) -> dict:
