@@ -28,6 +28,10 @@ MNT_DETACH = 0x2
 IFF_UP = 0x1
 IFA_F_NODAD = 0x02  # IPv6 address usable at once, as Docker configures it
 NS_GET_NSTYPE = 0xB703  # ioctl on a namespace file: its CLONE_NEW* type
+RTNH_F_ONLINK = 0x4
+NUD_PERMANENT = 0x80
+AF_BRIDGE = 7
+NTF_SELF = 0x2
 IPVLAN_MODES = {"l2": 0, "l3": 1, "l3s": 2}  # IFLA_IPVLAN_MODE
 IPVLAN_FLAGS = {"bridge": 0, "private": 1, "vepa": 2}  # IFLA_IPVLAN_FLAGS
 
@@ -458,13 +462,34 @@ class Namespace:
                          family=family, dst=_DEFAULT[family], oif=index)
 
     @_in_worker
-    def add_route(self, dst: str, *, dev: str, src: str | None = None) -> None:
-        """A route to ``dst`` (CIDR) out of ``dev``, from ``src``; replaces one to the same place."""
+    def add_route(self, dst: str, *, dev: str, via: str | None = None, src: str | None = None,
+                  onlink: bool = False) -> None:
+        """A route to ``dst`` (CIDR) out of ``dev``, via ``via``, from ``src``; ``onlink``: the
+        next hop is on the link even without a connected route (a vxlan's ``.0`` addresses).
+        Replaces a route to the same destination."""
         family = 10 if ":" in dst else 2
         attrs = {"family": family, "dst": dst, "oif": self._index(dev)}
+        if via:
+            attrs["gateway"] = via
         if src:
             attrs["prefsrc"] = src
+        if onlink:
+            attrs["flags"] = RTNH_F_ONLINK
         self._do(f"add route {dst} dev {dev}", self.ipr.route, "replace", **attrs)
+
+    @_in_worker
+    def routes(self, dev: str) -> dict[str, str | None]:
+        """The main table's routes out of ``dev``: destination CIDR -> next hop (None: on-link)."""
+        found = self.ipr.link_lookup(ifname=dev)
+        if not found:
+            return {}
+        out = {}
+        for family in (2, 10):
+            for m in self.ipr.get_routes(family=family, table=254, oif=found[0]):
+                dst = m.get_attr("RTA_DST")
+                if dst and m["type"] == 1:  # unicast
+                    out[f"{dst}/{m['dst_len']}"] = m.get_attr("RTA_GATEWAY")
+        return out
 
     @_in_worker
     def delete_route(self, dst: str, *, dev: str) -> None:
@@ -488,6 +513,85 @@ class Namespace:
                 if dst:
                     out.append(f"{dst}/{m['dst_len']}")
         return out
+
+    # -- tunnels, neighbours and forwarding database ----------------------------
+
+    @_in_worker
+    def ensure_vxlan(self, name: str, *, vni: int, port: int, local: str, dev: str, mac: str | None = None,
+                     mtu: int | None = None, alias: str | None = None) -> Link:
+        """A vxlan device without learning (the control plane fills its FDB), up. One that
+        exists with another VNI, port, local address or lower device is replaced, not kept."""
+        index = self._index(dev)
+        msgs = self.ipr.get_links(ifname=name) if self.ipr.link_lookup(ifname=name) else []
+        if msgs:
+            info = msgs[0].get_attr("IFLA_LINKINFO")
+            data = info.get_attr("IFLA_INFO_DATA") if info is not None else None
+            same = (info is not None and info.get_attr("IFLA_INFO_KIND") == "vxlan" and data is not None
+                    and data.get_attr("IFLA_VXLAN_ID") == vni and data.get_attr("IFLA_VXLAN_PORT") == port
+                    and data.get_attr("IFLA_VXLAN_LOCAL") == local and data.get_attr("IFLA_VXLAN_LINK") == index)
+            if not same:
+                self._do(f"replace vxlan {name}", self.ipr.link, "del", index=msgs[0]["index"])
+                msgs = []
+        if not msgs:
+            attrs = {"ifname": name, "kind": "vxlan", "vxlan_id": vni, "vxlan_port": port, "vxlan_local": local,
+                     "vxlan_link": index, "vxlan_learning": 0}
+            if mac:
+                attrs["address"] = mac
+            self._do(f"create vxlan {name}", self.ipr.link, "add", **attrs)
+        settings: dict = {"state": "up"}
+        if mtu:
+            settings["mtu"] = mtu
+        if mac:
+            settings["address"] = mac
+        if alias:
+            settings["IFLA_IFALIAS"] = alias
+        self._do(f"configure vxlan {name}", self.ipr.link, "set", index=self._index(name), **settings)
+        return self.link(name)
+
+    @_in_worker
+    def set_neighbour(self, dev: str, ip: str, mac: str) -> None:
+        """A permanent neighbour entry ``ip`` -> ``mac`` on ``dev``."""
+        self._do(f"set neighbour {ip} on {dev}", self.ipr.neigh, "replace", dst=ip, lladdr=mac,
+                 ifindex=self._index(dev), state=NUD_PERMANENT)
+
+    @_in_worker
+    def delete_neighbour(self, dev: str, ip: str) -> None:
+        found = self.ipr.link_lookup(ifname=dev)
+        if found:
+            self._quietly(f"delete neighbour {ip} on {dev}", self.ipr.neigh, "del", dst=ip, ifindex=found[0])
+
+    @_in_worker
+    def set_fdb(self, dev: str, mac: str, dst: str) -> None:
+        """A forwarding-database entry of a vxlan device: frames to ``mac`` go to VTEP ``dst``."""
+        self._do(f"set fdb {mac} on {dev}", self.ipr.fdb, "replace", ifindex=self._index(dev), lladdr=mac,
+                 dst=dst, state=NUD_PERMANENT, flags=NTF_SELF)
+
+    @_in_worker
+    def delete_fdb(self, dev: str, mac: str, dst: str) -> None:
+        found = self.ipr.link_lookup(ifname=dev)
+        if found:
+            self._quietly(f"delete fdb {mac} on {dev}", self.ipr.fdb, "del", ifindex=found[0], lladdr=mac, dst=dst)
+
+    @_in_worker
+    def fdb(self, dev: str) -> dict[str, str]:
+        """The static FDB entries of a vxlan device: MAC -> VTEP address."""
+        found = self.ipr.link_lookup(ifname=dev)
+        if not found:
+            return {}
+        out = {}
+        for m in self.ipr.get_neighbours(family=AF_BRIDGE, ifindex=found[0]):
+            mac, dst = m.get_attr("NDA_LLADDR"), m.get_attr("NDA_DST")
+            if mac and dst:
+                out[mac] = dst
+        return out
+
+    def _quietly(self, what: str, fn, *args, **kwargs) -> None:
+        """An idempotent delete: what is already gone is success."""
+        try:
+            fn(*args, **kwargs)
+        except Exception as exc:
+            if _errno(exc) not in (errno.ENOENT, errno.ESRCH, errno.ENODEV):
+                raise _kernel_error(exc, what) from None
 
     # -- sysctls and firewall --------------------------------------------------
 
