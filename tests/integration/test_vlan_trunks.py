@@ -47,6 +47,7 @@ def test_vlan_parents_are_created_and_removed_with_their_networks(lab, engines):
     lab.link(host, sw)
     host.ip("link add link eth0 name eth0.70 type vlan id 70", "link set eth0.70 up")  # the user's own
     engine = engines(host)
+    engine.recover()  # as the daemon starts: its (empty) firewall tables exist from then on
     before = snapshot(host)
     engine.create_network("macvlan50", "macvlan", subnets=["192.168.50.0/24"], gateways=["192.168.50.1"],
                           options={"parent": "eth0.50"})

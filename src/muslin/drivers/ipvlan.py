@@ -63,8 +63,8 @@ class IpvlanDriver(ParentLinkDriver):
     def join(self, host: Namespace, sandbox: Namespace, sandbox_path: str, network: Network, endpoint: Endpoint,
              default_route: bool = True) -> str:
         self._ensure_parent(host, network)
-        host.add_ipvlan(endpoint.ifname, parent_of(network), mode=mode(network), flag=flag(network),
-                        netns=sandbox_path)
+        self.make_in_sandbox(sandbox, endpoint, lambda name: host.add_ipvlan(
+            name, parent_of(network), mode=mode(network), flag=flag(network), netns=sandbox_path))
         outward = default_route and not network.internal
         sandbox.configure_interface(
             endpoint.ifname, addresses=self.addresses(endpoint),

@@ -95,8 +95,9 @@ class MacvlanDriver(ParentLinkDriver):
         passthru = mode(network) == "passthru"
         try:
             # passthru: no MAC of our own, the interface takes the parent's
-            host.add_macvlan(endpoint.ifname, parent_of(network), mode=mode(network), netns=sandbox_path,
-                             mac=None if passthru else endpoint.mac)
+            self.make_in_sandbox(sandbox, endpoint, lambda name: host.add_macvlan(
+                name, parent_of(network), mode=mode(network), netns=sandbox_path,
+                mac=None if passthru else endpoint.mac))
         except KernelError as exc:
             if passthru and getattr(exc, "errno", None) in REFUSED_BY_PASSTHRU:
                 raise Conflict(f"macvlan network {network.name} is in mode passthru: "

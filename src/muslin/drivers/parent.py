@@ -49,6 +49,10 @@ def parse_vlan(name: str) -> tuple[str, int]:
     return master, vid
 
 
+def temporary_name(endpoint: Endpoint) -> str:
+    return f"tmp{endpoint.id[:12]}"
+
+
 def parent_of(network: Network) -> str:
     return network.driver_state["parent"]
 
@@ -148,6 +152,16 @@ class ParentLinkDriver:
         if sandbox_path and netns_alive(sandbox_path):
             with Namespace(sandbox_path) as sandbox:
                 sandbox.delete_link(endpoint.ifname)
+                sandbox.delete_link(temporary_name(endpoint))  # a join interrupted before its rename
+
+    @staticmethod
+    def make_in_sandbox(sandbox: Namespace, endpoint: Endpoint, create) -> None:
+        """``create(name)`` makes the interface straight in the sandbox under a name of its
+        own, which is then renamed to ``eth0``…: kernels before 6.x refuse a new link whose
+        name exists in the namespace that creates it (the host has its own eth0)."""
+        temp = temporary_name(endpoint)
+        create(temp)
+        sandbox.set_link(temp, ifname=endpoint.ifname)
 
     def joined(self, host: Namespace, sandbox_path: str, network: Network, endpoint: Endpoint) -> bool:
         if host.link(network.driver_state["parent"]) is None:
