@@ -12,7 +12,7 @@ Each measure runs ``--rounds`` times, muslin and hand-built alternating so that 
 machine's drift hits both alike; the figure is the median. Throughput: one TCP stream
 of iperf3 for ``--seconds``. Latency: ``ping -i 0.002`` round trips, median RTT.
 
-Usage: python bench/dataplane.py [--seconds 3] [--rounds 3] [--pings 300]
+Usage: python bench/dataplane.py [--seconds 3] [--rounds 5] [--pings 300]
 """
 
 from __future__ import annotations
@@ -96,6 +96,8 @@ def measure(pairs: tuple[Pair, Pair], rounds: int, seconds: float, pings: int) -
         for p in pairs:
             gbps[p.label].append(iperf(p.a, p.b, p.b_ip, seconds))
             ms[p.label].append(rtt(p.a, p.b_ip, pings))
+    for p in pairs:
+        print(f"  {p.label:16} Gbit/s per round: {' '.join(f'{g:.2f}' for g in gbps[p.label])}")
     return {p.label: (statistics.median(gbps[p.label]), statistics.median(ms[p.label])) for p in pairs}
 
 
@@ -110,7 +112,7 @@ def report(path: str, results: dict, ours: str, theirs: str) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=3, help="iperf3 run length (default 3)")
-    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds per path (default 3)")
+    parser.add_argument("--rounds", type=int, default=5, help="alternating rounds per path (default 5)")
     parser.add_argument("--pings", type=int, default=300, help="pings per latency sample (default 300)")
     args = parser.parse_args()
     with Lab(name="dataplane") as lab:
