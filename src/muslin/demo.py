@@ -121,6 +121,32 @@ def main() -> int:
         print("    " + (out.stdout.strip() or out.stderr.strip()))
         checks.append(expect("hello 10.10.10.102" in out.stdout, "db on the default bridge goes out as docker2"))
 
+        say("macvlan (cookbook ch.9): containers on the hosts' own segment, no bridge, no NAT")
+        for host, half in ((docker1, "10.10.10.0/25"), (docker2, "10.10.10.128/25")):
+            show(host, "network", "create", "-d", "macvlan", "--subnet", "10.10.10.0/24", "--ip-range", half,
+                 "--gateway", "10.10.10.1", "--aux-address", "docker1=10.10.10.101",
+                 "--aux-address", "docker2=10.10.10.102", "-o", "parent=eth0", "macvlan_net", quiet=True)
+        show(docker1, "run", "-d", "--name", "mac1", "--network", "macvlan_net", "--", "sleep", "3600")
+        show(docker2, "run", "-d", "--name", "mac2", "--network", "macvlan_net", "--", "sleep", "3600")
+        show(docker2, "exec", "mac2", "--", "ip", "-br", "addr", "show", "eth0")
+        out = docker1.muslin("exec", "mac1", "--", "ping", "-c", "1", "-W", "1", "10.10.10.128", check=False)
+        print("docker1$ muslin exec mac1 -- ping -c 1 10.10.10.128")
+        checks.append(expect(out.returncode == 0, "mac1 on docker1 reaches mac2 on docker2 by its own address"))
+        print("docker1$ ping -c 1 10.10.10.2")
+        checks.append(expect(not docker1.ping("10.10.10.2"), "docker1 cannot reach its own macvlan container"))
+        show(docker1, "rm", "-f", "mac1")
+        show(docker1, "network", "rm", "macvlan_net")
+        show(docker1, "network", "create", "-d", "macvlan", "--subnet", "10.10.10.0/24", "--ip-range", "10.10.10.0/25",
+             "--gateway", "10.10.10.1", "--aux-address", "host=10.10.10.100", "-o", "parent=eth0",
+             "-o", "host_access=true", "macvlan_net", quiet=True)
+        show(docker1, "run", "-d", "--name", "mac1", "--network", "macvlan_net", "--", "sleep", "3600")
+        print("docker1$ ping -c 1 10.10.10.2     (with -o host_access=true)")
+        checks.append(expect(docker1.ping("10.10.10.2"), "now it can: muslin made the shim the seeds build by hand"))
+        show(docker1, "rm", "-f", "mac1")
+        show(docker2, "rm", "-f", "mac2")
+        show(docker1, "network", "rm", "macvlan_net")
+        show(docker2, "network", "rm", "macvlan_net")
+
         say("Errors are Docker's, and change nothing")
         show(docker1, "network", "create", "--subnet", "172.25.0.0/16", "--gateway", "172.26.23.254", "bad",
              check=False)
