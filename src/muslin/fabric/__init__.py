@@ -6,7 +6,12 @@
   a host's subnet (reuse, then a random pick among the first free ones).
 * ``muslin.fabric.env``     -- subnet.env, mk-docker-opts.sh's output, backend MTUs.
 
-Nothing here does I/O: every function gets what it needs as arguments.
+Nothing in those three does I/O: every function gets what it needs as arguments. The store
+seam is ``muslin.fabric.registry`` (the ``Registry`` protocol) with two implementations,
+imported only by who needs them (``etcd`` loads ``requests``):
+
+* ``muslin.fabric.etcd``     -- etcd v3 through its JSON gateway: failover, TLS, auth;
+* ``muslin.fabric.embedded`` -- SQLite in a state directory, for agents on one machine.
 """
 
 from muslin.fabric.config import Backend, FabricConfig, parse_config
