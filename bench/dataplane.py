@@ -8,8 +8,9 @@ Paths, each between two network namespaces on one lab host:
   bridge    muslin bridge network (its nftables rules, masquerade, br_netfilter on)
             vs a bridge and two veths made with ``ip link`` in a host with no ruleset
 
-Each measure runs ``--rounds`` times, muslin and hand-built alternating so that the
-machine's drift hits both alike; the figure is the median. Throughput: one TCP stream
+Each measure runs ``--rounds`` times, muslin and hand-built alternating (and which of
+them goes first alternating too) so that the machine's drift hits both alike; the
+figure is the median. Throughput: one TCP stream
 of iperf3 for ``--seconds``. Latency: ``ping -i 0.002`` round trips, median RTT.
 
 Usage: python bench/dataplane.py [--seconds 3] [--rounds 5] [--pings 300]
@@ -92,8 +93,8 @@ def measure(pairs: tuple[Pair, Pair], rounds: int, seconds: float, pings: int) -
     ms: dict[str, list[float]] = {p.label: [] for p in pairs}
     for p in pairs:  # warm up: ARP, caches, iperf3's first start
         rtt(p.a, p.b_ip, 5)
-    for _ in range(rounds):
-        for p in pairs:
+    for i in range(rounds):
+        for p in (pairs if i % 2 == 0 else pairs[::-1]):  # who goes first alternates too
             gbps[p.label].append(iperf(p.a, p.b, p.b_ip, seconds))
             ms[p.label].append(rtt(p.a, p.b_ip, pings))
     for p in pairs:

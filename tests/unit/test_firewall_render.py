@@ -89,6 +89,26 @@ def test_one_default_network_only_masquerades():
     ]])
 
 
+def test_traffic_inside_each_network_is_not_tracked():
+    """East-west flows skip conntrack (br_netfilter would track every bridged frame)."""
+    doc = render([A, B])
+    chains = {(c["add"]["chain"]["family"], c["add"]["chain"]["name"]): c["add"]["chain"]
+              for c in cmds(doc) if "add" in c and "chain" in c["add"]}
+    assert chains[("inet", "prerouting")]["prio"] == -300  # raw: before conntrack
+
+    def pairs(*cidrs):
+        return {"set": [{"concat": [{"prefix": {"addr": c.split("/")[0], "len": int(c.split("/")[1])}}] * 2}
+                        for c in cidrs]}
+
+    def saddr_daddr(proto):
+        return {"concat": [{"payload": {"protocol": proto, "field": f}} for f in ("saddr", "daddr")]}
+
+    assert chain_ops(doc, "inet", "prerouting") == ("present", [
+        [m(saddr_daddr("ip"), pairs("10.1.0.0/24", "10.2.0.0/24", "10.3.0.0/24")), {"notrack": None}],
+        [m(saddr_daddr("ip6"), pairs("fd00:1::/64", "fd00:2::/64")), {"notrack": None}],
+    ])
+
+
 def test_masquerade_is_ipv4_only_and_covers_every_v4_subnet():
     doc = render([B])
     _, nat = chain_ops(doc, "inet", "postrouting")
@@ -178,6 +198,7 @@ def test_empty_means_empty_tables():
     doc = render([])
     assert [(next(iter(c)), next(iter(next(iter(c.values()))))) for c in cmds(doc)] == [
         ("add", "table"), ("flush", "table"), ("add", "table"), ("flush", "table"),
+        ("add", "chain"), ("delete", "chain"),
         ("add", "chain"), ("delete", "chain"),
         ("add", "chain"), ("delete", "chain"),
         ("add", "chain"), ("delete", "chain"),
