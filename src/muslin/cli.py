@@ -152,6 +152,20 @@ _CONTAINER_ALIAS_HELP = "Add network-scoped alias for the container"
 _IP_HELP = "IPv4 address (e.g., 172.30.100.104)"
 _IP6_HELP = "IPv6 address (e.g., 2001:db8::33)"
 
+# The fabric's store options (muslin.fabric.options reads them, with their environment fallbacks).
+_FABRIC_STORE_OPTIONS = [
+    Opt("--etcd-endpoints", metavar="URLS",
+        help="comma-separated etcd endpoints ($FLANNELD_ETCD_ENDPOINTS); none: the embedded store"),
+    Opt("--etcd-prefix", metavar="PREFIX", help="etcd prefix ($FLANNELD_ETCD_PREFIX, default /coreos.com/network)"),
+    Opt("--etcd-cafile", metavar="FILE", help="CA certificate of etcd's server ($FLANNELD_ETCD_CAFILE)"),
+    Opt("--etcd-certfile", metavar="FILE", help="TLS client certificate ($FLANNELD_ETCD_CERTFILE)"),
+    Opt("--etcd-keyfile", metavar="FILE", help="TLS client key ($FLANNELD_ETCD_KEYFILE)"),
+    Opt("--etcd-username", metavar="USER", help="etcd user name ($FLANNELD_ETCD_USERNAME)"),
+    Opt("--etcd-password", metavar="PASSWORD", help="etcd password ($FLANNELD_ETCD_PASSWORD)"),
+    Opt("--state-dir", metavar="DIR",
+        help="the embedded store's directory ($MUSLIN_FABRIC_STATE_DIR, default <root>/fabric)"),
+]
+
 COMMAND_LINE = Cmd(
     "muslin", "Container networks on real Linux kernels.",
     options=[
@@ -201,6 +215,25 @@ COMMAND_LINE = Cmd(
             Cmd("rm", "Remove one or more networks", aliases=["remove"], options=[
                 Opt("-f", "--force", help="Do not error if the network does not exist"),
             ], args=[Arg("names", "NETWORK", nargs="+")]),
+        ]),
+        Cmd("fabric", "Manage the multi-host fabric (Flannel-compatible)", commands=[
+            Cmd("config", "Manage the fabric's network config", commands=[
+                Cmd("get", "Print the network config", options=_FABRIC_STORE_OPTIONS),
+                Cmd("set", "Set the network config",
+                    description="Check the network config JSON (Flannel's keys) and store it; - reads it from stdin",
+                    options=_FABRIC_STORE_OPTIONS, args=[Arg("json", "JSON")]),
+            ]),
+            Cmd("leases", "List the fabric's leases", options=_FABRIC_STORE_OPTIONS),
+            Cmd("docker-opts", "Write Docker daemon options from subnet.env (as mk-docker-opts.sh)", options=[
+                Opt("-f", metavar="FILE", dest="flannel_env", default="/run/flannel/subnet.env",
+                    help="subnet.env to read"),
+                Opt("-d", metavar="FILE", dest="docker_env", default="/run/docker_opts.env",
+                    help="file to write (- for stdout)"),
+                Opt("-i", dest="individual", help='one DOCKER_OPT_<NAME>="..." line per option'),
+                Opt("-c", dest="combined", help='one combined line, DOCKER_OPTS="..." (neither -i nor -c: both)'),
+                Opt("-k", metavar="KEY", dest="key", default="DOCKER_OPTS", help="name of the combined line"),
+                Opt("-m", dest="no_ipmasq", help="leave out --ip-masq (for old Docker versions)"),
+            ]),
         ]),
         Cmd("run", "Create and run a new container",
             description="Create a container (a network namespace) and run COMMAND in it. Options after "
@@ -336,6 +369,10 @@ PLANNERS = {
     ("network", "connect"): _plan_network_connect,
     ("network", "disconnect"): lambda v, root: Plan("network.disconnect", [("network.disconnect", {
         "network": v["network"], "container": v["container"], "force": v["force"]})], root=root),
+    ("fabric", "config", "get"): lambda v, root: Plan("fabric.config.get", opts=v, root=root),
+    ("fabric", "config", "set"): lambda v, root: Plan("fabric.config.set", opts=v, root=root),
+    ("fabric", "leases"): lambda v, root: Plan("fabric.leases", opts=v, root=root),
+    ("fabric", "docker-opts"): lambda v, root: Plan("fabric.docker-opts", opts=v, root=root),
     ("run",): _plan_run,
     ("exec",): lambda v, root: Plan("exec", [("container.inspect", {"name": v["container"]})],
                                     {"command": _command(v["command"], "muslin exec")}, root=root),
@@ -967,6 +1004,98 @@ def _cmd_exec(plan: Plan, client: Client) -> int:
     raise _exec_in(command, setns, fd, cid, netns)
 
 
+# --------------------------------------------------------------------------- fabric
+# No daemon: these talk to the fabric's store (etcd or the embedded one) directly.
+
+
+def _fabric_error(e: MuslinError) -> CliError:
+    return CliError(f"Error: {e.message}", cause=e)
+
+
+def _with_registry(plan: Plan, work) -> int:
+    from muslin.fabric.options import open_registry
+
+    try:
+        with open_registry(plan.opts, root=plan.root) as registry:
+            return work(registry)
+    except MuslinError as e:
+        raise _fabric_error(e) from None
+
+
+def _cmd_fabric_config_get(plan: Plan, client: Client) -> int:
+    def get(registry) -> int:
+        text = registry.get_config()
+        _out(text if text.endswith("\n") else text + "\n")
+        return 0
+
+    return _with_registry(plan, get)
+
+
+def _cmd_fabric_config_set(plan: Plan, client: Client) -> int:
+    from muslin.fabric.config import parse_config
+
+    text = sys.stdin.read() if plan.opts["json"] == "-" else plan.opts["json"]
+    try:
+        parse_config(text)  # refuse what Flannel would refuse, before anything is written
+    except MuslinError as e:
+        raise _fabric_error(e) from None
+    return _with_registry(plan, lambda registry: registry.set_config(text) or 0)
+
+
+def render_fabric_leases(leases, now: float) -> str:
+    """SUBNET, PUBLIC IP, BACKEND, EXPIRES (local time; "never" for a reservation), by subnet."""
+    import time
+
+    def sort_key(lease):  # by address, IPv6-only leases first
+        return tuple(int(n.network_address) if n is not None else -1 for n in (lease.v4, lease.v6))
+
+    rows = []
+    for lease in sorted(leases, key=sort_key):
+        subnet = ",".join(str(n) for n in (lease.v4, lease.v6) if n is not None)
+        public = lease.attrs.public_ip or lease.attrs.public_ipv6 or ""
+        if lease.expiration is None:
+            expires = "never"
+        else:
+            left = human_duration(lease.expiration - now)
+            left = f"in {left[0].lower()}{left[1:]}" if lease.expiration > now else "expired"
+            expires = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(lease.expiration)) + f" ({left})"
+        rows.append([subnet, str(public), lease.attrs.backend_type or "-", expires])
+    return render_table(["SUBNET", "PUBLIC IP", "BACKEND", "EXPIRES"], rows)
+
+
+def _cmd_fabric_leases(plan: Plan, client: Client) -> int:
+    import time
+
+    def show(registry) -> int:
+        leases, _ = registry.leases()
+        _out(render_fabric_leases(leases, time.time()))
+        return 0
+
+    return _with_registry(plan, show)
+
+
+def _cmd_fabric_docker_opts(plan: Plan, client: Client) -> int:
+    from muslin.fabric.env import docker_opts, parse_subnet_env
+    from muslin.fabric.lease import write_atomically
+
+    o = plan.opts
+    try:
+        with open(o["flannel_env"]) as f:
+            env = parse_subnet_env(f.read())
+    except OSError as e:
+        raise CliError(f"Error: cannot read {o['flannel_env']}: {e.strerror or e}", cause=e) from None
+    try:
+        text = docker_opts(env, key=o["key"], individual=o["individual"], combined=o["combined"],
+                           ipmasq=not o["no_ipmasq"], environ=os.environ)
+    except MuslinError as e:
+        raise _fabric_error(e) from None
+    if o["docker_env"] == "-":
+        _out(text)
+    else:
+        write_atomically(o["docker_env"], text)
+    return 0
+
+
 COMMANDS = {
     "network.create": _cmd_network_create,
     "network.ls": _cmd_network_ls,
@@ -975,6 +1104,10 @@ COMMANDS = {
     "network.prune": _cmd_network_prune,
     "network.connect": _cmd_network_connect,
     "network.disconnect": _cmd_network_disconnect,
+    "fabric.config.get": _cmd_fabric_config_get,
+    "fabric.config.set": _cmd_fabric_config_set,
+    "fabric.leases": _cmd_fabric_leases,
+    "fabric.docker-opts": _cmd_fabric_docker_opts,
     "run": _cmd_run,
     "exec": _cmd_exec,
     "ps": _cmd_ps,
