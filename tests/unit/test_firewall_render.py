@@ -96,16 +96,14 @@ def test_traffic_inside_each_network_is_not_tracked():
               for c in cmds(doc) if "add" in c and "chain" in c["add"]}
     assert chains[("inet", "prerouting")]["prio"] == -300  # raw: before conntrack
 
-    def pairs(*cidrs):
-        return {"set": [{"concat": [{"prefix": {"addr": c.split("/")[0], "len": int(c.split("/")[1])}}] * 2}
-                        for c in cidrs]}
-
-    def saddr_daddr(proto):
-        return {"concat": [{"payload": {"protocol": proto, "field": f}} for f in ("saddr", "daddr")]}
+    def inside(cidr):
+        proto = "ip6" if ":" in cidr else "ip"
+        prefix = {"prefix": {"addr": cidr.split("/")[0], "len": int(cidr.split("/")[1])}}
+        return [m({"payload": {"protocol": proto, "field": f}}, prefix) for f in ("saddr", "daddr")] + [{"notrack": None}]
 
     assert chain_ops(doc, "inet", "prerouting") == ("present", [
-        [m(saddr_daddr("ip"), pairs("10.1.0.0/24", "10.2.0.0/24", "10.3.0.0/24")), {"notrack": None}],
-        [m(saddr_daddr("ip6"), pairs("fd00:1::/64", "fd00:2::/64")), {"notrack": None}],
+        inside("10.1.0.0/24"), inside("fd00:1::/64"),
+        inside("10.2.0.0/24"), inside("10.3.0.0/24"), inside("fd00:2::/64"),
     ])
 
 
