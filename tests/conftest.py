@@ -102,3 +102,17 @@ def lab(kernel_env, root_namespace_guard):
     left = [n for n in os.listdir(NETNS_RUN_DIR) if n.startswith(the_lab.prefix)]
     assert not left, f"namespaces left behind: {left}"
     assert not os.path.exists(the_lab.workdir), f"workdir left behind: {the_lab.workdir}"
+
+
+@pytest.fixture(scope="module")
+def etcd_member(kernel_env, request):
+    """One real etcd for a test module: host h1 (10.77.0.1) on a switch in a lab of its own."""
+    from muslin.lab import Lab
+    from muslin.lab.etcd import Etcd
+
+    if shutil.which("etcd") is None:
+        pytest.skip("etcd is not installed (Debian package etcd-server)")
+    with Lab(name=request.module.__name__.rsplit("_", 1)[-1]) as the_lab:
+        host = the_lab.host("h1")
+        the_lab.link(host, the_lab.switch("sw"), "10.77.0.1/24")
+        yield Etcd.start(host, the_lab.workdir, name="m1")

@@ -4,7 +4,6 @@ and against a real etcd in a lab host (the command runs inside the host's namesp
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from ipaddress import IPv4Network
@@ -14,8 +13,7 @@ import pytest
 from muslin.fabric.embedded import EmbeddedRegistry
 from muslin.fabric.etcd import EtcdRegistry
 from muslin.fabric.lease import LeaseManager
-from muslin.lab import Lab
-from muslin.lab.etcd import Etcd, inside
+from muslin.lab.etcd import inside
 
 SRC = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) + "/src"
 CONFIG = '{"Network":"10.100.0.0/16","Backend":{"Type":"vxlan"}}'
@@ -108,17 +106,8 @@ def test_tls_options_without_endpoints_are_refused(tmp_path):
 # --------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def etcd(kernel_env):
-    if shutil.which("etcd") is None:
-        pytest.skip("etcd is not installed (Debian package etcd-server)")
-    with Lab(name="fabcli") as lab:
-        host = lab.host("h1")
-        lab.link(host, lab.switch("sw"), "10.77.0.1/24")
-        yield Etcd.start(host, lab.workdir, name="m1")
-
-
-def test_config_and_leases_against_etcd(etcd, tmp_path):
+def test_config_and_leases_against_etcd(etcd_member, tmp_path):
+    etcd = etcd_member
     host, endpoint = etcd.host, etcd.endpoint
     bad = host.muslin("fabric", "config", "set", BAD, "--etcd-endpoints", endpoint, check=False)
     assert bad.returncode == 1 and bad.stderr == "Error: SubnetLen must be less than /31\n"

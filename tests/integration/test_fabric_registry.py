@@ -33,7 +33,6 @@ from muslin.fabric.registry import (
     StoreUnavailable,
 )
 from muslin.fabric.subnets import LeaseAttrs, vxlan_backend_data
-from muslin.lab import Lab
 from muslin.lab.etcd import Etcd, EtcdAuth, inside, make_tls
 
 SRC = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) + "/src"
@@ -120,17 +119,6 @@ def race(make: Callable[[], Registry], subnet: IPv4Network, racers: int) -> list
 # --------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def shared_etcd(kernel_env):
-    """One etcd for the shared-semantics tests; each test gets its own key prefix."""
-    if shutil.which("etcd") is None:
-        pytest.skip("etcd is not installed (Debian package etcd-server)")
-    with Lab(name="registry") as lab:
-        host = lab.host("h1")
-        lab.link(host, lab.switch("sw"), "10.77.0.1/24")
-        yield Etcd.start(host, lab.workdir, name="m1")
-
-
 @dataclass
 class Store:
     kind: str
@@ -159,7 +147,7 @@ def store(request, tmp_path):
         s = Store("embedded", prefix, lambda p: EmbeddedRegistry(state_dir, p), compact)
         yield s
     else:
-        etcd = request.getfixturevalue("shared_etcd")
+        etcd = request.getfixturevalue("etcd_member")
         s = Store("etcd", prefix, lambda p: EtcdRegistry(etcd.endpoints, p),
                   lambda revision: etcd.etcdctl("compact", str(revision)))
         with inside(etcd.host):
@@ -366,8 +354,8 @@ def etcd_lab(lab):
     return lab
 
 
-def test_flannel_layout_in_etcd_both_ways(shared_etcd):
-    etcd = shared_etcd
+def test_flannel_layout_in_etcd_both_ways(etcd_member):
+    etcd = etcd_member
     mac = "0e:00:00:00:00:0f"
     with inside(etcd.host), EtcdRegistry(etcd.endpoints) as r:  # Flannel's default prefix
         r.set_config(CONFIG)
