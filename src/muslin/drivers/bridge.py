@@ -17,12 +17,6 @@ from muslin.kernel.firewall import BridgeRules
 from muslin.model import (BRIDGE_NAME_OPTION, ICC_OPTION, MASQUERADE_OPTION, MTU_OPTION, Endpoint,
                           Network)
 
-KNOWN_OPTIONS = {
-    BRIDGE_NAME_OPTION, MTU_OPTION, MASQUERADE_OPTION, ICC_OPTION,
-    "com.docker.network.bridge.default_bridge",
-    "com.docker.network.bridge.host_binding_ipv4",
-    "com.docker.network.enable_ipv6",
-}
 IFNAMSIZ = 15
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import ipaddress
 
-from muslin.drivers.parent import MSG_PARENT_IN_USE, PARENT_OPTION, ParentLinkDriver, parent_of
+from muslin.drivers.parent import MSG_PARENT_IN_USE, ParentLinkDriver, parent_of
 from muslin.errors import InvalidParameter
 from muslin.kernel import IPVLAN_FLAGS, IPVLAN_MODES, Namespace
 from muslin.model import Endpoint, Network
@@ -38,7 +38,6 @@ def routed(network: Network) -> bool:
 class IpvlanDriver(ParentLinkDriver):
     name = "ipvlan"
     dummy_prefix = "di-"
-    known_options = frozenset({PARENT_OPTION, MODE_OPTION, FLAG_OPTION})
 
     def check_options(self, network: Network) -> None:
         if mode(network) not in IPVLAN_MODES:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import ipaddress
 
-from muslin.drivers.parent import PARENT_OPTION, ParentLinkDriver, parent_of
+from muslin.drivers.parent import ParentLinkDriver, parent_of
 from muslin.errors import Conflict, InvalidParameter, KernelError
 from muslin.kernel import Namespace
 from muslin.model import Endpoint, Network
@@ -44,7 +44,6 @@ def shim_name(network: Network) -> str:
 class MacvlanDriver(ParentLinkDriver):
     name = "macvlan"
     dummy_prefix = "dm-"
-    known_options = frozenset({PARENT_OPTION, MODE_OPTION, HOST_ACCESS_OPTION})
 
     def check_options(self, network: Network) -> None:
         if mode(network) not in MODES:

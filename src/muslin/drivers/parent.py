@@ -60,13 +60,12 @@ def parent_of(network: Network) -> str:
 class ParentLinkDriver:
     """The part of a macvlan or ipvlan driver that is about the parent link.
 
-    Subclasses set ``name``, ``dummy_prefix``, ``known_options`` and implement
+    Subclasses set ``name`` and ``dummy_prefix`` and implement
     ``check_options``, ``conflict`` and ``join``.
     """
 
     name = ""
     dummy_prefix = ""
-    known_options: frozenset[str] = frozenset()
     assigns_gateway = False  # the gateway is the network's router, not the host's (Docker ≥ 26)
     uses_veth = False
 
