@@ -224,6 +224,27 @@ COMMAND_LINE = Cmd(
                     options=_FABRIC_STORE_OPTIONS, args=[Arg("json", "JSON")]),
             ]),
             Cmd("leases", "List the fabric's leases", options=_FABRIC_STORE_OPTIONS),
+            Cmd("run", "Run this host's fabric agent (Flannel's flanneld) in the foreground",
+                description="Lease a subnet of the fabric's network and route every other host's subnet "
+                            "through the configured backend (vxlan, host-gw or udp). Every option can also "
+                            "be set through FLANNELD_<OPTION> (e.g. FLANNELD_IFACE=eth1).",
+                options=_FABRIC_STORE_OPTIONS + [
+                    Opt("--iface", metavar="IFACE", multiple=True,
+                        help="interface (name or address) to use for the fabric; repeatable, first found wins"),
+                    Opt("--iface-regex", metavar="REGEX", multiple=True,
+                        help="pick the first interface whose address or name matches; repeatable"),
+                    Opt("--iface-can-reach", metavar="IP", help="use the interface that routes to this address"),
+                    Opt("--public-ip", metavar="IP", help="IPv4 address other hosts reach this one at"),
+                    Opt("--public-ipv6", metavar="IP", help="IPv6 address other hosts reach this one at"),
+                    Opt("--ip-masq", help="masquerade traffic from the fabric's network that leaves it"),
+                    Opt("--subnet-file", metavar="FILE",
+                        help="where to write the lease's environment (default /run/flannel/subnet.env)"),
+                    Opt("--subnet-lease-renew-margin", metavar="MINUTES",
+                        help="renew the lease this long before it expires (default 60)"),
+                    Opt("--healthz-ip", metavar="IP", help="address of the health endpoint (default 0.0.0.0)"),
+                    Opt("--healthz-port", metavar="PORT",
+                        help="port of the health endpoint, GET /healthz (default 0: none)"),
+                ]),
             Cmd("docker-opts", "Write Docker daemon options from subnet.env (as mk-docker-opts.sh)", options=[
                 Opt("-f", metavar="FILE", dest="flannel_env", default="/run/flannel/subnet.env",
                     help="subnet.env to read"),
@@ -372,6 +393,7 @@ PLANNERS = {
     ("fabric", "config", "get"): lambda v, root: Plan("fabric.config.get", opts=v, root=root),
     ("fabric", "config", "set"): lambda v, root: Plan("fabric.config.set", opts=v, root=root),
     ("fabric", "leases"): lambda v, root: Plan("fabric.leases", opts=v, root=root),
+    ("fabric", "run"): lambda v, root: Plan("fabric.run", opts=v, root=root),
     ("fabric", "docker-opts"): lambda v, root: Plan("fabric.docker-opts", opts=v, root=root),
     ("run",): _plan_run,
     ("exec",): lambda v, root: Plan("exec", [("container.inspect", {"name": v["container"]})],
@@ -1074,6 +1096,12 @@ def _cmd_fabric_leases(plan: Plan, client: Client) -> int:
     return _with_registry(plan, show)
 
 
+def _cmd_fabric_run(plan: Plan, client: Client) -> int:
+    from muslin.fabric.agent import main as agent_main
+
+    return agent_main(plan.opts, plan.root)
+
+
 def _cmd_fabric_docker_opts(plan: Plan, client: Client) -> int:
     from muslin.fabric.env import docker_opts, parse_subnet_env
     from muslin.fabric.lease import write_atomically
@@ -1107,6 +1135,7 @@ COMMANDS = {
     "fabric.config.get": _cmd_fabric_config_get,
     "fabric.config.set": _cmd_fabric_config_set,
     "fabric.leases": _cmd_fabric_leases,
+    "fabric.run": _cmd_fabric_run,
     "fabric.docker-opts": _cmd_fabric_docker_opts,
     "run": _cmd_run,
     "exec": _cmd_exec,

@@ -313,6 +313,7 @@ def test_remote_events_leave_out_its_own_lease(store, clock, tmp_path, caplog):
     with caplog.at_level(logging.INFO, "muslin.fabric"):
         first = next(events)
         assert (first.kind, first.lease.v4) == ("added", net("10.100.2.0/24"))
+        assert next(events).kind == "synced"  # the listing is complete
         store.update_lease(net("10.100.2.0/24"), None, other(2), 60)  # a renewal: no event
         store.update_lease(own.v4, None, m.attrs, 60)  # our own: no event
         store.create_lease(net("10.100.3.0/24"), None, other(3), 60)
@@ -333,11 +334,13 @@ def test_remote_events_resync_after_compaction_yields_the_difference(store, cloc
     stop = threading.Event()
     events = m.remote_events(stop)
     assert next(events).lease.v4 == net("10.100.2.0/24")
+    assert next(events).kind == "synced"
     # a client keeping no history drops it for everybody: the watch must list again
     with EmbeddedRegistry(str(tmp_path / "store"), "/coreos.com/network", history=1) as r:
         r.delete_lease(net("10.100.2.0/24"))
         r.create_lease(net("10.100.4.0/24"), None, other(4), 60)
         r.set_config(CONFIG)
     got = sorted((e.kind, str(e.lease.v4)) for e in (next(events), next(events)))
+    assert next(events).kind == "synced"
     stop.set()
     assert got == [("added", "10.100.4.0/24"), ("removed", "10.100.2.0/24")]

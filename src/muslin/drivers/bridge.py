@@ -12,7 +12,7 @@ from __future__ import annotations
 import ipaddress
 
 from muslin.errors import Conflict, InvalidParameter
-from muslin.kernel import Namespace
+from muslin.kernel import Namespace, sysctl_name
 from muslin.kernel.firewall import BridgeRules
 from muslin.model import (BRIDGE_NAME_OPTION, ICC_OPTION, MASQUERADE_OPTION, MTU_OPTION, Endpoint,
                           Network)
@@ -75,10 +75,10 @@ class BridgeDriver:
         name = bridge_name(network)
         host.add_bridge(name, mtu=mtu(network), alias=self.alias)
         if network.ipv6:
-            host.sysctl(f"net.ipv6.conf.{name}.disable_ipv6", "0")
+            host.sysctl(f"net.ipv6.conf.{sysctl_name(name)}.disable_ipv6", "0")
             # no duplicate address detection on the gateway side: a fresh bridge's
             # link-local address would otherwise be unusable for its first second
-            host.sysctl(f"net.ipv6.conf.{name}.accept_dad", "0")
+            host.sysctl(f"net.ipv6.conf.{sysctl_name(name)}.accept_dad", "0")
         for cidr in self._gateway_interfaces(network):
             host.add_address(name, cidr)
         if not network.internal:

@@ -124,6 +124,7 @@ class LeaseManager:
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], None] | None = None,
         rng=None,
+        on_lease: Callable[[Lease], None] | None = None,
     ):
         if public_ip is None and public_ipv6 is None:
             raise InvalidParameter("a lease needs the host's public IP (IPv4 or IPv6)")
@@ -147,6 +148,7 @@ class LeaseManager:
         self._clock = clock
         self._sleep = sleep
         self._rng = rng
+        self.on_lease = on_lease  # called with each lease acquired (the first, or a new one after a loss)
         self.config: FabricConfig | None = None
         self.lease: Lease | None = None
         self.expires_at: float | None = None  # by our clock; None: a reservation, never renewed
@@ -262,6 +264,8 @@ class LeaseManager:
         if self.subnet_file:
             write_atomically(self.subnet_file,
                              render_subnet_env(config, lease.v4, lease.v6, self.mtu, self.ip_masq))
+        if self.on_lease is not None:
+            self.on_lease(lease)
         return lease
 
     def _attempt(self) -> float | None:
@@ -357,7 +361,8 @@ class LeaseManager:
     def remote_events(self, stop: threading.Event | None = None) -> Iterator[LeaseEvent]:
         """The other hosts' leases as ``added``/``removed`` events, until ``stop`` is set.
 
-        First every lease the store holds (``added``), then each change. A lease renewed
+        First every lease the store holds (``added``), then ``synced`` (what was not listed is
+        gone), then each change. A lease renewed
         unchanged is not repeated. When the store's history is gone (``resync``) it lists
         the leases again and yields the difference. Our own lease is left out; its removal
         wakes the manager, which acquires again.
@@ -381,6 +386,7 @@ class LeaseManager:
                 if self._changed(known.get(key), lease):
                     known[key] = lease
                     yield self._added(lease, revision)
+            yield LeaseEvent("synced", None, revision)
             for event in self.registry.watch_leases(revision, stop):
                 lease = event.lease
                 if event.kind == "resync":

@@ -16,7 +16,7 @@ from muslin.errors import InvalidParameter
 from muslin.fabric.config import DEFAULT_ETCD_PREFIX
 from muslin.fabric.registry import Registry
 
-__all__ = ["STORE_OPTIONS", "store_settings", "open_registry"]
+__all__ = ["STORE_OPTIONS", "AGENT_OPTIONS", "store_settings", "agent_options", "open_registry"]
 
 # option dest -> the environment variable read when the option is not given
 STORE_OPTIONS = {
@@ -29,6 +29,80 @@ STORE_OPTIONS = {
     "etcd_password": "FLANNELD_ETCD_PASSWORD",
     "state_dir": "MUSLIN_FABRIC_STATE_DIR",
 }
+
+
+# the agent's own options -> their environment variables (Flannel's FLANNELD_<FLAG>)
+AGENT_OPTIONS = {
+    "iface": "FLANNELD_IFACE",
+    "iface_regex": "FLANNELD_IFACE_REGEX",
+    "iface_can_reach": "FLANNELD_IFACE_CAN_REACH",
+    "public_ip": "FLANNELD_PUBLIC_IP",
+    "public_ipv6": "FLANNELD_PUBLIC_IPV6",
+    "ip_masq": "FLANNELD_IP_MASQ",
+    "subnet_file": "FLANNELD_SUBNET_FILE",
+    "subnet_lease_renew_margin": "FLANNELD_SUBNET_LEASE_RENEW_MARGIN",
+    "healthz_ip": "FLANNELD_HEALTHZ_IP",
+    "healthz_port": "FLANNELD_HEALTHZ_PORT",
+}
+
+
+def _env_list(text: str | None) -> list[str]:
+    return [part.strip() for part in (text or "").split(",") if part.strip()]
+
+
+def _env_bool(name: str, text: str) -> bool:
+    low = text.strip().lower()
+    if low in ("1", "t", "true", "yes", "on"):
+        return True
+    if low in ("0", "f", "false", "no", "off", ""):
+        return False
+    raise InvalidParameter(f"invalid boolean value {text!r} for {name}")
+
+
+def agent_options(values: Mapping, environ: Mapping[str, str] | None = None):
+    """``muslin fabric run``'s options (command line first, then FLANNELD_* variables) as
+    an ``AgentOptions``. ``--subnet-lease-renew-margin`` is in minutes, as Flannel's."""
+    from muslin.fabric.agent import AgentOptions
+    from muslin.fabric.env import DEFAULT_SUBNET_FILE
+
+    env = os.environ if environ is None else environ
+
+    def given(dest: str):
+        value = values.get(dest)
+        if value in (None, [], False, ""):
+            return env.get(AGENT_OPTIONS[dest]) or None
+        return value
+
+    def number(dest: str, default: float, kind=float):
+        raw = given(dest)
+        if raw is None:
+            return default
+        try:
+            value = kind(raw)
+        except (TypeError, ValueError):
+            flag = "--" + dest.replace("_", "-")
+            raise InvalidParameter(f"invalid value {raw!r} for {flag}: a number is needed") from None
+        if value < 0:
+            raise InvalidParameter(f"--{dest.replace('_', '-')} must not be negative")
+        return value
+
+    def listed(dest: str) -> list[str]:
+        raw = given(dest)
+        return list(raw) if isinstance(raw, list) else _env_list(raw)
+
+    masq = given("ip_masq")
+    return AgentOptions(
+        ifaces=listed("iface"),
+        iface_regexes=listed("iface_regex"),
+        iface_can_reach=given("iface_can_reach"),
+        public_ip=given("public_ip"),
+        public_ipv6=given("public_ipv6"),
+        ip_masq=masq if isinstance(masq, bool) else _env_bool(AGENT_OPTIONS["ip_masq"], masq or ""),
+        subnet_file=given("subnet_file") or DEFAULT_SUBNET_FILE,
+        renew_margin=number("subnet_lease_renew_margin", 60, float) * 60,
+        healthz_ip=given("healthz_ip") or "0.0.0.0",
+        healthz_port=int(number("healthz_port", 0, int)),
+    )
 
 
 def store_settings(values: Mapping[str, str | None], environ: Mapping[str, str] | None = None) -> dict[str, str | None]:

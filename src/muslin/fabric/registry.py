@@ -106,10 +106,12 @@ class LeaseEvent:
       the store still knew it, else empty);
     * ``resync``: the history after the watched revision is gone (compacted), so changes
       may have been missed: ``lease`` is None, the watch ends, and the caller lists the
-      leases again and watches from the revision of that listing.
+      leases again and watches from the revision of that listing;
+    * ``synced`` (from ``LeaseManager.remote_events`` only): a complete listing has been
+      yielded; ``lease`` is None.
     """
 
-    kind: Literal["added", "removed", "resync"]
+    kind: Literal["added", "removed", "resync", "synced"]
     lease: Lease | None
     revision: int
 

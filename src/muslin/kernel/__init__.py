@@ -150,6 +150,24 @@ class Link:
     mac: str
 
 
+@dataclass(frozen=True)
+class Route:
+    dst: str  # CIDR
+    dev: str | None
+    via: str | None
+    onlink: bool
+    src: str | None = None
+
+
+@dataclass(frozen=True)
+class Interface:
+    index: int
+    name: str
+    up: bool
+    mtu: int
+    addresses: tuple[str, ...]  # addr/prefix, IPv4 first
+
+
 def _in_worker(method):
     """Run the decorated method in the namespace's worker thread."""
 
@@ -426,6 +444,21 @@ class Namespace:
                 raise _kernel_error(exc, f"add address {cidr} to {name}") from None
 
     @_in_worker
+    def set_addresses(self, name: str, cidrs: list[str]) -> None:
+        """Make ``cidrs`` the link's only addresses of global scope (link-local ones stay): a
+        device that held another subnet before is not left answering for it."""
+        index = self._index(name)
+        wanted = {c.lower() for c in cidrs}
+        for family in (2, 10):
+            for m in self.ipr.get_addr(family=family, index=index):
+                cidr = f"{m.get_attr('IFA_ADDRESS')}/{m['prefixlen']}".lower()
+                if cidr not in wanted and m["scope"] == 0:
+                    self._quietly(f"remove address {cidr} from {name}", self.ipr.addr, "del", index=index,
+                                  address=m.get_attr("IFA_ADDRESS"), prefixlen=m["prefixlen"])
+        for cidr in cidrs:
+            self._do(f"add address {cidr} to {name}", self.ipr.addr, "replace", **_address(index, cidr))
+
+    @_in_worker
     def configure_interface(self, name: str, *, addresses: list[str], gateways: list[str],
                             default_dev: bool = False, announce: bool = False) -> None:
         """Add the addresses, bring ``lo`` and ``name`` up, and add a default route via each
@@ -443,11 +476,11 @@ class Namespace:
         self._do("bring up lo", self.ipr.link, "set", index=1, state="up")  # lo is always 1 in a new namespace
         index = self._index(name)
         if not any(":" in cidr for cidr in addresses):
-            self.sysctl(f"net.ipv6.conf.{name}.disable_ipv6", "1")
+            self.sysctl(f"net.ipv6.conf.{sysctl_name(name)}.disable_ipv6", "1")
         elif announce:
-            self.sysctl(f"net.ipv6.conf.{name}.ndisc_notify", "1")
+            self.sysctl(f"net.ipv6.conf.{sysctl_name(name)}.ndisc_notify", "1")
         if announce:
-            self.sysctl(f"net.ipv4.conf.{name}.arp_notify", "1")
+            self.sysctl(f"net.ipv4.conf.{sysctl_name(name)}.arp_notify", "1")
         for cidr in addresses:  # before "up": the announcement is made for the addresses present then
             self._do(f"add address {cidr} to {name}", self.ipr.addr, "replace", **_address(index, cidr))
         self._do(f"bring up {name}", self.ipr.link, "set", index=index, state="up")
@@ -462,9 +495,10 @@ class Namespace:
 
     @_in_worker
     def add_route(self, dst: str, *, dev: str, via: str | None = None, src: str | None = None,
-                  onlink: bool = False) -> None:
+                  onlink: bool = False, proto: int | None = None) -> None:
         """A route to ``dst`` (CIDR) out of ``dev``, via ``via``, from ``src``; ``onlink``: the
-        next hop is on the link even without a connected route (a vxlan's ``.0`` addresses).
+        next hop is on the link even without a connected route (a vxlan's ``.0`` addresses);
+        ``proto`` marks who made it (``routes_by_proto`` finds them again).
         Replaces a route to the same destination."""
         family = 10 if ":" in dst else 2
         attrs = {"family": family, "dst": dst, "oif": self._index(dev)}
@@ -474,7 +508,66 @@ class Namespace:
             attrs["prefsrc"] = src
         if onlink:
             attrs["flags"] = RTNH_F_ONLINK
+        if proto is not None:
+            attrs["proto"] = proto
         self._do(f"add route {dst} dev {dev}", self.ipr.route, "replace", **attrs)
+
+    @_in_worker
+    def routes_by_proto(self, proto: int) -> list[Route]:
+        """The main table's unicast routes made with ``proto`` (both families)."""
+        names = {m["index"]: m.get_attr("IFLA_IFNAME") for m in self.ipr.get_links()}
+        out = []
+        for family in (2, 10):
+            for m in self.ipr.get_routes(family=family, table=254, proto=proto):
+                dst = m.get_attr("RTA_DST")
+                if dst and m["type"] == 1 and m["proto"] == proto:
+                    out.append(Route(f"{dst}/{m['dst_len']}", names.get(m.get_attr("RTA_OIF")),
+                                     m.get_attr("RTA_GATEWAY"), bool(m["flags"] & RTNH_F_ONLINK)))
+        return out
+
+    @_in_worker
+    def route_to(self, address: str) -> Route | None:
+        """The route the kernel would use to reach ``address`` (``ip route get``); None when
+        it is unreachable. ``src`` is the source address it would pick."""
+        try:
+            msgs = self.ipr.route("get", dst=address)
+        except Exception as exc:
+            if _errno(exc) in (errno.ENETUNREACH, errno.EHOSTUNREACH):
+                return None
+            raise _kernel_error(exc, f"look up the route to {address}") from None
+        if not msgs:
+            return None
+        m = msgs[0]
+        index = m.get_attr("RTA_OIF")
+        link = self.ipr.get_links(index)[0].get_attr("IFLA_IFNAME") if index else None
+        return Route(f"{address}/{m['dst_len']}", link, m.get_attr("RTA_GATEWAY"), False,
+                     src=m.get_attr("RTA_PREFSRC"))
+
+    @_in_worker
+    def default_route_interface(self, family: int = 2) -> str | None:
+        """The interface of the main table's default route (lowest metric), or None."""
+        best = None
+        for m in self.ipr.get_routes(family=family, table=254):
+            if m["dst_len"] == 0 and m["type"] == 1 and m.get_attr("RTA_OIF"):
+                metric = m.get_attr("RTA_PRIORITY") or 0
+                if best is None or metric < best[0]:
+                    best = (metric, m.get_attr("RTA_OIF"))
+        if best is None:
+            return None
+        return self.ipr.get_links(best[1])[0].get_attr("IFLA_IFNAME")
+
+    @_in_worker
+    def interfaces(self) -> list[Interface]:
+        """Every link with its addresses (IPv4 first, then IPv6; ``addr/prefix``), in index order."""
+        by_index: dict[int, list[str]] = {}
+        for family in (2, 10):
+            for m in self.ipr.get_addr(family=family):
+                by_index.setdefault(m["index"], []).append(f"{m.get_attr('IFA_ADDRESS')}/{m['prefixlen']}")
+        out = []
+        for m in sorted(self.ipr.get_links(), key=lambda m: m["index"]):
+            link = self._link(m)
+            out.append(Interface(link.index, link.name, link.up, link.mtu, tuple(by_index.get(link.index, ()))))
+        return out
 
     @_in_worker
     def routes(self, dev: str) -> dict[str, str | None]:
@@ -556,6 +649,19 @@ class Namespace:
             self._quietly(f"delete neighbour {ip} on {dev}", self.ipr.neigh, "del", dst=ip, ifindex=found[0])
 
     @_in_worker
+    def permanent_neighbours(self, dev: str) -> dict[str, str]:
+        """The permanent neighbour entries on ``dev``: IP -> MAC."""
+        found = self.ipr.link_lookup(ifname=dev)
+        if not found:
+            return {}
+        out = {}
+        for family in (2, 10):
+            for m in self.ipr.get_neighbours(family=family, ifindex=found[0]):
+                if m["state"] & NUD_PERMANENT and m.get_attr("NDA_DST"):
+                    out[m.get_attr("NDA_DST")] = m.get_attr("NDA_LLADDR")
+        return out
+
+    @_in_worker
     def set_fdb(self, dev: str, mac: str, dst: str) -> None:
         """A forwarding-database entry of a vxlan device: frames to ``mac`` go to VTEP ``dst``."""
         self._do(f"set fdb {mac} on {dev}", self.ipr.fdb, "replace", ifindex=self._index(dev), lladdr=mac,
@@ -592,8 +698,9 @@ class Namespace:
 
     @_in_worker
     def sysctl(self, key: str, value: str | None = None) -> str:
-        """Read, or write when ``value`` is given, a sysctl of this namespace (``net.ipv4.ip_forward``)."""
-        path = "/proc/sys/" + key.replace(".", "/")
+        """Read, or write when ``value`` is given, a sysctl of this namespace (``net.ipv4.ip_forward``).
+        As sysctl(8): a ``/`` in the key stands for a ``.`` in a name (``net.ipv6.conf.flannel/1.mtu``)."""
+        path = "/proc/sys/" + key.translate(_SYSCTL_SEPARATORS)
         if value is None:
             with open(path) as f:
                 return f.read().strip()
@@ -616,6 +723,13 @@ class Namespace:
 
         firewall.apply(self.nft(), networks, table)
 
+    @_in_worker
+    def apply_fabric_masq(self, network, subnet, network6=None, subnet6=None) -> None:
+        """The fabric's ``--ip-masq`` rules for this host's lease; all None removes them."""
+        from muslin.kernel import firewall
+
+        self.nft().json_cmd(firewall.render_fabric_masq(network, subnet, network6, subnet6))
+
     # -- helpers ----------------------------------------------------------------
 
     @staticmethod
@@ -627,6 +741,12 @@ class Namespace:
 
 
 _DEFAULT = {2: "0.0.0.0/0", 10: "::/0"}
+_SYSCTL_SEPARATORS = str.maketrans("./", "/.")
+
+
+def sysctl_name(ifname: str) -> str:
+    """An interface name as a sysctl key component (``flannel.1`` -> ``flannel/1``)."""
+    return ifname.replace(".", "/")
 
 
 @functools.cache

@@ -79,6 +79,9 @@ class BridgeRules:
     masquerade: bool = True   # com.docker.network.bridge.enable_ip_masquerade (IPv4 only)
     icc: bool = True          # com.docker.network.bridge.enable_icc
     internal: bool = False    # --internal
+    # destinations masquerade leaves alone: the fabric's network, whose hosts route each
+    # other's subnets, so a container seen on another host keeps its own address
+    nat_exempt: tuple[IPv4Network, ...] = ()
 
     def __post_init__(self) -> None:
         b = self.bridge
@@ -201,11 +204,14 @@ def render(networks: Iterable[BridgeRules], table: str = TABLE, *, bridge_meta: 
     for n in nets:
         v4 = sorted(ipaddress.collapse_addresses(s for s in n.subnets if s.version == 4))
         if n.masquerade and not n.internal and v4:
-            nat.append([
+            rule = [
                 _match(_meta("oifname"), n.bridge, "!="),
                 _match(_payload("ip", "saddr"), _one_or_set([_prefix(s) for s in v4])),
-                {"masquerade": None},
-            ])
+            ]
+            exempt = sorted(ipaddress.collapse_addresses(ipaddress.ip_network(x) for x in n.nat_exempt))
+            if exempt:
+                rule.append(_match(_payload("ip", "daddr"), _one_or_set([_prefix(x) for x in exempt]), "!="))
+            nat.append(rule + [{"masquerade": None}])
     chain("inet", "postrouting", "nat", "postrouting", PRIO_SRCNAT, nat)
 
     # --- bridge forward: ICC off between ports of the same bridge
@@ -277,3 +283,50 @@ def remove(nft, table: str = TABLE) -> None:
         cmds.append({"add": {"table": dict(t)}})
         cmds.append({"delete": {"table": dict(t)}})
     nft.json_cmd({"nftables": cmds})
+
+
+# ---------------------------------------------------------------- the fabric's --ip-masq
+
+FABRIC_TABLE = "muslin-fabric"
+
+
+def render_fabric_masq(network: IPv4Network | None, subnet: IPv4Network | None,
+                       network6: IPv6Network | None = None, subnet6: IPv6Network | None = None,
+                       table: str = FABRIC_TABLE) -> dict:
+    """Flannel's ``--ip-masq`` rules, one table of their own (``table ip``/``ip6``
+    ``muslin-fabric``, chain ``postrouting``), replaced atomically:
+
+    * fabric network to fabric network: never masqueraded (hosts route each other's subnets);
+    * from the fabric network to anywhere else (but multicast): masquerade;
+    * from outside the fabric to this host's subnet: left alone;
+    * from outside (the host itself) to another host's subnet: masquerade, so the reply
+      comes back to an address the fabric routes.
+    """
+    cmds: list[dict] = []
+    for family, proto, net, own, mcast in (("ip", "ip", network, subnet, "224.0.0.0/4"),
+                                           ("ip6", "ip6", network6, subnet6, "ff00::/8")):
+        t = {"family": family, "name": table}
+        cmds.append({"add": {"table": dict(t)}})
+        cmds.append({"delete": {"table": dict(t)}})
+        if net is None or own is None:
+            continue
+        cmds.append({"add": {"table": dict(t)}})
+        chain = {"family": family, "table": table, "name": "postrouting", "type": "nat", "hook": "postrouting",
+                 "prio": PRIO_SRCNAT, "policy": "accept"}
+        cmds.append({"add": {"chain": chain}})
+        saddr, daddr = _payload(proto, "saddr"), _payload(proto, "daddr")
+        masq = {"masquerade": {"flags": ["fully-random"]}}
+        rules = [
+            [_match(saddr, _prefix(net)), _match(daddr, _prefix(net)), {"return": None}],
+            [_match(saddr, _prefix(net)), _match(daddr, _prefix(ipaddress.ip_network(mcast)), "!="), masq],
+            [_match(saddr, _prefix(net), "!="), _match(daddr, _prefix(own)), {"return": None}],
+            [_match(saddr, _prefix(net), "!="), _match(daddr, _prefix(net)), masq],
+        ]
+        for expr in rules:
+            cmds.append({"add": {"rule": {"family": family, "table": table, "chain": "postrouting", "expr": expr}}})
+    return {"nftables": cmds}
+
+
+def remove_fabric_masq(nft, table: str = FABRIC_TABLE) -> None:
+    """Delete the fabric's masquerade tables; idempotent."""
+    nft.json_cmd(render_fabric_masq(None, None, table=table))

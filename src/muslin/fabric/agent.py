@@ -1,0 +1,325 @@
+"""``muslin fabric run``: the per-host agent, Flannel's flanneld.
+
+It picks the external interface, waits for the network config, makes the backend's
+devices, acquires this host's lease (writing subnet.env), then keeps three things going
+until SIGTERM/SIGINT, each in its own thread:
+
+* the lease: renewed before it expires, acquired again if deleted behind its back;
+* the other hosts' leases: each one added or removed is handed to the backend;
+* the kernel state: every few seconds, what was removed behind the agent's back is put
+  back (a route, a neighbour or FDB entry, the device's address).
+
+Readiness: ``READY=1`` to systemd (``Type=notify``) once the lease is held and the
+backend configured, with ``STATUS=`` lines while it waits; the health endpoint
+(``--healthz-port``) answers 200 from then on and 503 before.
+
+On exit the kernel state and the lease stay: a restarted agent finds both and carries on
+with the same subnet and without a gap in (kernel-forwarded) traffic.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import threading
+import time
+from dataclasses import dataclass, field, replace
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from muslin.errors import InvalidParameter, MuslinError
+from muslin.fabric.config import FabricConfig
+from muslin.fabric.lease import DEFAULT_RENEW_MARGIN, LeaseManager
+from muslin.fabric.registry import Registry
+from muslin.fabric.subnets import Lease
+
+__all__ = ["AgentOptions", "Agent", "RECONCILE_INTERVAL", "notify_systemd"]
+
+log = logging.getLogger("muslin.fabric")
+
+RECONCILE_INTERVAL = float(os.environ.get("MUSLIN_FABRIC_RECONCILE_INTERVAL", "2"))
+
+
+@dataclass
+class AgentOptions:
+    ifaces: list[str] = field(default_factory=list)
+    iface_regexes: list[str] = field(default_factory=list)
+    iface_can_reach: str | None = None
+    public_ip: str | None = None
+    public_ipv6: str | None = None
+    ip_masq: bool = False
+    subnet_file: str | None = None
+    renew_margin: float = DEFAULT_RENEW_MARGIN  # seconds
+    healthz_ip: str = "0.0.0.0"
+    healthz_port: int = 0  # 0: no health endpoint
+
+
+def notify_systemd(state: str) -> bool:
+    """Send ``state`` (``READY=1``, ``STATUS=…``) to systemd's notify socket, if any."""
+    path = os.environ.get("NOTIFY_SOCKET")
+    if not path:
+        return False
+    if path.startswith("@"):
+        path = "\0" + path[1:]  # an abstract socket
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as s:
+            s.sendto(state.encode(), path)
+        return True
+    except OSError as e:
+        log.warning("could not notify systemd (%s): %s", path, e)
+        return False
+
+
+def _shown(lease: Lease | None) -> str:
+    if lease is None:
+        return ""
+    return ", ".join(str(n) for n in (lease.v4, lease.v6) if n is not None)
+
+
+class Agent:
+    """One host's agent. ``run()`` blocks until ``stop()``; the kernel is reached through
+    ``host`` (a ``muslin.kernel.Namespace``), the store through ``registry``."""
+
+    def __init__(self, host, registry: Registry, options: AgentOptions):
+        self.host = host
+        self.registry = registry
+        self.options = options
+        self.ext = None
+        self.backend = None
+        self.manager: LeaseManager | None = None
+        self.config: FabricConfig | None = None
+        self.status = "starting"
+        self.ready = threading.Event()
+        self._stop = threading.Event()
+        self._lock = threading.Lock()  # the backend is driven from several threads
+        self._threads: list[threading.Thread] = []
+        self._health: ThreadingHTTPServer | None = None
+        self.started = time.time()
+
+    # -- life cycle ------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self.manager is not None:
+            self.manager.stop()
+
+    def _set_status(self, status: str) -> None:
+        self.status = status
+        notify_systemd(f"STATUS={status}")
+
+    def run(self) -> int:
+        """Run until stopped; 0 on a clean stop. Raises InvalidParameter (and other
+        MuslinErrors) for what a restart will not fix: a bad option, a backend refused."""
+        try:
+            self._start_health()
+            self._choose_interface()
+            self.manager = LeaseManager(
+                self.registry,
+                public_ip=self.ext.ext_addr,
+                public_ipv6=self.ext.ext_addr6,
+                subnet_file=self.options.subnet_file,
+                renew_margin=self.options.renew_margin,
+                ip_masq=self.options.ip_masq,
+                on_lease=self._lease_changed,
+            )
+            if self._stop.is_set():
+                return 0
+            self._set_status("waiting for the network config")
+            config = self.manager.wait_for_config()
+            if config is None:
+                return 0
+            self.config = config
+            self._start_backend(config)
+            self._set_status("acquiring a lease")
+            if self.manager.acquire() is None:
+                return 0
+            self._set_status(f"lease {_shown(self.manager.lease)}, {config.backend.kind} backend")
+            log.info("Watching for new subnet leases")
+            self._spawn("leases", self._watch_remote)
+            self._spawn("lease-keeper", self._keep_lease)
+            self._spawn("reconcile", self._reconcile)
+            self.ready.set()
+            notify_systemd("READY=1")
+            self._stop.wait()
+            return 0
+        finally:
+            self._shutdown()
+
+    def _spawn(self, name: str, target) -> None:
+        thread = threading.Thread(target=self._guarded, args=(name, target), name=f"fabric-{name}", daemon=True)
+        self._threads.append(thread)
+        thread.start()
+
+    def _guarded(self, name: str, target) -> None:
+        try:
+            target()
+        except BaseException as e:  # a dead worker must not leave a half-working agent behind
+            log.exception("the agent's %s thread failed: %s; stopping", name, e)
+            self.stop()
+
+    def _shutdown(self) -> None:
+        self._stop.set()
+        if self.manager is not None:
+            self.manager.stop()
+        self.registry.close()  # ends a running watch
+        for thread in self._threads:
+            thread.join(timeout=10)
+        if self.backend is not None:
+            with self._lock:
+                self.backend.close()
+        if self._health is not None:
+            self._health.shutdown()
+            self._health.server_close()
+        log.info("Exiting cleanly (kernel state and lease kept)")
+
+    # -- set-up ----------------------------------------------------------------------------
+
+    def _choose_interface(self) -> None:
+        from muslin.fabric.external import choose_external
+
+        o = self.options
+        self.ext, messages = choose_external(
+            self.host.interfaces(),
+            default_interface=self.host.default_route_interface,
+            route_to=self.host.route_to,
+            ifaces=o.ifaces, regexes=o.iface_regexes, can_reach=o.iface_can_reach,
+            public_ip=o.public_ip, public_ipv6=o.public_ipv6,
+        )
+        for message in messages:
+            log.info("%s", message)
+
+    def _start_backend(self, config: FabricConfig) -> None:
+        from muslin.fabric.backends import make_backend, remove_stale_devices
+
+        if config.enable_ipv6 and self.ext.ext_addr6 is None:
+            raise InvalidParameter(f"IPv6 is enabled in the network config but interface {self.ext.name} "
+                                   f"has no global IPv6 address (or give --public-ipv6)")
+        if not config.enable_ipv6:
+            self.manager.attrs = replace(self.manager.attrs, public_ipv6=None)
+        backend = make_backend(self.host, self.ext, config)
+        for name in remove_stale_devices(self.host, backend.devices()):
+            log.info("Removed %s, left by an earlier network config", name)
+        data = backend.prepare()
+        self.backend = backend
+        self.manager.attrs = replace(self.manager.attrs, backend_type=backend.kind, backend_data=data)
+        self.manager.mtu = backend.mtu
+
+    def _lease_changed(self, lease: Lease) -> None:
+        """The lease manager holds a (new) lease: point the backend and masquerade at it."""
+        with self._lock:
+            self.backend.configure(lease)
+        if self.options.ip_masq:
+            c = self.manager.config
+            self.host.apply_fabric_masq(c.network if lease.v4 else None, lease.v4,
+                                        c.ipv6_network if lease.v6 else None, lease.v6)
+        else:
+            self.host.apply_fabric_masq(None, None)
+
+    # -- the threads -----------------------------------------------------------------------
+
+    def _watch_remote(self) -> None:
+        for event in self.manager.remote_events(self._stop):
+            with self._lock:
+                try:
+                    if event.kind == "added":
+                        self.backend.add(event.lease)
+                    elif event.kind == "removed":
+                        self.backend.remove(event.lease)
+                    elif event.kind == "synced":
+                        self.backend.synced()
+                except MuslinError as e:  # one bad lease must not stop the others being served
+                    log.error("handling %s of %s: %s", event.kind, _shown(event.lease), e)
+
+    def _keep_lease(self) -> None:
+        assert self.manager is not None
+        while not self._stop.is_set():
+            delay = self.manager.tick()
+            if self._stop.wait(delay):
+                return
+
+    def _reconcile(self) -> None:
+        while not self._stop.wait(RECONCILE_INTERVAL):
+            with self._lock:
+                try:
+                    self.backend.reconcile()
+                except MuslinError as e:
+                    log.error("checking the kernel state: %s", e)
+
+    # -- health ----------------------------------------------------------------------------
+
+    def health(self) -> tuple[int, dict]:
+        lease = self.manager.lease if self.manager is not None else None
+        body = {
+            "status": "ok" if self.ready.is_set() and lease is not None else self.status,
+            "lease": _shown(lease) or None,
+            "backend": self.config.backend.kind if self.config else None,
+            "interface": self.ext.name if self.ext else None,
+            "publicIP": str(self.ext.ext_addr) if self.ext and self.ext.ext_addr else None,
+            "uptime": round(time.time() - self.started, 1),
+        }
+        return (200 if body["status"] == "ok" else 503), body
+
+    def _start_health(self) -> None:
+        if not self.options.healthz_port:
+            return
+        agent = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802 (http.server's name)
+                if self.path.rstrip("/") not in ("/healthz", ""):
+                    self.send_error(404)
+                    return
+                code, body = agent.health()
+                data = (json.dumps(body) + "\n").encode()
+                self.send_response(code)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args):  # not one log line per probe
+                pass
+
+        try:
+            self._health = ThreadingHTTPServer((self.options.healthz_ip, self.options.healthz_port), Handler)
+        except OSError as e:
+            raise InvalidParameter(f"cannot serve the health endpoint on "
+                                   f"{self.options.healthz_ip}:{self.options.healthz_port}: {e.strerror or e}") from None
+        self._health.daemon_threads = True
+        threading.Thread(target=self._health.serve_forever, name="fabric-healthz", daemon=True).start()
+        log.info("Serving the health endpoint on http://%s:%d/healthz", self.options.healthz_ip,
+                 self.options.healthz_port)
+
+
+def main(values: dict, root: str | None = None) -> int:
+    """``muslin fabric run``: options (with their FLANNELD_* fallbacks) to a running agent.
+
+    Exit status 0 after SIGTERM/SIGINT, 1 when something a restart will not fix is wrong
+    (the message says what), as systemd's ``Restart=always`` expects.
+    """
+    import signal
+    import sys
+
+    from muslin.fabric.options import agent_options, open_registry
+    from muslin.kernel import Namespace
+
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname).1s %(message)s")
+    try:
+        options = agent_options(values)
+        registry = open_registry(values, root=root)
+    except MuslinError as e:
+        log.error("%s", e.message)
+        return 1
+    with Namespace(None) as host:
+        agent = Agent(host, registry, options)
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, lambda *_: agent.stop())
+        log.info("Installed signal handlers")
+        try:
+            return agent.run()
+        except MuslinError as e:
+            log.error("%s", e.message)
+            notify_systemd(f"STATUS=failed: {e.message}")
+            return 1
