@@ -25,10 +25,12 @@ import time
 from muslin import ipam, kernel, names
 from muslin.drivers import Driver, load
 from muslin.errors import Conflict, InvalidParameter, MuslinError, NotFound
+from muslin.fabric.env import FABRIC_OPTION, subnet_file_path
 from muslin.faults import checkpoint
 from muslin.ipam import Pool
 from muslin.kernel import Namespace
-from muslin.model import BRIDGE_NAME_OPTION, DEFAULT_BRIDGE, Container, Endpoint, Network
+from muslin.model import (BRIDGE_NAME_OPTION, DEFAULT_BRIDGE, MASQUERADE_OPTION, MTU_OPTION, Container, Endpoint,
+                          Network)
 from muslin.store import Store
 from muslin.undo import Undo
 
@@ -128,9 +130,15 @@ class Engine:
                        aux_addresses: dict | None = None, ipv6: bool = False, internal: bool = False,
                        options: dict | None = None, labels: dict | None = None) -> Network:
         with self._lock:
-            net = self._plan_network(name, driver, list(subnets), list(gateways), list(ip_ranges),
+            subnets, gateways, options = list(subnets), list(gateways), dict(options or {})
+            fabric = None
+            if FABRIC_OPTION in options:
+                fabric, subnets, gateways, ipv6 = self._on_fabric(driver, subnets, gateways, ipv6, options)
+            net = self._plan_network(name, driver, subnets, gateways, list(ip_ranges),
                                      dict(aux_addresses or {}), bool(ipv6), bool(internal),
-                                     dict(options or {}), dict(labels or {}))
+                                     options, dict(labels or {}))
+            if fabric is not None:  # traffic to the other hosts' subnets keeps its source address
+                net.driver_state["fabric_networks"] = [str(n) for n in (fabric.network, fabric.network6) if n]
             with self.store.transaction():
                 self.store.put("networks", net.id, net.name, "pending", net.to_doc())
                 for pool in net.pools:
@@ -152,6 +160,35 @@ class Engine:
                 raise
             log.info("network %s created (%s)", net.name, net.id[:12])
             return net
+
+    @staticmethod
+    def _on_fabric(driver, subnets, gateways, ipv6, options):
+        """A bridge network on the fabric takes the agent's subnet, gateway and MTU from
+        subnet.env (as Docker takes --bip and --mtu from mk-docker-opts.sh), and masquerades
+        only when the agent does not (FLANNEL_IPMASQ=false)."""
+        from muslin.fabric.env import fabric_bridge, parse_subnet_env, subnet_file_path
+
+        if driver != "bridge":
+            raise InvalidParameter(f"option {FABRIC_OPTION} is only supported by the bridge driver")
+        path = subnet_file_path(options[FABRIC_OPTION])
+        try:
+            with open(path) as f:
+                env = parse_subnet_env(f.read())
+        except OSError as e:
+            raise InvalidParameter(f"cannot read the fabric's {path} ({e.strerror}): "
+                                   f"is the fabric agent running? (muslin fabric run)") from None
+        fabric = fabric_bridge(env, path)
+        wanted = [s for s in (fabric.subnet, fabric.subnet6) if s]
+        if subnets and sorted(str(ipaddress.ip_network(s, strict=False)) for s in subnets) != sorted(wanted):
+            raise InvalidParameter(f"a fabric network takes its subnet from the fabric agent ({', '.join(wanted)} "
+                                   f"in {path}): leave out --subnet")
+        if gateways and sorted(gateways) != sorted(g for g in (fabric.gateway, fabric.gateway6) if g):
+            raise InvalidParameter(f"a fabric network's gateway is the first address of its subnet "
+                                   f"({fabric.gateway or fabric.gateway6}): leave out --gateway")
+        options.setdefault(MTU_OPTION, str(fabric.mtu))
+        options.setdefault(MASQUERADE_OPTION, "true" if fabric.masquerade else "false")
+        gateways = [g for g in (fabric.gateway, fabric.gateway6) if g]
+        return fabric, wanted, gateways, bool(ipv6 or fabric.subnet6)
 
     def _host_addresses(self, net: Network) -> list[str]:
         """One address per family for the host itself (a macvlan shim): the aux address
@@ -254,6 +291,13 @@ class Engine:
                 return self.find_network(DEFAULT_BRIDGE)
             except NotFound:
                 pass
+            if os.path.exists(subnet_file_path()):  # the fabric agent runs here: docker0 on its subnet
+                return self.create_network(DEFAULT_BRIDGE, "bridge", options={
+                    BRIDGE_NAME_OPTION: DEFAULT_BRIDGE_DEVICE,
+                    "com.docker.network.bridge.default_bridge": "true",
+                    "com.docker.network.bridge.enable_icc": "true",
+                    FABRIC_OPTION: "true",
+                })
             taken = [p.subnet for n in self.networks(("active", "pending")) for p in n.pools] + self._host_routes()
             subnet = ipaddress.ip_network(DEFAULT_BRIDGE_SUBNET)
             subnets = [] if any(subnet.overlaps(t) for t in taken if t.version == 4) else [DEFAULT_BRIDGE_SUBNET]

@@ -33,7 +33,7 @@ overhead of vxlan over IPv6 (Flannel keeps 50); ``docker_opts`` takes the variab
 from __future__ import annotations
 
 from dataclasses import dataclass
-from ipaddress import IPv4Network, IPv6Network
+from ipaddress import IPv4Network, IPv6Network, ip_interface
 from typing import Iterable, Mapping
 
 from muslin.errors import InvalidParameter
@@ -316,3 +316,67 @@ def backend_mtu(
     if kind == "host-gw":
         return iface_mtu
     raise InvalidParameter(MSG_UNKNOWN_BACKEND.format(kind))
+
+
+# --------------------------------------------------------------------------------------
+# Bridge networks on the fabric
+# --------------------------------------------------------------------------------------
+
+FABRIC_OPTION = "fabric"  # muslin network create -o fabric=true (or =/path/to/subnet.env)
+
+
+def subnet_file_path(value: str | None = None, environ: Mapping[str, str] | None = None) -> str:
+    """The subnet.env a fabric network reads: the option's value when it is a path, else
+    the agent's (``FLANNELD_SUBNET_FILE``, else /run/flannel/subnet.env)."""
+    import os
+
+    if value and "/" in value:
+        return value
+    env = os.environ if environ is None else environ
+    return env.get("FLANNELD_SUBNET_FILE") or DEFAULT_SUBNET_FILE
+
+
+@dataclass(frozen=True)
+class FabricBridge:
+    """What a bridge network takes from subnet.env, as Docker takes --bip, --mtu and
+    --ip-masq from mk-docker-opts.sh: the subnet with its first address as gateway (and the
+    same for IPv6), the backend's MTU, and masquerade only when the agent does not."""
+
+    network: IPv4Network | None
+    subnet: str | None  # 10.100.15.0/24
+    gateway: str | None  # 10.100.15.1
+    network6: IPv6Network | None
+    subnet6: str | None
+    gateway6: str | None
+    mtu: int
+    masquerade: bool
+
+
+def fabric_bridge(env: Mapping[str, str], path: str) -> FabricBridge:
+    """Read a parsed subnet.env; InvalidParameter naming the file when it lacks a value."""
+
+    def pair(key: str, family: type) -> tuple[str | None, str | None]:
+        raw = (env.get(key) or "").strip()
+        if not raw:
+            return None, None
+        try:
+            parsed = ip_interface(raw)
+        except ValueError:
+            parsed = None
+        if parsed is None or "/" not in raw or not isinstance(parsed.network, family):
+            raise InvalidParameter(f"invalid {key}={raw} in {path}")
+        return str(parsed.network), str(parsed.ip)
+
+    subnet, gateway = pair("FLANNEL_SUBNET", IPv4Network)
+    subnet6, gateway6 = pair("FLANNEL_IPV6_SUBNET", IPv6Network)
+    if subnet is None and subnet6 is None:
+        raise InvalidParameter(f"{path} names no subnet (FLANNEL_SUBNET): is the fabric agent running?")
+    try:
+        mtu = int(env.get("FLANNEL_MTU", "1500"))
+    except ValueError:
+        raise InvalidParameter(f"invalid FLANNEL_MTU={env.get('FLANNEL_MTU')} in {path}") from None
+    network = _go_parse_cidr(env["FLANNEL_NETWORK"]) if env.get("FLANNEL_NETWORK") else None
+    network6 = _go_parse_cidr(env["FLANNEL_IPV6_NETWORK"]) if env.get("FLANNEL_IPV6_NETWORK") else None
+    return FabricBridge(network, subnet, gateway, network6, subnet6, gateway6, mtu,
+                        masquerade=env.get("FLANNEL_IPMASQ", "false").strip().lower() != "true")
+

@@ -119,7 +119,8 @@ class FabricLab:
             time.sleep(0.05)
 
     def start_all(self, *args: str, hosts: Sequence[Host] | None = None) -> dict[str, Process]:
+        """An agent on each host; returns once every one holds its lease and watches the others'."""
         agents = {h.name: self.start_agent(h, *args) for h in (hosts or self.hosts)}
-        for name, agent in agents.items():
-            self.wait_for_lease(self.lab[name], agent)
+        for agent in agents.values():
+            self.wait_for_log(agent, "Watching for new subnet leases")
         return agents
