@@ -309,6 +309,7 @@ def main(values: dict, root: str | None = None) -> int:
     try:
         options = agent_options(values)
         registry = open_registry(values, root=root)
+        registry.lease_expirations = False  # one TTL lookup per lease per host, for nothing
     except MuslinError as e:
         log.error("%s", e.message)
         return 1

@@ -95,6 +95,7 @@ class EmbeddedRegistry(Registry):
         busy_timeout: float = 10.0,
     ):
         self.prefix = check_prefix(prefix)
+        self.lease_expirations = True  # free here: the expiry is a column
         self.path = os.path.join(state_dir, DB_NAME)
         self.history = history
         self.poll_interval = poll_interval

@@ -188,8 +188,10 @@ class EtcdRegistry(Registry):
         username: str | None = None,
         password: str | None = None,
         timeout: float = 5.0,
+        lease_expirations: bool = True,
     ):
         self.prefix = check_prefix(prefix)
+        self.lease_expirations = lease_expirations
         self.endpoints = _endpoint_list(endpoints)
         self._preferred = 0  # index of the endpoint that answered last
         self._timeouts = (min(timeout, 2.0), timeout)  # (connect, read): a dead address costs ≤ 2 s
@@ -352,6 +354,8 @@ class EtcdRegistry(Registry):
         """
         if not lease_id or int(lease_id) == 0:
             return None
+        if not self.lease_expirations:
+            return math.inf  # it expires, but when was not asked for
         lease_id = int(lease_id)
         end = self._lease_ends.get(lease_id)
         if end is None:

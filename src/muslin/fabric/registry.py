@@ -122,6 +122,10 @@ class Registry(Protocol):
     between threads."""
 
     prefix: str
+    # whether listings and watch events carry each lease's expiration (in etcd one TTL lookup
+    # per lease); when False a lease that expires has ``expiration`` inf. Agents do not need
+    # them (only whether a lease is a reservation); ``muslin fabric leases`` does.
+    lease_expirations: bool
 
     def get_config(self) -> str:
         """The raw JSON text at ``<prefix>/config``; :class:`ConfigMissing` when absent."""

@@ -33,7 +33,7 @@ SHARED = "172.16.10"
 
 class FabricLab:
     def __init__(self, lab: Lab, *, hosts: int = 4, shared: bool = False, etcd: bool = True,
-                 mtu: int | None = None):
+                 tls: bool = False, mtu: int | None = None):
         self.lab = lab
         self.router = lab.router("router")
         sw1, sw2 = lab.switch("sw1"), lab.switch("sw2")
@@ -55,10 +55,14 @@ class FabricLab:
             self.address[host.name] = address
             self.hosts.append(host)
         self.etcd = None
+        self.tls = None
         if etcd:
-            from muslin.lab.etcd import Etcd
+            from muslin.lab.etcd import Etcd, make_tls
 
-            self.etcd = Etcd.start(self.hosts[0], lab.workdir, name="etcd", address=self.address["docker1"])
+            if tls:  # etcd then refuses clients without a certificate its CA signed
+                self.tls = make_tls(os.path.join(lab.workdir, "tls"), [self.address["docker1"]])
+            self.etcd = Etcd.start(self.hosts[0], lab.workdir, name="etcd", address=self.address["docker1"],
+                                   tls=self.tls)
 
     # -- the agents ---------------------------------------------------------------------------
 
@@ -71,12 +75,22 @@ class FabricLab:
         env.update(extra or {})
         return env
 
-    def store_args(self) -> list[str]:
-        return ["--etcd-endpoints", self.etcd.endpoint] if self.etcd else []
+    def store_args(self, certificates: bool = True) -> list[str]:
+        """The ``--etcd-*`` options that reach the lab's etcd (without the client
+        certificate when ``certificates`` is False)."""
+        if self.etcd is None:
+            return []
+        args = ["--etcd-endpoints", self.etcd.endpoint]
+        if self.tls is not None:
+            args += ["--etcd-cafile", self.tls.ca_file]
+            if certificates:
+                args += ["--etcd-certfile", self.tls.client_cert, "--etcd-keyfile", self.tls.client_key]
+        return args
 
-    def start_agent(self, host: Host, *args: str, env: dict[str, str] | None = None) -> Process:
+    def start_agent(self, host: Host, *args: str, env: dict[str, str] | None = None,
+                    certificates: bool = True) -> Process:
         """``muslin fabric run`` in ``host`` (in the background; the lab stops it)."""
-        return host.muslin_popen("fabric", "run", *self.store_args(), *args, env=self.env(host, env))
+        return host.muslin_popen("fabric", "run", *self.store_args(certificates), *args, env=self.env(host, env))
 
     def muslin(self, host: Host, *args: str, **kwargs):
         return host.muslin(*args, env=self.env(host, kwargs.pop("env", None)), **kwargs)

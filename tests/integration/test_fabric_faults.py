@@ -1,0 +1,146 @@
+"""The faults a fabric agent must survive, each with real agents and a real etcd in the
+cookbook's lab: its own restart, etcd gone for a minute, its lease deleted behind its back,
+more hosts than subnets; and etcd over TLS with client certificates."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import shutil
+import time
+
+import pytest
+
+from muslin.lab.fabric import FabricLab
+
+pytestmark = pytest.mark.skipif(shutil.which("etcd") is None, reason="etcd is not installed (etcd-server)")
+
+VXLAN = '{"Network":"10.100.0.0/16","Backend":{"Type":"vxlan"}}'
+# the cookbook's: /25 subnets from 10.100.0.0 to 10.100.1.0, three in all
+THREE_SUBNETS = ('{"Network":"10.100.0.0/16","SubnetLen":25,"SubnetMin":"10.100.0.0","SubnetMax":"10.100.1.0",'
+                 '"Backend":{"Type":"host-gw"}}')
+
+
+def subnet_of(env: dict) -> str:
+    return str(ipaddress.ip_interface(env["FLANNEL_SUBNET"]).network)
+
+
+def until(check, timeout: float = 10.0, interval: float = 0.05):
+    deadline = time.monotonic() + timeout
+    while not (value := check()) and time.monotonic() < deadline:
+        time.sleep(interval)
+    return value
+
+
+def run_container(f: FabricLab, host, name: str) -> str:
+    f.muslin(host, "run", "-d", "--name", name, "--", "sleep", "3600")
+    info = json.loads(f.muslin(host, "inspect", name).stdout)[0]
+    return next(iter(info["Networks"].values()))["IPAddress"]
+
+
+@pytest.fixture
+def cookbook(lab):
+    return FabricLab(lab)
+
+
+def test_agent_restart_keeps_its_subnet_and_loses_no_traffic(cookbook):
+    f = cookbook
+    f.set_config(VXLAN)
+    agents = f.start_all(hosts=[f.hosts[0], f.hosts[3]])
+    d1, d4 = f.hosts[0], f.hosts[3]
+    before = f.wait_for_lease(d1)
+    web1 = run_container(f, d1, "web1")
+    run_container(f, d4, "web2")
+    assert until(lambda: f.muslin(d4, "exec", "web2", "--", "ping", "-c", "1", "-W", "1", web1,
+                                  check=False).returncode == 0)
+    # 60 pings 50 ms apart from web2 to web1 while docker1's agent stops and starts again
+    pinger = d4.muslin_popen("exec", "web2", "--", "ping", "-c", "60", "-i", "0.05", "-W", "1", web1,
+                             env=f.env(d4))
+    time.sleep(0.5)
+    agents["docker1"].stop()
+    again = f.start_agent(d1)
+    f.wait_for_log(again, "Watching for new subnet leases")
+    assert pinger.wait(30) == 0
+    assert " 0% packet loss" in pinger.output()
+    assert f.wait_for_lease(d1) == before
+    assert f"Lease acquired: {subnet_of(before)}" in again.output()
+    assert "Picking subnet" not in again.output()  # its own lease, found again
+
+
+def test_lease_deleted_behind_its_back_is_acquired_again(cookbook):
+    f = cookbook
+    f.set_config(VXLAN)
+    agents = f.start_all(hosts=f.hosts[:2])
+    d1 = f.hosts[0]
+    env = f.wait_for_lease(d1)
+    key = "/coreos.com/network/subnets/" + subnet_of(env).replace("/", "-")
+    f.etcd.etcdctl("del", key)
+    out = f.wait_for_log(agents["docker1"], "was removed from the store behind our back", timeout=10)
+    assert until(lambda: f.etcd.etcdctl("get", key).strip(), timeout=10)
+    value = json.loads(f.etcd.etcdctl("get", key, "--print-value-only"))
+    assert value["PublicIP"] == "10.10.10.101"  # the same subnet, ours again
+    assert f.wait_for_lease(d1) == env
+    assert out.count("Lease acquired") >= 1
+    # and docker2 still reaches it
+    assert until(lambda: f.hosts[1].ping(subnet_of(env).split("/")[0]), timeout=5)
+
+
+def test_four_hosts_three_subnets_the_fourth_waits_until_subnet_max_grows(lab):
+    f = FabricLab(lab, shared=True)
+    f.set_config(THREE_SUBNETS)
+    first = f.start_all("--iface", "eth1", hosts=f.hosts[:3])
+    envs = {h.name: f.wait_for_lease(h) for h in f.hosts[:3]}
+    assert sorted(subnet_of(e) for e in envs.values()) == ["10.100.0.0/25", "10.100.0.128/25", "10.100.1.0/25"]
+    d4 = f.hosts[3]
+    late = f.start_agent(d4, "--iface", "eth1")
+    out = f.wait_for_log(late, "failed to acquire lease: out of subnets")
+    assert "Picking subnet in range 10.100.0.0 ... 10.100.1.0" in out
+    time.sleep(5.5)  # it keeps trying
+    assert late.output().count("failed to acquire lease: out of subnets") >= 2
+    f.set_config(THREE_SUBNETS.replace('"SubnetMax":"10.100.1.0"', '"SubnetMax":"10.100.1.128"'))
+    env = f.wait_for_lease(d4, late, timeout=15)
+    assert subnet_of(env) == "10.100.1.128/25"
+    for name, agent in first.items():  # the others were not restarted, and route to it
+        assert agent.running()
+        host = lab[name]
+        assert until(lambda: "10.100.1.128/25" in {r["dst"] for r in host.ip_json("route show dev eth1")})
+        assert f.wait_for_lease(host) == envs[name]
+
+
+def test_etcd_stopped_for_a_minute_routes_keep_working_and_the_lease_is_renewed(cookbook):
+    f = cookbook
+    f.set_config(VXLAN)
+    # renew 1439 minutes before a 24 h lease expires: due 60 s after it is acquired, while etcd is down
+    agents = f.start_all("--subnet-lease-renew-margin", "1439", hosts=[f.hosts[0], f.hosts[3]])
+    d1, d4 = f.hosts[0], f.hosts[3]
+    env1, env4 = f.wait_for_lease(d1), f.wait_for_lease(d4)
+    far = subnet_of(env4).split("/")[0]
+    assert until(lambda: d1.ping(far))
+    f.etcd.stop()
+    started = time.monotonic()
+    while time.monotonic() - started < 60:
+        assert d1.ping(far), "the fabric stopped carrying traffic while etcd was down"
+        time.sleep(5)
+    out = agents["docker1"].output()
+    assert "store unavailable" in out  # it noticed, and said so
+    assert agents["docker1"].running() and agents["docker4"].running()
+    f.etcd.restart()
+    f.wait_for_log(agents["docker1"], "Lease renewed", timeout=60)
+    f.wait_for_log(agents["docker4"], "Lease renewed", timeout=60)
+    assert f.wait_for_lease(d1) == env1 and f.wait_for_lease(d4) == env4
+    leases = f.muslin(d1, "fabric", "leases", *f.store_args()).stdout
+    assert subnet_of(env1) in leases and subnet_of(env4) in leases
+    assert d1.ping(far)
+
+
+def test_etcd_over_tls_with_client_certificates(lab):
+    f = FabricLab(lab, hosts=2, tls=True)
+    f.set_config(VXLAN)
+    refused = f.start_agent(f.hosts[0], certificates=False)
+    assert refused.wait(30) == 1
+    assert "certificate" in refused.output().lower()
+    agents = f.start_all()
+    env1, env2 = f.wait_for_lease(f.hosts[0]), f.wait_for_lease(f.hosts[1])
+    assert subnet_of(env1) != subnet_of(env2)
+    assert until(lambda: f.hosts[0].ping(subnet_of(env2).split("/")[0]))
+    assert "Subnet added" in agents["docker1"].output()
