@@ -379,3 +379,66 @@ def test_invalid_configs_are_reported_with_flannels_messages_and_the_agent_waits
     unknown = f.start_agent(d1)
     assert unknown.wait(20) == 1
     assert "unknown backend type: ipip" in unknown.output()
+
+
+# --------------------------------------------------------------------------------------
+# --ip-masq and fabric networks
+# --------------------------------------------------------------------------------------
+
+RECEIVE = ("python3 -c \"import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); "
+           "s.bind(('0.0.0.0', 9999)); s.settimeout(10); print(s.recvfrom(64)[1][0])\"")
+
+
+def source_seen(f: FabricLab, receiver, sender_host, container: str, address: str) -> str:
+    """The source address ``receiver`` sees on a datagram that ``container`` sends to ``address``."""
+    listener = receiver.popen(["sh", "-c", RECEIVE])
+    time.sleep(0.3)
+    send = (f"import socket, time\nfor _ in range(20):\n"
+            f"    socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b'x', ('{address}', 9999)); time.sleep(0.1)")
+    f.muslin(sender_host, "exec", container, "--", "python3", "-c", send, check=False)
+    listener.wait(15)
+    return listener.output().strip()
+
+
+def test_ip_masq_masquerades_what_leaves_the_fabric_and_nothing_inside_it(cookbook):
+    f = cookbook
+    f.set_config(VXLAN)
+    outside = f.lab.node("outside")
+    f.lab.link(outside, f.lab["sw1"], "10.10.10.50/24")
+    agents = f.start_all("--ip-masq", hosts=[f.hosts[0], f.hosts[3]])
+    d1, d4 = f.hosts[0], f.hosts[3]
+    env = f.wait_for_lease(d1)
+    assert env["FLANNEL_IPMASQ"] == "true"
+    rules = d1.sh("nft list table ip muslin-fabric").stdout
+    assert "ip saddr 10.100.0.0/16 ip daddr 10.100.0.0/16 return" in rules
+    assert "masquerade" in rules
+    web1 = run_container(f, d1, "web1")
+    run_container(f, d4, "web2")
+    # the agent masquerades, so the bridge does not (Docker's --ip-masq=false from mk-docker-opts)
+    assert "masquerade" not in d1.sh("nft list table inet muslin").stdout
+    assert source_seen(f, outside, d1, "web1", "10.10.10.50") == "10.10.10.101"
+    info = json.loads(f.muslin(d4, "inspect", "web2").stdout)[0]
+    web2 = f.lab.attach(info["NetNS"], "web2")
+    assert source_seen(f, web2, d1, "web1", info["Networks"]["bridge"]["IPAddress"]) == web1
+    assert agents["docker1"].running()
+
+
+def test_fabric_option_puts_a_user_defined_bridge_on_the_lease(cookbook):
+    f = cookbook
+    f.set_config(VXLAN)
+    d1 = f.hosts[0]
+    refused = f.muslin(d1, "network", "create", "-o", "fabric=true", "early", check=False)
+    assert refused.returncode == 1 and "is the fabric agent running?" in refused.stderr
+    f.start_all(hosts=[d1, f.hosts[1]])
+    env = f.wait_for_lease(d1)
+    f.muslin(d1, "network", "create", "-o", "fabric=true", "flannel")
+    net = json.loads(f.muslin(d1, "network", "inspect", "flannel").stdout)[0]
+    config = net["IPAM"]["Config"][0]
+    assert config["Subnet"] == subnet_of(env) and config["Gateway"] == env["FLANNEL_SUBNET"].split("/")[0]
+    assert net["Options"]["com.docker.network.driver.mtu"] == "1450"
+    wrong = f.muslin(d1, "network", "create", "-o", "fabric=true", "--subnet", "10.1.0.0/24", "other", check=False)
+    assert wrong.returncode == 1 and "takes its subnet from the fabric agent" in wrong.stderr
+    f.muslin(d1, "run", "-d", "--name", "c1", "--network", "flannel", "--", "sleep", "3600")
+    f.muslin(f.hosts[1], "run", "-d", "--name", "c2", "--", "sleep", "3600")
+    c1 = json.loads(f.muslin(d1, "inspect", "c1").stdout)[0]["Networks"]["flannel"]["IPAddress"]
+    assert until(lambda: container_ping(f, f.hosts[1], "c2", c1))
