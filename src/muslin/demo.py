@@ -157,8 +157,53 @@ def main() -> int:
         show(docker1, "network", "rm", "my_net", "ipv6_bridge", "vault")
         show(docker2, "rm", "-f", "db")
         show(docker1, "network", "ls")
-    print(f"\nDemo finished: {sum(checks)} of {len(checks)} checks as expected; the lab is gone.")
+    fabric_tour(checks)
+    print(f"\nDemo finished: {sum(checks)} of {len(checks)} checks as expected; the labs are gone.")
     return 0 if all(checks) else 1
+
+
+def fabric_tour(checks: list[bool]) -> None:
+    """The cookbook's Flannel chapter: four hosts on two segments, etcd, an agent on each."""
+    import shutil
+
+    from muslin.lab.fabric import FabricLab
+
+    if shutil.which("etcd") is None:
+        say("The fabric (cookbook ch.8) needs etcd (Debian's etcd-server): skipped")
+        checks.append(expect(False, "etcd is installed"))
+        return
+    with Lab(name="demofabric") as lab:
+        say("The fabric (cookbook ch.8): docker1, docker2 on 10.10.10.0/24, docker3, docker4 on "
+            "192.168.50.0/24, a router between, etcd on docker1")
+        f = FabricLab(lab)
+        d1, d4 = f.hosts[0], f.hosts[3]
+        endpoint = f.etcd.endpoint
+        config = '{"Network":"10.100.0.0/16","Backend":{"Type":"vxlan"}}'
+        print(f"docker1$ muslin fabric config set --etcd-endpoints {endpoint} '{config}'")
+        f.set_config(config)
+        print(f"docker1..4$ muslin fabric run --etcd-endpoints {endpoint} &")
+        agents = f.start_all()
+        until = time.monotonic() + 5
+        while agents["docker4"].output().count("Subnet added") < 3 and time.monotonic() < until:
+            time.sleep(0.05)
+        print("    (docker4's log)")
+        print("    " + "\n    ".join(line.split(" ", 3)[-1] for line in agents["docker4"].output().splitlines()))
+        print("docker4$ cat /run/flannel/subnet.env   (in the lab: under the host's own state directory)")
+        print("    " + open(f.subnet_file(d4)).read().strip().replace("\n", "\n    "))
+        show(d1, "fabric", "leases", "--etcd-endpoints", endpoint)
+        print("docker1$ ip route   (one route per other host's subnet, through the VTEP)")
+        print("    " + d1.sh("ip route").stdout.strip().replace("\n", "\n    "))
+        say("web1 on docker1 and web2 on docker4, on the default bridge that took each host's lease")
+        for host, name in ((d1, "web1"), (d4, "web2")):
+            print(f"{host.name}$ muslin run -d --name {name} -- sleep 3600")
+            f.muslin(host, "run", "-d", "--name", name, "--", "sleep", "3600")
+        web1 = json.loads(f.muslin(d1, "inspect", "web1").stdout)[0]["Networks"]["bridge"]["IPAddress"]
+        out = f.muslin(d4, "exec", "web2", "--", "ping", "-c", "1", "-W", "2", web1, check=False)
+        print(f"docker4$ muslin exec web2 -- ping -c 1 {web1}")
+        checks.append(expect(out.returncode == 0, "web2 on docker4 reaches web1 on docker1 by its own address, "
+                                                  "across the router, with no published port"))
+        for host, name in ((d1, "web1"), (d4, "web2")):
+            f.muslin(host, "rm", "-f", name)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,684 @@
+"""The fabric under load, next to real peers measured in the same run.
+
+Three sections, each in labs of network namespaces it builds and tears down:
+
+  leasing      N agents (50, then 200) acquire leases at once, each a ``LeaseManager``
+               with a registry of its own, sharing only the store: a real etcd (Debian's
+               etcd-server, in a lab host) and the embedded store (SQLite in a temp dir).
+               Run as threads of this process and as one forked process per agent (the
+               GIL serialises the threads' Python work; real agents are processes on
+               hosts of their own). Time until all hold a lease, duplicates (must be 0),
+               store requests per lease and lost create-if-absent races.
+  propagation  real ``muslin fabric run`` agents (vxlan) on the cookbook's four hosts;
+               leases written straight into etcd one at a time, as other hosts would:
+               time from the write until the route to that subnet is on all four hosts,
+               then the same for deleting each key (route gone everywhere). The kernel
+               announces each route change over netlink, so the times are exact and
+               nothing polls (polling would take CPU from the agents on a small machine).
+  dataplane    one TCP stream (iperf3) and ping round trips between containers on docker1
+               and docker4 (two segments), for each backend, next to the same path built
+               by hand with ``ip`` in a lab of the same shape and MTUs: vxlan against a
+               static vxlan device, host-gw against plain routes on the shared segment,
+               udp (no kernel equivalent) against the hand-built vxlan path. Rounds
+               alternate as in bench/dataplane.py, whose measurements this reuses; medians.
+
+Usage: python bench/fabric.py [--quick] [--only leasing|propagation|dataplane]
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import contextlib
+import json
+import logging
+import math
+import multiprocessing
+import os
+import resource
+import selectors
+import socket
+import statistics
+import struct
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address, IPv4Network
+
+from dataplane import Pair, measure  # the same rounds, iperf3 and ping as bench/dataplane.py
+
+from muslin.fabric.backends.vxlan import vtep_mac
+from muslin.fabric.embedded import EmbeddedRegistry
+from muslin.fabric.etcd import EtcdRegistry
+from muslin.fabric.lease import LeaseManager
+from muslin.fabric.registry import LeaseExists
+from muslin.fabric.subnets import SUBNET_TTL, LeaseAttrs, vxlan_backend_data
+from muslin.kernel import Namespace
+from muslin.lab import Lab, LabError
+from muslin.lab.etcd import Etcd, inside
+from muslin.lab.fabric import SEGMENT_A, SEGMENT_B, FabricLab
+
+NETWORK = "10.100.0.0/16"  # SubnetLen 24: 255 subnets, 10.100.1.0 ... 10.100.255.0
+VXLAN = json.dumps({"Network": NETWORK, "SubnetLen": 24, "Backend": {"Type": "vxlan"}})
+HOST_GW = json.dumps({"Network": NETWORK, "SubnetLen": 24, "Backend": {"Type": "host-gw"}})
+UDP = json.dumps({"Network": NETWORK, "SubnetLen": 24})  # no Backend: Flannel's default, udp
+STORM_DEADLINE = 60.0  # seconds: a run still not leased by then is reported as such
+STORM_TARGET = 10.0  # seconds for 200 agents
+PROPAGATION_TARGET = 1.0  # seconds, p99
+RATIO_TARGET = 0.95
+UDP_TARGET = 1.0  # Gbit/s
+
+
+@dataclass
+class Row:
+    figure: str
+    value: str
+    target: str
+    met: bool | None  # None: no target, shown for context
+
+
+SUMMARY: list[Row] = []
+
+
+def percentile(values: list[float], q: float) -> float:
+    """Nearest-rank percentile (q in 0..100): an observed value, never an interpolation."""
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(q / 100 * len(ordered)) - 1)]
+
+
+# ======================================================================================
+# 1. Leasing storm
+# ======================================================================================
+
+
+class Counted:
+    """What one agent asks of its store: lease attempts, lost races, and (etcd) HTTP requests
+    by endpoint. One counter per registry, so threads never share one."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.calls: collections.Counter = collections.Counter()
+
+    def create_lease(self, *args, **kwargs):
+        self.calls["attempts"] += 1
+        try:
+            return super().create_lease(*args, **kwargs)
+        except LeaseExists:
+            self.calls["lost races"] += 1
+            raise
+
+
+class CountedEtcd(Counted, EtcdRegistry):
+    def _call(self, path, body, doing):  # every request of the registry goes through here
+        self.calls[path] += 1
+        self.calls["requests"] += 1
+        return super()._call(path, body, doing)
+
+
+class CountedEmbedded(Counted, EmbeddedRegistry):
+    pass
+
+
+class LogTally(logging.Handler):
+    """Counts the agents' warnings and errors (lost races end in "Max retries reached…",
+    a busy store in "store unavailable…") instead of printing hundreds of them."""
+
+    def __init__(self):
+        super().__init__(logging.WARNING)
+        self.counts: collections.Counter = collections.Counter()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.counts[record.getMessage()[:70]] += 1
+
+
+@contextlib.contextmanager
+def tallied_logs():
+    logger = logging.getLogger("muslin.fabric")
+    tally = LogTally()
+    logger.addHandler(tally)
+    logger.propagate = False
+    try:
+        yield tally
+    finally:
+        logger.removeHandler(tally)
+        logger.propagate = True
+
+
+@dataclass
+class StormResult:
+    label: str
+    n: int
+    times: list[float]  # per agent: seconds from the start until it held its lease
+    subnets: list[str]
+    calls: collections.Counter
+    logs: collections.Counter
+    cpu: float  # seconds of CPU the agents used (this process's, or the children's)
+    store_cpu: float | None  # etcd's, when the store is etcd
+    stored: int  # leases the store holds afterwards
+
+    @property
+    def leased(self) -> int:
+        return len(self.times)
+
+    @property
+    def elapsed(self) -> float:
+        return max(self.times) if self.leased == self.n else math.inf
+
+    @property
+    def duplicates(self) -> int:
+        return len(self.subnets) - len(set(self.subnets))
+
+
+def agent_manager(registry, i: int) -> LeaseManager:
+    """The lease manager of agent ``i``, with the attributes a vxlan agent publishes."""
+    registry.lease_expirations = False  # as the real agent sets it
+    public_ip = f"10.90.{i // 250}.{i % 250 + 1}"  # never used as an address: only a lease attribute
+    return LeaseManager(registry, public_ip=public_ip, backend_type="vxlan",
+                        backend_data=vxlan_backend_data(1, vtep_mac(public_ip, 1)), subnet_file=None)
+
+
+def lease_once(manager: LeaseManager) -> bool:
+    """What the agent does before it is ready: wait for the config, then acquire."""
+    return manager.wait_for_config() is not None and manager.acquire() is not None
+
+
+def process_cpu(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+
+def storm_threads(label: str, make_registry, n: int, store_pid: int | None) -> StormResult:
+    registries = [make_registry() for _ in range(n)]
+    managers = [agent_manager(r, i) for i, r in enumerate(registries)]
+    barrier = threading.Barrier(n + 1)
+    done: dict[int, float] = {}
+
+    def agent(i: int) -> None:
+        barrier.wait()
+        if lease_once(managers[i]):
+            done[i] = time.monotonic()
+
+    threads = [threading.Thread(target=agent, args=(i,), daemon=True) for i in range(n)]
+    with tallied_logs() as tally:
+        for t in threads:
+            t.start()
+        store_cpu = process_cpu(store_pid) if store_pid else None
+        cpu = resource.getrusage(resource.RUSAGE_SELF)
+        barrier.wait()
+        start = time.monotonic()
+        deadline = start + STORM_DEADLINE
+        for t in threads:
+            t.join(max(0.0, deadline - time.monotonic()))
+        for m in managers:  # those still trying give up now
+            m.stop()
+        for t in threads:
+            t.join(10)
+        after = resource.getrusage(resource.RUSAGE_SELF)
+        store_cpu = process_cpu(store_pid) - store_cpu if store_pid else None
+    calls = sum((r.calls for r in registries), collections.Counter())
+    stored = len(registries[0].leases()[0])
+    for r in registries:
+        r.close()
+    return StormResult(label, n, sorted(t - start for t in done.values()),
+                       [str(managers[i].lease.v4) for i in done], calls, tally.counts,
+                       after.ru_utime + after.ru_stime - cpu.ru_utime - cpu.ru_stime, store_cpu, stored)
+
+
+def _storm_child(make_registry, i: int, barrier, results) -> None:
+    """One agent in a process of its own (forked: it inherits the caller's namespace)."""
+    with tallied_logs() as tally:
+        registry = make_registry()
+        manager = agent_manager(registry, i)
+        barrier.wait()
+        ok = lease_once(manager)
+        finished = time.monotonic()
+        results.put((i, finished if ok else None, str(manager.lease.v4) if ok else None,
+                     dict(registry.calls), dict(tally.counts)))
+    registry.close()
+
+
+def storm_processes(label: str, make_registry, n: int, store_pid: int | None) -> StormResult:
+    ctx = multiprocessing.get_context("fork")  # children start ready: nothing to import
+    barrier = ctx.Barrier(n + 1)
+    results = ctx.Queue()
+    children = [ctx.Process(target=_storm_child, args=(make_registry, i, barrier, results), daemon=True)
+                for i in range(n)]
+    for child in children:
+        child.start()
+    store_cpu = process_cpu(store_pid) if store_pid else None
+    cpu = resource.getrusage(resource.RUSAGE_CHILDREN)
+    barrier.wait(timeout=60)
+    start = time.monotonic()
+    times, subnets, calls, logs = [], [], collections.Counter(), collections.Counter()
+    deadline = start + STORM_DEADLINE
+    for _ in range(n):
+        try:
+            i, finished, subnet, child_calls, child_logs = results.get(timeout=max(0.1, deadline - time.monotonic()))
+        except Exception:  # noqa: BLE001 - queue.Empty: the rest did not make it in time
+            break
+        calls.update(child_calls)
+        logs.update(child_logs)
+        if finished is not None:
+            times.append(finished - start)
+            subnets.append(subnet)
+    for child in children:  # every child we forked ends here: by its own exit, or killed by PID
+        child.join(5)
+        if child.is_alive():
+            child.kill()
+            child.join(5)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    store_cpu = process_cpu(store_pid) - store_cpu if store_pid else None
+    registry = make_registry()
+    stored = len(registry.leases()[0])
+    registry.close()
+    return StormResult(label, n, sorted(times), subnets, calls, logs,
+                       after.ru_utime + after.ru_stime - cpu.ru_utime - cpu.ru_stime, store_cpu, stored)
+
+
+def print_storm(r: StormResult) -> None:
+    c = r.calls
+    if r.leased == r.n:
+        head = f"all leased in {r.elapsed:6.2f} s (agent median {statistics.median(r.times):5.2f} s)"
+    else:
+        head = f"ONLY {r.leased} of {r.n} leased within {STORM_DEADLINE:.0f} s"
+    print(f"  {r.label:28} {head}; duplicates {r.duplicates}, store holds {r.stored}")
+    attempts = c["attempts"]
+    line = (f"  {'':28} {attempts / r.n:4.2f} create-if-absent attempts per lease, "
+            f"{c['lost races']} races lost (LeaseExists)")
+    if c["requests"]:
+        line += f"; {c['requests'] / r.n:4.2f} etcd requests per lease"
+    print(line)
+    if c["requests"]:
+        kinds = ", ".join(f"{path.rsplit('/v3/', 1)[-1]} {count}" for path, count in sorted(c.items())
+                          if path.startswith("/v3/"))
+        print(f"  {'':28} requests: {kinds}")
+    cpu = f"CPU used: agents {r.cpu:5.2f} s"
+    if r.store_cpu is not None:
+        cpu += f", etcd {r.store_cpu:5.2f} s"
+    print(f"  {'':28} {cpu} (of {os.cpu_count()} cores x the run's wall time)")
+    for message, count in r.logs.most_common(3):
+        print(f"  {'':28} logged {count}x: {message}")
+
+
+def leasing(args) -> None:
+    sizes = [50, 200]
+    modes = [("threads", storm_threads)] + ([] if args.quick else [("processes", storm_processes)])
+    print(f"== leasing storm: {' then '.join(map(str, sizes))} agents at once, {NETWORK} in /24s "
+          f"(255 subnets), each agent with its own registry")
+    results: dict[tuple[str, str, int], StormResult] = {}
+    with Lab(name="storm") as lab:
+        host = lab.host("etcd")
+        lab.link(host, lab.switch("sw"), "10.77.0.1/24")
+        etcd = Etcd.start(host, lab.workdir, name="storm")
+        for store in ("etcd", "embedded"):
+            for n in sizes:
+                for mode, run in modes:
+                    run_id = f"{store}-{mode}-{n}"
+                    if store == "etcd":
+                        prefix = f"/bench/{run_id}"  # a fresh key space per run: no clean-up between runs
+
+                        def make(prefix=prefix):
+                            return CountedEtcd(etcd.endpoints, prefix)
+                        pid = etcd.process.pid
+                    else:
+                        state_dir = os.path.join(lab.workdir, run_id)
+
+                        def make(state_dir=state_dir):
+                            return CountedEmbedded(state_dir)
+                        pid = None
+                    # the agents reach etcd from inside its host (forked children inherit it)
+                    with inside(host) if store == "etcd" else contextlib.nullcontext():
+                        with contextlib.closing(make()) as admin:
+                            admin.set_config(VXLAN)
+                        result = run(f"{store}, {n} {mode}", make, n, pid)
+                    print_storm(result)
+                    results[(store, mode, n)] = result
+    reported = "processes" if not args.quick else "threads"
+    print(f"  (reported below: {reported}; "
+          + ("one process per agent, as on real hosts)" if reported == "processes"
+             else "--quick runs threads only)"))
+    for store in ("etcd", "embedded"):
+        for n in sizes:
+            r = results[(store, reported, n)]
+            value = (f"{r.elapsed:.2f} s, {r.duplicates} duplicates" if r.leased == n
+                     else f"{r.leased}/{n} leased, {r.duplicates} duplicates")
+            ok = r.leased == n and r.duplicates == 0 and r.stored == n
+            SUMMARY.append(Row(f"leasing: {n} agents, {store} ({reported})", value,
+                               f"<= {STORM_TARGET:.0f} s, 0 dup" if n == 200 else "0 duplicates",
+                               ok and (r.elapsed <= STORM_TARGET if n == 200 else True)))
+
+
+# ======================================================================================
+# 2. Propagation
+# ======================================================================================
+
+RTMGRP_IPV4_ROUTE = 0x40
+RTM_NEWROUTE, RTM_DELROUTE = 24, 25
+RTA_DST = 1
+_NLMSG = struct.Struct("=IHHII")  # length, type, flags, sequence, port
+_RTMSG = struct.Struct("=BBBBBBBBI")  # family, dst_len, src_len, tos, table, protocol, scope, type, flags
+_RTA = struct.Struct("=HH")  # length, type
+
+
+def route_messages(data: bytes):
+    """(RTM_NEWROUTE or RTM_DELROUTE, "10.100.7.0/24") for each IPv4 route in a netlink datagram."""
+    offset = 0
+    while offset + _NLMSG.size <= len(data):
+        length, kind, _, _, _ = _NLMSG.unpack_from(data, offset)
+        if length < _NLMSG.size:
+            return
+        if kind in (RTM_NEWROUTE, RTM_DELROUTE):
+            family, dst_len = _RTMSG.unpack_from(data, offset + _NLMSG.size)[:2]
+            at, end = offset + _NLMSG.size + _RTMSG.size, offset + length
+            while at + _RTA.size <= end:
+                alen, atype = _RTA.unpack_from(data, at)
+                if alen < _RTA.size:
+                    break
+                if atype == RTA_DST and family == socket.AF_INET:
+                    yield kind, f"{socket.inet_ntoa(data[at + 4:at + 8])}/{dst_len}"
+                at += (alen + 3) & ~3
+        offset += (length + 3) & ~3
+
+
+class RouteMonitor:
+    """The route changes the kernels of some lab hosts announce (netlink multicast), with the
+    time each reached us: when the route went into (or out of) each routing table."""
+
+    def __init__(self, hosts):
+        self.names = [h.name for h in hosts]
+        self.seen: dict[tuple[str, int, str], float] = {}  # (host, kind, dst) -> latest time
+        self.changed = threading.Condition()
+        self.selector = selectors.DefaultSelector()
+        for host in hosts:
+            with inside(host):  # a socket belongs to the namespace it was made in
+                sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, socket.NETLINK_ROUTE)
+            sock.bind((0, RTMGRP_IPV4_ROUTE))
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+            self.selector.register(sock, selectors.EVENT_READ, host.name)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._read, name="route-monitor", daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        while not self._stop.is_set():
+            for key, _ in self.selector.select(0.1):
+                data = key.fileobj.recv(1 << 16)
+                now = time.monotonic()
+                with self.changed:
+                    for kind, dst in route_messages(data):
+                        self.seen[(key.data, kind, dst)] = now
+                    self.changed.notify_all()
+
+    def wait(self, kind: int, dst: str, since: float, timeout: float) -> float | None:
+        """Seconds from ``since`` until every host announced ``kind`` for ``dst``; None on timeout."""
+        keys = [(name, kind, dst) for name in self.names]
+        with self.changed:
+            if not self.changed.wait_for(lambda: all(self.seen.get(k, -1.0) >= since for k in keys), timeout):
+                return None
+            return max(self.seen[k] for k in keys) - since
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        for key in list(self.selector.get_map().values()):
+            key.fileobj.close()
+        self.selector.close()
+
+
+def free_subnets(taken: set[str], count: int) -> list[IPv4Network]:
+    """``count`` /24s from the top of the network down (agents pick among the lowest free)."""
+    out = []
+    for third in range(255, 0, -1):
+        net = IPv4Network(f"10.100.{third}.0/24")
+        if str(net) not in taken:
+            out.append(net)
+        if len(out) == count:
+            return out
+    raise SystemExit(f"not {count} free subnets left in {NETWORK}")
+
+
+def print_latencies(what: str, samples: list[float], missed: int) -> None:
+    ms = [s * 1000 for s in samples]
+    if not ms:
+        print(f"  {what:10} none propagated ({missed} timed out)")
+        return
+    print(f"  {what:10} p50 {percentile(ms, 50):7.1f} ms   p90 {percentile(ms, 90):7.1f} ms   "
+          f"p99 {percentile(ms, 99):7.1f} ms   max {max(ms):7.1f} ms   (n={len(ms)}"
+          + (f", {missed} timed out)" if missed else ")"))
+
+
+def propagation(args) -> None:
+    n = 20 if args.quick else 50
+    with Lab(name="prop") as lab:
+        f = FabricLab(lab)
+        print(f"\n== propagation: {n} leases written into etcd one at a time; time until the route "
+              "is on all 4 hosts (vxlan agents, reconcile every "
+              f"{f.env(f.hosts[0])['MUSLIN_FABRIC_RECONCILE_INTERVAL']} s)")
+        f.set_config(VXLAN)
+        agents = f.start_all()
+        own = {h.name: f.wait_for_lease(h, agents[h.name])["FLANNEL_SUBNET"] for h in f.hosts}
+        taken = {str(IPv4Network(s, strict=False)) for s in own.values()}
+        tables = {h.name: Namespace(h.netns) for h in f.hosts}
+        monitor = RouteMonitor(f.hosts)
+        added, removed, writes = [], [], []
+        missed_add = missed_del = 0
+        try:
+            for h in f.hosts:  # steady state first: every host has the other three hosts' routes
+                for other in taken - {str(IPv4Network(own[h.name], strict=False))}:
+                    deadline = time.monotonic() + 20
+                    while other not in tables[h.name].routes("flannel.1"):
+                        if time.monotonic() > deadline:
+                            raise SystemExit(f"{h.name} never got the route to {other}")
+                        time.sleep(0.05)
+            subnets = free_subnets(taken, n)
+            with inside(f.hosts[0]):  # etcd only exists in the lab: talk to it from docker1
+                registry = EtcdRegistry(f.etcd.endpoints)
+                for i, subnet in enumerate(subnets):
+                    public = f"{SEGMENT_A if i % 2 == 0 else SEGMENT_B}.{150 + i // 2}"
+                    attrs = LeaseAttrs(public_ip=IPv4Address(public), backend_type="vxlan",
+                                       backend_data=vxlan_backend_data(1, vtep_mac(public, 1)))
+                    start = time.monotonic()
+                    registry.create_lease(subnet, None, attrs, SUBNET_TTL)
+                    writes.append(time.monotonic() - start)
+                    took = monitor.wait(RTM_NEWROUTE, str(subnet), start, timeout=10)
+                    if took is None:
+                        missed_add += 1
+                    else:
+                        added.append(took)
+                    time.sleep(0.05)  # one at a time: the agents are idle again before the next
+                for subnet in subnets:
+                    start = time.monotonic()
+                    registry.delete_lease(subnet)
+                    took = monitor.wait(RTM_DELROUTE, str(subnet), start, timeout=10)
+                    if took is None:
+                        missed_del += 1
+                    else:
+                        removed.append(took)
+                    time.sleep(0.05)
+                registry.close()
+            # what the announcements said, checked against the tables once: none of them left
+            left = {name: [s for s in map(str, subnets) if s in t.routes("flannel.1")] for name, t in tables.items()}
+            if any(left.values()):
+                print(f"  WARNING: routes still present after their leases were deleted: {left}")
+        finally:
+            monitor.close()
+            for t in tables.values():
+                t.close()
+        print_latencies("added", added, missed_add)
+        print_latencies("removed", removed, missed_del)
+        print(f"  (each time runs from issuing the write; the write itself, grant + txn, took "
+              f"median {statistics.median(writes) * 1000:.1f} ms)")
+    for what, samples, missed in (("added", added, missed_add), ("removed", removed, missed_del)):
+        p99 = percentile(samples, 99) if samples else math.inf
+        SUMMARY.append(Row(f"propagation: lease {what} -> route on all 4, p99",
+                           f"{p99 * 1000:.0f} ms" + (f" ({missed} timed out)" if missed else ""),
+                           f"< {PROPAGATION_TARGET * 1000:.0f} ms", p99 < PROPAGATION_TARGET and not missed))
+
+
+# ======================================================================================
+# 3. Data plane
+# ======================================================================================
+
+# the hand-built paths: docker1 holds 10.100.1.0/24, docker4 10.100.4.0/24
+HAND_SUBNETS = {"docker1": "10.100.1", "docker4": "10.100.4"}
+
+
+def hand_container(lab: Lab, host, net24: str, mtu: int) -> str:
+    """A bridge holding ``net24``.1 in ``host`` and a "container" namespace on it at ``net24``.2,
+    as muslin's default bridge does it; returns the container's namespace path."""
+    node = lab.node(f"c-{host.name}")
+    host.ip("link add br0 type bridge", f"link set br0 mtu {mtu}", f"addr add {net24}.1/24 dev br0",
+            "link set br0 up",
+            f"link add veth0 mtu {mtu} type veth peer name eth0 mtu {mtu} netns {node.netns}",
+            "link set veth0 master br0", "link set veth0 up")
+    node.ip(f"addr add {net24}.2/24 dev eth0", "link set eth0 up", f"route add default via {net24}.1")
+    return node.netns
+
+
+def hand_vxlan(lab: Lab) -> Pair:
+    """The vxlan backend's kernel state, written by hand: a VTEP, per peer a neighbour, an FDB
+    entry and an on-link route; MTU 1450 on the VTEP, the bridge and the veths."""
+    f = FabricLab(lab, etcd=False)
+    d1, d4 = f.hosts[0], f.hosts[3]
+    ends = {}
+    for host, peer in ((d1, d4), (d4, d1)):
+        me, other = HAND_SUBNETS[host.name], HAND_SUBNETS[peer.name]
+        mac, peer_mac = vtep_mac(f.address[host.name], 1), vtep_mac(f.address[peer.name], 1)
+        host.ip(f"link add flannel.1 type vxlan id 1 local {f.address[host.name]} dev eth0 dstport 8472 nolearning",
+                f"link set flannel.1 mtu 1450 address {mac}", f"addr add {me}.0/32 dev flannel.1",
+                "link set flannel.1 up",
+                f"neigh add {other}.0 lladdr {peer_mac} dev flannel.1 nud permanent",
+                f"route add {other}.0/24 via {other}.0 dev flannel.1 onlink")
+        host.sh(["bridge", "fdb", "append", peer_mac, "dev", "flannel.1", "dst", f.address[peer.name]])
+        ends[host.name] = hand_container(lab, host, me, 1450)
+    return Pair("hand-built vxlan", ends["docker1"], ends["docker4"], f"{HAND_SUBNETS['docker4']}.2")
+
+
+def hand_host_gw(lab: Lab) -> Pair:
+    """host-gw's kernel state by hand: a plain route to the other host's subnet via its address
+    on the shared segment; MTU 1500 throughout."""
+    f = FabricLab(lab, shared=True, etcd=False)
+    d1, d4 = f.hosts[0], f.hosts[3]
+    ends = {}
+    for host, peer in ((d1, d4), (d4, d1)):
+        host.ip(f"route add {HAND_SUBNETS[peer.name]}.0/24 via {f.shared_address[peer.name]} dev eth1")
+        ends[host.name] = hand_container(lab, host, HAND_SUBNETS[host.name], 1500)
+    return Pair("hand-built host-gw", ends["docker1"], ends["docker4"], f"{HAND_SUBNETS['docker4']}.2")
+
+
+def agent_failure(agent) -> str:
+    lines = [line for line in agent.output().splitlines() if line.strip()]
+    return lines[-1].split(" ", 2)[-1] if lines else f"exit status {agent.returncode}"
+
+
+def muslin_fabric(lab: Lab, backend: str, config: str) -> Pair:
+    """Agents on the four hosts, then a container on docker1's and docker4's default bridge
+    (which takes the agent's subnet); LabError when the backend does not come up."""
+    shared = backend == "host-gw"  # host-gw needs every host on one segment
+    f = FabricLab(lab, shared=shared)
+    f.set_config(config)
+    f.start_all(*(["--iface", "eth1"] if shared else []))
+    d1, d4 = f.hosts[0], f.hosts[3]
+    ends, addresses = {}, {}
+    for host in (d1, d4):
+        f.wait_for_lease(host)
+        name = f"c-{host.name}"
+        f.muslin(host, "run", "-d", "--name", name, "--network", "bridge", "--", "sleep", "3600")
+        info = json.loads(f.muslin(host, "inspect", name).stdout)[0]
+        ends[host.name] = info["NetNS"]
+        addresses[host.name] = next(iter(info["Networks"].values()))["IPAddress"]
+    pair = Pair(f"muslin {backend}", ends["docker1"], ends["docker4"], addresses["docker4"])
+    deadline = time.monotonic() + 20  # the agents may still be adding each other's routes
+    while not reachable(pair):
+        if time.monotonic() > deadline:
+            raise LabError(f"containers on docker1 and docker4 do not reach each other over {backend}")
+        time.sleep(0.2)
+    return pair
+
+
+def reachable(pair: Pair) -> bool:
+    return subprocess.run(["nsenter", f"--net={pair.a}", "ping", "-c", "1", "-W", "1", "-n", pair.b_ip],
+                          capture_output=True).returncode == 0
+
+
+def compare(path: str, ours: Pair, theirs: Pair, args) -> tuple[float, float, float, float]:
+    results = measure((ours, theirs), args.rounds, args.seconds, args.pings)
+    (g1, r1), (g2, r2) = results[ours.label], results[theirs.label]
+    print(f"  {path:8} {ours.label:20} {g1:6.2f} Gbit/s   rtt {r1 * 1000:6.1f} us")
+    print(f"  {'':8} {theirs.label:20} {g2:6.2f} Gbit/s   rtt {r2 * 1000:6.1f} us")
+    print(f"  {'':8} {'ratio':20} {g1 / g2:6.3f} of the hand-built throughput; latency {r1 / r2:5.2f}x")
+    return g1, g2, r1, r2
+
+
+def udp_unavailable() -> str | None:
+    try:
+        import muslin.fabric.backends.udp_pump  # noqa: F401 - only whether it is there
+    except Exception as e:  # noqa: BLE001 - whatever stops it importing is the reason
+        return f"{type(e).__name__}: {e}"
+    return None
+
+
+def dataplane(args) -> None:
+    print(f"\n== data plane: container on docker1 -> container on docker4 (two segments), one TCP stream "
+          f"for {args.seconds:g} s and {args.pings} pings per sample, median of {args.rounds} alternating rounds")
+    with Lab(name="handvx") as hand_lab:
+        hand = hand_vxlan(hand_lab)
+        with Lab(name="vxlan") as lab:
+            g1, g2, _, _ = compare("vxlan", muslin_fabric(lab, "vxlan", VXLAN), hand, args)
+            SUMMARY.append(Row("data plane: vxlan throughput vs hand-built", f"{g1 / g2:.3f} ({g1:.2f} Gbit/s)",
+                               f">= {RATIO_TARGET}", g1 / g2 >= RATIO_TARGET))
+        why = udp_unavailable()
+        if why is None:
+            try:
+                with Lab(name="udp") as lab:
+                    g1, g2, _, _ = compare("udp", muslin_fabric(lab, "udp", UDP), hand, args)
+                    SUMMARY.append(Row("data plane: udp throughput", f"{g1:.2f} Gbit/s ({g1 / g2:.3f} of vxlan)",
+                                       f">= {UDP_TARGET:g} Gbit/s", g1 >= UDP_TARGET))
+            except LabError as e:
+                why = str(e).splitlines()[-1][:200]
+        if why is not None:
+            print(f"  udp: not available ({why})")
+            SUMMARY.append(Row("data plane: udp throughput", f"not available", f">= {UDP_TARGET:g} Gbit/s", None))
+    with Lab(name="handgw") as hand_lab:
+        hand = hand_host_gw(hand_lab)
+        with Lab(name="hostgw") as lab:
+            g1, g2, _, _ = compare("host-gw", muslin_fabric(lab, "host-gw", HOST_GW), hand, args)
+            SUMMARY.append(Row("data plane: host-gw throughput vs hand-built", f"{g1 / g2:.3f} ({g1:.2f} Gbit/s)",
+                               f">= {RATIO_TARGET}", g1 / g2 >= RATIO_TARGET))
+
+
+# ======================================================================================
+
+
+def print_summary() -> None:
+    print("\n== summary")
+    width = max(len(r.figure) for r in SUMMARY)
+    vwidth = max(len(r.value) for r in SUMMARY)
+    print(f"  {'figure':{width}}  {'value':{vwidth}}  {'target':16}  met")
+    for r in SUMMARY:
+        met = "-" if r.met is None else ("yes" if r.met else "NO")
+        print(f"  {r.figure:{width}}  {r.value:{vwidth}}  {r.target:16}  {met}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true",
+                        help="CI-sized: threads only in the storm, 20 leases, 2 short data-plane rounds")
+    parser.add_argument("--only", choices=("leasing", "propagation", "dataplane"), help="run one section")
+    args = parser.parse_args()
+    args.rounds, args.seconds, args.pings = (2, 1, 100) if args.quick else (5, 3, 300)
+    started = time.monotonic()
+    sections = {"leasing": leasing, "propagation": propagation, "dataplane": dataplane}
+    for name, section in sections.items():
+        if args.only in (None, name):
+            section(args)
+    print_summary()
+    print(f"\n(total {time.monotonic() - started:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
