@@ -35,6 +35,7 @@ import logging
 import math
 import multiprocessing
 import os
+import queue
 import resource
 import selectors
 import socket
@@ -190,6 +191,20 @@ def process_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
 
 
+def release(barrier, n: int) -> float:
+    """Let ``n`` agents waiting at ``barrier`` go; returns the moment they were let go. Taken
+    before the last wait, because once hundreds of agents run, this process may not get a
+    core back for seconds."""
+    deadline = time.monotonic() + 60
+    while barrier.n_waiting < n:
+        if time.monotonic() > deadline:
+            raise SystemExit(f"only {barrier.n_waiting} of {n} agents got ready in 60 s")
+        time.sleep(0.005)
+    start = time.monotonic()
+    barrier.wait()
+    return start
+
+
 def storm_threads(label: str, make_registry, n: int, store_pid: int | None) -> StormResult:
     registries = [make_registry() for _ in range(n)]
     managers = [agent_manager(r, i) for i, r in enumerate(registries)]
@@ -207,8 +222,7 @@ def storm_threads(label: str, make_registry, n: int, store_pid: int | None) -> S
             t.start()
         store_cpu = process_cpu(store_pid) if store_pid else None
         cpu = resource.getrusage(resource.RUSAGE_SELF)
-        barrier.wait()
-        start = time.monotonic()
+        start = release(barrier, n)
         deadline = start + STORM_DEADLINE
         for t in threads:
             t.join(max(0.0, deadline - time.monotonic()))
@@ -233,10 +247,11 @@ def _storm_child(make_registry, i: int, barrier, results) -> None:
         registry = make_registry()
         manager = agent_manager(registry, i)
         barrier.wait()
+        cpu = time.process_time()
         ok = lease_once(manager)
         finished = time.monotonic()
         results.put((i, finished if ok else None, str(manager.lease.v4) if ok else None,
-                     dict(registry.calls), dict(tally.counts)))
+                     dict(registry.calls), dict(tally.counts), time.process_time() - cpu))
     registry.close()
 
 
@@ -249,16 +264,16 @@ def storm_processes(label: str, make_registry, n: int, store_pid: int | None) ->
     for child in children:
         child.start()
     store_cpu = process_cpu(store_pid) if store_pid else None
-    cpu = resource.getrusage(resource.RUSAGE_CHILDREN)
-    barrier.wait(timeout=60)
-    start = time.monotonic()
-    times, subnets, calls, logs = [], [], collections.Counter(), collections.Counter()
+    start = release(barrier, n)
+    times, subnets, calls, logs, cpu = [], [], collections.Counter(), collections.Counter(), 0.0
     deadline = start + STORM_DEADLINE
     for _ in range(n):
         try:
-            i, finished, subnet, child_calls, child_logs = results.get(timeout=max(0.1, deadline - time.monotonic()))
-        except Exception:  # noqa: BLE001 - queue.Empty: the rest did not make it in time
+            i, finished, subnet, child_calls, child_logs, child_cpu = results.get(
+                timeout=max(0.1, deadline - time.monotonic()))
+        except queue.Empty:  # the rest did not make it in time
             break
+        cpu += child_cpu
         calls.update(child_calls)
         logs.update(child_logs)
         if finished is not None:
@@ -269,13 +284,11 @@ def storm_processes(label: str, make_registry, n: int, store_pid: int | None) ->
         if child.is_alive():
             child.kill()
             child.join(5)
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     store_cpu = process_cpu(store_pid) - store_cpu if store_pid else None
     registry = make_registry()
     stored = len(registry.leases()[0])
     registry.close()
-    return StormResult(label, n, sorted(times), subnets, calls, logs,
-                       after.ru_utime + after.ru_stime - cpu.ru_utime - cpu.ru_stime, store_cpu, stored)
+    return StormResult(label, n, sorted(times), subnets, calls, logs, cpu, store_cpu, stored)
 
 
 def print_storm(r: StormResult) -> None:
