@@ -442,3 +442,27 @@ def test_fabric_option_puts_a_user_defined_bridge_on_the_lease(cookbook):
     f.muslin(f.hosts[1], "run", "-d", "--name", "c2", "--", "sleep", "3600")
     c1 = json.loads(f.muslin(d1, "inspect", "c1").stdout)[0]["Networks"]["flannel"]["IPAddress"]
     assert until(lambda: container_ping(f, f.hosts[1], "c2", c1))
+
+
+def test_host_gw_dual_stack_leases_routes_and_containers(lab):
+    f = FabricLab(lab, hosts=2, shared=True)
+    for i, host in enumerate(f.hosts):
+        host.addr("eth1", f"fd00:10::{101 + i}/64")
+    f.set_config('{"Network":"10.100.0.0/16","EnableIPv6":true,"IPv6Network":"fc00:100::/48",'
+                 '"Backend":{"Type":"host-gw"}}')
+    f.start_all("--iface", "eth1")
+    d1, d2 = f.hosts
+    env1, env2 = f.wait_for_lease(d1), f.wait_for_lease(d2)
+    assert env1["FLANNEL_IPV6_NETWORK"] == "fc00:100::/48" and env1["FLANNEL_IPV6_SUBNET"].endswith("::1/64")
+    v6 = str(ipaddress.ip_interface(env2["FLANNEL_IPV6_SUBNET"]).network)
+    assert until(lambda: {r["dst"]: r for r in d1.ip_json("-6 route show dev eth1")}.get(v6, {}).get("gateway")
+                 == "fd00:10::102")
+    key = f.etcd.etcdctl("get", "--prefix", "--keys-only", "/coreos.com/network/subnets/").split()
+    assert any("&fc00:100:" in k for k in key)
+    f.muslin(d1, "run", "-d", "--name", "c1", "--", "sleep", "3600")
+    f.muslin(d2, "run", "-d", "--name", "c2", "--", "sleep", "3600")
+    c1 = json.loads(f.muslin(d1, "inspect", "c1").stdout)[0]["Networks"]["bridge"]
+    assert c1["GlobalIPv6Address"]
+    assert until(lambda: f.muslin(d2, "exec", "c2", "--", "ping", "-6", "-c", "1", "-W", "2",
+                                  c1["GlobalIPv6Address"], check=False).returncode == 0)
+    assert container_ping(f, d2, "c2", c1["IPAddress"])
