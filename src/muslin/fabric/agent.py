@@ -200,9 +200,10 @@ class Agent:
         backend = make_backend(self.host, self.ext, config)
         for name in remove_stale_devices(self.host, backend.devices()):
             log.info("Removed %s, left by an earlier network config", name)
-        data = backend.prepare()
+        data, data6 = backend.prepare()
         self.backend = backend
-        self.manager.attrs = replace(self.manager.attrs, backend_type=backend.kind, backend_data=data)
+        self.manager.attrs = replace(self.manager.attrs, backend_type=backend.kind, backend_data=data,
+                                     backend_v6_data=data6)
         self.manager.mtu = backend.mtu
 
     def _lease_changed(self, lease: Lease) -> None:

@@ -610,18 +610,19 @@ class Namespace:
         """A vxlan device without learning (the control plane fills its FDB), up. One that
         exists with another VNI, port, local address or lower device is replaced, not kept."""
         index = self._index(dev)
+        local_attr = "IFLA_VXLAN_LOCAL6" if ":" in local else "IFLA_VXLAN_LOCAL"  # the underlay's family
         msgs = self.ipr.get_links(ifname=name) if self.ipr.link_lookup(ifname=name) else []
         if msgs:
             info = msgs[0].get_attr("IFLA_LINKINFO")
             data = info.get_attr("IFLA_INFO_DATA") if info is not None else None
             same = (info is not None and info.get_attr("IFLA_INFO_KIND") == "vxlan" and data is not None
                     and data.get_attr("IFLA_VXLAN_ID") == vni and data.get_attr("IFLA_VXLAN_PORT") == port
-                    and data.get_attr("IFLA_VXLAN_LOCAL") == local and data.get_attr("IFLA_VXLAN_LINK") == index)
+                    and data.get_attr(local_attr.upper()) == local and data.get_attr("IFLA_VXLAN_LINK") == index)
             if not same:
                 self._do(f"replace vxlan {name}", self.ipr.link, "del", index=msgs[0]["index"])
                 msgs = []
         if not msgs:
-            attrs = {"ifname": name, "kind": "vxlan", "vxlan_id": vni, "vxlan_port": port, "vxlan_local": local,
+            attrs = {"ifname": name, "kind": "vxlan", "vxlan_id": vni, "vxlan_port": port, local_attr[5:].lower(): local,
                      "vxlan_link": index, "vxlan_learning": 0}
             if mac:
                 attrs["address"] = mac

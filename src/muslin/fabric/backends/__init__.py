@@ -10,7 +10,7 @@ config's ``Backend.Type`` (:func:`make_backend`):
 * ``udp``     -- a TUN ``flannel0`` and a user-space pump (``muslin.fabric.backends.udp``).
 
 The agent drives a backend in this order: ``prepare()`` before the lease (it returns the
-lease's BackendData: a VTEP MAC must be published with the lease), ``configure(lease)``
+lease's BackendData and BackendV6Data: a VTEP MAC must be published with the lease), ``configure(lease)``
 once this host's subnet is known, then ``add``/``remove`` for each remote lease event,
 ``synced()`` after each complete listing of the store (what is not listed then is stale),
 ``reconcile()`` periodically (puts back what was removed behind its back), ``close()`` at
@@ -51,8 +51,9 @@ class FabricBackend(Protocol):
         """The names of the devices this backend owns (any other fabric device is stale)."""
         ...
 
-    def prepare(self) -> Any:
-        """Create what must exist before the lease; returns the lease's BackendData."""
+    def prepare(self) -> tuple[Any, Any]:
+        """Create what must exist before the lease; returns the lease's BackendData and
+        BackendV6Data (None: left out)."""
         ...
 
     def configure(self, lease: Lease) -> None:

@@ -35,8 +35,8 @@ class HostGwBackend(PeerBackend):
     def devices(self) -> set[str]:
         return set()
 
-    def prepare(self) -> Any:
-        return None
+    def prepare(self) -> tuple[Any, Any]:
+        return None, None
 
     def entries(self, lease: Lease) -> list:
         out = []

@@ -44,7 +44,7 @@ class UdpBackend:
     def devices(self) -> set[str]:
         return {DEVICE}
 
-    def prepare(self) -> Any:
+    def prepare(self) -> tuple[Any, Any]:
         from muslin.fabric.backends.udp_pump import UdpPump
 
         # the TUN is created in the namespace of the thread that opens it: the host's worker
@@ -53,7 +53,7 @@ class UdpBackend:
         self.host.set_link(DEVICE, mtu=self.mtu, IFLA_IFALIAS=ALIAS)
         self.host.sysctl(f"net.ipv6.conf.{DEVICE}.disable_ipv6", "1")
         log.info("UDP device %s: port %d, MTU %d", DEVICE, self.port, self.mtu)
-        return None
+        return None, None
 
     def configure(self, lease: Lease) -> None:
         self._address = f"{lease.v4.network_address}/{self.config.network.prefixlen}"
