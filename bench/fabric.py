@@ -158,6 +158,7 @@ class StormResult:
     cpu: float  # seconds of CPU the agents used (this process's, or the children's)
     store_cpu: float | None  # etcd's, when the store is etcd
     stored: int  # leases the store holds afterwards
+    most_attempts: int  # create-if-absent attempts of the unluckiest agent
 
     @property
     def leased(self) -> int:
@@ -238,7 +239,8 @@ def storm_threads(label: str, make_registry, n: int, store_pid: int | None) -> S
         r.close()
     return StormResult(label, n, sorted(t - start for t in done.values()),
                        [str(managers[i].lease.v4) for i in done], calls, tally.counts,
-                       after.ru_utime + after.ru_stime - cpu.ru_utime - cpu.ru_stime, store_cpu, stored)
+                       after.ru_utime + after.ru_stime - cpu.ru_utime - cpu.ru_stime, store_cpu, stored,
+                       max(r.calls["attempts"] for r in registries))
 
 
 def _storm_child(make_registry, i: int, barrier, results) -> None:
@@ -265,7 +267,7 @@ def storm_processes(label: str, make_registry, n: int, store_pid: int | None) ->
         child.start()
     store_cpu = process_cpu(store_pid) if store_pid else None
     start = release(barrier, n)
-    times, subnets, calls, logs, cpu = [], [], collections.Counter(), collections.Counter(), 0.0
+    times, subnets, calls, logs, cpu, most = [], [], collections.Counter(), collections.Counter(), 0.0, 0
     deadline = start + STORM_DEADLINE
     for _ in range(n):
         try:
@@ -274,6 +276,7 @@ def storm_processes(label: str, make_registry, n: int, store_pid: int | None) ->
         except queue.Empty:  # the rest did not make it in time
             break
         cpu += child_cpu
+        most = max(most, child_calls.get("attempts", 0))
         calls.update(child_calls)
         logs.update(child_logs)
         if finished is not None:
@@ -288,7 +291,7 @@ def storm_processes(label: str, make_registry, n: int, store_pid: int | None) ->
     registry = make_registry()
     stored = len(registry.leases()[0])
     registry.close()
-    return StormResult(label, n, sorted(times), subnets, calls, logs, cpu, store_cpu, stored)
+    return StormResult(label, n, sorted(times), subnets, calls, logs, cpu, store_cpu, stored, most)
 
 
 def print_storm(r: StormResult) -> None:
@@ -299,7 +302,7 @@ def print_storm(r: StormResult) -> None:
         head = f"ONLY {r.leased} of {r.n} leased within {STORM_DEADLINE:.0f} s"
     print(f"  {r.label:28} {head}; duplicates {r.duplicates}, store holds {r.stored}")
     attempts = c["attempts"]
-    line = (f"  {'':28} {attempts / r.n:4.2f} create-if-absent attempts per lease, "
+    line = (f"  {'':28} {attempts / r.n:4.2f} create-if-absent attempts per lease (most {r.most_attempts}), "
             f"{c['lost races']} races lost (LeaseExists)")
     if c["requests"]:
         line += f"; {c['requests'] / r.n:4.2f} etcd requests per lease"

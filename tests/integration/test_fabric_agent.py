@@ -111,7 +111,7 @@ def test_vxlan_across_two_segments_containers_reach_each_other(cookbook):
         assert fdb(d1)[mac] == f.address[other.name]
         assert f"Subnet added: {subnet_of(env)} via {f.address[other.name]}" in agents["docker1"].output()
         assert subnet_of(env) in lease_list and f.address[other.name] in lease_list
-    assert d1.ping(zero(envs["docker4"]))
+    assert until(lambda: d1.ping(zero(envs["docker4"])), timeout=5)
 
     # the cookbook's web1/web2: containers on the default bridge, which takes the lease
     web1 = run_container(f, d1, "web1")
@@ -120,8 +120,8 @@ def test_vxlan_across_two_segments_containers_reach_each_other(cookbook):
     bridge = d1.ip_json("addr show muslin0")[0]
     assert bridge["mtu"] == 1450
     assert bridge["addr_info"][0]["local"] == envs["docker1"]["FLANNEL_SUBNET"].split("/")[0]
-    assert container_ping(f, d4, "web2", web1)
-    assert container_ping(f, d1, "web1", web2)
+    assert until(lambda: container_ping(f, d4, "web2", web1), timeout=6)
+    assert until(lambda: container_ping(f, d1, "web1", web2), timeout=6)
 
 
 def test_vxlan_remote_lease_removed_takes_its_entries_with_it(cookbook):
@@ -158,7 +158,7 @@ def test_vxlan_entries_removed_behind_the_agents_back_are_put_back(cookbook):
     assert until(lambda: subnet_of(peer) in routes(d1, "flannel.1"), timeout=5)
     assert until(lambda: zero(peer) in {n["dst"] for n in d1.ip_json("neigh show dev flannel.1")}, timeout=5)
     assert until(lambda: mac in fdb(d1), timeout=5)
-    assert d1.ping(zero(peer))
+    assert until(lambda: d1.ping(zero(peer)), timeout=5)
 
 
 def test_vxlan_direct_routing_uses_a_plain_route_on_the_same_segment(cookbook):
@@ -171,7 +171,7 @@ def test_vxlan_direct_routing_uses_a_plain_route_on_the_same_segment(cookbook):
     assert until(lambda: subnet_of(same) in routes(d1, "eth0") and subnet_of(far) in routes(d1, "flannel.1"))
     assert routes(d1, "eth0")[subnet_of(same)]["gateway"] == "10.10.10.102"
     assert routes(d1, "flannel.1")[subnet_of(far)]["gateway"] == zero(far)
-    assert d1.ping(zero(far))
+    assert until(lambda: d1.ping(zero(far)), timeout=5)
 
 
 def test_changed_vni_leaves_no_old_device_and_vtep_mac_is_stable(cookbook):
@@ -240,7 +240,7 @@ def test_host_gw_across_segments_fails_as_the_cookbook_shows_then_works_with_ifa
     assert "172.16.10.104" in leases and "192.168.50.102" not in leases
     web1 = run_container(f, d1, "web1")
     run_container(f, d4, "web2")
-    assert container_ping(f, d4, "web2", web1)
+    assert until(lambda: container_ping(f, d4, "web2", web1), timeout=6)
 
 
 def test_host_gw_routes_removed_behind_its_back_are_put_back(cookbook):
@@ -290,7 +290,7 @@ def test_udp_backend_tun_device_addresses_and_containers(cookbook):
     assert until(lambda: d1.ping(zero(envs["docker4"])), timeout=5)
     web1 = run_container(f, d1, "web1")
     run_container(f, d4, "web2")
-    assert container_ping(f, d4, "web2", web1)
+    assert until(lambda: container_ping(f, d4, "web2", web1), timeout=6)
     # TCP through the pump, a few MB, intact
     fabric_addr = zero(envs["docker1"])
     server = d1.popen(["sh", "-c", f"nc -l -p 5001 -s {fabric_addr} | md5sum > {f.lab.workdir}/got.md5"])
@@ -465,7 +465,7 @@ def test_host_gw_dual_stack_leases_routes_and_containers(lab):
     assert c1["GlobalIPv6Address"]
     assert until(lambda: f.muslin(d2, "exec", "c2", "--", "ping", "-6", "-c", "1", "-W", "2",
                                   c1["GlobalIPv6Address"], check=False).returncode == 0)
-    assert container_ping(f, d2, "c2", c1["IPAddress"])
+    assert until(lambda: container_ping(f, d2, "c2", c1["IPAddress"]), timeout=6)
 
 
 def test_vxlan_dual_stack_over_ipv4_and_ipv6_underlays(lab):
@@ -489,4 +489,4 @@ def test_vxlan_dual_stack_over_ipv4_and_ipv6_underlays(lab):
     c1 = json.loads(f.muslin(d1, "inspect", "c1").stdout)[0]["Networks"]["bridge"]
     assert until(lambda: f.muslin(d2, "exec", "c2", "--", "ping", "-6", "-c", "1", "-W", "2",
                                   c1["GlobalIPv6Address"], check=False).returncode == 0)
-    assert container_ping(f, d2, "c2", c1["IPAddress"])
+    assert until(lambda: container_ping(f, d2, "c2", c1["IPAddress"]), timeout=6)
