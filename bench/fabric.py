@@ -504,6 +504,9 @@ def propagation(args) -> None:
                         missed_add += 1
                     else:
                         added.append(took)
+                        absent = [name for name, t in tables.items() if str(subnet) not in t.routes("flannel.1")]
+                        if absent:  # announced, yet not in flannel.1's table: that is no propagation
+                            raise SystemExit(f"route to {subnet} announced but not on flannel.1 in {absent}")
                     time.sleep(0.05)  # one at a time: the agents are idle again before the next
                 for subnet in subnets:
                     start = time.monotonic()
@@ -529,7 +532,8 @@ def propagation(args) -> None:
               f"median {statistics.median(writes) * 1000:.1f} ms)")
     for what, samples, missed in (("added", added, missed_add), ("removed", removed, missed_del)):
         p99 = percentile(samples, 99) if samples else math.inf
-        SUMMARY.append(Row(f"propagation: lease {what} -> route on all 4, p99",
+        outcome = "route on all 4" if what == "added" else "route gone from all 4"
+        SUMMARY.append(Row(f"propagation: lease {what} -> {outcome}, p99",
                            f"{p99 * 1000:.0f} ms" + (f" ({missed} timed out)" if missed else ""),
                            f"< {PROPAGATION_TARGET * 1000:.0f} ms", p99 < PROPAGATION_TARGET and not missed))
 
