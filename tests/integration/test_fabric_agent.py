@@ -490,3 +490,18 @@ def test_vxlan_dual_stack_over_ipv4_and_ipv6_underlays(lab):
     assert until(lambda: f.muslin(d2, "exec", "c2", "--", "ping", "-6", "-c", "1", "-W", "2",
                                   c1["GlobalIPv6Address"], check=False).returncode == 0)
     assert until(lambda: container_ping(f, d2, "c2", c1["IPAddress"]), timeout=6)
+
+
+def test_embedded_store_serves_agents_on_one_machine(lab):
+    f = FabricLab(lab, hosts=2, etcd=False)
+    shared = f"{lab.workdir}/fabric-store"
+    d1, d2 = f.hosts
+    f.muslin(d1, "fabric", "config", "set", "--state-dir", shared, VXLAN)
+    agents = f.start_all("--state-dir", shared)
+    env1, env2 = f.wait_for_lease(d1), f.wait_for_lease(d2)
+    assert subnet_of(env1) != subnet_of(env2)
+    assert until(lambda: subnet_of(env2) in routes(d1, "flannel.1"))
+    assert until(lambda: d1.ping(zero(env2)), timeout=5)
+    leases = f.muslin(d2, "fabric", "leases", "--state-dir", shared).stdout
+    assert "10.10.10.101" in leases and "10.10.10.102" in leases
+    assert "Subnet added" in agents["docker2"].output()
