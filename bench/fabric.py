@@ -199,7 +199,9 @@ def release(barrier, n: int) -> float:
     deadline = time.monotonic() + 60
     while barrier.n_waiting < n:
         if time.monotonic() > deadline:
-            raise SystemExit(f"only {barrier.n_waiting} of {n} agents got ready in 60 s")
+            ready = barrier.n_waiting
+            barrier.abort()  # the waiting agents give up instead of waiting forever
+            raise SystemExit(f"only {ready} of {n} agents got ready in 60 s")
         time.sleep(0.005)
     start = time.monotonic()
     barrier.wait()
@@ -263,30 +265,34 @@ def storm_processes(label: str, make_registry, n: int, store_pid: int | None) ->
     results = ctx.Queue()
     children = [ctx.Process(target=_storm_child, args=(make_registry, i, barrier, results), daemon=True)
                 for i in range(n)]
-    for child in children:
-        child.start()
-    store_cpu = process_cpu(store_pid) if store_pid else None
-    start = release(barrier, n)
     times, subnets, calls, logs, cpu, most = [], [], collections.Counter(), collections.Counter(), 0.0, 0
-    deadline = start + STORM_DEADLINE
-    for _ in range(n):
-        try:
-            i, finished, subnet, child_calls, child_logs, child_cpu = results.get(
-                timeout=max(0.1, deadline - time.monotonic()))
-        except queue.Empty:  # the rest did not make it in time
-            break
-        cpu += child_cpu
-        most = max(most, child_calls.get("attempts", 0))
-        calls.update(child_calls)
-        logs.update(child_logs)
-        if finished is not None:
-            times.append(finished - start)
-            subnets.append(subnet)
-    for child in children:  # every child we forked ends here: by its own exit, or killed by PID
-        child.join(5)
-        if child.is_alive():
-            child.kill()
-            child.join(5)
+    try:
+        for child in children:
+            child.start()
+        store_cpu = process_cpu(store_pid) if store_pid else None
+        start = release(barrier, n)
+        deadline = start + STORM_DEADLINE
+        for _ in range(n):
+            try:
+                _, finished, subnet, child_calls, child_logs, child_cpu = results.get(
+                    timeout=max(0.1, deadline - time.monotonic()))
+            except queue.Empty:  # the rest did not make it in time
+                break
+            cpu += child_cpu
+            most = max(most, child_calls.get("attempts", 0))
+            calls.update(child_calls)
+            logs.update(child_logs)
+            if finished is not None:
+                times.append(finished - start)
+                subnets.append(subnet)
+    finally:  # every child we forked ends here: by its own exit, or killed by its PID
+        grace = time.monotonic() + 5
+        for child in children:
+            if child.pid is not None:
+                child.join(max(0.0, grace - time.monotonic()))
+                if child.is_alive():
+                    child.kill()
+                    child.join()
     store_cpu = process_cpu(store_pid) - store_cpu if store_pid else None
     registry = make_registry()
     stored = len(registry.leases()[0])
@@ -311,10 +317,11 @@ def print_storm(r: StormResult) -> None:
         kinds = ", ".join(f"{path.rsplit('/v3/', 1)[-1]} {count}" for path, count in sorted(c.items())
                           if path.startswith("/v3/"))
         print(f"  {'':28} requests: {kinds}")
-    cpu = f"CPU used: agents {r.cpu:5.2f} s"
+    span = r.elapsed if r.leased == r.n else STORM_DEADLINE
+    cpu = f"CPU: agents {r.cpu:5.2f} s ({r.cpu / span:4.2f} cores)"
     if r.store_cpu is not None:
-        cpu += f", etcd {r.store_cpu:5.2f} s"
-    print(f"  {'':28} {cpu} (of {os.cpu_count()} cores x the run's wall time)")
+        cpu += f", etcd {r.store_cpu:5.2f} s ({r.store_cpu / span:4.2f} cores)"
+    print(f"  {'':28} {cpu}; the machine has {os.cpu_count()}")
     for message, count in r.logs.most_common(3):
         print(f"  {'':28} logged {count}x: {message}")
 
@@ -574,7 +581,7 @@ def hand_vxlan(lab: Lab) -> Pair:
                 f"route add {other}.0/24 via {other}.0 dev flannel.1 onlink")
         host.sh(["bridge", "fdb", "append", peer_mac, "dev", "flannel.1", "dst", f.address[peer.name]])
         ends[host.name] = hand_container(lab, host, me, 1450)
-    return Pair("hand-built vxlan", ends["docker1"], ends["docker4"], f"{HAND_SUBNETS['docker4']}.2")
+    return Pair("by hand vxlan", ends["docker1"], ends["docker4"], f"{HAND_SUBNETS['docker4']}.2")
 
 
 def hand_host_gw(lab: Lab) -> Pair:
@@ -586,7 +593,7 @@ def hand_host_gw(lab: Lab) -> Pair:
     for host, peer in ((d1, d4), (d4, d1)):
         host.ip(f"route add {HAND_SUBNETS[peer.name]}.0/24 via {f.shared_address[peer.name]} dev eth1")
         ends[host.name] = hand_container(lab, host, HAND_SUBNETS[host.name], 1500)
-    return Pair("hand-built host-gw", ends["docker1"], ends["docker4"], f"{HAND_SUBNETS['docker4']}.2")
+    return Pair("by hand host-gw", ends["docker1"], ends["docker4"], f"{HAND_SUBNETS['docker4']}.2")
 
 
 def agent_failure(agent) -> str:

@@ -444,21 +444,18 @@ def test_fabric_option_puts_a_user_defined_bridge_on_the_lease(cookbook):
     assert until(lambda: container_ping(f, f.hosts[1], "c2", c1))
 
 
-def test_host_gw_dual_stack_leases_routes_and_containers(lab):
+def dual_stack(lab, backend: str):
+    """Two hosts with IPv4 and IPv6 on a shared segment, agents on it, a dual-stack network."""
     f = FabricLab(lab, hosts=2, shared=True)
     for i, host in enumerate(f.hosts):
         host.addr("eth1", f"fd00:10::{101 + i}/64")
     f.set_config('{"Network":"10.100.0.0/16","EnableIPv6":true,"IPv6Network":"fc00:100::/48",'
-                 '"Backend":{"Type":"host-gw"}}')
+                 f'"Backend":{{"Type":"{backend}"}}}}')
     f.start_all("--iface", "eth1")
-    d1, d2 = f.hosts
-    env1, env2 = f.wait_for_lease(d1), f.wait_for_lease(d2)
-    assert env1["FLANNEL_IPV6_NETWORK"] == "fc00:100::/48" and env1["FLANNEL_IPV6_SUBNET"].endswith("::1/64")
-    v6 = str(ipaddress.ip_interface(env2["FLANNEL_IPV6_SUBNET"]).network)
-    assert until(lambda: {r["dst"]: r for r in d1.ip_json("-6 route show dev eth1")}.get(v6, {}).get("gateway")
-                 == "fd00:10::102")
-    key = f.etcd.etcdctl("get", "--prefix", "--keys-only", "/coreos.com/network/subnets/").split()
-    assert any("&fc00:100:" in k for k in key)
+    return f, f.hosts, f.wait_for_lease(f.hosts[0]), f.wait_for_lease(f.hosts[1])
+
+
+def containers_reach_each_other_over_both_families(f: FabricLab, d1, d2) -> None:
     f.muslin(d1, "run", "-d", "--name", "c1", "--", "sleep", "3600")
     f.muslin(d2, "run", "-d", "--name", "c2", "--", "sleep", "3600")
     c1 = json.loads(f.muslin(d1, "inspect", "c1").stdout)[0]["Networks"]["bridge"]
@@ -468,15 +465,19 @@ def test_host_gw_dual_stack_leases_routes_and_containers(lab):
     assert until(lambda: container_ping(f, d2, "c2", c1["IPAddress"]), timeout=6)
 
 
+def test_host_gw_dual_stack_leases_routes_and_containers(lab):
+    f, (d1, d2), env1, env2 = dual_stack(lab, "host-gw")
+    assert env1["FLANNEL_IPV6_NETWORK"] == "fc00:100::/48" and env1["FLANNEL_IPV6_SUBNET"].endswith("::1/64")
+    v6 = str(ipaddress.ip_interface(env2["FLANNEL_IPV6_SUBNET"]).network)
+    assert until(lambda: {r["dst"]: r for r in d1.ip_json("-6 route show dev eth1")}.get(v6, {}).get("gateway")
+                 == "fd00:10::102")
+    key = f.etcd.etcdctl("get", "--prefix", "--keys-only", "/coreos.com/network/subnets/").split()
+    assert any("&fc00:100:" in k for k in key)
+    containers_reach_each_other_over_both_families(f, d1, d2)
+
+
 def test_vxlan_dual_stack_over_ipv4_and_ipv6_underlays(lab):
-    f = FabricLab(lab, hosts=2, shared=True)
-    for i, host in enumerate(f.hosts):
-        host.addr("eth1", f"fd00:10::{101 + i}/64")
-    f.set_config('{"Network":"10.100.0.0/16","EnableIPv6":true,"IPv6Network":"fc00:100::/48",'
-                 '"Backend":{"Type":"vxlan"}}')
-    f.start_all("--iface", "eth1")
-    d1, d2 = f.hosts
-    env1, env2 = f.wait_for_lease(d1), f.wait_for_lease(d2)
+    f, (d1, d2), env1, env2 = dual_stack(lab, "vxlan")
     assert env1["FLANNEL_MTU"] == "1430"  # fits both tunnels: IPv6's takes 70 bytes
     link6 = d1.ip_json("-d link show flannel-v6.1")[0]
     assert link6["linkinfo"]["info_data"]["local6"] == "fd00:10::101" and link6["mtu"] == 1430
@@ -484,12 +485,7 @@ def test_vxlan_dual_stack_over_ipv4_and_ipv6_underlays(lab):
     assert until(lambda: {r["dst"]: r for r in d1.ip_json("-6 route show dev flannel-v6.1")}.get(str(v6), {})
                  .get("gateway") == str(v6.network_address))
     assert fdb(d1, "flannel-v6.1") and set(fdb(d1, "flannel-v6.1").values()) == {"fd00:10::102"}
-    f.muslin(d1, "run", "-d", "--name", "c1", "--", "sleep", "3600")
-    f.muslin(d2, "run", "-d", "--name", "c2", "--", "sleep", "3600")
-    c1 = json.loads(f.muslin(d1, "inspect", "c1").stdout)[0]["Networks"]["bridge"]
-    assert until(lambda: f.muslin(d2, "exec", "c2", "--", "ping", "-6", "-c", "1", "-W", "2",
-                                  c1["GlobalIPv6Address"], check=False).returncode == 0)
-    assert until(lambda: container_ping(f, d2, "c2", c1["IPAddress"]), timeout=6)
+    containers_reach_each_other_over_both_families(f, d1, d2)
 
 
 def test_embedded_store_serves_agents_on_one_machine(lab):

@@ -99,22 +99,16 @@ def choose_external(
     """
     messages: list[str] = []
     chosen: Interface | None = None
-    if ifaces:
-        for wanted in ifaces:
-            chosen = _by_name_or_address(interfaces, wanted)
+    if ifaces or regexes:
+        flag, wanted, find = ("--iface", ifaces, _by_name_or_address) if ifaces else \
+            ("--iface-regex", regexes, _by_regex)
+        for each in wanted:  # the first that matches wins
+            chosen = find(interfaces, each)
             if chosen is not None:
                 break
-            messages.append(f"Could not find valid interface matching {wanted}")
+            messages.append(f"Could not find valid interface matching {each}")
         if chosen is None:
-            raise InvalidParameter(MSG_NO_MATCH + f" (--iface {', '.join(ifaces)})")
-    elif regexes:
-        for pattern in regexes:
-            chosen = _by_regex(interfaces, pattern)
-            if chosen is not None:
-                break
-            messages.append(f"Could not find valid interface matching {pattern}")
-        if chosen is None:
-            raise InvalidParameter(MSG_NO_MATCH + f" (--iface-regex {', '.join(regexes)})")
+            raise InvalidParameter(MSG_NO_MATCH + f" ({flag} {', '.join(wanted)})")
     elif can_reach:
         try:
             ip_address(can_reach)
