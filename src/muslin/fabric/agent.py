@@ -91,6 +91,8 @@ class Agent:
         self.config: FabricConfig | None = None
         self.status = "starting"
         self.ready = threading.Event()
+        self.failed = False  # a worker thread died: exit non-zero, so systemd restarts the agent
+        self._held: Lease | None = None  # the lease the backend was last configured for
         self._stop = threading.Event()
         self._lock = threading.Lock()  # the backend is driven from several threads
         self._threads: list[threading.Thread] = []
@@ -142,7 +144,7 @@ class Agent:
             self.ready.set()
             notify_systemd("READY=1")
             self._stop.wait()
-            return 0
+            return 1 if self.failed else 0
         finally:
             self._shutdown()
 
@@ -156,6 +158,7 @@ class Agent:
             target()
         except BaseException as e:  # a dead worker must not leave a half-working agent behind
             log.exception("the agent's %s thread failed: %s; stopping", name, e)
+            self.failed = True
             self.stop()
 
     def _shutdown(self) -> None:
@@ -208,6 +211,10 @@ class Agent:
 
     def _lease_changed(self, lease: Lease) -> None:
         """The lease manager holds a (new) lease: point the backend and masquerade at it."""
+        before, self._held = self._held, lease
+        if before is not None and (before.v4, before.v6) != (lease.v4, lease.v6):
+            log.warning("This host's subnet changed from %s to %s: networks created on the old one keep it "
+                        "until they are created again", _shown(before), _shown(lease))
         with self._lock:
             self.backend.configure(lease)
         if self.options.ip_masq:
