@@ -55,11 +55,11 @@ def run(*argv: str, check: bool = True, timeout: float = 60) -> subprocess.Compl
     return subprocess.run(argv, capture_output=True, text=True, check=check, timeout=timeout)
 
 
-def ip(ns: str, *lines: str) -> None:
+def ip(ns: str, *lines: str, check: bool = True) -> None:
     """``ip -n NS -batch -``: every change is made inside one of our namespaces."""
     assert ns.startswith("mpump-")
     subprocess.run(["ip", "-n", ns, "-batch", "-"], input="".join(line + "\n" for line in lines), text=True,
-                   check=True, capture_output=True)
+                   check=check, capture_output=True)
 
 
 def in_ns(ns: str, *argv: str) -> list[str]:
@@ -136,8 +136,8 @@ class Pumps:
             except Exception:  # noqa: BLE001 - a broken pump must not stop the teardown
                 stop(proc)
                 out[host] = {"stats": {}, "cpu": float("nan")}
-        for host in self.procs:
-            ip(self.names[host], "link del flannel0")  # the pump leaves it (persistent), the next variant starts clean
+        for host in self.procs:  # the pump leaves its device (persistent); the next variant starts clean
+            ip(self.names[host], "link del flannel0", check=False)
         return out
 
 
@@ -150,7 +150,7 @@ def vxlan_up(names: dict[str, str]) -> None:
 
 def vxlan_down(names: dict[str, str]) -> None:
     for host in HOSTS:
-        ip(names[host], "link del mpvx0")
+        ip(names[host], "link del mpvx0", check=False)
 
 
 # --- measures -------------------------------------------------------------------------------
@@ -226,6 +226,7 @@ def main() -> int:
     retr: dict[str, list[int]] = {v: [] for v in labels}
     ms: dict[str, list[float]] = {v: [] for v in labels}
     cpu: dict[str, list[float]] = {v: [] for v in variants}
+    batch: dict[str, list[tuple[float, float]]] = {v: [] for v in variants}  # a's packets/send, b's packets/write
     print(f"one TCP stream for {args.seconds:g} s, {args.pings} pings; median of {args.rounds} rounds; "
           f"underlay veth MTU {UNDERLAY_MTU}, flannel0 MTU {UNDERLAY_MTU - 28}, "
           f"txqueuelen {args.txqueuelen or 'default'}; {os.cpu_count()} CPUs\n")
@@ -251,6 +252,9 @@ def main() -> int:
                     finally:
                         done = pumps.close()
                     cpu[label].append(sum(d["cpu"] for d in done.values()))
+                    sa, sb = done["a"]["stats"], done["b"]["stats"]
+                    batch[label].append((sa.get("tx_packets", 0) / max(sa.get("tx_sends", 0), 1),
+                                         sb.get("rx_packets", 0) / max(sb.get("rx_writes", 0), 1)))
                     bad = {h: {k: v for k, v in d["stats"].items() if k.endswith(("errors", "failure")) and v}
                            for h, d in done.items()}
                     if any(bad.values()):
@@ -263,14 +267,19 @@ def main() -> int:
         teardown(names)
     ceiling = statistics.median(gbps["kernel vxlan"])
     ceiling_rtt = statistics.median(ms["kernel vxlan"])
-    print(f"\n{'path':16} {'Gbit/s':>7} {'(min-max)':>13} {'retrans':>8} {'rtt ms':>7} {'of vxlan':>9} {'pump CPU s':>11}")
+    print(f"\n{'path':16} {'Gbit/s':>7} {'(min-max)':>13} {'retrans':>8} {'rtt ms':>7} {'of vxlan':>9} "
+          f"{'pump CPU s':>11} {'pkts/send':>10} {'pkts/write':>11}")
     for label in labels:
         g, r = statistics.median(gbps[label]), statistics.median(ms[label])
-        c = f"{statistics.median(cpu[label]):11.1f}" if label in cpu else ""
+        extra = ""
+        if label in cpu:
+            extra = (f"{statistics.median(cpu[label]):11.1f} {statistics.median(b[0] for b in batch[label]):10.1f} "
+                     f"{statistics.median(b[1] for b in batch[label]):11.1f}")
         print(f"{label:16} {g:7.2f} {f'({min(gbps[label]):.2f}-{max(gbps[label]):.2f})':>13} "
-              f"{statistics.median(retr[label]):8.0f} {r:7.3f} {g / ceiling:8.1%} {c}")
+              f"{statistics.median(retr[label]):8.0f} {r:7.3f} {g / ceiling:8.1%} {extra}")
     print(f"\nrtt is the median of {args.pings} pings a -> b ({ceiling_rtt:.3f} ms through the kernel vxlan); "
-          "pump CPU is both hosts' pump processes, user + system, over the whole variant.")
+          "pump CPU is both hosts' pump processes, user + system, over the whole variant;\n"
+          "pkts/send: packets per sendmsg on a (the data's sender), pkts/write: packets per TUN write on b.")
     return 0
 
 

@@ -77,12 +77,6 @@ def open_queue(name: str, *, vnet_hdr: bool = False) -> int:
     return open_tun(name, multi_queue=True, vnet_hdr=vnet_hdr)
 
 
-def tun_name(fd: int) -> str:
-    """The name of the device a TUN fd is attached to (the kernel may have picked it, e.g. ``tun%d``)."""
-    raw = fcntl.ioctl(fd, TUNGETIFF, bytes(_IFREQ.size))
-    return _IFREQ.unpack(raw)[0].rstrip(b"\0").decode()
-
-
 def tun_flags(fd: int) -> int:
     """The device's IFF_* flags, e.g. to tell whether it was created multi-queue."""
     raw = fcntl.ioctl(fd, TUNGETIFF, bytes(_IFREQ.size))
@@ -97,8 +91,3 @@ def set_persist(fd: int, persist: bool = True) -> None:
 def set_queue_enabled(fd: int, enabled: bool) -> None:
     """Attach or detach one queue of a multi-queue device; a detached queue gets no packets."""
     fcntl.ioctl(fd, TUNSETQUEUE, _IFREQ.pack(b"", IFF_ATTACH_QUEUE if enabled else IFF_DETACH_QUEUE))
-
-
-def set_nonblocking(fd: int, nonblocking: bool = True) -> None:
-    """O_NONBLOCK on the fd: lets a reader drain everything queued, then wait in poll()."""
-    os.set_blocking(fd, not nonblocking)
