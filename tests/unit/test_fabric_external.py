@@ -12,7 +12,7 @@ from muslin.fabric.env import fabric_bridge, subnet_file_path
 from muslin.fabric.external import MSG_NO_MATCH, choose_external
 from muslin.fabric.options import agent_options
 from muslin.kernel import Interface, Route
-from muslin.kernel.firewall import BridgeRules, render, render_fabric_masq
+from muslin.kernel.firewall import BridgeRules, FabricRules, render, render_fabric
 
 IFACES = [
     Interface(1, "lo", True, 65536, ("127.0.0.1/8", "::1/128")),
@@ -108,12 +108,27 @@ def test_fabric_bridge_takes_subnet_gateway_mtu_and_masquerade_from_subnet_env()
     assert subnet_file_path("/other/subnet.env", {}) == "/other/subnet.env"
 
 
-def test_fabric_masq_rules_and_bridge_nat_exemption():
-    doc = render_fabric_masq(ip_network("10.100.0.0/16"), ip_network("10.100.15.0/24"))
-    rules = [c["add"]["rule"]["expr"] for c in doc["nftables"] if "rule" in c.get("add", {})]
-    assert len(rules) == 4 and rules[0][-1] == {"return": None}
-    assert rules[1][-1] == {"masquerade": {"flags": ["fully-random"]}}
-    assert not [c for c in render_fabric_masq(None, None)["nftables"] if "rule" in c.get("add", {})]
+def rules_of(doc: dict, chain: str, family: str = "ip") -> list[list[dict]]:
+    return [c["add"]["rule"]["expr"] for c in doc["nftables"]
+            if c.get("add", {}).get("rule", {}).get("chain") == chain and c["add"]["rule"]["family"] == family]
+
+
+def test_fabric_rules_notrack_inside_the_fabric_and_masquerade_only_when_asked():
+    base = dict(network=ip_network("10.100.0.0/16"), subnet=ip_network("10.100.15.0/24"), own="10.100.15.0")
+    doc = render_fabric(FabricRules(**base, tunnel_port=8472))
+    pre = rules_of(doc, "prerouting")
+    assert pre[0][-1] == {"notrack": None}
+    assert {"match": {"op": "!=", "left": {"payload": {"protocol": "ip", "field": "daddr"}},
+                      "right": "10.100.15.0"}} in pre[0]  # replies to masqueraded traffic stay tracked
+    assert pre[1][0]["match"]["right"] == 8472 and rules_of(doc, "output") == [pre[1]]
+    assert not rules_of(doc, "postrouting") and not rules_of(doc, "prerouting", "ip6")
+    masq = rules_of(render_fabric(FabricRules(**base, masquerade=True)), "postrouting")
+    assert len(masq) == 4 and masq[0][-1] == {"return": None}
+    assert masq[1][-1] == {"masquerade": {"flags": ["fully-random"]}}
+    assert not [c for c in render_fabric(None)["nftables"] if "rule" in c.get("add", {})]
+
+
+def test_bridge_nat_exemption():
     nat = render([BridgeRules("muslin0", (ip_network("10.100.15.0/24"),), nat_exempt=(ip_network("10.100.0.0/16"),))])
     masq = [c["add"]["rule"]["expr"] for c in nat["nftables"]
             if c.get("add", {}).get("rule", {}).get("chain") == "postrouting"][0]

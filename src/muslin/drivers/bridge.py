@@ -126,6 +126,5 @@ class BridgeDriver:
             masquerade=network.option_bool(MASQUERADE_OPTION, True),
             icc=network.option_bool(ICC_OPTION, True),
             internal=network.internal,
-            nat_exempt=tuple(ipaddress.ip_network(n) for n in network.driver_state.get("fabric_networks", ())
-                             if ":" not in n),
+            nat_exempt=tuple(ipaddress.ip_network(n) for n in network.driver_state.get("fabric_networks", ())),
         )]

@@ -217,12 +217,16 @@ class Agent:
                         "until they are created again", _shown(before), _shown(lease))
         with self._lock:
             self.backend.configure(lease)
-        if self.options.ip_masq:
-            c = self.manager.config
-            self.host.apply_fabric_masq(c.network if lease.v4 else None, lease.v4,
-                                        c.ipv6_network if lease.v6 else None, lease.v6)
-        else:
-            self.host.apply_fabric_masq(None, None)
+        from muslin.kernel.firewall import FabricRules
+
+        c = self.manager.config
+        tunnel = c.backend.effective_port if c.backend.kind in ("vxlan", "udp") else None
+        own = str(lease.v4.network_address) if lease.v4 and tunnel else None
+        own6 = str(lease.v6.network_address) if lease.v6 and tunnel else None
+        self.host.apply_fabric_rules(FabricRules(
+            network=c.network if lease.v4 else None, subnet=lease.v4, own=own,
+            network6=c.ipv6_network if lease.v6 else None, subnet6=lease.v6, own6=own6,
+            masquerade=self.options.ip_masq, tunnel_port=tunnel))
 
     # -- the threads -----------------------------------------------------------------------
 

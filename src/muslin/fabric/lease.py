@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import tempfile
 import threading
 import time
@@ -285,6 +286,8 @@ class LeaseManager:
             if isinstance(e, StoreRefused):
                 raise  # wrong credentials or certificates: retrying will not help
             log.error("failed to acquire lease: %s", e)
+            if e.message == MSG_MAX_RETRIES:  # a crowd racing for subnets: come back soon, not in step
+                return random.uniform(0.05, 0.5)
             return OUT_OF_SUBNETS_RETRY
 
     def acquire(self) -> Lease | None:

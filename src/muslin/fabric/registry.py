@@ -24,6 +24,8 @@ certificates -- retrying will not help), :class:`ConfigMissing`, :class:`LeaseEx
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import logging
 import posixpath
 import random
@@ -223,10 +225,19 @@ def check_ttl(ttl: float) -> float:
 def decode_lease(key: str, value: str | bytes, expiration: float | None) -> Lease | None:
     """The lease a key and value hold, or None (logged) when Flannel would skip it."""
     try:
-        return parse_lease(key, value, expiration)
+        lease = _parsed(key, value)
     except InvalidParameter as e:
         log.warning("ignoring bad subnet node %s: %s", key, e)
         return None
+    return lease if expiration is None else dataclasses.replace(lease, expiration=expiration)
+
+
+@functools.lru_cache(maxsize=4096)
+def _parsed(key: str, value: str | bytes) -> Lease:
+    """Every listing holds every lease, mostly unchanged since the last one: each distinct
+    key and value is decoded once (Go-compatible decoding is not cheap in Python). The
+    Lease is immutable, its attributes shared: nobody may change them."""
+    return parse_lease(key, value, None)
 
 
 def removed_lease(key: str, last_value: str | bytes | None) -> Lease | None:

@@ -725,11 +725,11 @@ class Namespace:
         firewall.apply(self.nft(), networks, table)
 
     @_in_worker
-    def apply_fabric_masq(self, network, subnet, network6=None, subnet6=None) -> None:
-        """The fabric's ``--ip-masq`` rules for this host's lease; all None removes them."""
+    def apply_fabric_rules(self, rules) -> None:
+        """The fabric agent's tables (``firewall.FabricRules``; None removes them)."""
         from muslin.kernel import firewall
 
-        self.nft().json_cmd(firewall.render_fabric_masq(network, subnet, network6, subnet6))
+        self.nft().json_cmd(firewall.render_fabric(rules))
 
     # -- helpers ----------------------------------------------------------------
 
