@@ -283,7 +283,9 @@ class EtcdRegistry(Registry):
         reason = _reason(error)
         if isinstance(error, requests.exceptions.SSLError):
             return _Refusal(_tls_advice(reason, self._cert is not None))
-        if endpoint.startswith("http://") and "closed connection without response" in reason:
+        # a TLS server that got plain HTTP hangs up: with or without reading it first
+        if endpoint.startswith("http://") and ("closed connection without response" in reason
+                                               or "Connection reset by peer" in reason):
             reason += " (if this endpoint uses TLS, write it https://)"
         return _Unreachable(reason)
 
