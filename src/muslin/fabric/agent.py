@@ -33,6 +33,7 @@ from muslin.fabric.config import FabricConfig
 from muslin.fabric.lease import DEFAULT_RENEW_MARGIN, LeaseManager
 from muslin.fabric.registry import Registry
 from muslin.fabric.subnets import Lease
+from muslin.kernel.firewall import FabricRules
 
 __all__ = ["AgentOptions", "Agent", "RECONCILE_INTERVAL", "notify_systemd"]
 
@@ -69,12 +70,6 @@ def notify_systemd(state: str) -> bool:
     except OSError as e:
         log.warning("could not notify systemd (%s): %s", path, e)
         return False
-
-
-def _shown(lease: Lease | None) -> str:
-    if lease is None:
-        return ""
-    return ", ".join(str(n) for n in (lease.v4, lease.v6) if n is not None)
 
 
 class Agent:
@@ -136,7 +131,7 @@ class Agent:
             self._set_status("acquiring a lease")
             if self.manager.acquire() is None:
                 return 0
-            self._set_status(f"lease {_shown(self.manager.lease)}, {config.backend.kind} backend")
+            self._set_status(f"lease {self.manager.lease}, {config.backend.kind} backend")
             log.info("Watching for new subnet leases")
             self._spawn("leases", self._watch_remote)
             self._spawn("lease-keeper", self._keep_lease)
@@ -214,11 +209,9 @@ class Agent:
         before, self._held = self._held, lease
         if before is not None and (before.v4, before.v6) != (lease.v4, lease.v6):
             log.warning("This host's subnet changed from %s to %s: networks created on the old one keep it "
-                        "until they are created again", _shown(before), _shown(lease))
+                        "until they are created again", before, lease)
         with self._lock:
             self.backend.configure(lease)
-        from muslin.kernel.firewall import FabricRules
-
         c = self.manager.config
         tunnel = c.backend.effective_port if c.backend.kind in ("vxlan", "udp") else None
         own = str(lease.v4.network_address) if lease.v4 and tunnel else None
@@ -241,7 +234,7 @@ class Agent:
                     elif event.kind == "synced":
                         self.backend.synced()
                 except MuslinError as e:  # one bad lease must not stop the others being served
-                    log.error("handling %s of %s: %s", event.kind, _shown(event.lease), e)
+                    log.error("handling %s of %s: %s", event.kind, event.lease or "the leases", e)
 
     def _keep_lease(self) -> None:
         assert self.manager is not None
@@ -264,7 +257,7 @@ class Agent:
         lease = self.manager.lease if self.manager is not None else None
         body = {
             "status": "ok" if self.ready.is_set() and lease is not None else self.status,
-            "lease": _shown(lease) or None,
+            "lease": str(lease) if lease is not None else None,
             "backend": self.config.backend.kind if self.config else None,
             "interface": self.ext.name if self.ext else None,
             "publicIP": str(self.ext.ext_addr) if self.ext and self.ext.ext_addr else None,

@@ -95,10 +95,6 @@ def write_atomically(path: str, text: str, mode: int = 0o644) -> None:
         raise
 
 
-def _shown(lease: Lease) -> str:
-    return ", ".join(str(net) for net in (lease.v4, lease.v6) if net is not None)
-
-
 class LeaseManager:
     """One host's lease. ``run()`` acquires and keeps it until ``stop()``; the steps it is
     made of (``wait_for_config``, ``acquire``, ``tick``) can be driven one by one.
@@ -261,7 +257,7 @@ class LeaseManager:
         self.lease = lease
         self._wanted = None
         self.expires_at = None if lease.is_reservation else self._clock() + self.ttl
-        log.info("Lease acquired: %s", _shown(lease))
+        log.info("Lease acquired: %s", lease)
         if self.subnet_file:
             write_atomically(self.subnet_file,
                              render_subnet_env(config, lease.v4, lease.v6, self.mtu, self.ip_masq))
@@ -330,7 +326,7 @@ class LeaseManager:
             if not self._still_ours():
                 lost = self.lease
                 log.warning("Lease %s was removed from the store behind our back, acquiring again",
-                            _shown(lost))
+                            lost)
                 self._wanted = (lost.v4, lost.v6)
                 self.lease = None
                 self.expires_at = None
@@ -339,7 +335,7 @@ class LeaseManager:
             if self.expires_at is not None and self._clock() >= self.expires_at - self.renew_margin:
                 self._renew()
         except StoreUnavailable as e:  # keep the lease: the store is gone, not our subnet
-            return self._outage(f"keeping lease {_shown(self.lease)}, store unavailable", e)
+            return self._outage(f"keeping lease {self.lease}, store unavailable", e)
         self._outage_delays = backoff(1.0, 30.0)
         return self._next_delay()
 
@@ -412,10 +408,10 @@ class LeaseManager:
     @staticmethod
     def _added(lease: Lease, revision: int) -> LeaseEvent:
         via = lease.attrs.public_ip or lease.attrs.public_ipv6
-        log.info("Subnet added: %s via %s", _shown(lease), via)
+        log.info("Subnet added: %s via %s", lease, via)
         return LeaseEvent("added", lease, revision)
 
     @staticmethod
     def _removed(lease: Lease, revision: int) -> LeaseEvent:
-        log.info("Subnet removed: %s", _shown(lease))
+        log.info("Subnet removed: %s", lease)
         return LeaseEvent("removed", lease, revision)

@@ -228,6 +228,10 @@ class Lease:
     def __hash__(self) -> int:
         return hash((self.v4, self.v6))
 
+    def __str__(self) -> str:
+        """Its subnets, as the log lines show them: ``10.100.15.0/24, fc00::/64``."""
+        return ", ".join(str(n) for n in (self.v4, self.v6) if n is not None)
+
 
 def parse_lease(key: str, value: str | bytes, expiration: float | None = None) -> Lease:
     """A lease from its key and value; InvalidParameter (the reason Flannel would skip it,

@@ -649,18 +649,18 @@ class Namespace:
         if found:
             self._quietly(f"delete neighbour {ip} on {dev}", self.ipr.neigh, "del", dst=ip, ifindex=found[0])
 
+    def _neighbour_entries(self, dev: str, families: tuple[int, ...]) -> list:
+        """The neighbour table entries of ``dev`` in ``families`` (AF_BRIDGE: its FDB)."""
+        found = self.ipr.link_lookup(ifname=dev)
+        if not found:
+            return []
+        return [m for family in families for m in self.ipr.get_neighbours(family=family, ifindex=found[0])]
+
     @_in_worker
     def permanent_neighbours(self, dev: str) -> dict[str, str]:
         """The permanent neighbour entries on ``dev``: IP -> MAC."""
-        found = self.ipr.link_lookup(ifname=dev)
-        if not found:
-            return {}
-        out = {}
-        for family in (2, 10):
-            for m in self.ipr.get_neighbours(family=family, ifindex=found[0]):
-                if m["state"] & NUD_PERMANENT and m.get_attr("NDA_DST"):
-                    out[m.get_attr("NDA_DST")] = m.get_attr("NDA_LLADDR")
-        return out
+        return {m.get_attr("NDA_DST"): m.get_attr("NDA_LLADDR") for m in self._neighbour_entries(dev, (2, 10))
+                if m["state"] & NUD_PERMANENT and m.get_attr("NDA_DST")}
 
     @_in_worker
     def set_fdb(self, dev: str, mac: str, dst: str) -> None:
@@ -677,15 +677,8 @@ class Namespace:
     @_in_worker
     def fdb(self, dev: str) -> dict[str, str]:
         """The static FDB entries of a vxlan device: MAC -> VTEP address."""
-        found = self.ipr.link_lookup(ifname=dev)
-        if not found:
-            return {}
-        out = {}
-        for m in self.ipr.get_neighbours(family=AF_BRIDGE, ifindex=found[0]):
-            mac, dst = m.get_attr("NDA_LLADDR"), m.get_attr("NDA_DST")
-            if mac and dst:
-                out[mac] = dst
-        return out
+        return {m.get_attr("NDA_LLADDR"): m.get_attr("NDA_DST") for m in self._neighbour_entries(dev, (AF_BRIDGE,))
+                if m.get_attr("NDA_LLADDR") and m.get_attr("NDA_DST")}
 
     def _quietly(self, what: str, fn, *args, **kwargs) -> None:
         """An idempotent delete: what is already gone is success."""

@@ -98,16 +98,15 @@ class FabricLab:
     def set_config(self, text: str) -> None:
         self.muslin(self.hosts[0], "fabric", "config", "set", *self.store_args(), text)
 
-    def wait_for_lease(self, host: Host, agent: Process | None = None, timeout: float = 20.0,
-                       previous: str | None = None) -> dict[str, str]:
-        """subnet.env once the agent wrote it (a different one than ``previous``, if given)."""
+    def wait_for_lease(self, host: Host, agent: Process | None = None, timeout: float = 20.0) -> dict[str, str]:
+        """subnet.env once the agent wrote it."""
         deadline = time.monotonic() + timeout
         path = self.subnet_file(host)
         while True:
             try:
                 with open(path) as f:
                     text = f.read()
-                if text and text != previous:
+                if text:
                     return parse_subnet_env(text)
             except FileNotFoundError:
                 pass

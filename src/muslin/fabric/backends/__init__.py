@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from ipaddress import IPv4Network, IPv6Network
 from typing import Any, Protocol
 
 from muslin.errors import InvalidParameter, KernelError
@@ -98,10 +97,6 @@ class Forwarding:
 Entry = Route | Neighbour | Forwarding
 
 
-def _shown(lease: Lease) -> str:
-    return ", ".join(str(n) for n in (lease.v4, lease.v6) if n is not None)
-
-
 class PeerBackend:
     """Flannel's "a set of kernel entries per remote lease" (its RouteNetwork), shared by
     vxlan and host-gw: a subclass says which entries a lease needs (``entries``), this
@@ -113,7 +108,6 @@ class PeerBackend:
         self.host = host
         self.ext = ext
         self.config = config
-        self.own: Lease | None = None
         self.peers: dict[str, list[Entry]] = {}  # lease key -> the entries it needs
         self._failed: set[str] = set()  # leases whose entries the kernel refused (logged once)
         self._synced = False
@@ -125,7 +119,7 @@ class PeerBackend:
 
     def accepts(self, lease: Lease) -> bool:
         if lease.attrs.backend_type != self.kind:
-            log.warning("ignoring non-%s subnet(%s): type=%s", self.kind, _shown(lease), lease.attrs.backend_type)
+            log.warning("ignoring non-%s subnet(%s): type=%s", self.kind, lease, lease.attrs.backend_type)
             return False
         return True
 
@@ -136,7 +130,7 @@ class PeerBackend:
     # -- the protocol ------------------------------------------------------------------------
 
     def configure(self, lease: Lease) -> None:
-        self.own = lease
+        pass  # routes to the others do not depend on this host's subnet
 
     def add(self, lease: Lease) -> None:
         old = self.peers.pop(lease.key, None)
@@ -147,7 +141,7 @@ class PeerBackend:
         try:
             wanted = self.entries(lease)
         except InvalidParameter as e:
-            log.warning("ignoring subnet %s: %s", _shown(lease), e)
+            log.warning("ignoring subnet %s: %s", lease, e)
             if old:
                 self._unprogram(old)
             return
@@ -278,7 +272,3 @@ def make_backend(host: Namespace, ext: ExternalInterface, config: FabricConfig) 
     from muslin.fabric.backends.udp import UdpBackend
 
     return UdpBackend(host, ext, config)
-
-
-def family_subnets(lease: Lease) -> list[IPv4Network | IPv6Network]:
-    return [n for n in (lease.v4, lease.v6) if n is not None]

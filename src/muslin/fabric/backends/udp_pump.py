@@ -144,7 +144,7 @@ def _views(shm, cfg):
 
 
 def _make_sender(sock, ctl):
-    """A function sending one batch: None when it all went out, else (packets, bytes) that did.
+    """A function sending one batch; returns the (packets, bytes) that went out.
 
     A batch the kernel refuses as such (EIO: the egress device cannot checksum, as UDP GSO
     needs; EMSGSIZE: a packet plus 28 bytes exceeds the route's MTU, so each datagram must
@@ -167,7 +167,7 @@ def _make_sender(sock, ctl):
                     if c is None:
                         c = cmsgs[seg] = [(SOL_UDP, UDP_SEGMENT, struct.pack("H", seg))]
                     sendmsg([view], c, 0, dest)
-                return None
+                return count, len(view)
             except BlockingIOError:  # socket buffer full: wait for room (back-pressure), or stop
                 for fd, _ in room.poll():
                     if fd == ctl:
@@ -233,16 +233,13 @@ def _tx_loop(tun: int, sock: socket.socket, ctl: int, shm, cfg: dict) -> None:
                     raise
                 # drained: send what is held, then sleep
                 if count:
-                    r = send(mv[:off], seg, count, dest)
+                    sent, sent_bytes = send(mv[:off], seg, count, dest)
                     sends += 1
-                    if r is None:
-                        pkts += count
-                        nbytes += off
-                    else:
-                        pkts += r[0]
-                        nbytes += r[1]
-                        errors += count - r[0]
-                        max_count = max_count if send.gso else 1
+                    pkts += sent
+                    nbytes += sent_bytes
+                    errors += count - sent
+                    if not send.gso:
+                        max_count = 1
                     off = count = 0
                 c[TX_PACKETS:TX_ERRORS + 1] = array("Q", (pkts, nbytes, sends, no_peer, bad, errors))
                 for fd, _ in idle.poll():
@@ -273,16 +270,13 @@ def _tx_loop(tun: int, sock: socket.socket, ctl: int, shm, cfg: dict) -> None:
                     if n == seg and off + seg <= max_dgram:
                         continue
                     n = 0  # a shorter packet ends the batch, as does a full one
-                r = send(mv[:off], seg, count, dest)
+                sent, sent_bytes = send(mv[:off], seg, count, dest)
                 sends += 1
-                if r is None:
-                    pkts += count
-                    nbytes += off
-                else:
-                    pkts += r[0]
-                    nbytes += r[1]
-                    errors += count - r[0]
-                    max_count = max_count if send.gso else 1
+                pkts += sent
+                nbytes += sent_bytes
+                errors += count - sent
+                if not send.gso:
+                    max_count = 1
                 if not n:
                     off = count = 0
                     continue

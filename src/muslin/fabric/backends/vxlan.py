@@ -96,7 +96,6 @@ class VxlanBackend(PeerBackend):
         return data, data6
 
     def configure(self, lease: Lease) -> None:
-        super().configure(lease)
         if self.v4 and lease.v4 is not None:
             self.host.set_addresses(self.device, [f"{lease.v4.network_address}/32"])
         if self.v6 and lease.v6 is not None:
