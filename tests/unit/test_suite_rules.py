@@ -1,5 +1,6 @@
 """The suite's own rules, in a pytest run of their own with tests/conftest.py: every skip is a
-warning with its reason (also one reported from the kernel lane's VM)."""
+warning with its reason (also one reported from the kernel lane's VM), and no test can hang the
+run (pytest-timeout), while the lane's batch in the VM has an allowance of its own."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ SRC = TESTS.parent / "src"
 INI = """
 [pytest]
 markers = kernel_features(*names): needs these kernel features
+timeout = 2
 """
 
 SKIPS = """
@@ -48,6 +50,8 @@ pytest.skip("reason four", allow_module_level=True)
 """
 
 LANE = """
+import threading
+
 import pytest
 
 @pytest.mark.kernel_features("dummy")
@@ -57,15 +61,21 @@ def test_skips_in_the_guest():
 @pytest.mark.kernel_features("dummy")
 def test_passes_in_the_guest():
     pass
+
+def test_hangs():
+    threading.Event().wait()
 """
 
-# Stands in for the VM: the guest skips one test and passes the other, and its reports come back
-# as the real guest's do.
+# Stands in for the VM: the guest "runs" longer than the suite's per-test timeout, skips one
+# test and passes the other, and its reports come back as the real guest's do.
 FAKE_GUEST = """
+import time
+
 import pytest
 from kernel_lane import GuestRun, KernelLane
 
 def _run_guest(self):
+    time.sleep(3)
     reports = {}
     for nodeid in self.delegated:
         path, name = nodeid.split("::")
@@ -112,3 +122,14 @@ def test_an_expected_failure_is_no_skip(run):
 
 def test_a_skip_in_the_kernel_lane_guest_warns_here(run):
     assert "PytestWarning: SKIPPED: the guest's own reason" in run, run
+
+
+def test_a_hanging_test_fails_while_the_lane_batch_has_its_own_allowance(run):
+    assert "FAILED test_lane.py::test_hangs - Failed: Timeout" in run, run
+    # the guest took longer than the per-test timeout, and both its tests report what it said
+    assert "1 failed, 1 passed, 5 skipped, 1 xfailed" in run, run
+
+
+def test_the_suite_has_a_per_test_timeout(pytestconfig):
+    assert pytestconfig.pluginmanager.hasplugin("timeout"), "pytest-timeout is not installed (.[test] extras)"
+    assert float(pytestconfig.getini("timeout")) > 0
