@@ -244,32 +244,48 @@ def topo():
         t.teardown()
 
 
-@pytest.fixture
-def host(topo):
-    yield topo.host
-    topo.host.remove()
+BRNF_SYSCTLS = ("net.bridge.bridge-nf-call-iptables", "net.bridge.bridge-nf-call-ip6tables")
 
 
-def _have_brnf(topo) -> bool:
+def _have_brnf() -> bool:
     return os.path.exists("/proc/sys/net/bridge/bridge-nf-call-iptables")
 
 
+def sysctls(ns: str) -> dict[str, str]:
+    """The br_netfilter sysctls of namespace `ns` (none without br_netfilter)."""
+    if not _have_brnf():
+        return {}
+    return {k: sh("ip", "netns", "exec", ns, "sysctl", "-n", k).strip() for k in BRNF_SYSCTLS}
+
+
+def set_sysctls(ns: str, values: dict[str, str]) -> None:
+    sh("ip", "netns", "exec", ns, "sysctl", "-qw", *(f"{k}={v}" for k, v in values.items()))
+
+
+@pytest.fixture
+def host(topo):
+    """The host's firewall, emptied after the test; its sysctls must be as the test found them
+    (the namespace serves the whole module)."""
+    before = sysctls(topo.ns["host"])
+    yield topo.host
+    topo.host.remove()
+    assert sysctls(topo.ns["host"]) == before, "the test left the host namespace's sysctls changed"
+
+
 @pytest.fixture(params=["br_netfilter-off", "br_netfilter-on"])
-def brnf(request, topo):
+def brnf(request, topo, host):
     """Run with br_netfilter's iptables calls off or on, *in the test's host namespace only* (per-netns sysctls)."""
     on = request.param.endswith("on")
-    if not _have_brnf(topo):
+    if not _have_brnf():
         if on:
             pytest.skip("br_netfilter not available")
         yield False
         return
     h = topo.ns["host"]
-    val = "1" if on else "0"
-    for k in ("bridge-nf-call-iptables", "bridge-nf-call-ip6tables"):
-        sh("ip", "netns", "exec", h, "sysctl", "-qw", f"net.bridge.{k}={val}")
+    before = sysctls(h)
+    set_sysctls(h, {k: "1" if on else "0" for k in BRNF_SYSCTLS})
     yield on
-    for k in ("bridge-nf-call-iptables", "bridge-nf-call-ip6tables"):
-        sh("ip", "netns", "exec", h, "sysctl", "-qw", f"net.bridge.{k}=1")
+    set_sysctls(h, before)
 
 
 # ---------------------------------------------------------------- traffic
