@@ -539,12 +539,13 @@ def test_context_refuses_other_namespace_threads(host):
 
 
 def test_apply_timing(topo, capsys):
-    """Median time of one apply() (re-apply over an existing rule set), in a namespace of its own."""
+    """Median time of one apply() (re-apply over an existing rule set), in a namespace of its own;
+    it grows with the number of networks no faster than linearly."""
     h = NftHost(topo.ns["time"])
     try:
         h.w.call(fw.bridge_meta_supported, h.nft)  # probe once, outside the timing
         res = {}
-        for count in (1, 100):
+        for count in (1, 50, 200):
             nets = [fw.BridgeRules(f"br-{i:012x}", (N(f"10.{100 + i // 256}.{i % 256}.0/24"),
                                                    N(f"fd32:{i:x}::/64")),
                                    icc=i % 3 != 0, internal=i % 10 == 5) for i in range(count)]
@@ -562,7 +563,8 @@ def test_apply_timing(topo, capsys):
             for count, (first, med) in res.items():
                 print(f"\n  apply() with {count:3d} networks: first {first * 1e3:.2f} ms, "
                       f"re-apply median {med * 1e3:.2f} ms", end="")
-        assert res[100][1] < 2.0
+        # 4x the networks: at most 8x the time (twice linear), measured against each other in one run
+        assert res[200][1] < 8 * res[50][1], res
     finally:
         h.remove()
         h.close()
