@@ -210,9 +210,12 @@ class Topo:
             # expected to pass: up to 3 tries (first neighbour resolution); expected blocked: 2 probes
             args += ["-c", "3", "-i", "0.2", "-W", "2"] if want else ["-c", "2", "-i", "0.2", "-W", "1"]
             procs[(src, dst)] = subprocess.Popen(args + [dst], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        got = {k: p.wait() == 0 for k, p in procs.items()}
+        codes = {k: p.wait() for k, p in procs.items()}
+        # ping exits 1 when no reply came; anything else is a probe that never ran, not "blocked"
+        broken = {f"{s} -> {d}": f"ping exited {code}" for (s, d), code in codes.items() if code not in (0, 1)}
+        assert not broken, broken
         wrong = {f"{s} -> {d}": f"expected {'reply' if checks[(s, d)] else 'blocked'}"
-                 for (s, d), ok in got.items() if ok != checks[(s, d)]}
+                 for (s, d), code in codes.items() if (code == 0) != checks[(s, d)]}
         assert not wrong, wrong
 
 
