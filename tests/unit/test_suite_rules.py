@@ -18,7 +18,7 @@ SRC = TESTS.parent / "src"
 INI = """
 [pytest]
 markers = kernel_features(*names): needs these kernel features
-timeout = 2
+timeout = 1
 """
 
 SKIPS = """
@@ -63,7 +63,7 @@ def test_passes_in_the_guest():
     pass
 
 def test_hangs():
-    threading.Event().wait()
+    threading.Event().wait(20)  # bounded all the same: without pytest-timeout this run must end too
 """
 
 # Stands in for the VM: the guest "runs" longer than the suite's per-test timeout, skips one
@@ -75,7 +75,7 @@ import pytest
 from kernel_lane import GuestRun, KernelLane
 
 def _run_guest(self):
-    time.sleep(3)
+    time.sleep(1.5)
     reports = {}
     for nodeid in self.delegated:
         path, name = nodeid.split("::")
