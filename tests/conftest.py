@@ -1,7 +1,9 @@
 """Shared fixtures: a namespace lab per test, and a guard that the root namespace is never touched.
 
 Kernel tests (marked `kernel`, or anywhere under tests/integration, or using `lab`) need
-root and iproute2; without them they are skipped with the reason, and a warning says so.
+root and iproute2; without them they are skipped with the reason. Every skip, whatever its
+cause (here, in a test module, or in the kernel lane's VM), also becomes a warning that names
+the test and the reason: a skipped test is never passed silently.
 """
 
 from __future__ import annotations
@@ -54,8 +56,32 @@ def kernel_env() -> None:
     """Skip every kernel test, loudly and with the reason, when this machine cannot run them."""
     problem = _kernel_env_problem()
     if problem:
-        warnings.warn(f"KERNEL TESTS SKIPPED: {problem}", pytest.PytestWarning, stacklevel=1)
         pytest.skip(f"kernel tests skipped: {problem}")
+
+
+def skip_reason(report: pytest.TestReport | pytest.CollectReport) -> tuple[str, int | None, str]:
+    """(path, line, reason) of a skipped test or module, as `-rs` shows them."""
+    if isinstance(report.longrepr, tuple):
+        path, lineno, reason = report.longrepr
+    else:  # a skip pytest did not locate: the test's own place
+        path, lineno, reason = report.fspath, None, str(report.longrepr)
+    return str(path), lineno, reason.removeprefix("Skipped: ")
+
+
+def warn_skipped(report: pytest.TestReport | pytest.CollectReport) -> None:
+    """A warning at the skip's place, with its reason, for the summary (xfail is no skip)."""
+    if not report.skipped or hasattr(report, "wasxfail"):
+        return
+    path, lineno, reason = skip_reason(report)
+    warnings.warn_explicit(f"SKIPPED: {reason}", pytest.PytestWarning, path, lineno or 0)
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    warn_skipped(report)  # also a delegated test's, reported from the kernel lane's VM
+
+
+def pytest_collectreport(report: pytest.CollectReport) -> None:
+    warn_skipped(report)  # a whole module skipped
 
 
 def _root_snapshot() -> dict[str, str]:

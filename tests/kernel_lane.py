@@ -18,6 +18,10 @@ $MUSLIN_KERNEL_LANE, or --kernel-lane: ``auto`` (default) delegates what this ke
 ``always`` delegates every marked test (to test the lane itself); ``off`` never boots and
 skips those tests instead. The lane sets ``guest`` for the run inside the VM, where marked
 tests simply run. $MUSLIN_KERNEL_LANE_TIMEOUT caps the guest's run, in seconds.
+
+With pytest-timeout, the first delegated test (which runs the whole batch in the VM) may take
+the boot, the guest's run and a margin instead of the suite's per-test timeout; in the guest,
+each test has the suite's per-test timeout, so one that hangs fails there and the rest still run.
 """
 
 from __future__ import annotations
@@ -38,6 +42,8 @@ REPORTS_ENV = "MUSLIN_KERNEL_LANE_REPORTS"  # set in the guest: where it writes 
 TIMEOUT_ENV = "MUSLIN_KERNEL_LANE_TIMEOUT"
 MODES = ("auto", "always", "off")
 GUEST = "guest"
+BOOT_TIMEOUT = 120  # seconds the VM may take to boot
+TIMEOUT_PLUGIN = "timeout"  # pytest-timeout, under the name its entry point registers
 
 #: feature -> iproute2 commands that need it; each probe runs in a fresh namespace holding a veth pair p0/p1
 FEATURES = {
@@ -172,6 +178,15 @@ class KernelLane:
             lacking = needed if self.mode == "always" else tuple(f for f in needed if not kernel_has(f))
             if lacking:
                 self.delegated[item.nodeid] = lacking
+        if self.delegated and self.config.pluginmanager.hasplugin(TIMEOUT_PLUGIN):
+            allowance = BOOT_TIMEOUT + self._guest_timeout() + 60  # the VM killed and cleaned up: a minute
+            for item in session.items:
+                if item.nodeid in self.delegated:
+                    item.add_marker(pytest.mark.timeout(allowance))
+
+    def _guest_timeout(self) -> float:
+        """Seconds the guest's pytest may run (after the boot)."""
+        return float(os.environ.get(TIMEOUT_ENV) or 120 + 60 * len(self.delegated))
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtest_protocol(self, item: pytest.Item, nextitem: pytest.Item | None) -> bool | None:
@@ -179,7 +194,10 @@ class KernelLane:
         if lacking is None:
             return None
         if self.guest is None:
-            self.guest = self._run_guest()
+            try:
+                self.guest = self._run_guest()
+            except pytest.fail.Exception as e:  # pytest-timeout: the lane overran even its own allowance
+                self.guest = GuestRun(problem=f"the kernel lane's run was stopped: {e}")
             if self.guest.unavailable is not None:
                 warnings.warn(f"KERNEL LANE TESTS SKIPPED: {_tests(self.delegated)} need kernel features this "
                               f"kernel lacks, and the lane is unavailable: {self.guest.unavailable}",
@@ -227,7 +245,7 @@ class KernelLane:
         why = (f"{MODE_ENV}=always" if self.mode == "always"
                else "this kernel lacks " + ", ".join(sorted({f for fs in self.delegated.values() for f in fs})))
         self._say(f"kernel lane: {_tests(nodeids)} to run in the VM ({why})")
-        timeout = float(os.environ.get(TIMEOUT_ENV) or 120 + 60 * len(nodeids))
+        timeout = self._guest_timeout()
         with tempfile.TemporaryDirectory(prefix="muslin-lane-reports-") as share:
             reports_path = os.path.join(share, "reports.jsonl")
             env = {
@@ -239,7 +257,8 @@ class KernelLane:
             }
             try:
                 result = vm.run(self._guest_argv(nodeids), cwd=str(self.config.rootpath), env=env, share=share,
-                                timeout=timeout, echo=lambda line: self._say(f"  | {line}"), progress=self._say)
+                                timeout=timeout, boot_timeout=BOOT_TIMEOUT, echo=lambda line: self._say(f"  | {line}"),
+                                progress=self._say)
             except (vm.LaneUnavailable, OSError) as e:
                 reason = e.reason if isinstance(e, vm.LaneUnavailable) else f"{type(e).__name__}: {e}"
                 self._say(f"kernel lane: unavailable, {_tests(nodeids)} skipped: {reason.splitlines()[0]}")
@@ -270,4 +289,6 @@ class KernelLane:
                 f"--tb={config.getoption('tbstyle')}", "--rootdir", str(config.rootpath)]
         if config.inipath:
             argv += ["-c", str(config.inipath)]
+        if config.pluginmanager.hasplugin(TIMEOUT_PLUGIN):  # plugins are not autoloaded in the guest
+            argv += ["-p", "pytest_timeout"]
         return [*argv, "--", *nodeids]

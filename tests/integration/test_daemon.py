@@ -6,12 +6,15 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from helpers import snapshot
+
+from muslin.lab import wait_until
+from muslin.lab._sys import pid_alive
 
 pytestmark = pytest.mark.kernel
 
@@ -46,6 +49,7 @@ def test_cli_round_trip(host):
 
 
 def test_errors_are_one_line_without_traceback(host):
+    host.muslin("network", "ls")  # the daemon is up: a slow start says so on stderr, a line of its own
     bad = host.muslin("network", "create", "--subnet", "172.25.0.0/16", "--gateway", "172.26.23.254", "x",
                       check=False)
     assert bad.returncode == 1
@@ -76,10 +80,11 @@ def test_daemon_killed_mid_connect_is_repaired_by_the_next_start(host):
     host.muslin("run", "-d", "--name", "idle", "--network", "none", "--", "sleep", "300")
     before = snapshot(host)
     # restart the daemon with a fault armed: it SIGKILLs itself after the veth exists
-    os.kill(_daemon_pid(host), signal.SIGTERM)
-    _wait_gone(host)
+    old = _daemon_pid(host)
+    os.kill(old, signal.SIGTERM)
+    wait_until(lambda: not pid_alive(old), "the daemon to exit on SIGTERM")
     daemon = host.muslin_popen("daemon", env={"MUSLIN_FAULT": "connect.joined:kill"})
-    _wait_socket(host)
+    wait_until(lambda: _listening(host, daemon), "the new daemon to listen on its socket", timeout=20)
     crashed = host.muslin("network", "connect", "n1", "idle", check=False)
     assert crashed.returncode != 0
     daemon.wait(10)
@@ -104,27 +109,15 @@ def test_twenty_parallel_cli_connects_get_distinct_addresses(host):
     host.muslin("rm", "-f", *[f"c{i}" for i in range(20)])
 
 
-def _wait_gone(host, timeout=10):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not os.path.exists(os.path.join(host.root, "muslin.sock")):
-            return
-        time.sleep(0.02)
-    raise AssertionError("daemon did not stop")
-
-
-def _wait_socket(host, timeout=20):
-    import socket
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+def _listening(host, daemon) -> bool:
+    """True once `daemon` accepts connections on the host's socket."""
+    assert daemon.running(), f"the daemon exited ({daemon.returncode}): {daemon.output()[-2000:]}"
+    with socket.socket(socket.AF_UNIX) as s:
         try:
-            with socket.socket(socket.AF_UNIX) as s:
-                s.connect(os.path.join(host.root, "muslin.sock"))
-                return
+            s.connect(os.path.join(host.root, "muslin.sock"))
         except OSError:
-            time.sleep(0.02)
-    raise AssertionError("daemon did not start")
+            return False
+    return True
 
 
 def test_prune_keeps_used_networks(host):
@@ -151,8 +144,6 @@ def test_muslin_root_environment_selects_separate_state(host, lab):
 
 
 def test_daemon_tells_systemd_it_is_ready(host, lab):
-    import socket
-
     path = os.path.join(lab.workdir, "notify.sock")
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as listener:
         listener.bind(path)

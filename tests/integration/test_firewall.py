@@ -210,9 +210,12 @@ class Topo:
             # expected to pass: up to 3 tries (first neighbour resolution); expected blocked: 2 probes
             args += ["-c", "3", "-i", "0.2", "-W", "2"] if want else ["-c", "2", "-i", "0.2", "-W", "1"]
             procs[(src, dst)] = subprocess.Popen(args + [dst], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        got = {k: p.wait() == 0 for k, p in procs.items()}
+        codes = {k: p.wait() for k, p in procs.items()}
+        # ping exits 1 when no reply came; anything else is a probe that never ran, not "blocked"
+        broken = {f"{s} -> {d}": f"ping exited {code}" for (s, d), code in codes.items() if code not in (0, 1)}
+        assert not broken, broken
         wrong = {f"{s} -> {d}": f"expected {'reply' if checks[(s, d)] else 'blocked'}"
-                 for (s, d), ok in got.items() if ok != checks[(s, d)]}
+                 for (s, d), code in codes.items() if (code == 0) != checks[(s, d)]}
         assert not wrong, wrong
 
 
@@ -244,32 +247,48 @@ def topo():
         t.teardown()
 
 
-@pytest.fixture
-def host(topo):
-    yield topo.host
-    topo.host.remove()
+BRNF_SYSCTLS = ("net.bridge.bridge-nf-call-iptables", "net.bridge.bridge-nf-call-ip6tables")
 
 
-def _have_brnf(topo) -> bool:
+def _have_brnf() -> bool:
     return os.path.exists("/proc/sys/net/bridge/bridge-nf-call-iptables")
 
 
+def sysctls(ns: str) -> dict[str, str]:
+    """The br_netfilter sysctls of namespace `ns` (none without br_netfilter)."""
+    if not _have_brnf():
+        return {}
+    return {k: sh("ip", "netns", "exec", ns, "sysctl", "-n", k).strip() for k in BRNF_SYSCTLS}
+
+
+def set_sysctls(ns: str, values: dict[str, str]) -> None:
+    sh("ip", "netns", "exec", ns, "sysctl", "-qw", *(f"{k}={v}" for k, v in values.items()))
+
+
+@pytest.fixture
+def host(topo):
+    """The host's firewall, emptied after the test; its sysctls must be as the test found them
+    (the namespace serves the whole module)."""
+    before = sysctls(topo.ns["host"])
+    yield topo.host
+    topo.host.remove()
+    assert sysctls(topo.ns["host"]) == before, "the test left the host namespace's sysctls changed"
+
+
 @pytest.fixture(params=["br_netfilter-off", "br_netfilter-on"])
-def brnf(request, topo):
+def brnf(request, topo, host):
     """Run with br_netfilter's iptables calls off or on, *in the test's host namespace only* (per-netns sysctls)."""
     on = request.param.endswith("on")
-    if not _have_brnf(topo):
+    if not _have_brnf():
         if on:
             pytest.skip("br_netfilter not available")
         yield False
         return
     h = topo.ns["host"]
-    val = "1" if on else "0"
-    for k in ("bridge-nf-call-iptables", "bridge-nf-call-ip6tables"):
-        sh("ip", "netns", "exec", h, "sysctl", "-qw", f"net.bridge.{k}={val}")
+    before = sysctls(h)
+    set_sysctls(h, {k: "1" if on else "0" for k in BRNF_SYSCTLS})
     yield on
-    for k in ("bridge-nf-call-iptables", "bridge-nf-call-ip6tables"):
-        sh("ip", "netns", "exec", h, "sysctl", "-qw", f"net.bridge.{k}=1")
+    set_sysctls(h, before)
 
 
 # ---------------------------------------------------------------- traffic
@@ -523,12 +542,13 @@ def test_context_refuses_other_namespace_threads(host):
 
 
 def test_apply_timing(topo, capsys):
-    """Median time of one apply() (re-apply over an existing rule set), in a namespace of its own."""
+    """Median time of one apply() (re-apply over an existing rule set), in a namespace of its own;
+    it grows with the number of networks no faster than linearly."""
     h = NftHost(topo.ns["time"])
     try:
         h.w.call(fw.bridge_meta_supported, h.nft)  # probe once, outside the timing
         res = {}
-        for count in (1, 100):
+        for count in (1, 50, 200):
             nets = [fw.BridgeRules(f"br-{i:012x}", (N(f"10.{100 + i // 256}.{i % 256}.0/24"),
                                                    N(f"fd32:{i:x}::/64")),
                                    icc=i % 3 != 0, internal=i % 10 == 5) for i in range(count)]
@@ -546,7 +566,8 @@ def test_apply_timing(topo, capsys):
             for count, (first, med) in res.items():
                 print(f"\n  apply() with {count:3d} networks: first {first * 1e3:.2f} ms, "
                       f"re-apply median {med * 1e3:.2f} ms", end="")
-        assert res[100][1] < 2.0
+        # 4x the networks: at most 8x the time (twice linear), measured against each other in one run
+        assert res[200][1] < 8 * res[50][1], res
     finally:
         h.remove()
         h.close()

@@ -55,13 +55,6 @@ def lab_leftovers(lab: Lab) -> list[str]:
     return left
 
 
-def wait_for_output(proc, text: str, timeout: float = 5) -> None:
-    deadline = time.monotonic() + timeout
-    while text not in proc.output():
-        assert time.monotonic() < deadline, f"{proc!r} never printed {text!r}: {proc.output()!r}"
-        time.sleep(0.01)
-
-
 def test_switch_and_router_topology(lab):
     sw, h1, h2, r, out = build_office(lab)
 
@@ -161,7 +154,7 @@ def test_processes_logs_and_commands(lab):
     assert [line.split(":")[0].strip() for line in h.sh("cat /proc/net/dev").stdout.splitlines()[2:]] == ["lo"]
 
     p = h.popen("echo started; exec sleep 60")
-    wait_for_output(p, "started")
+    p.wait_for_output("started")
     assert p.running()
     assert os.stat(f"/proc/{p.pid}/ns/net").st_ino == os.stat(h.netns).st_ino
     assert p.stop(timeout=1) == -signal.SIGTERM and not p.running()
@@ -186,7 +179,7 @@ def test_teardown_leaves_nothing(kernel_env):
         sw, h1, h2, r, out = build_office(lab)
         tracked = h1.popen(["sleep", "600"])
         stubborn = h2.popen("trap '' TERM; echo ready; while :; do sleep 0.05; done")
-        wait_for_output(stubborn, "ready")
+        stubborn.wait_for_output("ready")
         # a "daemon" that is not tracked: found through its pidfile
         h2.sh(f"sleep 600 </dev/null >/dev/null 2>&1 & echo $! > {h2.pidfile}")
         daemon = int(open(h2.pidfile).read())
@@ -314,13 +307,21 @@ def test_vlan_switch(lab):
 def test_ctrl_c_during_teardown_is_held_until_it_is_done(kernel_env, ctrl_c_raises):
     import threading
 
-    lab = Lab(stop_timeout=0.5)
+    lab = Lab(stop_timeout=3)
     h = lab.host("h")
-    stubborn = h.popen("trap '' TERM; echo ready; while :; do sleep 0.05; done")  # teardown takes ~0.5 s
-    wait_for_output(stubborn, "ready")
-    threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGINT)).start()
+    # survives SIGTERM, so teardown waits stop_timeout for it before SIGKILL: Ctrl-C comes meanwhile
+    stubborn = h.popen("trap 'echo terminated' TERM; echo ready; while :; do sleep 0.05; done")
+    stubborn.wait_for_output("ready")
+
+    def ctrl_c_once_teardown_stops_it():
+        stubborn.wait_for_output("terminated")
+        os.kill(os.getpid(), signal.SIGINT)
+
+    ctrl_c = threading.Thread(target=ctrl_c_once_teardown_stops_it)
+    ctrl_c.start()
     with pytest.raises(KeyboardInterrupt):
         lab.teardown()
+    ctrl_c.join()
     assert lab_leftovers(lab) == []
 
 

@@ -21,6 +21,7 @@ import pytest
 
 from muslin import cli
 from muslin.cli import Plan, UsageError, parse
+from muslin.lab import wait_until
 
 SRC = str(Path(__file__).resolve().parents[2] / "src")
 NET_ID = "4f0b6c9a1e2d3c4b5a69788796a5b4c3d2e1f00112233445566778899aabbccd"
@@ -442,14 +443,11 @@ class FakeDaemon:
         return [op for op, _ in self.calls]
 
     def wait_for(self, op, timeout=10.0):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        def found():
             with self.lock:
-                found = [a for o, a in self.calls if o == op]
-            if found:
-                return found
-            time.sleep(0.02)
-        raise AssertionError(f"no {op} call in {self.calls}")
+                return [a for o, a in self.calls if o == op]
+
+        return wait_until(found, lambda: f"a {op} call; got {self.calls}", timeout)
 
     def _serve(self):
         while True:
@@ -689,9 +687,7 @@ def test_run_detached(daemon, capsys):
     pid = started["pid"]
     assert pid != os.getpid()
     log = Path(c["Log"])
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and not log.read_text():
-        time.sleep(0.02)
+    wait_until(log.read_text, f"the container's output in {log}")
     assert log.read_text() == f"hello from {pid}\n"
     assert daemon.ops() == ["container.create", "container.started"]
 
@@ -763,8 +759,9 @@ def test_run_foreground_rm_ctrl_c_reaches_the_child_once(daemon):
     import termios
 
     master, slave = os.openpty()
+    # waits for the first SIGINT, then half a second more for a second one that must not come
     script = ("n=0; trap 'n=$((n+1))' INT; echo ready; "
-              "sleep 0.5 & wait; sleep 0.5 & wait; echo; exit $((40+n))")
+              "while [ $n = 0 ]; do sleep 0.05 & wait; done; sleep 0.5 & wait; echo; exit $((40+n))")
     proc = subprocess.Popen(
         [sys.executable, "-m", "muslin", "--root", daemon.root, "run", "--rm", "--", "sh", "-c", script],
         stdin=slave, stdout=slave, stderr=slave, start_new_session=True, env=dict(os.environ, PYTHONPATH=SRC),
@@ -792,10 +789,14 @@ def test_run_foreground_rm_ctrl_c_reaches_the_child_once(daemon):
 
 
 def test_run_detached_rm_returns_at_once_then_removes(daemon):
-    t0 = time.monotonic()
-    p = muslin(daemon, "run", "-d", "--rm", "sh", "-c", "sleep 1")
-    assert time.monotonic() - t0 < 5  # the monitor does not hold our stdout open
-    assert p.returncode == 0, p.stderr
+    gate = Path(daemon.root, "gate")  # the container runs until the test creates it
+    try:
+        p = muslin(daemon, "run", "-d", "--rm", "sh", "-c", f"while [ ! -e {gate} ]; do sleep 0.05; done")
+        # returned while the container still runs: the monitor does not hold our stdout open
+        assert p.returncode == 0, p.stderr
+        assert "container.remove" not in daemon.ops()
+    finally:
+        gate.touch()
     cid = p.stdout.strip()
     (started,) = daemon.wait_for("container.started")
     assert started["id"] == cid

@@ -385,16 +385,24 @@ def test_bounds_empty():
 
 
 def test_huge_subnets_cost_what_a_small_one_does():
-    t = time.perf_counter()
-    for _ in range(200):
-        big = with_default_gateways(pools(["10.0.0.0/8", "fd00::/16", "2001:db8::/32"], [], [],
-                                          {"a": "10.255.255.254", "b": "fd00:ffff::1"}))
-        for pool in big:
-            lo, hi = bounds(pool)
-            first_free(lo, hi, iter([lo, lo + 1]))
-            pool_for_static(big, str(from_int(hi - 1, pool.version)))
-        check_no_overlap(big, [N("11.0.0.0/8")])
-    assert time.perf_counter() - t < 5.0
+    small = (["10.0.0.0/24", "fd00::/120", "2001:db8::/120"], {"a": "10.0.0.254", "b": "fd00::ff"})
+    huge = (["10.0.0.0/8", "fd00::/16", "2001:db8::/32"], {"a": "10.255.255.254", "b": "fd00:ffff::1"})
+
+    def seconds(subnets, aux) -> float:
+        t = time.perf_counter()
+        for _ in range(50):
+            nets = with_default_gateways(pools(subnets, [], [], aux))
+            for pool in nets:
+                lo, hi = bounds(pool)
+                first_free(lo, hi, iter([lo, lo + 1]))
+                pool_for_static(nets, str(from_int(hi - 1, pool.version)))
+            check_no_overlap(nets, [N("11.0.0.0/8")])
+        return time.perf_counter() - t
+
+    # alternating, best of five: both see the same machine
+    runs = [(seconds(*small), seconds(*huge)) for _ in range(5)]
+    best_small, best_huge = (min(column) for column in zip(*runs))
+    assert best_huge < 3 * best_small, f"huge subnets {best_huge * 1e3:.1f} ms, small {best_small * 1e3:.1f} ms"
 
 
 @pytest.mark.parametrize("start,last,taken,expected", [

@@ -41,7 +41,8 @@ import subprocess
 import sys
 import tempfile
 import threading
-from collections.abc import Iterable, Sequence
+import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import muslin
@@ -71,6 +72,7 @@ __all__ = [
     "LabCommandError",
     "LabTeardownError",
     "sweep_stale",
+    "wait_until",
 ]
 
 #: The machine's own range: a lab refuses to put it anywhere.
@@ -156,6 +158,18 @@ def _check_destination(text: str) -> int:
     return net.version
 
 
+def wait_until(condition: Callable[[], object], what: str | Callable[[], str], timeout: float = 10.0):
+    """Wait for an event instead of for a time: poll `condition()` until it returns something
+    true, and return that. After `timeout` seconds raise AssertionError naming `what` was waited
+    for (a callable is asked only then, e.g. to show the log as it is by that time)."""
+    deadline = time.monotonic() + timeout
+    while not (result := condition()):
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"waited {timeout:g} s for {what() if callable(what) else what}")
+        time.sleep(0.02)
+    return result
+
+
 # --- processes --------------------------------------------------------------------------
 
 
@@ -191,6 +205,20 @@ class Process:
         """Everything the process wrote to stdout and stderr so far."""
         with open(self.log, errors="replace") as f:
             return f.read()
+
+    def wait_for_output(self, text: str, timeout: float = 10.0) -> str:
+        """The output once it contains `text`; AssertionError if the process exits or `timeout` passes first."""
+
+        def printed() -> str | None:
+            alive = self.running()  # before reading: what it printed before it exited is read too
+            out = self.output()
+            if text in out:
+                return out
+            if not alive:
+                raise AssertionError(f"{self!r} exited ({self.returncode}) without printing {text!r}: {out!r}")
+            return None
+
+        return wait_until(printed, lambda: f"{self!r} to print {text!r}; it printed {self.output()!r}", timeout)
 
     def __repr__(self) -> str:
         return f"<Process {self.pid} in {self.node.name}: {self.args!r}>"
