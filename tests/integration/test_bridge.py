@@ -203,3 +203,27 @@ def test_default_pools_skip_used_and_routed_subnets(world):
     assert [str(p.subnet) for p in first.pools] == ["172.17.0.0/16"]
     assert [str(p.subnet) for p in second.pools] == ["172.19.0.0/16"]
     assert engine.inspect_network(second)["IPAM"]["Config"] == [{"Subnet": "172.19.0.0/16", "Gateway": "172.19.0.1"}]
+
+
+def test_bridges_veths_and_firewall_come_back_after_an_external_flush(world):
+    host, _, engine = world
+    net = engine.create_network("keep", subnets=["172.30.12.0/24"])
+    engine.create_network("other", subnets=["172.30.13.0/24"])
+    engine.create_container("k1", "keep")
+    engine.create_container("k2", "keep")
+    engine.create_container("o1", "other")
+    k2, o1 = address_of(engine, "k2", "keep"), address_of(engine, "o1", "other")
+    ruleset = host.sh(["nft", "list", "ruleset"]).stdout
+    bridge = f"br-{net.id[:12]}"
+    (k2_port,) = [e.host_ifname for e in engine.endpoints(container=engine.find_container("k2"))]
+    # an administrator (or a reboot of half the state) removes the bridge, a veth and every rule
+    host.ip(f"link del {bridge}", f"link del {k2_port}")
+    host.sh(["nft", "flush", "ruleset"])
+    assert not ping(engine, "k1", k2)
+    engine.recover()  # what the daemon does at start
+    assert sorted(l["ifname"] for l in host.ip_json(f"link show master {bridge}")) == sorted(
+        e.host_ifname for e in engine.endpoints(network=net))
+    assert ping(engine, "k1", k2) and ping(engine, "k1", "172.30.12.1")
+    # the same rules (the chains may be listed in another order)
+    assert sorted(host.sh(["nft", "list", "ruleset"]).stdout.splitlines()) == sorted(ruleset.splitlines())
+    assert not ping(engine, "k1", o1)  # isolation is back
