@@ -85,13 +85,23 @@ def test_no_gateway_no_default_route(segment):
     assert "default" not in in_container(None, engine, "c1", "ip", "route").stdout
 
 
+@pytest.mark.kernel_features("dummy")  # an internal network's parent is a dummy, as in Docker
 def test_internal_network_has_no_way_out(segment):
     _, engine, parent, *_ = segment
+    # on the parent, a container reaches the router and what lies behind it...
+    pub_net(engine, parent)
+    engine.create_container("c0", "pub_net")
+    assert ping(engine, "c0", "10.99.0.2")
+    engine.remove_container("c0", force=True)
+    engine.remove_network("pub_net")
+    # ...an internal network's containers do not, even with a default route added by hand
     pub_net(engine, parent, internal=True)
     engine.create_container("c1", "pub_net")
     engine.create_container("c2", "pub_net")
     assert "default" not in in_container(None, engine, "c1", "ip", "route").stdout
     assert ping(engine, "c1", address_of(engine, "c2", "pub_net"))
+    in_container(None, engine, "c1", "ip", "route", "add", "default", "via", "172.16.86.1", check=True)
+    assert not ping(engine, "c1", "172.16.86.1")
     assert not ping(engine, "c1", "10.99.0.2")
 
 
