@@ -106,7 +106,15 @@ def test_multi_subnet_dual_stack_network_on_a_vlan_parent(lab, engines):
     engine.create_container("t218", "macvlan216", ip="192.168.218.11")
     assert ping(engine, "t216", "192.168.216.10")
     assert ping(engine, "t218", "192.168.218.10")
-    assert not ping(engine, "t216", "192.168.218.10")  # another subnet: needs an external router
+    # another subnet on the same segment: reached with on-link routes added by hand...
+    on_link = [("t216", "192.168.218.0/24"), ("macnet218_test", "192.168.216.0/24")]
+    for name, subnet in on_link:
+        in_container(None, engine, name, "ip", "route", "add", subnet, "dev", "eth0", check=True)
+    assert ping(engine, "t216", "192.168.218.10")
+    # ...and without them only through a router, which this segment has not
+    for name, subnet in on_link:
+        in_container(None, engine, name, "ip", "route", "del", subnet, "dev", "eth0", check=True)
+    assert not ping(engine, "t216", "192.168.218.10")
     routes = in_container(None, engine, "t216", "ip", "route").stdout
     assert "default via 192.168.216.1 dev eth0" in routes
     assert "default via 2001:db8:abc8::10 dev eth0" in in_container(None, engine, "t216", "ip", "-6", "route").stdout
