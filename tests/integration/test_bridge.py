@@ -4,7 +4,10 @@ masquerade, IPAM as the seeds use it, and foreign namespaces joining."""
 from __future__ import annotations
 
 import ipaddress
+import json
+import subprocess
 import sys
+import time
 
 import pytest
 from helpers import address_of, engine_on, in_container, ping
@@ -59,14 +62,22 @@ def test_two_containers_reach_each_other_v4_and_v6(world):
 
 
 def test_separate_networks_are_isolated(world):
-    _, _, engine = world
+    host, _, engine = world
     engine.create_network("a", subnets=["172.30.1.0/24"])
     engine.create_network("b", subnets=["172.30.2.0/24"])
     engine.create_container("a1", "a")
     engine.create_container("b1", "b")
+    a1, b1 = address_of(engine, "a1", "a"), address_of(engine, "b1", "b")
+    # without muslin's rules the host routes between its two bridges: the path is there...
+    without_muslin_firewall(host)
+    assert ping(engine, "a1", b1) and ping(engine, "b1", a1)
+    assert datagram_arrives(engine, "a1", "b1", b1)
+    # ...and the isolation rules (rewritten as the daemon does at start) are what cut it
+    engine.recover()
     assert ping(engine, "a1", "172.30.1.1")  # its own gateway
-    assert not ping(engine, "a1", address_of(engine, "b1", "b"))
-    assert not ping(engine, "b1", address_of(engine, "a1", "a"))
+    assert not ping(engine, "a1", b1)
+    assert not ping(engine, "b1", a1)
+    assert not datagram_arrives(engine, "a1", "b1", b1)  # not even one way
 
 
 def test_icc_false_blocks_ipv4_and_ipv6_between_containers(world):
@@ -77,48 +88,49 @@ def test_icc_false_blocks_ipv4_and_ipv6_between_containers(world):
     engine.create_container("q2", "quiet")
     assert not ping(engine, "q1", address_of(engine, "q2", "quiet"))
     assert not ping(engine, "q1", address_of(engine, "q2", "quiet", 6))
-    assert ping(engine, "q1", "172.30.3.1")
-    assert ping(engine, "q1", "fd00:3::1")
+    # both are alive: each reaches the gateway
+    assert ping(engine, "q1", "172.30.3.1") and ping(engine, "q2", "172.30.3.1")
+    assert ping(engine, "q1", "fd00:3::1") and ping(engine, "q2", "fd00:3::1")
 
 
-def test_internal_network_has_no_way_out_but_containers_talk(world):
-    _, _, engine = world
+def test_internal_network_has_no_way_out_but_containers_talk(world, lab):
+    host, outside, engine = world
     engine.create_network("inside", subnets=["172.30.4.0/24"], internal=True)
     engine.create_container("i1", "inside")
     engine.create_container("i2", "inside")
     assert ping(engine, "i1", address_of(engine, "i2", "inside"))
     assert "default" not in in_container(None, engine, "i1", "ip", "route").stdout
+    # a default route added by hand, and a way back for unmasqueraded replies: only the
+    # internal network's rules are left between the container and the outside host
+    in_container(None, engine, "i1", "ip", "route", "add", "default", "via", "172.30.4.1", check=True)
+    route_back(lab, outside, "172.30.4.0/24")
+    without_muslin_firewall(host)
+    assert ping(engine, "i1", "10.10.20.2")
+    engine.recover()
     assert not ping(engine, "i1", "10.10.20.2")
+    assert ping(engine, "i1", address_of(engine, "i2", "inside"))
 
 
-def test_masquerade_reaches_outside_as_the_host(world, lab):
-    host, outside, engine = world
+def test_masquerade_reaches_outside_as_the_host(world):
+    _, outside, engine = world
     engine.create_network("egress", subnets=["172.30.5.0/24"])
     engine.create_container("e1", "egress")
     assert ping(engine, "e1", "10.10.20.2")
     # the outside host sees the host's address, not the container's
-    server = outside.popen([sys.executable, "-c", (
-        "import socket\n"
-        "s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
-        "s.bind(('10.10.20.2', 8080)); s.listen(1); print('listening', flush=True)\n"
-        "c, peer = s.accept(); print('peer', peer[0], flush=True)\n")])
-    import time
-    for _ in range(100):
-        if "listening" in server.output():
-            break
-        time.sleep(0.02)
-    out = in_container(None, engine, "e1", sys.executable, "-c",
-                       "import socket; socket.create_connection(('10.10.20.2', 8080), timeout=3).close()")
-    assert out.returncode == 0, out.stderr
-    server.wait(5)
-    assert "peer 10.10.10.101" in server.output()
+    assert source_seen_by(outside, engine, "e1") == "10.10.10.101"
 
 
-def test_masquerade_off_gets_no_answer(world):
-    _, _, engine = world
+def test_masquerade_off_gets_no_answer(world, lab):
+    _, outside, engine = world
     engine.create_network("routed", subnets=["172.30.6.0/24"],
                           options={"com.docker.network.bridge.enable_ip_masquerade": "false"})
     engine.create_container("r1", "routed")
+    # with a way back the outside answers, and sees the container's own address...
+    route_back(lab, outside, "172.30.6.0/24")
+    assert ping(engine, "r1", "10.10.20.2")
+    assert source_seen_by(outside, engine, "r1") == address_of(engine, "r1", "routed")
+    # ...without one, an unmasqueraded packet gets no answer
+    outside.ip("route del 172.30.6.0/24")
     assert not ping(engine, "r1", "10.10.20.2")
 
 
@@ -203,3 +215,140 @@ def test_default_pools_skip_used_and_routed_subnets(world):
     assert [str(p.subnet) for p in first.pools] == ["172.17.0.0/16"]
     assert [str(p.subnet) for p in second.pools] == ["172.19.0.0/16"]
     assert engine.inspect_network(second)["IPAM"]["Config"] == [{"Subnet": "172.19.0.0/16", "Gateway": "172.19.0.1"}]
+
+
+def without_muslin_firewall(host):
+    """Remove muslin's nftables tables from the host, as an administrator's flush would."""
+    for family in ("inet", "bridge"):
+        host.sh(["nft", "delete", "table", family, "muslin"], check=False)
+
+
+def route_back(lab, outside, subnet):
+    """Routes from the outside host, through the router, to a container subnet on h1."""
+    lab["r"].route(subnet, via="10.10.10.101")
+    outside.route(subnet, via="10.10.20.1")
+
+
+def source_seen_by(outside, engine, container) -> str:
+    """The source address a TCP connection from ``container`` has when it reaches the outside host."""
+    server = outside.popen([sys.executable, "-c", (
+        "import socket\n"
+        "s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
+        "s.bind(('10.10.20.2', 8080)); s.listen(1); print('listening', flush=True)\n"
+        "c, peer = s.accept(); print('peer', peer[0], flush=True)\n")])
+    for _ in range(250):
+        if "listening" in server.output():
+            break
+        time.sleep(0.02)
+    out = in_container(None, engine, container, sys.executable, "-c",
+                       "import socket; socket.create_connection(('10.10.20.2', 8080), timeout=3).close()")
+    assert out.returncode == 0, out.stderr
+    server.wait(5)
+    return server.output().split("peer ")[1].split()[0]
+
+
+def test_mtu_and_bridge_name_options_are_applied(world):
+    host, _, engine = world
+    engine.create_network("small", subnets=["172.30.11.0/24"], options={
+        "com.docker.network.bridge.name": "br-small", "com.docker.network.driver.mtu": "1400"})
+    engine.create_container("m1", "small")
+    engine.create_container("m2", "small")
+    assert [l["mtu"] for l in host.ip_json("link show br-small")] == [1400]
+    assert [l["mtu"] for l in host.ip_json("link show master br-small")] == [1400, 1400]
+    assert [l["mtu"] for l in container_json(engine, "m1", "link", "show", "eth0")] == [1400]
+    # on the wire: a 1400-byte packet passes unfragmented, a 1401-byte one cannot
+    m2 = address_of(engine, "m2", "small")
+    assert in_container(None, engine, "m1", "ping", "-c1", "-W1", "-M", "do", "-s", "1372", m2).returncode == 0
+    assert in_container(None, engine, "m1", "ping", "-c1", "-W1", "-M", "do", "-s", "1373", m2).returncode != 0
+
+
+def test_ipv6_alone_gives_a_ula_64(world):
+    _, _, engine = world
+    net = engine.create_network("v6only", ipv6=True)
+    (subnet,) = [ipaddress.ip_network(str(p.subnet)) for p in net.pools if p.version == 6]
+    assert subnet.prefixlen == 64 and subnet.subnet_of(ipaddress.ip_network("fd00::/8"))
+    engine.create_container("u1", "v6only")
+    engine.create_container("u2", "v6only")
+    u1 = address_of(engine, "u1", "v6only", 6)
+    assert ipaddress.ip_address(u1) in subnet
+    assert ping(engine, "u2", u1)
+    assert ping(engine, "u2", str(subnet[1]))  # the gateway
+
+
+def test_bridges_veths_and_firewall_come_back_after_an_external_flush(world):
+    host, _, engine = world
+    net = engine.create_network("keep", subnets=["172.30.12.0/24"])
+    engine.create_network("other", subnets=["172.30.13.0/24"])
+    engine.create_container("k1", "keep")
+    engine.create_container("k2", "keep")
+    engine.create_container("o1", "other")
+    k2, o1 = address_of(engine, "k2", "keep"), address_of(engine, "o1", "other")
+    ruleset = host.sh(["nft", "list", "ruleset"]).stdout
+    bridge = f"br-{net.id[:12]}"
+    (k2_port,) = [e.host_ifname for e in engine.endpoints(container=engine.find_container("k2"))]
+    # an administrator (or a reboot of half the state) removes the bridge, a veth and every rule
+    host.ip(f"link del {bridge}", f"link del {k2_port}")
+    host.sh(["nft", "flush", "ruleset"])
+    assert not ping(engine, "k1", k2)
+    engine.recover()  # what the daemon does at start
+    assert sorted(l["ifname"] for l in host.ip_json(f"link show master {bridge}")) == sorted(
+        e.host_ifname for e in engine.endpoints(network=net))
+    assert ping(engine, "k1", k2) and ping(engine, "k1", "172.30.12.1")
+    # the same rules (the chains may be listed in another order)
+    assert sorted(host.sh(["nft", "list", "ruleset"]).stdout.splitlines()) == sorted(ruleset.splitlines())
+    assert not ping(engine, "k1", o1)  # isolation is back
+
+
+def test_icc_false_isolates_the_ports_and_blocks_ipv6_link_local(world):
+    host, _, engine = world
+    for name, icc, n in (("chatty", "true", 14), ("quiet", "false", 15)):
+        engine.create_network(name, subnets=[f"172.30.{n}.0/24", f"fd00:{n}::/64"], ipv6=True,
+                              options={"com.docker.network.bridge.enable_icc": icc})
+        engine.create_container(f"{name}1", name)
+        engine.create_container(f"{name}2", name)
+    isolated = {l["ifname"]: l["linkinfo"].get("info_slave_data", {}).get("isolated")
+                for l in host.ip_json("-d link show type veth")}
+    ports = {c: e.host_ifname for c in ("chatty1", "quiet1") for e in engine.endpoints(container=engine.find_container(c))}
+    assert (isolated[ports["chatty1"]], isolated[ports["quiet1"]]) == (False, True)
+    # link-local addresses reach each other on a bridge with ICC...
+    assert ping(engine, "chatty1", link_local(engine, "chatty2"))
+    # ...not with ICC off, and not even without muslin's firewall: the ports are isolated
+    without_muslin_firewall(host)
+    assert not ping(engine, "quiet1", link_local(engine, "quiet2"))
+    assert not ping(engine, "quiet1", address_of(engine, "quiet2", "quiet"))
+    assert not ping(engine, "quiet1", address_of(engine, "quiet2", "quiet", 6))
+    assert ping(engine, "quiet1", "172.30.15.1") and ping(engine, "quiet1", "fd00:15::1")
+    engine.recover()
+    assert not ping(engine, "quiet1", link_local(engine, "quiet2"))
+
+
+def container_json(engine, name, *ip_args):
+    return json.loads(in_container(None, engine, name, "ip", "-j", *ip_args, check=True).stdout)
+
+
+def link_local(engine, name) -> str:
+    """eth0's link-local address, scoped (``fe80::…%eth0``), once duplicate address detection is over."""
+    for _ in range(250):
+        addrs = [a for l in container_json(engine, name, "-6", "addr", "show", "dev", "eth0", "scope", "link")
+                 for a in l["addr_info"] if "local" in a]
+        if addrs and not any(a.get("tentative") for a in addrs):
+            return f"{addrs[0]['local']}%eth0"
+        time.sleep(0.02)
+    raise AssertionError(f"{name} has no usable link-local address: {addrs}")
+
+
+def datagram_arrives(engine, sender, receiver, addr) -> bool:
+    """Whether UDP from ``sender`` reaches ``receiver`` at ``addr``: a one-way check, which
+    a reply lost on its way back (to NAT, to conntrack) cannot pass off as isolation."""
+    listener = subprocess.Popen(
+        ["nsenter", f"--net={engine.find_container(receiver).netns}", sys.executable, "-c",
+         "import socket, sys\n"
+         "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind((sys.argv[1], 9999)); s.settimeout(2)\n"
+         "print('ready', flush=True)\n"
+         "try:\n    s.recv(100); print('got')\nexcept socket.timeout:\n    print('nothing')\n", addr],
+        stdout=subprocess.PIPE, text=True)
+    assert listener.stdout.readline().strip() == "ready"
+    in_container(None, engine, sender, sys.executable, "-c",
+                 "import socket, sys\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+                 "for _ in range(3):\n    s.sendto(b'x', (sys.argv[1], 9999))\n", addr, check=True)
+    return listener.communicate(timeout=10)[0].strip() == "got"

@@ -69,8 +69,20 @@ def test_private_flag_keeps_containers_apart(segment):
     engine.create_container("c1", "ipv")
     engine.create_container("c2", "ipv")
     assert "l2 private" in in_container(None, engine, "c1", "ip", "-d", "link", "show", "eth0").stdout
-    assert not ping(engine, "c1", address_of(engine, "c2", "ipv"))
-    assert ping(engine, "c1", "10.10.10.1")
+    c2 = address_of(engine, "c2", "ipv")
+    # both are alive: each reaches the gateway
+    assert ping(engine, "c1", "10.10.10.1") and ping(engine, "c2", "10.10.10.1")
+    # and they talk once the flag (the parent's, shared by its ipvlans) is back to bridge...
+    set_ipvlan_flag(engine, "c1", "bridge")
+    assert ping(engine, "c1", c2)
+    # ...so the private flag is what parts them
+    set_ipvlan_flag(engine, "c1", "private")
+    assert not ping(engine, "c1", c2)
+
+
+def set_ipvlan_flag(engine, container, flag):
+    in_container(None, engine, container, "ip", "link", "set", "dev", "eth0", "type", "ipvlan", "mode", "l2", flag,
+                 check=True)
 
 
 @needs_ipvlan
@@ -130,6 +142,13 @@ def test_one_ipvlan_network_per_parent_and_no_mixing_with_macvlan(segment):
         engine.create_network("second", "ipvlan", subnets=["10.10.30.0/24"], options={"parent": "eth0", "ipvlan_mode": "l3"})
     with pytest.raises(Conflict, match="network first is already using parent interface eth0"):
         engine.create_network("mac", "macvlan", subnets=["10.10.40.0/24"], options={"parent": "eth0"})
+    assert snapshot(host) == before
+    # the other way round: a macvlan network's parent is refused to ipvlan
+    engine.remove_network("first")
+    engine.create_network("mac", "macvlan", subnets=["10.10.40.0/24"], options={"parent": "eth0"})
+    before = snapshot(host)
+    with pytest.raises(Conflict, match="network mac is already using parent interface eth0"):
+        engine.create_network("second", "ipvlan", subnets=["10.10.30.0/24"], options={"parent": "eth0"})
     assert snapshot(host) == before
 
 

@@ -85,13 +85,23 @@ def test_no_gateway_no_default_route(segment):
     assert "default" not in in_container(None, engine, "c1", "ip", "route").stdout
 
 
+@pytest.mark.kernel_features("dummy")  # an internal network's parent is a dummy, as in Docker
 def test_internal_network_has_no_way_out(segment):
     _, engine, parent, *_ = segment
+    # on the parent, a container reaches the router and what lies behind it...
+    pub_net(engine, parent)
+    engine.create_container("c0", "pub_net")
+    assert ping(engine, "c0", "10.99.0.2")
+    engine.remove_container("c0", force=True)
+    engine.remove_network("pub_net")
+    # ...an internal network's containers do not, even with a default route added by hand
     pub_net(engine, parent, internal=True)
     engine.create_container("c1", "pub_net")
     engine.create_container("c2", "pub_net")
     assert "default" not in in_container(None, engine, "c1", "ip", "route").stdout
     assert ping(engine, "c1", address_of(engine, "c2", "pub_net"))
+    in_container(None, engine, "c1", "ip", "route", "add", "default", "via", "172.16.86.1", check=True)
+    assert not ping(engine, "c1", "172.16.86.1")
     assert not ping(engine, "c1", "10.99.0.2")
 
 
@@ -151,8 +161,23 @@ def test_modes_between_containers_of_one_parent(segment, mode, hairpin, talk):
     engine.create_container("c1", "pub_net", ip="172.16.86.10")
     engine.create_container("c2", "pub_net", ip="172.16.86.11")
     assert f"macvlan mode {mode}" in in_container(None, engine, "c1", "ip", "-d", "link", "show", "eth0").stdout
+    # both are alive in every mode: each reaches the gateway
+    assert ping(engine, "c1", "172.16.86.1") and ping(engine, "c2", "172.16.86.1")
+    if not talk:  # and they talk once their links are switched to bridge mode: only the mode parts them
+        set_macvlan_mode(engine, ("c1", "c2"), "bridge")
+        assert ping(engine, "c1", "172.16.86.11")
+        set_macvlan_mode(engine, ("c1", "c2"), mode)
     assert ping(engine, "c1", "172.16.86.11") is talk
-    assert ping(engine, "c1", "172.16.86.1")  # the gateway is reachable in every mode
+
+
+def set_macvlan_mode(engine, containers, mode):
+    """Switch the containers' eth0 to ``mode`` and forget their neighbours, as fresh links would.
+    (A private macvlan still receives unicast that a hairpinning switch sends back to a MAC
+    already known: the kernel keeps private links apart by their broadcasts, ARP included.)"""
+    for name in containers:
+        in_container(None, engine, name, "ip", "link", "set", "dev", "eth0", "type", "macvlan", "mode", mode,
+                     check=True)
+        in_container(None, engine, name, "ip", "neigh", "flush", "all", check=True)
 
 
 def test_passthru_gives_one_container_the_parents_mac(segment):

@@ -44,7 +44,9 @@ def test_vlan_parents_are_created_and_removed_with_their_networks(lab, engines):
     network's removal takes it away; a sub-interface the user made stays."""
     host = lab.host("h1")
     sw = lab.switch("sw")
+    peer = lab.node("peer")
     lab.link(host, sw)
+    lab.link(peer, sw)
     host.ip("link add link eth0 name eth0.70 type vlan id 70", "link set eth0.70 up")  # the user's own
     engine = engines(host)
     engine.recover()  # as the daemon starts: its (empty) firewall tables exist from then on
@@ -59,7 +61,15 @@ def test_vlan_parents_are_created_and_removed_with_their_networks(lab, engines):
     engine.create_container("macvlan_test6", "macvlan50")
     engine.create_container("macvlan_test7", "macvlan60")
     assert ping(engine, "macvlan_test5", address_of(engine, "macvlan_test6", "macvlan50"))
-    assert not ping(engine, "macvlan_test5", address_of(engine, "macvlan_test7", "macvlan60"))
+    # one subnet on two VLANs: a neighbour at 192.168.50.99 is reached on VLAN 50...
+    peer.ip("link add link eth0 name eth0.50 type vlan id 50", "addr add 192.168.50.99/24 dev eth0.50",
+            "link set eth0.50 up")
+    assert ping(engine, "macvlan_test5", "192.168.50.99")
+    # ...and not once it sits on VLAN 60, where macvlan60's container does reach it
+    peer.ip("link del eth0.50", "link add link eth0 name eth0.60 type vlan id 60",
+            "addr add 192.168.50.99/24 dev eth0.60", "addr add 192.168.60.99/24 dev eth0.60", "link set eth0.60 up")
+    assert ping(engine, "macvlan_test7", "192.168.60.99")
+    assert not ping(engine, "macvlan_test5", "192.168.50.99")
     for name in ("macvlan_test5", "macvlan_test6", "macvlan_test7"):
         engine.remove_container(name, force=True)
     engine.remove_network("macvlan50")
@@ -96,7 +106,15 @@ def test_multi_subnet_dual_stack_network_on_a_vlan_parent(lab, engines):
     engine.create_container("t218", "macvlan216", ip="192.168.218.11")
     assert ping(engine, "t216", "192.168.216.10")
     assert ping(engine, "t218", "192.168.218.10")
-    assert not ping(engine, "t216", "192.168.218.10")  # another subnet: needs an external router
+    # another subnet on the same segment: reached with on-link routes added by hand...
+    on_link = [("t216", "192.168.218.0/24"), ("macnet218_test", "192.168.216.0/24")]
+    for name, subnet in on_link:
+        in_container(None, engine, name, "ip", "route", "add", subnet, "dev", "eth0", check=True)
+    assert ping(engine, "t216", "192.168.218.10")
+    # ...and without them only through a router, which this segment has not
+    for name, subnet in on_link:
+        in_container(None, engine, name, "ip", "route", "del", subnet, "dev", "eth0", check=True)
+    assert not ping(engine, "t216", "192.168.218.10")
     routes = in_container(None, engine, "t216", "ip", "route").stdout
     assert "default via 192.168.216.1 dev eth0" in routes
     assert "default via 2001:db8:abc8::10 dev eth0" in in_container(None, engine, "t216", "ip", "-6", "route").stdout

@@ -107,7 +107,9 @@ class BridgeDriver:
         )
 
     def joined(self, host: Namespace, sandbox_path: str, network: Network, endpoint: Endpoint) -> bool:
-        return host.link(endpoint.host_ifname) is not None
+        # a veth whose bridge was deleted (and made again) is still there, but loose
+        port, bridge = host.link(endpoint.host_ifname), host.link(bridge_name(network))
+        return port is not None and bridge is not None and port.master == bridge.index
 
     def leave(self, host: Namespace, sandbox_path: str | None, network: Network, endpoint: Endpoint) -> None:
         host.delete_link(endpoint.host_ifname)  # its peer in the sandbox goes with it

@@ -8,7 +8,8 @@ bridge, no NAT. The parent is, as in Docker:
   NAME, re-creates it when it goes missing (a reboot), and deletes it with the last
   network that uses it;
 * none: a dummy link (``dm-<id12>`` / ``di-<id12>``) that leads nowhere, which makes
-  the network internal.
+  the network internal; ``--internal`` takes such a dummy whatever the parent given,
+  so that a route added by hand in a container leads nowhere either.
 
 What the driver decided (the effective parent, whether muslin made it) is kept in
 ``Network.driver_state`` so that deletion and repair never guess.
@@ -80,7 +81,7 @@ class ParentLinkDriver:
         if parent == "lo":
             raise InvalidParameter(MSG_LOOPBACK.format(self.name))
         state: dict = {"parent": parent, "created_parent": False, "vlan": None, "dummy": False}
-        if not parent:
+        if not parent or network.internal:
             state.update(parent=f"{self.dummy_prefix}{network.id[:12]}", created_parent=True, dummy=True)
             network.internal = True  # a dummy leads nowhere: say so, as Docker does
         elif len(parent) > IFNAMSIZ or "/" in parent or not parent.isprintable() or " " in parent:
