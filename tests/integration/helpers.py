@@ -17,8 +17,10 @@ def engine_on(host) -> Engine:
 
 
 def snapshot(host) -> dict:
-    """What muslin owns for ``host``: store rows, the host's links, addresses and
-    nftables ruleset, and the pinned container namespaces."""
+    """What muslin owns for ``host``: store rows; the host's links (with MTU, alias, kind and
+    settings, bridge-port flags), addresses, routes, static neighbours and FDB entries,
+    the sysctls muslin writes and the nftables ruleset; the pinned container namespaces
+    and, inside each, its interfaces and sysctls."""
     db = sqlite3.connect(os.path.join(host.root, "muslin.db"))
     try:
         store = {
@@ -27,23 +29,84 @@ def snapshot(host) -> dict:
         }
     finally:
         db.close()
-    links = sorted((l["ifname"], l.get("master", ""), "UP" in l.get("flags", []))
-                   for l in host.ip_json("link show"))
+    links = host.ip_json("link show", opts=["-d"])
     addrs = sorted((a["ifname"], i["local"], i["prefixlen"])
                    for a in host.ip_json("addr show") for i in a.get("addr_info", [])
                    if not i["local"].startswith("fe80"))
-    # "linkdown" follows the carrier of a port-less bridge, not muslin's state
+    # "linkdown" follows the carrier of a port-less bridge, not muslin's state; so does the
+    # link-local route, which the kernel adds with the fe80 address on the first carrier
     routes = sorted(line.replace(" linkdown", "") for line in
-                    host.sh(["ip", "route"]).stdout.splitlines() + host.sh(["ip", "-6", "route"]).stdout.splitlines())
+                    host.sh(["ip", "route"]).stdout.splitlines() + host.sh(["ip", "-6", "route"]).stdout.splitlines()
+                    if not line.startswith("fe80::/64 "))
     rules = host.sh(["nft", "list", "ruleset"]).stdout
     pin_dir = os.path.join(host.root, "netns")
     pins = sorted(os.listdir(pin_dir)) if os.path.isdir(pin_dir) else []
     # what lives inside each container: its interfaces (macvlan/ipvlan have no host side)
-    inside = {pin: sorted(subprocess.run(["nsenter", f"--net={os.path.join(pin_dir, pin)}", "ip", "-br", "addr"],
-                                         capture_output=True, text=True, timeout=30).stdout.split())
+    inside = {pin: {"addrs": sorted(_in_netns(os.path.join(pin_dir, pin), "ip", "-br", "addr").split()),
+                    "sysctls": _sysctls(lambda *cmd: _in_netns(os.path.join(pin_dir, pin), *cmd))}
               for pin in pins}
-    return {"store": store, "links": links, "addrs": addrs, "routes": routes, "rules": rules, "pins": pins,
+    owners = _mac_owners(links)
+    return {"store": store, "links": sorted(_link_facts(l) for l in links), "addrs": addrs, "routes": routes,
+            "neighbours": _static_neighbours(host, owners), "fdb": _static_fdb(host, owners),
+            "sysctls": _sysctls(lambda *cmd: host.sh(list(cmd)).stdout), "rules": rules, "pins": pins,
             "inside": inside}
+
+
+def _in_netns(path: str, *cmd: str) -> str:
+    return subprocess.run(["nsenter", f"--net={path}", *cmd], capture_output=True, text=True, timeout=30,
+                          check=True).stdout
+
+
+def _link_facts(link: dict) -> tuple:
+    """A link as muslin sets it up: name, master, up, MTU, alias, kind and its settings, and
+    a bridge port's flags (hairpin, learning, isolated...); not its counters, timers or MAC."""
+    info = link.get("linkinfo", {})
+    settings = sorted((k, v) for k, v in info.get("info_data", {}).items()
+                      if not isinstance(v, (dict, list)) and "timer" not in k and not k.endswith("_id"))
+    port = sorted((k, v) for k, v in info.get("info_slave_data", {}).items()
+                  if isinstance(v, bool) or k in ("priority", "cost"))
+    return (link["ifname"], link.get("master", ""), "UP" in link.get("flags", []), link.get("mtu"),
+            link.get("ifalias", ""), info.get("info_kind", ""), tuple(settings), info.get("info_slave_kind", ""),
+            tuple(port))
+
+
+def _mac_owners(links: list[dict]) -> dict[str, str]:
+    """MAC -> the local links that carry it: the kernel picks those at random, so an entry
+    about a link's own address is written with the link's name instead."""
+    owners: dict[str, list[str]] = {}
+    for link in links:
+        if link.get("address"):
+            owners.setdefault(link["address"], []).append(link["ifname"])
+    return {mac: "@" + ",".join(sorted(names)) for mac, names in owners.items()}
+
+
+def _static_neighbours(host, owners: dict[str, str]) -> list:
+    """Permanent neighbours and proxy (NDP/ARP) entries: what a program writes, not what traffic learns."""
+    out = []
+    for family in ("-4", "-6"):
+        for n in host.ip_json("neigh show nud permanent", opts=[family]) + host.ip_json("neigh show proxy",
+                                                                                        opts=[family]):
+            out.append((n["dst"], n.get("dev", ""), owners.get(n.get("lladdr"), n.get("lladdr", "")),
+                        tuple(n.get("state", [])), tuple(n.get("flags", []))))
+    return sorted(out)
+
+
+def _static_fdb(host, owners: dict[str, str]) -> list:
+    """Unicast FDB entries that were set, not learned (the multicast ones mirror the groups the
+    kernel joined)."""
+    entries = json.loads(host.sh(["bridge", "-j", "fdb", "show"]).stdout or "[]")
+    return sorted((owners.get(e["mac"], e["mac"]), e["ifname"], e.get("master", ""), e.get("dst", ""),
+                   e.get("vlan", 0), e.get("state", ""), tuple(e.get("flags", [])))
+                  for e in entries if e.get("state") in ("permanent", "static") and not int(e["mac"][:2], 16) & 1)
+
+
+# the sysctls muslin writes, and those it would write for NDP proxy and port mapping
+_SYSCTLS = (r"^net\.ipv4\.ip_forward$|^net\.ipv[46]\.conf\.[^.]+\."
+            r"(forwarding|accept_ra|accept_dad|disable_ipv6|proxy_ndp|proxy_arp|route_localnet|arp_notify|ndisc_notify)$")
+
+
+def _sysctls(run) -> list[str]:
+    return sorted(run("sysctl", "-a", "--pattern", _SYSCTLS).splitlines())
 
 
 def in_container(lab, engine, name, *cmd, check=False):
