@@ -3,6 +3,8 @@ in-process engine, and a snapshot of everything muslin owns."""
 
 from __future__ import annotations
 
+import hashlib
+import itertools
 import json
 import os
 import sqlite3
@@ -109,6 +111,58 @@ def _sysctls(run) -> list[str]:
     return sorted(run("sysctl", "-a", "--pattern", _SYSCTLS).splitlines())
 
 
+def repeatable(monkeypatch):
+    """Make the engine's object IDs and creation times repeatable. Calling the returned
+    function starts the same sequence of IDs again: two hosts set up the same way then hold
+    the same state, so that an interrupted operation can be compared with a clean run."""
+    from muslin import engine, names
+
+    counter = iter(())
+
+    def restart() -> None:
+        nonlocal counter
+        counter = itertools.count(1)
+
+    restart()
+    monkeypatch.setattr(names, "new_id", lambda: hashlib.sha256(b"%d" % next(counter)).hexdigest())
+    monkeypatch.setattr(engine, "_now", lambda: "2026-01-01T00:00:00.000000Z")
+    return restart
+
+
+def portable(snap: dict, engine: Engine) -> dict:
+    """``snap`` without what differs between two hosts in the same state: the state directory
+    and the tag derived from it."""
+    text = json.dumps(snap).replace(engine.root, "<root>").replace(f"muslin:{engine.tag}", "muslin:<tag>")
+    return json.loads(text)
+
+
+def clean_run(host, setup) -> dict:
+    """``setup(engine)`` on ``host``, a fresh twin of the host under test, with nothing
+    interrupted: the state it leaves, as :func:`portable` writes it."""
+    engine = engine_on(host)
+    try:
+        setup(engine)
+        return portable(snapshot(host), engine)
+    finally:
+        for con in engine.containers():
+            engine.remove_container(con.id, force=True)
+        engine.close()
+
+
+def assert_recovered(host, engine, before: dict, clean=None) -> None:
+    """After an interrupted operation and recovery: the state ``before`` it (an addition is
+    rolled back), or, when ``clean()`` gives the state a clean run of it leaves, that state
+    (a removal is finished); and recovering again changes nothing."""
+    after = snapshot(host)
+    if clean is None:
+        assert after == before, differences(before, after)
+    else:
+        expected, actual = clean(), portable(after, engine)
+        assert actual == expected, differences(expected, actual)
+    engine.recover()
+    assert snapshot(host) == after
+
+
 def in_container(lab, engine, name, *cmd, check=False):
     """Run a command inside a muslin container's namespace."""
     con = engine.find_container(name)
@@ -124,6 +178,12 @@ def address_of(engine, container, network, family=4) -> str:
     con = engine.find_container(container)
     settings = engine.inspect_container(con)["Networks"][network]
     return settings["IPAddress"] if family == 4 else settings["GlobalIPv6Address"]
+
+
+def differences(expected: dict, actual: dict) -> str:
+    """The parts of two snapshots that differ, for an assertion message."""
+    return dump({key: {"expected": expected.get(key), "actual": actual.get(key)}
+                 for key in sorted(expected.keys() | actual.keys()) if expected.get(key) != actual.get(key)})
 
 
 def dump(obj) -> str:
