@@ -113,11 +113,12 @@ def test_connect_and_disconnect_leave_the_bridge_as_it_was(host, engine):
 
 
 def test_exhausted_pool(host, engine):
-    engine.create_network("tiny", subnets=["172.23.0.0/30"])  # .1 gateway, .2 the only one left
+    net = engine.create_network("tiny", subnets=["172.23.0.0/30"])  # .1 gateway, .2 the only one left
     engine.create_container("t1", "tiny")
     before = snapshot(host)
-    with pytest.raises(MuslinError, match="no available IPv4 addresses on this network's address pools: tiny"):
+    with pytest.raises(MuslinError) as err:
         engine.create_container("t2", "tiny")
+    assert str(err.value) == f"no available IPv4 addresses on this network's address pools: tiny ({net.id})"
     assert snapshot(host) == before
 
 
