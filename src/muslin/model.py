@@ -46,9 +46,10 @@ class Network:
         return [p for p in self.pools_of(version) if str(p.subnet) not in self.auto_subnets]
 
     def ipam_config(self) -> list[dict]:
-        """``IPAM.Config`` as Docker shows it: a gateway muslin picked for a user subnet is not shown."""
+        """``IPAM.Config`` as Docker shows it: the IPv4 subnets first, then the IPv6 ones, each
+        family in the order given; a gateway muslin picked for a user subnet is not shown."""
         out = []
-        for pool in self.pools:
+        for pool in sorted(self.pools, key=lambda p: p.version):
             doc = pool.to_docker()
             if str(pool.subnet) not in self.auto_subnets and doc.get("Gateway") in self.implicit_gateways:
                 del doc["Gateway"]

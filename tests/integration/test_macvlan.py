@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from helpers import address_of, engine_on, in_container, ping, snapshot
+from helpers import address_of, assert_recovered, clean_run, engine_on, in_container, ping, repeatable, snapshot
 
 from muslin import faults
 from muslin.errors import Conflict, InvalidParameter, MuslinError
@@ -279,38 +279,42 @@ STEPS = {
 }
 
 
-@pytest.mark.parametrize("op,step", [(op, step) for op, steps in STEPS.items() for step in steps])
-def test_interrupted_operations_leave_nothing_behind(segment, op, step):
-    """With the shim and its routes, every step of every operation rolls back or finishes."""
-    host, engine, parent, *_ = segment
+def _with_shim(engine, parent, op):
+    """A macvlan network with the host's shim and its routes, a container on it, one idle."""
     pub_net(engine, parent, options={"host_access": "true"})
     engine.create_container("c1", "pub_net")
     engine.create_container("idle", "none")
     if op == "rm":
         engine.remove_container("c1", force=True)
-    before = snapshot(host)
-    faults.arm(step)
-    run = {
+
+
+def _interruptible(engine, parent, op):
+    return {
         "create": lambda: engine.create_network("new", "macvlan", subnets=["172.16.90.0/24"],
                                                 options={"parent": parent, "host_access": "true"}),
         "connect": lambda: engine.connect("pub_net", "idle"),
         "disconnect": lambda: engine.disconnect("pub_net", "c1"),
         "rm": lambda: engine.remove_network("pub_net"),
     }[op]
-    try:
-        run()
-    except faults.InjectedFault:
-        pass
-    finally:
-        faults.arm(None)
+
+
+@pytest.mark.parametrize("op,step", [(op, step) for op, steps in STEPS.items() for step in steps])
+def test_interrupted_operations_leave_nothing_behind(segment, lab, monkeypatch, op, step):
+    """With the shim and its routes, every step of every operation rolls back, or finishes
+    as a clean run of it on a twin host does."""
+    host, engine, parent, *_ = segment
+    restart_ids = repeatable(monkeypatch)
+    _with_shim(engine, parent, op)
+    before = snapshot(host)
+    with faults.injected(step):  # fails unless the operation stopped at this very step
+        _interruptible(engine, parent, op)()
     engine.recover()
-    after = snapshot(host)
-    if op in ("create", "connect"):
-        assert after == before, json.dumps({"before": before, "after": after}, indent=1, default=str)[:4000]
-    else:
-        assert after != before
-        engine.recover()
-        assert snapshot(host) == after
+
+    def clean():
+        twin = lab.host("twin")  # the host's side of the segment is all its snapshot holds
+        lab.link(twin, lab.switch("sw-twin"), ["172.16.86.250/24", "2001:db8:86::250/64"])
+        return clean_run(twin, lambda e: (restart_ids(), _with_shim(e, parent, op), _interruptible(e, parent, op)()))
+    assert_recovered(host, engine, before, clean=clean if op in ("disconnect", "rm") else None)
 
 
 def test_a_lost_interface_is_restored_on_recovery(segment):

@@ -636,6 +636,11 @@ def test_network_inspect_partial(daemon, capsys):
     assert capsys.readouterr() == ("[]\n", "Error response from daemon: network missing not found\n")
 
 
+# docker/cli's question, written out here rather than taken from the module under test
+DOCKER_PRUNE_QUESTION = ("WARNING! This will remove all custom networks not used by at least one container.\n"
+                         "Are you sure you want to continue? [y/N] ")
+
+
 def test_network_prune(daemon, capsys, monkeypatch):
     import io
 
@@ -644,7 +649,7 @@ def test_network_prune(daemon, capsys, monkeypatch):
     capsys.readouterr()
     monkeypatch.setattr(sys, "stdin", io.StringIO("n\n"))
     assert cli.main(["--root", r, "network", "prune"]) == 0  # cancelled: docker exits 0, prints nothing more
-    assert capsys.readouterr().out == cli.PRUNE_WARNING
+    assert capsys.readouterr().out == DOCKER_PRUNE_QUESTION
     assert "network.prune" not in daemon.ops()
     monkeypatch.setattr(sys, "stdin", io.StringIO(""))  # EOF counts as no
     assert cli.main(["--root", r, "network", "prune"]) == 0
@@ -652,7 +657,7 @@ def test_network_prune(daemon, capsys, monkeypatch):
     capsys.readouterr()
     monkeypatch.setattr(sys, "stdin", io.StringIO("y\n"))
     assert cli.main(["--root", r, "network", "prune"]) == 0
-    assert capsys.readouterr().out == cli.PRUNE_WARNING + "Deleted Networks:\na\n\n"
+    assert capsys.readouterr().out == DOCKER_PRUNE_QUESTION + "Deleted Networks:\na\n\n"
     cli.main(["--root", r, "network", "create", "b"])
     capsys.readouterr()
     assert cli.main(["--root", r, "network", "prune", "-f"]) == 0

@@ -12,7 +12,6 @@ from hypothesis import strategies as st
 
 from muslin.errors import Conflict, Exhausted, InvalidParameter
 from muslin.ipam import (
-    DEFAULT_POOLS_V4,
     Pool,
     bounds,
     check_no_overlap,
@@ -667,9 +666,14 @@ _V4_IN_USE = st.builds(
     st.integers(8, 32),
 )
 
+# libnetwork's local-scope default address pools (base, size of each network cut from it)
+DOCKER_LOCAL_POOLS_V4 = [(N("172.17.0.0/16"), 16), (N("172.18.0.0/16"), 16), (N("172.19.0.0/16"), 16),
+                         (N("172.20.0.0/14"), 16), (N("172.24.0.0/14"), 16), (N("172.28.0.0/14"), 16),
+                         (N("192.168.0.0/16"), 20)]
+
 
 def _candidates_v4():
-    for base, size in DEFAULT_POOLS_V4:
+    for base, size in DOCKER_LOCAL_POOLS_V4:
         yield from base.subnets(new_prefix=size)
 
 

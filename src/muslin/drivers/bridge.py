@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 
+from muslin import ipam
 from muslin.errors import Conflict, InvalidParameter
 from muslin.kernel import Namespace, sysctl_name
 from muslin.kernel.firewall import BridgeRules
@@ -73,7 +74,9 @@ class BridgeDriver:
 
     def create(self, host: Namespace, network: Network) -> None:
         name = bridge_name(network)
-        host.add_bridge(name, mtu=mtu(network), alias=self.alias)
+        # an address of its own, as Docker gives it: otherwise the bridge takes its lowest
+        # port's, and the gateway's MAC changes under the containers as others come and go
+        host.add_bridge(name, mtu=mtu(network), alias=self.alias, mac=ipam.docker_mac(None))
         if network.ipv6:
             host.sysctl(f"net.ipv6.conf.{sysctl_name(name)}.disable_ipv6", "0")
             # no duplicate address detection on the gateway side: a fresh bridge's
