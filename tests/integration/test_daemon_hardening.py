@@ -1,0 +1,142 @@
+"""The daemon's socket is an attack surface: whatever arrives on it gets an answer and changes
+nothing it should not. Requests are sent raw, the way a hostile or broken client would."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import threading
+import time
+
+import pytest
+from helpers import snapshot
+
+from muslin.client import _read_line  # one reply line, as the client reads it
+
+pytestmark = pytest.mark.kernel
+
+
+@pytest.fixture
+def host(lab):
+    h = lab.host("h1")
+    h.muslin("network", "ls")  # starts the daemon
+    return h
+
+
+def _connect(host, timeout: float = 30) -> socket.socket:
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(timeout)
+    s.connect(os.path.join(host.root, "muslin.sock"))
+    return s
+
+
+def send_raw(host, line: bytes) -> dict:
+    with _connect(host) as s:
+        try:
+            s.sendall(line)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the daemon answered before reading it all (a line over the limit)
+        reply = _read_line(s)
+    assert reply, f"no answer to {line[:80]!r}"
+    return json.loads(reply)
+
+
+def request(host, op, **args) -> dict:
+    return send_raw(host, json.dumps({"op": op, "args": args}).encode() + b"\n")
+
+
+def _daemon_pid(host) -> int:
+    with open(host.pidfile) as f:
+        return int(f.read())
+
+
+def _vm(pid: int, field: str) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError(field)
+
+
+def test_a_string_is_not_a_boolean(host):
+    before = snapshot(host)
+    reply = request(host, "network.create", name="v6", ipv6="false")
+    assert reply["error"]["code"] == "invalid"
+    assert "'ipv6'" in reply["error"]["message"] and "boolean" in reply["error"]["message"]
+    assert snapshot(host) == before
+    host.muslin("run", "-d", "--name", "busy", "--network", "none", "--", "sleep", "300")
+    reply = request(host, "container.remove", name="busy", force="no")
+    assert reply["error"]["code"] == "invalid"
+    assert json.loads(host.muslin("inspect", "busy").stdout)[0]["State"] == "running"
+    host.muslin("rm", "-f", "busy")
+
+
+def test_a_number_as_a_name_is_refused_and_listing_still_works(host):
+    before = snapshot(host)
+    reply = request(host, "network.create", name=123)
+    assert reply["error"]["code"] == "invalid" and "'name'" in reply["error"]["message"]
+    assert snapshot(host) == before
+    assert host.muslin("network", "ls").returncode == 0
+
+
+@pytest.mark.parametrize("line", [b"[]\n", b'"network.list"\n', b"null\n", b"42\n", b'{"op": "ping", "args": []}\n'])
+def test_a_request_that_is_not_an_object_gets_an_answer(host, line):
+    reply = send_raw(host, line)
+    assert reply["error"]["code"] == "invalid"
+    assert request(host, "ping")["result"]["Pid"] == _daemon_pid(host)
+
+
+def test_huge_names_and_labels_are_refused(host):
+    before = snapshot(host)
+    big = "x" * (2 << 20)
+    assert "request too long" in request(host, "network.create", name=big)["error"]["message"]
+    reply = request(host, "network.create", name="n", labels={"k": "v" * 100_000})
+    assert reply["error"]["code"] == "invalid" and "too long" in reply["error"]["message"]
+    assert snapshot(host) == before
+
+
+def test_a_line_without_newline_is_cut_off_and_not_held_in_memory(host):
+    pid = _daemon_pid(host)
+    peak_before = _vm(pid, "VmHWM")
+    with _connect(host) as s:
+        try:
+            chunk = b"x" * (1 << 20)
+            for _ in range(64):  # 64 MiB, no newline
+                s.sendall(chunk)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the daemon answered and hung up before reading it all
+        reply = json.loads(_read_line(s))
+    assert reply["error"]["message"].startswith("request too long")
+    assert _vm(pid, "VmHWM") - peak_before < 16 << 20
+    assert request(host, "ping")["result"]["Pid"] == pid
+
+
+def test_idle_connections_are_dropped(host):
+    from muslin.daemon import IDLE_TIMEOUT
+
+    with _connect(host, timeout=IDLE_TIMEOUT + 20) as s:
+        start = time.monotonic()
+        assert s.recv(100) == b""  # closed by the daemon, without a word
+        assert time.monotonic() - start >= IDLE_TIMEOUT - 1
+
+
+def test_connections_beyond_the_limit_are_answered_busy_and_the_daemon_stays_up(host):
+    from muslin.daemon import MAX_CONNECTIONS
+
+    pid = _daemon_pid(host)
+    idle = [_connect(host) for _ in range(MAX_CONNECTIONS)]
+    try:
+        time.sleep(0.5)  # let the daemon accept them all
+        threads_before = len(os.listdir(f"/proc/{pid}/task"))
+        reply = request(host, "ping")
+        assert reply["error"]["code"] == "busy"
+        assert len(os.listdir(f"/proc/{pid}/task")) <= threads_before
+    finally:
+        for s in idle:
+            s.close()
+    deadline = time.monotonic() + 10
+    while "result" not in (reply := request(host, "ping")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert reply["result"]["Pid"] == pid
