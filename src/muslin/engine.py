@@ -56,6 +56,15 @@ def _process_start(pid: int) -> int | None:
     return None if fields[0] in ("Z", "X") else int(fields[19])
 
 
+def _in_netns(pid: int, netns: str) -> bool:
+    """True when process ``pid`` lives in the network namespace pinned at ``netns``."""
+    try:
+        mine, theirs = os.stat(f"/proc/{pid}/ns/net"), os.stat(netns)
+    except OSError:
+        return False
+    return (mine.st_dev, mine.st_ino) == (theirs.st_dev, theirs.st_ino)
+
+
 class Engine:
     """The state of one muslin root, applied to one host network namespace.
 
@@ -510,14 +519,31 @@ class Engine:
             return con
 
     def container_started(self, ref: str, pid: int) -> Container:
+        """Record the container's process. Only a process already in the container's namespace
+        is taken: ``rm -f`` kills the recorded PID, which must never be somebody else's."""
         with self._lock:
             con = self.find_container(ref)
+            if not con.owns_netns:
+                raise InvalidParameter(f"container {con.name} was not started by muslin")
             start = _process_start(pid)
             if start is None:
                 raise NotFound(f"no process with PID {pid}")
+            if not self._enters_netns(pid, con.netns):
+                raise InvalidParameter(f"process {pid} is not in the network namespace of container {con.name}")
             con.pid, con.pid_start = pid, start
             self.store.put("containers", con.id, con.name, "active", con.to_doc())
             return con
+
+    @staticmethod
+    def _enters_netns(pid: int, netns: str, wait: float = 2.0) -> bool:
+        """Whether ``pid`` is (or within ``wait`` seconds gets) into ``netns``: a runner may report
+        its child between fork and the child's setns()."""
+        deadline = time.monotonic() + wait
+        while not _in_netns(pid, netns):
+            if time.monotonic() > deadline or _process_start(pid) is None:
+                return False
+            time.sleep(0.01)
+        return True
 
     def container_state(self, con: Container) -> str:
         if con.pid is None:
@@ -555,7 +581,7 @@ class Engine:
 
     def _kill(self, con: Container) -> None:
         """SIGKILL the container's process — only if it still is the one we recorded."""
-        if con.pid is None or _process_start(con.pid) != con.pid_start:
+        if con.pid is None or _process_start(con.pid) != con.pid_start or not _in_netns(con.pid, con.netns):
             return
         try:
             os.kill(con.pid, signal.SIGKILL)

@@ -140,3 +140,24 @@ def test_connections_beyond_the_limit_are_answered_busy_and_the_daemon_stays_up(
     while "result" not in (reply := request(host, "ping")) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert reply["result"]["Pid"] == pid
+
+
+def test_started_takes_only_a_process_in_the_container(host, lab):
+    res = request(host, "container.create", name="c1", network="none", command=["sleep", "300"])["result"]
+    outsider = lab.node("other").popen(["sleep", "300"])
+    reply = request(host, "container.started", id=res["Id"], pid=outsider.pid)
+    assert reply["error"]["code"] == "invalid"
+    assert "not in the network namespace of container c1" in reply["error"]["message"]
+    request(host, "container.remove", name="c1", force=True)
+    assert outsider.running(), "rm -f killed a process that is not the container's"
+    outsider.stop()
+
+
+def test_rm_force_kills_the_container_it_was_told_about(host):
+    host.muslin("run", "-d", "--name", "sleeper", "--network", "none", "--", "sleep", "300")
+    pid = json.loads(host.muslin("inspect", "sleeper").stdout)[0]["Pid"]
+    host.muslin("rm", "-f", "sleeper")
+    deadline = time.monotonic() + 5
+    while os.path.exists(f"/proc/{pid}") and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not os.path.exists(f"/proc/{pid}") or open(f"/proc/{pid}/stat").read().split(") ")[1][0] == "Z"
