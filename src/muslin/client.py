@@ -16,6 +16,7 @@ import os
 import _socket
 
 from muslin.errors import BY_CODE, MuslinError
+from muslin.paths import UnsafeRoot, check_root, open_private, prepare_root
 
 try:  # the accelerators json itself uses (CPython); without them, the json package does it all
     from _json import encode_basestring_ascii as _c_encode_str
@@ -43,12 +44,19 @@ class Client:
         self.autostart = autostart
 
     def call(self, op: str, **args):
+        try:  # a socket in a root others can change may be anybody's: never talk to it
+            check_root(self.root)
+        except UnsafeRoot as exc:
+            raise MuslinError(f"muslin daemon not contacted: {exc.message}") from None
         try:
             sock = self._connect()
         except (FileNotFoundError, ConnectionRefusedError):
             if not self.autostart:
                 raise MuslinError(f"muslin daemon is not running (no socket at {socket_path(self.root)})")
-            start_daemon(self.root)
+            try:
+                start_daemon(self.root)
+            except UnsafeRoot as exc:
+                raise MuslinError(f"muslin daemon not started: {exc.message}") from None
             sock = self._connect()
         try:
             sock.sendall(dumps({"op": op, "args": args}).encode() + b"\n")
@@ -148,8 +156,8 @@ def start_daemon(root: str) -> None:
     import sys
     import time
 
-    os.makedirs(root, exist_ok=True)
-    log = open(os.path.join(root, "muslin.log"), "ab")
+    root = prepare_root(root)
+    log = open(open_private(os.path.join(root, "muslin.log"), os.O_WRONLY | os.O_CREAT | os.O_APPEND), "ab")
     with log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "muslin", "--root", root, "daemon"],

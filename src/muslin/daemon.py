@@ -22,11 +22,12 @@ from muslin import __version__
 from muslin.client import SOCKET_NAME
 from muslin.engine import Engine
 from muslin.errors import MuslinError
+from muslin.paths import UnsafeRoot, open_private, prepare_root
 from muslin.protocol import MAX_LINE, Invalid, parse_request
 
 log = logging.getLogger("muslin")
 
-IDLE_TIMEOUT = 30.0  # seconds a connection may stay silent (a request is sent at once by the client)
+IDLE_TIMEOUT = 10.0  # seconds a connection may stay silent (a request is sent at once by the client)
 MAX_CONNECTIONS = 64  # handler threads; operations run one at a time in the engine anyway
 
 
@@ -187,14 +188,24 @@ def _notify_systemd(state: str) -> None:
 
 def serve(root: str) -> int:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(message)s")
-    os.makedirs(root, exist_ok=True)
-    lock = open(os.path.join(root, "muslin.lock"), "w")
+    os.umask(0o077)  # everything the daemon creates (socket, store, pins, logs) is root's alone
+    try:
+        root = prepare_root(root)
+        lock = open_private(os.path.join(root, "muslin.lock"), os.O_RDWR | os.O_CREAT)
+    except UnsafeRoot as exc:
+        log.error("%s", exc)
+        return 1
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         log.info("another muslin daemon serves %s", root)
         return 0
-    with open(os.path.join(root, "muslin.pid"), "w") as f:
+    try:
+        pid = open_private(os.path.join(root, "muslin.pid"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+    except UnsafeRoot as exc:
+        log.error("%s", exc)
+        return 1
+    with open(pid, "w") as f:
         f.write(f"{os.getpid()}\n")
     engine = Engine(root)
     repaired = engine.recover()
@@ -206,7 +217,6 @@ def serve(root: str) -> int:
         pass
     server = _Server(path, _Handler)
     server.engine = engine
-    os.chmod(path, 0o600)
 
     def stop(signum, frame):
         threading.Thread(target=server.shutdown, daemon=True).start()

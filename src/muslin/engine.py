@@ -22,7 +22,7 @@ import signal
 import threading
 import time
 
-from muslin import ipam, kernel, names
+from muslin import ipam, kernel, names, paths
 from muslin.drivers import Driver, load
 from muslin.errors import Conflict, InvalidParameter, MuslinError, NotFound
 from muslin.fabric.env import FABRIC_OPTION, subnet_file_path
@@ -56,6 +56,13 @@ def _process_start(pid: int) -> int | None:
     return None if fields[0] in ("Z", "X") else int(fields[19])
 
 
+def _unlink_if_there(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
 def _in_netns(pid: int, netns: str) -> bool:
     """True when process ``pid`` lives in the network namespace pinned at ``netns``."""
     try:
@@ -73,9 +80,10 @@ class Engine:
     """
 
     def __init__(self, root: str, netns: str | None = None):
-        self.root = os.path.abspath(root)
-        os.makedirs(self.root, exist_ok=True)
-        self.store = Store(os.path.join(self.root, "muslin.db"))
+        self.root = paths.prepare_root(root)
+        db = os.path.join(self.root, "muslin.db")
+        os.close(paths.open_private(db, os.O_RDWR | os.O_CREAT))  # 0600, and never a link SQLite would follow
+        self.store = Store(db)
         self.host = Namespace(netns)
         self.tag = hashlib.sha256(self.root.encode()).hexdigest()[:8]
         self._drivers: dict[str, Driver] = {}
@@ -505,7 +513,8 @@ class Engine:
                 checkpoint("run.reserved")
                 kernel.create_netns(con.netns)
                 checkpoint("run.netns")
-                os.makedirs(os.path.dirname(con.log), exist_ok=True)
+                paths.private_dir(os.path.dirname(con.log))
+                os.close(paths.open_private(con.log, os.O_WRONLY | os.O_CREAT | os.O_EXCL))
                 if net is not None:
                     self._connect(net, con, ip, ip6, list(aliases))
                 else:
@@ -514,6 +523,7 @@ class Engine:
                 self.store.set_state("containers", con.id, "active")
             except BaseException:
                 kernel.remove_netns(con.netns)
+                _unlink_if_there(con.log)
                 self.store.delete("containers", con.id)
                 raise
             return con
@@ -713,9 +723,12 @@ class Engine:
         return True
 
     def _remove_orphans(self) -> int:
-        """Delete what the store does not know: links tagged as this root's and the ports
-        enslaved to them (ports first: a deleted bridge would set them loose), and stray
-        namespace pins."""
+        """Delete links tagged as this root's that the store does not know, and the ports
+        enslaved to them (ports first: a deleted bridge would set them loose).
+
+        Namespace pins are not scanned for: every pin muslin makes is recorded before it is
+        made and removed with its record, so a file under ``netns/`` that no record names is
+        not muslin's to unmount or delete."""
         expected: set[str] = set()
         for net in self.networks(("active",)):
             expected |= self.driver(net.driver).links(net, self.endpoints(network=net))
@@ -726,13 +739,5 @@ class Engine:
         for link in sorted(links, key=lambda l: l.index in ours):
             if (link.index in ours or link.master in ours) and link.name not in expected:
                 if self.host.delete_link(link.name):
-                    removed += 1
-        pins = os.path.join(self.root, "netns")
-        known = {c.netns for c in self.containers()}
-        if os.path.isdir(pins):
-            for entry in os.listdir(pins):
-                path = os.path.join(pins, entry)
-                if path not in known:
-                    kernel.remove_netns(path)
                     removed += 1
         return removed

@@ -7,7 +7,9 @@ import json
 import os
 import signal
 import socket
-import threading
+import stat
+import subprocess
+import sys
 import time
 
 import pytest
@@ -161,3 +163,96 @@ def test_rm_force_kills_the_container_it_was_told_about(host):
     while os.path.exists(f"/proc/{pid}") and time.monotonic() < deadline:
         time.sleep(0.02)
     assert not os.path.exists(f"/proc/{pid}") or open(f"/proc/{pid}/stat").read().split(") ")[1][0] == "Z"
+
+
+# --------------------------------------------------------------------------- the root and the daemon's start
+
+NOBODY = 65534
+
+
+def _cli_argv(*args: str) -> list[str]:
+    """The installed ``muslin`` command: muslin from its own location, whatever the current directory."""
+    import muslin
+
+    src = os.path.dirname(os.path.dirname(os.path.abspath(muslin.__file__)))
+    return [sys.executable, "-c", f"import sys; sys.path.insert(0, {src!r}); from muslin.cli import main; "
+            "sys.exit(main())", *args]
+
+
+def _wait_for(predicate, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+def test_a_root_another_user_can_change_is_refused_and_its_socket_never_contacted(lab):
+    h = lab.host("h1")
+    theirs = os.path.join(lab.workdir, "theirs")
+    os.mkdir(theirs, 0o755)
+    os.chown(theirs, NOBODY, NOBODY)
+    fake = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    fake.bind(os.path.join(theirs, "muslin.sock"))
+    fake.listen(5)
+    fake.setblocking(False)
+    shared = os.path.join(lab.workdir, "shared")  # root's directory inside a world-writable, non-sticky one
+    os.makedirs(os.path.join(shared, "root"))
+    os.chmod(shared, 0o777)
+    try:
+        for root in (theirs, os.path.join(shared, "root"), os.path.join(shared, "new")):
+            out = subprocess.run(["nsenter", f"--net={h.netns}", "--", *_cli_argv("--root", root, "network", "ls")],
+                                 capture_output=True, text=True, timeout=60)
+            assert out.returncode == 1
+            assert out.stderr.startswith("Error: muslin daemon not contacted: unsafe muslin root"), out.stderr
+            with pytest.raises(BlockingIOError):
+                fake.accept()
+        assert sorted(os.listdir(theirs)) == ["muslin.sock"] and sorted(os.listdir(shared)) == ["root"]
+    finally:
+        fake.close()
+
+
+def test_state_files_are_never_opened_through_symlinks(lab):
+    h = lab.host("h1")
+    victims = {}
+    for name in ("muslin.pid", "muslin.log"):
+        victims[name] = os.path.join(lab.workdir, f"victim-{name}")
+        with open(victims[name], "w") as f:
+            f.write("precious\n")
+        os.symlink(victims[name], os.path.join(h.root, name))
+    out = h.muslin("network", "ls", check=False)
+    assert out.returncode == 1 and "is a symlink" in out.stderr
+    os.unlink(os.path.join(h.root, "muslin.log"))
+    daemon = h.muslin_popen("daemon")
+    assert daemon.wait(30) == 1  # refused muslin.pid
+    assert all(open(v).read() == "precious\n" for v in victims.values())
+
+
+def test_recovery_removes_only_the_pins_muslin_recorded(lab):
+    h = lab.host("h1")
+    pins = os.path.join(h.root, "netns")
+    os.makedirs(pins)
+    stranger = os.path.join(pins, "not-a-pin-of-ours")
+    with open(stranger, "w") as f:
+        f.write("keep me\n")
+    h.muslin("run", "-d", "--name", "c1", "--network", "none", "--", "sleep", "300")
+    os.kill(_daemon_pid(h), signal.SIGTERM)
+    _wait_for(lambda: not os.path.exists(os.path.join(h.root, "muslin.sock")))
+    h.muslin("network", "ls")  # a new daemon: recovery
+    assert os.path.exists(stranger)
+    assert json.loads(h.muslin("inspect", "c1").stdout)[0]["State"] == "running"
+    h.muslin("rm", "-f", "c1")
+    assert os.listdir(pins) == ["not-a-pin-of-ours"]
+
+
+def test_state_is_readable_by_root_only(host):
+    host.muslin("network", "create", "n1")
+    cid = host.muslin("run", "-d", "--name", "c1", "--network", "n1", "--", "sh", "-c", "echo hi; sleep 300")
+    log = json.loads(host.muslin("inspect", "c1").stdout)[0]["Log"]
+    assert cid.stdout.strip() in log
+    modes = {path: stat.S_IMODE(os.lstat(path).st_mode) for path in (
+        host.root, os.path.join(host.root, "containers"), os.path.join(host.root, "netns"))}
+    assert modes == dict.fromkeys(modes, 0o700)
+    for name in ("muslin.db", "muslin.log", "muslin.pid", "muslin.lock", "muslin.sock", log):
+        path = os.path.join(host.root, name)
+        assert stat.S_IMODE(os.lstat(path).st_mode) & 0o077 == 0, f"{path} is {oct(os.lstat(path).st_mode)}"
+    host.muslin("rm", "-f", "c1")
