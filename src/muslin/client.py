@@ -150,6 +150,19 @@ def loads(data: bytes):
 # --------------------------------------------------------------------------- starting the daemon
 
 
+def daemon_argv(root: str) -> list[str]:
+    """``muslin --root ROOT daemon`` run by this interpreter, isolated (``-I``: no current
+    directory, PYTHON* variables or user site on the path, which would let whoever controls
+    them run code as root) and importing muslin from where this very package was loaded."""
+    import sys
+
+    import muslin
+
+    here = os.path.dirname(os.path.dirname(os.path.abspath(muslin.__file__)))
+    boot = "import sys; sys.path.insert(0, sys.argv.pop(1)); from muslin.cli import main; sys.exit(main())"
+    return [sys.executable, "-I", "-c", boot, here, "--root", root, "daemon"]
+
+
 def start_daemon(root: str) -> None:
     """Start ``muslin daemon`` for this root in the background and wait until it answers."""
     import subprocess
@@ -160,7 +173,7 @@ def start_daemon(root: str) -> None:
     log = open(open_private(os.path.join(root, "muslin.log"), os.O_WRONLY | os.O_CREAT | os.O_APPEND), "ab")
     with log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "muslin", "--root", root, "daemon"],
+            daemon_argv(root), cwd="/",
             stdin=subprocess.DEVNULL, stdout=log, stderr=log,
             start_new_session=True, close_fds=True,
         )

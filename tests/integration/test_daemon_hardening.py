@@ -170,6 +170,15 @@ def test_rm_force_kills_the_container_it_was_told_about(host):
 NOBODY = 65534
 
 
+def _planted(directory: str, marker: str) -> None:
+    """A fake muslin package and a fake pyroute2 that leave ``marker`` behind if they ever run."""
+    code = f"open({marker!r}, 'w').write('ran as ' + str(__import__('os').getuid()))\n"
+    os.makedirs(os.path.join(directory, "muslin"))
+    for name in ("muslin/__init__.py", "muslin/__main__.py", "pyroute2.py"):
+        with open(os.path.join(directory, name), "w") as f:
+            f.write(code)
+
+
 def _cli_argv(*args: str) -> list[str]:
     """The installed ``muslin`` command: muslin from its own location, whatever the current directory."""
     import muslin
@@ -177,6 +186,34 @@ def _cli_argv(*args: str) -> list[str]:
     src = os.path.dirname(os.path.dirname(os.path.abspath(muslin.__file__)))
     return [sys.executable, "-c", f"import sys; sys.path.insert(0, {src!r}); from muslin.cli import main; "
             "sys.exit(main())", *args]
+
+
+def test_starting_the_daemon_runs_no_code_from_the_current_directory_or_pythonpath(lab):
+    h = lab.host("h1")
+    planted, marker = os.path.join(lab.workdir, "planted"), os.path.join(lab.workdir, "marker")
+    _planted(planted, marker)
+    out = subprocess.run(["nsenter", f"--net={h.netns}", "--", *_cli_argv("--root", h.root, "network", "ls")],
+                         cwd=planted, env={**os.environ, "PYTHONPATH": planted}, capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert not os.path.exists(marker)
+    assert request(h, "ping")["result"]["Pid"] == _daemon_pid(h)
+
+
+def test_python_m_muslin_imports_nothing_from_the_current_directory(lab):
+    h = lab.host("h1")
+    planted, marker = os.path.join(lab.workdir, "planted"), os.path.join(lab.workdir, "marker")
+    _planted(planted, marker)
+    os.rename(os.path.join(planted, "muslin"), os.path.join(lab.workdir, "not-imported"))  # pyroute2.py stays
+    served = subprocess.Popen(["nsenter", f"--net={h.netns}", "--", *h.muslin_argv("daemon")], cwd=planted,
+                              env=h.muslin_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _wait_for(lambda: os.path.exists(os.path.join(h.root, "muslin.sock")))
+        assert request(h, "network.list")["result"] is not None  # the engine (and pyroute2) are loaded
+        assert not os.path.exists(marker)
+    finally:
+        served.terminate()
+        served.wait(10)
 
 
 def _wait_for(predicate, timeout: float = 20) -> None:
