@@ -293,3 +293,85 @@ def test_state_is_readable_by_root_only(host):
         path = os.path.join(host.root, name)
         assert stat.S_IMODE(os.lstat(path).st_mode) & 0o077 == 0, f"{path} is {oct(os.lstat(path).st_mode)}"
     host.muslin("rm", "-f", "c1")
+
+
+# --------------------------------------------------------------------------- fuzzing the protocol
+
+# valid requests of these would change the host (a network, an interface): the fuzz sends only their malformed ones
+_CHANGING = {"network.create", "network.connect", "container.create", "container.started"}
+
+
+def _host_state(host) -> str:
+    """The host namespace's links, addresses and routes (default route included)."""
+    return host.sh("ip -br link; ip -br addr; ip route; ip -6 route").stdout
+
+
+def test_fuzzed_requests_are_all_answered_and_refused_ones_change_nothing(host, capsys):
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    from muslin.protocol import SCHEMAS, Invalid, parse_request
+
+    pid = _daemon_pid(host)
+    before, state = snapshot(host), _host_state(host)
+    idle = _connect(host, timeout=60)  # sends nothing for the whole run
+    tally = {"malformed": 0, "clear": 0, "valid": 0}
+    values = st.recursive(
+        st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(),
+        lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4),
+        max_leaves=10)
+
+    @st.composite
+    def requests(draw):
+        kind = draw(st.sampled_from(["op"] * 8 + ["value", "bytes"]))
+        if kind == "value":  # any JSON value as the whole request
+            return json.dumps(draw(values)).encode() + b"\n"
+        if kind == "bytes":
+            return draw(st.binary(max_size=200)).replace(b"\n", b" ") + b"\n"
+        op = draw(st.sampled_from(sorted(SCHEMAS)) | st.text(max_size=12))
+        names = sorted(SCHEMAS.get(op, {})) or ["x"]
+        args = draw(st.dictionaries(st.sampled_from(names) | st.text(max_size=8), values, max_size=6))
+        return json.dumps({"op": op, "args": args}).encode() + b"\n"
+
+    @settings(max_examples=300, deadline=None, derandomize=True,
+              suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+    @given(line=requests())
+    def one(line):
+        try:
+            op, _ = parse_request(json.loads(line))
+        except (Invalid, ValueError):
+            op = None
+        if op is not None:
+            if op in _CHANGING:
+                return
+            tally["valid"] += 1
+        else:
+            tally["malformed"] += 1
+        reply = send_raw(host, line)
+        assert set(reply) in ({"result"}, {"error"}), reply
+        if op is None:
+            assert reply["error"]["code"] == "invalid" and reply["error"]["message"], reply
+            assert _host_state(host) == state, f"{line[:200]!r} changed the host"
+            tally["clear"] += 1
+
+    one()
+    for line in (b"x" * (3 << 20), b"{" * (2 << 20) + b"\n"):  # oversized, with and without a newline
+        tally["malformed"] += 1
+        assert send_raw(host, line)["error"]["message"].startswith("request too long")
+        tally["clear"] += 1
+    with _connect(host) as s:  # the last line of a connection needs no newline
+        s.sendall(b'{"op": "ping"}')
+        s.shutdown(socket.SHUT_WR)
+        assert json.loads(_read_line(s))["result"]["Pid"] == pid
+    assert idle.recv(10) == b""  # dropped while idle
+    idle.close()
+    assert _daemon_pid(host) == pid and request(host, "ping")["result"]["Pid"] == pid
+    assert snapshot(host) == before
+    os.kill(pid, signal.SIGTERM)  # and the root still starts
+    _wait_for(lambda: not os.path.exists(os.path.join(host.root, "muslin.sock")))
+    assert host.muslin("network", "ls").returncode == 0
+    assert snapshot(host) == before
+    with capsys.disabled():
+        print(f"\nfuzz: {tally['clear']} of {tally['malformed']} malformed requests answered with a clear error "
+              f"and no change; {tally['valid']} valid read-only requests answered")
+    assert tally["clear"] == tally["malformed"]
