@@ -163,6 +163,20 @@ def daemon_argv(root: str) -> list[str]:
     return [sys.executable, "-I", "-c", boot, here, "--root", root, "daemon"]
 
 
+def _lock_held(root: str) -> bool:
+    """Whether a daemon holds the root's lock (serves it, or is starting or stopping)."""
+    import fcntl
+
+    fd = open_private(os.path.join(root, "muslin.lock"), os.O_RDWR | os.O_CREAT)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # also lets go of the lock if we took it
+    return False
+
+
 def start_daemon(root: str) -> None:
     """Start ``muslin daemon`` for this root in the background and wait until it answers."""
     import subprocess
@@ -170,23 +184,31 @@ def start_daemon(root: str) -> None:
     import time
 
     root = prepare_root(root)
-    log = open(open_private(os.path.join(root, "muslin.log"), os.O_WRONLY | os.O_CREAT | os.O_APPEND), "ab")
-    with log:
-        proc = subprocess.Popen(
-            daemon_argv(root), cwd="/",
-            stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-            start_new_session=True, close_fds=True,
-        )
+
+    def spawn() -> subprocess.Popen:
+        log = open(open_private(os.path.join(root, "muslin.log"), os.O_WRONLY | os.O_CREAT | os.O_APPEND), "ab")
+        with log:
+            return subprocess.Popen(
+                daemon_argv(root), cwd="/",
+                stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                start_new_session=True, close_fds=True,
+            )
+
+    proc = spawn()
     deadline = time.monotonic() + START_TIMEOUT
     told = False
     while time.monotonic() < deadline:
-        if proc.poll() not in (None, 0):  # 0: another daemon won the start race
+        if proc.poll() not in (None, 0):
             raise MuslinError(f"muslin daemon failed to start (exit {proc.returncode}); see {root}/muslin.log")
         try:
             Client(root, autostart=False)._connect().close()
             return
         except (FileNotFoundError, ConnectionRefusedError):
             pass
+        if proc.returncode == 0 and not _lock_held(root):
+            # ours found another daemon holding the root's lock, which has let go since:
+            # it was stopping, and no socket will come. Start again.
+            proc = spawn()
         if not told and time.monotonic() > deadline - START_TIMEOUT + 1.0:
             print(f"Waiting for the muslin daemon to start ({root})…", file=sys.stderr)
             told = True
