@@ -531,15 +531,18 @@ class Engine:
     def container_started(self, ref: str, pid: int) -> Container:
         """Record the container's process. Only a process already in the container's namespace
         is taken: ``rm -f`` kills the recorded PID, which must never be somebody else's."""
+        con = self.find_container(ref)
+        if not con.owns_netns:
+            raise InvalidParameter(f"container {con.name} was not started by muslin")
+        if _process_start(pid) is None:
+            raise NotFound(f"no process with PID {pid}")
+        if not self._enters_netns(pid, con.netns):  # waits: outside the lock, other requests go on
+            raise InvalidParameter(f"process {pid} is not in the network namespace of container {con.name}")
         with self._lock:
-            con = self.find_container(ref)
-            if not con.owns_netns:
-                raise InvalidParameter(f"container {con.name} was not started by muslin")
+            con = self.find_container(con.id)
             start = _process_start(pid)
-            if start is None:
-                raise NotFound(f"no process with PID {pid}")
-            if not self._enters_netns(pid, con.netns):
-                raise InvalidParameter(f"process {pid} is not in the network namespace of container {con.name}")
+            if start is None or not _in_netns(pid, con.netns):
+                raise NotFound(f"no process with PID {pid} in container {con.name}")
             con.pid, con.pid_start = pid, start
             self.store.put("containers", con.id, con.name, "active", con.to_doc())
             return con
