@@ -56,8 +56,10 @@ def _problem(path: str) -> str | None:
         except FileNotFoundError:
             # muslin creates it: only where nobody else can create it first (or it is checked after)
             return f"{current} is writable by group or others" if writable and not st.st_mode & stat.S_ISVTX else None
-        if writable and not (st.st_mode & stat.S_ISVTX and _trusted(child_st.st_uid)):
+        if writable and not st.st_mode & stat.S_ISVTX:
             return f"{current} is writable by group or others"
+        if writable and not _trusted(child_st.st_uid):
+            return f"{child} is owned by uid {child_st.st_uid} in {current}, which others can write to"
         if stat.S_ISLNK(child_st.st_mode):
             return None if _trusted(child_st.st_uid) else f"{child} is a symlink owned by uid {child_st.st_uid}"
         current, st = child, child_st
