@@ -7,8 +7,8 @@ socket planted there would receive the CLI's requests. So a root is used only
 when every directory from ``/`` down to it can be changed by root alone: owned
 by root (or the user muslin runs as) and not writable by group or others — or
 writable by others but sticky (``/tmp``) with the next component owned by
-root, which keeps ``/tmp/<root's 0700 directory>`` usable. The root itself is
-made 0700 and files in it 0600, as Docker keeps ``/var/lib/docker``.
+root, which keeps ``/tmp/<root's 0700 directory>`` usable. The root muslin makes
+is 0700 and files in it 0600, as Docker keeps ``/var/lib/docker``.
 
 Standard library only: the CLI checks the root before every connect.
 """
@@ -76,27 +76,36 @@ def check_root(root: str) -> None:
 
 
 def prepare_root(root: str) -> str:
-    """Check ``root``, create it 0700 if missing, take group and others' access away; its absolute path."""
+    """Check ``root`` and create it 0700 if missing; its absolute path.
+
+    An existing root loses group and others' access only when it is muslin's (empty, or
+    holding muslin's state): ``--root /run`` must not change /run. Files are 0600 anyway.
+    """
     root = os.path.abspath(root)
     check_root(root)
     os.makedirs(root, mode=ROOT_MODE, exist_ok=True)
     check_root(root)  # what was created (or raced into place) is what was checked
-    private_dir(root)
-    return root
-
-
-def private_dir(path: str) -> None:
-    """Make the directory ``path`` (created if missing) accessible to its owner only, without following a link."""
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | _OPEN_FLAGS)
     try:
-        os.mkdir(path, ROOT_MODE)
-    except FileExistsError:
-        pass
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | _OPEN_FLAGS)
-    try:
-        if stat.S_IMODE(os.fstat(fd).st_mode) != ROOT_MODE:
+        mode = stat.S_IMODE(os.fstat(fd).st_mode)
+        if mode != ROOT_MODE and _is_muslins(os.listdir(fd)):
             os.fchmod(fd, ROOT_MODE)
     finally:
         os.close(fd)
+    return root
+
+
+def _is_muslins(entries: list[str]) -> bool:
+    return not entries or bool({"muslin.db", "muslin.lock"} & set(entries))
+
+
+def private_dir(path: str) -> None:
+    """Create the directory ``path`` 0700 unless it exists; refuse a link or a file in its place."""
+    try:
+        os.mkdir(path, ROOT_MODE)
+    except FileExistsError:
+        if not stat.S_ISDIR(os.lstat(path).st_mode):
+            raise UnsafeRoot(f"{path} is not a directory; muslin does not follow links in its root") from None
 
 
 def open_private(path: str, flags: int) -> int:

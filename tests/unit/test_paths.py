@@ -68,13 +68,16 @@ def test_a_symlinked_root_is_checked_where_it_leads(tmp_path):
         check_root(str(tmp_path / "to-unsafe"))
 
 
-def test_prepare_root_makes_it_private(tmp_path):
-    new, old = tmp_path / "new" / "root", tmp_path / "old"
-    old.mkdir(mode=0o755)
-    old.chmod(0o755)
-    for root in (new, old):
+def test_prepare_root_makes_its_own_roots_private_and_leaves_other_directories_alone(tmp_path):
+    new, empty, earlier, system = tmp_path / "new" / "root", tmp_path / "empty", tmp_path / "earlier", tmp_path / "run"
+    for d in (empty, earlier, system):
+        d.mkdir()
+        d.chmod(0o755)
+    (earlier / "muslin.db").write_text("")  # a root an earlier muslin made 0755
+    (system / "utmp").write_text("")  # --root /run: not muslin's to change
+    for root in (new, empty, earlier, system):
         assert prepare_root(str(root)) == str(root)
-        assert _mode(root) == 0o700
+    assert [_mode(d) for d in (new, empty, earlier, system)] == [0o700, 0o700, 0o700, 0o755]
 
 
 def test_files_are_created_private_and_never_through_a_link(tmp_path):
