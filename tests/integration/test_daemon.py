@@ -77,8 +77,9 @@ def test_daemon_killed_mid_connect_is_repaired_by_the_next_start(host):
     host.muslin("run", "-d", "--name", "idle", "--network", "none", "--", "sleep", "300")
     before = snapshot(host)
     # restart the daemon with a fault armed: it SIGKILLs itself after the veth exists
-    os.kill(_daemon_pid(host), signal.SIGTERM)
-    _wait_gone(host)
+    pid = _daemon_pid(host)
+    os.kill(pid, signal.SIGTERM)
+    _wait_gone(pid)
     daemon = host.muslin_popen("daemon", env={"MUSLIN_FAULT": "connect.joined:kill"})
     _wait_socket(host)
     crashed = host.muslin("network", "connect", "n1", "idle", check=False)
@@ -105,10 +106,15 @@ def test_twenty_parallel_cli_connects_get_distinct_addresses(host):
     host.muslin("rm", "-f", *[f"c{i}" for i in range(20)])
 
 
-def _wait_gone(host, timeout=10):
+def _wait_gone(pid: int, timeout=10):
+    """Until the daemon has exited: its socket goes first, its lock (which a new daemon needs) last."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if not os.path.exists(os.path.join(host.root, "muslin.sock")):
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                if f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X"):
+                    return
+        except FileNotFoundError:
             return
         time.sleep(0.02)
     raise AssertionError("daemon did not stop")
