@@ -932,6 +932,11 @@ def _exec_in(command, setns, fd, cid: str, netns: str):
 def _run_foreground(client: Client, res: dict, command, setns, fd) -> int:
     """The muslin process becomes the container's process (keeps the terminal, exit status is the command's)."""
     cid = res["Id"]
+    try:  # enter first: the daemon takes only a process that is in the container's namespace
+        setns(fd)
+    except OSError as e:
+        os.close(fd)
+        raise CliError(run_error_text(_netns_error(cid, res["NetNS"], e).text), EXIT_RUN_FAILED, e) from None
     try:
         call(client, "container.started", id=cid, pid=os.getpid())
     except CliError as e:

@@ -16,6 +16,7 @@ import os
 import _socket
 
 from muslin.errors import BY_CODE, MuslinError
+from muslin.paths import UnsafeRoot, check_root, open_private, prepare_root
 
 try:  # the accelerators json itself uses (CPython); without them, the json package does it all
     from _json import encode_basestring_ascii as _c_encode_str
@@ -43,12 +44,19 @@ class Client:
         self.autostart = autostart
 
     def call(self, op: str, **args):
+        try:  # a socket in a root others can change may be anybody's: never talk to it
+            check_root(self.root)
+        except UnsafeRoot as exc:
+            raise MuslinError(f"muslin daemon not contacted: {exc.message}") from None
         try:
             sock = self._connect()
         except (FileNotFoundError, ConnectionRefusedError):
             if not self.autostart:
                 raise MuslinError(f"muslin daemon is not running (no socket at {socket_path(self.root)})")
-            start_daemon(self.root)
+            try:
+                start_daemon(self.root)
+            except UnsafeRoot as exc:
+                raise MuslinError(f"muslin daemon not started: {exc.message}") from None
             sock = self._connect()
         try:
             sock.sendall(dumps({"op": op, "args": args}).encode() + b"\n")
@@ -142,30 +150,65 @@ def loads(data: bytes):
 # --------------------------------------------------------------------------- starting the daemon
 
 
+def daemon_argv(root: str) -> list[str]:
+    """``muslin --root ROOT daemon`` run by this interpreter, isolated (``-I``: no current
+    directory, PYTHON* variables or user site on the path, which would let whoever controls
+    them run code as root) and importing muslin from where this very package was loaded."""
+    import sys
+
+    import muslin
+
+    here = os.path.dirname(os.path.dirname(os.path.abspath(muslin.__file__)))
+    boot = "import sys; sys.path.insert(0, sys.argv.pop(1)); from muslin.cli import main; sys.exit(main())"
+    return [sys.executable, "-I", "-c", boot, here, "--root", root, "daemon"]
+
+
+def _lock_held(root: str) -> bool:
+    """Whether a daemon holds the root's lock (serves it, or is starting or stopping)."""
+    import fcntl
+
+    fd = open_private(os.path.join(root, "muslin.lock"), os.O_RDWR | os.O_CREAT)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # also lets go of the lock if we took it
+    return False
+
+
 def start_daemon(root: str) -> None:
     """Start ``muslin daemon`` for this root in the background and wait until it answers."""
     import subprocess
     import sys
     import time
 
-    os.makedirs(root, exist_ok=True)
-    log = open(os.path.join(root, "muslin.log"), "ab")
-    with log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "muslin", "--root", root, "daemon"],
-            stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-            start_new_session=True, close_fds=True,
-        )
+    root = prepare_root(root)
+
+    def spawn() -> subprocess.Popen:
+        log = open(open_private(os.path.join(root, "muslin.log"), os.O_WRONLY | os.O_CREAT | os.O_APPEND), "ab")
+        with log:
+            return subprocess.Popen(
+                daemon_argv(root), cwd="/",
+                stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                start_new_session=True, close_fds=True,
+            )
+
+    proc = spawn()
     deadline = time.monotonic() + START_TIMEOUT
     told = False
     while time.monotonic() < deadline:
-        if proc.poll() not in (None, 0):  # 0: another daemon won the start race
+        if proc.poll() not in (None, 0):
             raise MuslinError(f"muslin daemon failed to start (exit {proc.returncode}); see {root}/muslin.log")
         try:
             Client(root, autostart=False)._connect().close()
             return
         except (FileNotFoundError, ConnectionRefusedError):
             pass
+        if proc.returncode == 0 and not _lock_held(root):
+            # ours found another daemon holding the root's lock, which has let go since:
+            # it was stopping, and no socket will come. Start again.
+            proc = spawn()
         if not told and time.monotonic() > deadline - START_TIMEOUT + 1.0:
             print(f"Waiting for the muslin daemon to start ({root})…", file=sys.stderr)
             told = True

@@ -22,8 +22,13 @@ from muslin import __version__
 from muslin.client import SOCKET_NAME
 from muslin.engine import Engine
 from muslin.errors import MuslinError
+from muslin.paths import UnsafeRoot, open_private, prepare_root
+from muslin.protocol import MAX_LINE, Invalid, parse_request
 
 log = logging.getLogger("muslin")
+
+IDLE_TIMEOUT = 10.0  # seconds a connection may stay silent (a request is sent at once by the client)
+MAX_CONNECTIONS = 64  # handler threads; operations run one at a time in the engine anyway
 
 
 def _network_create(engine: Engine, name, driver="bridge", subnets=(), gateways=(), ip_ranges=(),
@@ -77,39 +82,98 @@ OPERATIONS = {
 }
 
 
-def handle(engine: Engine, request: dict) -> dict:
-    """One request → one reply; never raises."""
-    op = request.get("op")
-    fn = OPERATIONS.get(op)
-    if fn is None:
-        return {"error": {"code": "invalid", "message": f"unknown operation {op!r}"}}
+def handle(engine: Engine, request) -> dict:
+    """One decoded request → one reply; never raises. Arguments are checked against the
+    operation's schema before the engine sees them."""
     try:
-        return {"result": fn(engine, **(request.get("args") or {}))}
+        op, args = parse_request(request)
+    except Invalid as exc:
+        return _error("invalid", str(exc))
+    try:
+        return {"result": OPERATIONS[op](engine, **args)}
     except MuslinError as exc:
-        return {"error": {"code": exc.code, "message": exc.message}}
-    except TypeError as exc:
-        return {"error": {"code": "invalid", "message": f"bad arguments for {op}: {exc}"}}
+        return _error(exc.code, exc.message)
     except Exception as exc:
         log.exception("%s failed", op)
-        return {"error": {"code": "error", "message": f"{op} failed: {exc}"}}
+        return _error("error", f"{op} failed: {exc}")
+
+
+def _error(code: str, message: str) -> dict:
+    return {"error": {"code": code, "message": message}}
+
+
+CLOSED = object()
+
+
+def read_request(rfile) -> tuple[object, dict | None]:
+    """``(request, None)`` or ``(None, error reply)`` from one line of at most MAX_LINE bytes.
+
+    Reads no more than the limit: a longer line is refused without being held in memory.
+    Returns ``(CLOSED, None)`` when the peer closed without sending anything.
+    """
+    line = rfile.readline(MAX_LINE)
+    if not line:
+        return CLOSED, None
+    if not line.endswith(b"\n") and len(line) >= MAX_LINE:
+        return None, _error("invalid", f"request too long (more than {MAX_LINE} bytes on one line)")
+    try:
+        return json.loads(line), None
+    except (ValueError, RecursionError):  # RecursionError: thousands of nested brackets
+        return None, _error("invalid", "request is not JSON")
 
 
 class _Handler(socketserver.StreamRequestHandler):
+    timeout = IDLE_TIMEOUT  # a client that sends nothing, or reads nothing, is dropped
+
     def handle(self) -> None:
-        line = self.rfile.readline()
-        if not line:
-            return
         try:
-            request = json.loads(line)
-        except ValueError:
-            reply = {"error": {"code": "invalid", "message": "request is not JSON"}}
-        else:
-            reply = handle(self.server.engine, request)
-        self.wfile.write(json.dumps(reply).encode() + b"\n")
+            request, reply = read_request(self.rfile)
+            if request is CLOSED:
+                return
+            if reply is None:
+                reply = handle(self.server.engine, request)
+            self.wfile.write(json.dumps(reply).encode() + b"\n")
+        except (TimeoutError, ConnectionError):
+            pass
 
 
 class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+    """A thread per connection, at most MAX_CONNECTIONS of them: beyond that a client is
+    answered at once with an error instead of waiting for a thread."""
+
     daemon_threads = True
+    block_on_close = False
+    request_queue_size = 128  # the listen backlog: clients past the thread limit still get their answer
+
+    def __init__(self, path: str, handler):
+        super().__init__(path, handler)
+        self.slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+
+    def process_request(self, request, client_address):
+        if not self.slots.acquire(blocking=False):
+            _refuse_busy(request)
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self.slots.release()
+            raise
+
+    def process_request_thread(self, request, client_address):
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self.slots.release()
+
+
+def _refuse_busy(conn) -> None:
+    reply = _error("busy", f"muslin daemon is busy ({MAX_CONNECTIONS} connections open); try again")
+    try:
+        conn.settimeout(0.1)  # from the accepting thread: never wait on this client
+        conn.sendall(json.dumps(reply).encode() + b"\n")
+    except OSError:
+        pass
 
 
 def _notify_systemd(state: str) -> None:
@@ -124,14 +188,24 @@ def _notify_systemd(state: str) -> None:
 
 def serve(root: str) -> int:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(message)s")
-    os.makedirs(root, exist_ok=True)
-    lock = open(os.path.join(root, "muslin.lock"), "w")
+    os.umask(0o077)  # everything the daemon creates (socket, store, pins, logs) is root's alone
+    try:
+        root = prepare_root(root)
+        lock = open_private(os.path.join(root, "muslin.lock"), os.O_RDWR | os.O_CREAT)
+    except UnsafeRoot as exc:
+        log.error("%s", exc)
+        return 1
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         log.info("another muslin daemon serves %s", root)
         return 0
-    with open(os.path.join(root, "muslin.pid"), "w") as f:
+    try:
+        pid = open_private(os.path.join(root, "muslin.pid"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+    except UnsafeRoot as exc:
+        log.error("%s", exc)
+        return 1
+    with open(pid, "w") as f:
         f.write(f"{os.getpid()}\n")
     engine = Engine(root)
     repaired = engine.recover()
@@ -143,7 +217,6 @@ def serve(root: str) -> int:
         pass
     server = _Server(path, _Handler)
     server.engine = engine
-    os.chmod(path, 0o600)
 
     def stop(signum, frame):
         threading.Thread(target=server.shutdown, daemon=True).start()

@@ -22,7 +22,7 @@ import signal
 import threading
 import time
 
-from muslin import ipam, kernel, names
+from muslin import ipam, kernel, names, paths
 from muslin.drivers import Driver, load
 from muslin.errors import Conflict, InvalidParameter, MuslinError, NotFound
 from muslin.fabric.env import FABRIC_OPTION, subnet_file_path
@@ -56,6 +56,22 @@ def _process_start(pid: int) -> int | None:
     return None if fields[0] in ("Z", "X") else int(fields[19])
 
 
+def _unlink_if_there(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def _in_netns(pid: int, netns: str) -> bool:
+    """True when process ``pid`` lives in the network namespace pinned at ``netns``."""
+    try:
+        mine, theirs = os.stat(f"/proc/{pid}/ns/net"), os.stat(netns)
+    except OSError:
+        return False
+    return (mine.st_dev, mine.st_ino) == (theirs.st_dev, theirs.st_ino)
+
+
 class Engine:
     """The state of one muslin root, applied to one host network namespace.
 
@@ -64,9 +80,10 @@ class Engine:
     """
 
     def __init__(self, root: str, netns: str | None = None):
-        self.root = os.path.abspath(root)
-        os.makedirs(self.root, exist_ok=True)
-        self.store = Store(os.path.join(self.root, "muslin.db"))
+        self.root = paths.prepare_root(root)
+        db = os.path.join(self.root, "muslin.db")
+        os.close(paths.open_private(db, os.O_RDWR | os.O_CREAT))  # 0600, and never a link SQLite would follow
+        self.store = Store(db)
         self.host = Namespace(netns)
         self.tag = hashlib.sha256(self.root.encode()).hexdigest()[:8]
         self._drivers: dict[str, Driver] = {}
@@ -496,7 +513,8 @@ class Engine:
                 checkpoint("run.reserved")
                 kernel.create_netns(con.netns)
                 checkpoint("run.netns")
-                os.makedirs(os.path.dirname(con.log), exist_ok=True)
+                paths.private_dir(os.path.dirname(con.log))
+                os.close(paths.open_private(con.log, os.O_WRONLY | os.O_CREAT | os.O_EXCL))
                 if net is not None:
                     self._connect(net, con, ip, ip6, list(aliases))
                 else:
@@ -505,19 +523,40 @@ class Engine:
                 self.store.set_state("containers", con.id, "active")
             except BaseException:
                 kernel.remove_netns(con.netns)
+                _unlink_if_there(con.log)
                 self.store.delete("containers", con.id)
                 raise
             return con
 
     def container_started(self, ref: str, pid: int) -> Container:
+        """Record the container's process. Only a process already in the container's namespace
+        is taken: ``rm -f`` kills the recorded PID, which must never be somebody else's."""
+        con = self.find_container(ref)
+        if not con.owns_netns:
+            raise InvalidParameter(f"container {con.name} was not started by muslin")
+        if _process_start(pid) is None:
+            raise NotFound(f"no process with PID {pid}")
+        if not self._enters_netns(pid, con.netns):  # waits: outside the lock, other requests go on
+            raise InvalidParameter(f"process {pid} is not in the network namespace of container {con.name}")
         with self._lock:
-            con = self.find_container(ref)
+            con = self.find_container(con.id)
             start = _process_start(pid)
-            if start is None:
-                raise NotFound(f"no process with PID {pid}")
+            if start is None or not _in_netns(pid, con.netns):
+                raise NotFound(f"no process with PID {pid} in container {con.name}")
             con.pid, con.pid_start = pid, start
             self.store.put("containers", con.id, con.name, "active", con.to_doc())
             return con
+
+    @staticmethod
+    def _enters_netns(pid: int, netns: str, wait: float = 2.0) -> bool:
+        """Whether ``pid`` is (or within ``wait`` seconds gets) into ``netns``: a runner may report
+        its child between fork and the child's setns()."""
+        deadline = time.monotonic() + wait
+        while not _in_netns(pid, netns):
+            if time.monotonic() > deadline or _process_start(pid) is None:
+                return False
+            time.sleep(0.01)
+        return True
 
     def container_state(self, con: Container) -> str:
         if con.pid is None:
@@ -555,7 +594,7 @@ class Engine:
 
     def _kill(self, con: Container) -> None:
         """SIGKILL the container's process — only if it still is the one we recorded."""
-        if con.pid is None or _process_start(con.pid) != con.pid_start:
+        if con.pid is None or _process_start(con.pid) != con.pid_start or not _in_netns(con.pid, con.netns):
             return
         try:
             os.kill(con.pid, signal.SIGKILL)
@@ -687,9 +726,12 @@ class Engine:
         return True
 
     def _remove_orphans(self) -> int:
-        """Delete what the store does not know: links tagged as this root's and the ports
-        enslaved to them (ports first: a deleted bridge would set them loose), and stray
-        namespace pins."""
+        """Delete links tagged as this root's that the store does not know, and the ports
+        enslaved to them (ports first: a deleted bridge would set them loose).
+
+        Namespace pins are not scanned for: every pin muslin makes is recorded before it is
+        made and removed with its record, so a file under ``netns/`` that no record names is
+        not muslin's to unmount or delete."""
         expected: set[str] = set()
         for net in self.networks(("active",)):
             expected |= self.driver(net.driver).links(net, self.endpoints(network=net))
@@ -700,13 +742,5 @@ class Engine:
         for link in sorted(links, key=lambda l: l.index in ours):
             if (link.index in ours or link.master in ours) and link.name not in expected:
                 if self.host.delete_link(link.name):
-                    removed += 1
-        pins = os.path.join(self.root, "netns")
-        known = {c.netns for c in self.containers()}
-        if os.path.isdir(pins):
-            for entry in os.listdir(pins):
-                path = os.path.join(pins, entry)
-                if path not in known:
-                    kernel.remove_netns(path)
                     removed += 1
         return removed

@@ -154,3 +154,18 @@ def test_daemon_tells_systemd_it_is_ready(host, lab):
         os.kill(daemon.pid, signal.SIGTERM)
         assert listener.recv(100) == b"STOPPING=1"
         assert daemon.wait(10) == 0
+
+
+def test_a_daemon_stopping_while_the_cli_starts_one_does_not_make_it_wait_in_vain(host):
+    import fcntl
+
+    lock = os.open(os.path.join(host.root, "muslin.lock"), os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(lock, fcntl.LOCK_EX)  # a daemon that is on its way out: holds the lock, serves nothing
+    cli = subprocess.Popen(["nsenter", f"--net={host.netns}", "--", *host.muslin_argv("network", "ls")],
+                           env=host.muslin_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(3)  # the daemon the CLI started found the lock taken and left
+    os.close(lock)
+    start = time.monotonic()
+    out, err = cli.communicate(timeout=60)
+    assert cli.returncode == 0, err
+    assert time.monotonic() - start < 20
