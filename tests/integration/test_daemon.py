@@ -8,6 +8,7 @@ import os
 import signal
 import socket
 import subprocess
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -163,7 +164,9 @@ def test_a_daemon_stopping_while_the_cli_starts_one_does_not_make_it_wait_in_vai
     fcntl.flock(lock, fcntl.LOCK_EX)  # a daemon that is on its way out: holds the lock, serves nothing
     cli = subprocess.Popen(["nsenter", f"--net={host.netns}", "--", *host.muslin_argv("network", "ls")],
                            env=host.muslin_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(3)  # the daemon the CLI started found the lock taken and left
+    log = os.path.join(host.root, "muslin.log")
+    wait_until(lambda: os.path.exists(log) and "another muslin daemon serves" in open(log).read(),
+               "the daemon the CLI started to find the lock taken and leave", timeout=30)
     os.close(lock)
     start = time.monotonic()
     out, err = cli.communicate(timeout=60)
