@@ -11,6 +11,7 @@ import time
 
 import pytest
 
+from muslin.fabric.env import parse_subnet_env
 from muslin.lab.fabric import FabricLab
 
 pytestmark = pytest.mark.skipif(shutil.which("etcd") is None, reason="etcd is not installed (etcd-server)")
@@ -144,3 +145,86 @@ def test_etcd_over_tls_with_client_certificates(lab):
     assert subnet_of(env1) != subnet_of(env2)
     assert until(lambda: f.hosts[0].ping(subnet_of(env2).split("/")[0]))
     assert "Subnet added" in agents["docker1"].output()
+
+
+# --------------------------------------------------------------------------------------
+# two agents on one host
+# --------------------------------------------------------------------------------------
+
+OTHER_PREFIX = "/other/network"
+OTHER_VXLAN = '{"Network":"10.200.0.0/16","Backend":{"Type":"vxlan","VNI":2}}'
+
+
+def fabric_state(host) -> dict:
+    """What the agents made on ``host``: proto 109 routes, fabric devices, the fabric's nftables."""
+    return {
+        "routes": {(r["dst"], r["dev"]) for r in host.ip_json("route show proto 109")},
+        "devices": {link["ifname"] for link in host.ip_json("link show") if link.get("ifalias") == "muslin:fabric"},
+        "fdb": {dev: sorted(fdb_entries(host, dev)) for dev in ("flannel.1", "flannel.2")},
+        "neighbours": {dev: sorted(n["dst"] for n in json.loads(host.sh(
+            f"ip -j neigh show dev {dev} nud permanent", check=False).stdout or "[]")) for dev in ("flannel.1", "flannel.2")},
+        "firewall": {net for net in ("10.100.0.0/16", "10.200.0.0/16") if net in host.sh("nft list ruleset").stdout},
+    }
+
+
+def fdb_entries(host, dev: str) -> list[str]:
+    out = host.sh(f"bridge -j fdb show dev {dev}", check=False).stdout
+    return [e["mac"] for e in json.loads(out or "[]") if e.get("dst")]
+
+
+def test_two_agents_on_one_host_each_keep_their_own_network(cookbook):
+    """Two fabrics (two prefixes, two networks, two VNIs) on the same two hosts: each agent
+    owns its network's routes, neighbours, FDB entries, device and firewall rules, and
+    leaves the other's alone over many reconcile rounds."""
+    f = cookbook
+    d1, d2 = f.hosts[:2]
+    f.set_config(VXLAN)
+    f.muslin(d1, "fabric", "config", "set", *f.store_args(), "--etcd-prefix", OTHER_PREFIX, OTHER_VXLAN)
+    first = f.start_all(hosts=[d1, d2])
+    second = {}
+    for h in (d1, d2):
+        other_file = f"{h.root}/other-subnet.env"
+        second[h.name] = f.start_agent(h, "--etcd-prefix", OTHER_PREFIX, env={"FLANNELD_SUBNET_FILE": other_file})
+    for agent in second.values():
+        f.wait_for_log(agent, "Watching for new subnet leases")
+    envs = {h.name: f.wait_for_lease(h) for h in (d1, d2)}
+    peer = subnet_of(envs["docker2"])
+    other_peer = subnet_of(parse_subnet_env(open(f"{d2.root}/other-subnet.env").read()))
+    # both networks' routes to docker2 are in place on docker1
+    wanted = {(peer, "flannel.1"), (other_peer, "flannel.2")}
+    assert until(lambda: wanted <= fabric_state(d1)["routes"]), fabric_state(d1)
+    settled = fabric_state(d1)
+    assert settled["routes"] == wanted
+    assert settled["devices"] == {"flannel.1", "flannel.2"}
+    assert all(settled["fdb"].values()) and all(settled["neighbours"].values())
+    assert settled["firewall"] == {"10.100.0.0/16", "10.200.0.0/16"}
+    # several reconcile rounds of both agents (every 2 s as shipped, 0.5 s in the lab): nothing moves
+    mark = {name: len(a.output()) for name, a in {**first, **{"2" + k: v for k, v in second.items()}}.items()}
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        assert fabric_state(d1) == settled
+        time.sleep(0.2)
+    for name, agent in {**first, **{"2" + k: v for k, v in second.items()}}.items():
+        late = agent.output()[mark[name]:]
+        assert "stale" not in late and "was missing" not in late, f"{name} fought:\n{late}"
+        assert agent.running()
+
+
+def test_a_second_agent_for_the_same_subnet_file_refuses_to_start(cookbook):
+    f = cookbook
+    f.set_config(VXLAN)
+    d1 = f.hosts[0]
+    agent = f.start_agent(d1)
+    env = f.wait_for_lease(d1, agent)
+    f.wait_for_log(agent, "Watching for new subnet leases")
+    twice = f.start_agent(d1)
+    assert twice.wait(30) == 1
+    assert (f"another fabric agent (pid {agent.pid}) runs for {f.subnet_file(d1)}: stop it first, "
+            f"or give each agent its own --subnet-file") in twice.output()
+    assert "Lease acquired" not in twice.output()
+    assert agent.running() and f.wait_for_lease(d1) == env
+    # once the first one is gone, the same command starts
+    assert agent.stop() == 0
+    again = f.start_agent(d1)
+    f.wait_for_log(again, "Watching for new subnet leases")
+    assert f.wait_for_lease(d1) == env
