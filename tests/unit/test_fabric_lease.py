@@ -344,3 +344,22 @@ def test_remote_events_resync_after_compaction_yields_the_difference(store, cloc
     assert next(events).kind == "synced"
     stop.set()
     assert got == [("added", "10.100.4.0/24"), ("removed", "10.100.2.0/24")]
+
+
+def test_its_own_lease_taken_back_is_never_a_remote_subnet(store, clock, tmp_path):
+    """Between losing its lease and holding it again the manager has none: the watch must
+    still know the lease it creates meanwhile is this host's (a route to its own subnet
+    via itself would follow, and host-gw's would replace the bridge's)."""
+    store.set_config(CONFIG)
+    m = manager(store, clock, tmp_path)
+    own = m.acquire()
+    stop = threading.Event()
+    events = m.remote_events(stop)
+    assert next(events).kind == "synced"
+    store.delete_lease(own.v4)  # deleted behind its back
+    m.lease = None  # what tick() does before acquiring again; the watch runs in another thread
+    store.create_lease(own.v4, None, m.attrs, 60)  # taken back, not yet recorded as held
+    store.create_lease(net("10.100.3.0/24"), None, other(3), 60)
+    event = next(events)
+    stop.set()
+    assert (event.kind, event.lease.v4) == ("added", net("10.100.3.0/24"))
