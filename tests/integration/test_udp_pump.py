@@ -21,7 +21,11 @@ import pytest
 
 from muslin.fabric.backends.udp_pump import UdpPump, _coalesce
 from muslin.kernel import Namespace
-from muslin.kernel.tun import IFF_MULTI_QUEUE, IFF_VNET_HDR, open_queue, open_tun, set_persist, tun_flags
+from muslin.kernel.tun import open_queue, open_tun, set_persist, tun_flags
+
+# linux/if_tun.h
+IFF_MULTI_QUEUE = 0x0100
+IFF_VNET_HDR = 0x4000
 
 pytestmark = pytest.mark.kernel
 
