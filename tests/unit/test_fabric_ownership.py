@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import os
+import uuid
 from ipaddress import ip_network
 
 import pytest
 
 from muslin.errors import InvalidParameter
-from muslin.fabric.agent import firewall_table, lock_subnet_file
+from muslin.fabric.agent import claim_lease_identity, firewall_table, lock_subnet_file
 from muslin.fabric.backends import owned_by
 from muslin.kernel.firewall import FabricRules, render_fabric
 
@@ -45,3 +46,17 @@ def test_a_second_lock_on_one_subnet_file_is_refused_and_names_the_holder(tmp_pa
     os.close(held)
     os.close(lock_subnet_file(path))  # released with its holder
     os.close(other)
+
+
+def test_one_agent_per_prefix_and_public_address_in_a_namespace():
+    prefix = f"/unit-{uuid.uuid4().hex[:8]}/network"  # nobody else's
+    held = claim_lease_identity(prefix, "10.77.0.1")
+    others = [claim_lease_identity(prefix, "10.77.0.2"), claim_lease_identity(prefix + "2", "10.77.0.1")]
+    with pytest.raises(InvalidParameter) as refused:
+        claim_lease_identity(prefix, "10.77.0.1")
+    assert refused.value.message == (f"another fabric agent (pid {os.getpid()}) serves {prefix} for 10.77.0.1 "
+                                     f"on this host: stop it first")
+    held.close()
+    claim_lease_identity(prefix, "10.77.0.1").close()  # freed with its holder
+    for sock in others:
+        sock.close()

@@ -16,22 +16,29 @@ backend configured, with ``STATUS=`` lines while it waits; the health endpoint
 On exit the kernel state and the lease stay: a restarted agent finds both and carries on
 with the same subnet and without a gap in (kernel-forwarded) traffic.
 
-One agent per subnet.env: the file is what an agent writes for its host's runtime, so two
-agents writing one would hand it each other's subnet (and would program the same lease
-twice). A lock next to it (``subnet.env.lock``, holding the agent's PID) makes a second
-agent for the same file -- one started twice, a restart racing the old process -- refuse
-to start. Agents of different networks (their own prefix and subnet.env) share a host:
-each owns only its network's kernel state (``muslin.fabric.backends``) and nftables table.
+One agent per subnet.env, and one per lease. The file is what an agent writes for its
+host's runtime, so two agents writing one would hand it each other's subnet: a lock next to
+it (``subnet.env.lock``, holding the agent's PID) makes a second agent for the same file --
+one started twice, a restart racing the old process -- refuse to start. And an agent is
+the only one in its network namespace for its prefix and public address (the lease it
+reuses): an abstract unix socket named after both, which the kernel frees with the
+process and which is private to the namespace (lab hosts on one machine do not collide).
+Agents of different networks (their own prefix and subnet.env) share a host: each owns
+only its network's kernel state (``muslin.fabric.backends``) and nftables table.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import fcntl
+import hashlib
 import json
 import logging
 import os
 import re
 import socket
+import struct
 import threading
 import time
 from dataclasses import dataclass, field, replace
@@ -45,7 +52,8 @@ from muslin.fabric.registry import Registry
 from muslin.fabric.subnets import Lease
 from muslin.kernel.firewall import FABRIC_TABLE, FabricRules
 
-__all__ = ["AgentOptions", "Agent", "RECONCILE_INTERVAL", "notify_systemd", "firewall_table", "lock_subnet_file"]
+__all__ = ["AgentOptions", "Agent", "RECONCILE_INTERVAL", "notify_systemd", "firewall_table", "lock_subnet_file",
+           "claim_lease_identity"]
 
 log = logging.getLogger("muslin.fabric")
 
@@ -108,6 +116,28 @@ def lock_subnet_file(path: str) -> int:
     return fd
 
 
+def claim_lease_identity(prefix: str, public_ip: str) -> socket.socket:
+    """Bind the calling thread's namespace's abstract socket for (``prefix``, ``public_ip``);
+    the socket holds the claim. InvalidParameter, naming the holder, when it is taken."""
+    digest = hashlib.sha256(f"{prefix}\0{public_ip}".encode()).hexdigest()[:32]
+    name = f"\0muslin-fabric/{digest}"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+    try:
+        sock.bind(name)
+        sock.listen(1)  # so that a refused agent can ask who holds it
+        return sock
+    except OSError as e:
+        sock.close()
+        if e.errno != errno.EADDRINUSE:
+            raise
+    who = "another fabric agent"
+    with contextlib.suppress(OSError), socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        probe.connect(name)
+        pid = struct.unpack("3i", probe.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))[0]
+        who = f"another fabric agent (pid {pid})"
+    raise InvalidParameter(f"{who} serves {prefix} for {public_ip} on this host: stop it first")
+
+
 def _recorded_networks(path: str | None) -> list:
     """The networks an earlier run of this agent served, as its subnet.env records them."""
     from ipaddress import ip_network
@@ -147,6 +177,7 @@ class Agent:
         self._threads: list[threading.Thread] = []
         self._health: ThreadingHTTPServer | None = None
         self._lock_fd: int | None = None
+        self._claim: socket.socket | None = None
         self.started = time.time()
 
     # -- life cycle ------------------------------------------------------------------------
@@ -169,6 +200,8 @@ class Agent:
         try:
             self._start_health()
             self._choose_interface()
+            public = self.ext.ext_addr or self.ext.ext_addr6
+            self._claim = self.host.run(claim_lease_identity, self.registry.prefix, str(public))
             self.manager = LeaseManager(
                 self.registry,
                 public_ip=self.ext.ext_addr,
@@ -228,6 +261,9 @@ class Agent:
             self._health.shutdown()
             self._health.server_close()
         log.info("Exiting cleanly (kernel state and lease kept)")
+        if self._claim is not None:
+            self._claim.close()
+            self._claim = None
         if self._lock_fd is not None:
             os.close(self._lock_fd)
             self._lock_fd = None
