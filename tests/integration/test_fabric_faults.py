@@ -202,8 +202,15 @@ def test_two_agents_on_one_host_each_keep_their_own_network(cookbook):
     f = cookbook
     d1, d2 = f.hosts[:2]
     f.set_config(VXLAN)
-    f.muslin(d1, "fabric", "config", "set", *f.store_args(), "--etcd-prefix", OTHER_PREFIX, OTHER_VXLAN)
     first = f.start_all(hosts=[d1, d2])
+    # the other network with the same VNI would take over flannel.1: refused
+    f.muslin(d1, "fabric", "config", "set", *f.store_args(), "--etcd-prefix", OTHER_PREFIX,
+             OTHER_VXLAN.replace('"VNI":2', '"VNI":1'))
+    same_vni = f.start_agent(d1, "--etcd-prefix", OTHER_PREFIX, env={"FLANNELD_SUBNET_FILE": f"{d1.root}/o.env"})
+    assert same_vni.wait(30) == 1
+    assert ("flannel.1 already serves another fabric network on this host: give this network another VNI or "
+            "backend") in same_vni.output()
+    f.muslin(d1, "fabric", "config", "set", *f.store_args(), "--etcd-prefix", OTHER_PREFIX, OTHER_VXLAN)
     second = {}
     for h in (d1, d2):
         other_file = f"{h.root}/other-subnet.env"
