@@ -50,6 +50,7 @@ from ipaddress import IPv4Address, IPv4Network
 
 from dataplane import Pair, measure  # the same rounds, iperf3 and ping as bench/dataplane.py
 
+from muslin.fabric.agent import RECONCILE_INTERVAL
 from muslin.fabric.backends.vxlan import vtep_mac
 from muslin.fabric.embedded import EmbeddedRegistry
 from muslin.fabric.etcd import EtcdRegistry
@@ -482,7 +483,7 @@ def propagation(args) -> None:
         f = FabricLab(lab)
         print(f"\n== propagation: {n} leases written into etcd one at a time; time until the route "
               "is on all 4 hosts (vxlan agents, reconcile every "
-              f"{f.env(f.hosts[0])['MUSLIN_FABRIC_RECONCILE_INTERVAL']} s)")
+              f"{RECONCILE_INTERVAL:g} s)")
         f.set_config(VXLAN)
         agents = f.start_all()
         own = {h.name: f.wait_for_lease(h, agents[h.name])["FLANNEL_SUBNET"] for h in f.hosts}

@@ -13,11 +13,10 @@ import ipaddress
 import json
 import shutil
 import sys
-import time
 
 import pytest
 
-from muslin.lab.fabric import FabricLab
+from muslin.lab.fabric import FabricLab, subnet_of, until
 
 pytestmark = pytest.mark.skipif(shutil.which("etcd") is None, reason="etcd is not installed (etcd-server)")
 
@@ -26,24 +25,8 @@ HOST_GW = '{"Network":"10.100.0.0/16","Backend":{"Type":"host-gw"}}'
 UDP = '{"Network":"10.100.0.0/16"}'  # no Backend at all: Flannel's default, udp
 
 
-def subnet_of(env: dict) -> str:
-    """10.100.15.1/24 -> 10.100.15.0/24"""
-    return str(ipaddress.ip_interface(env["FLANNEL_SUBNET"]).network)
-
-
 def zero(env: dict) -> str:
     return subnet_of(env).split("/")[0]
-
-
-def until(check, timeout: float = 10.0, interval: float = 0.05):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            return value
-        time.sleep(interval)
 
 
 def routes(host, dev: str | None = None) -> dict[str, dict]:
@@ -69,6 +52,17 @@ def container_ping(fabric: FabricLab, host, name: str, address: str) -> bool:
 @pytest.fixture
 def cookbook(lab):
     return FabricLab(lab)
+
+
+def two_agents(f: FabricLab, config: str, dev: str):
+    """Agents on docker1 and docker2 under ``config``, once docker1 routes docker2's subnet
+    through ``dev``: the agents, the subnet.envs, docker2's subnet."""
+    f.set_config(config)
+    agents = f.start_all(hosts=f.hosts[:2])
+    envs = {h.name: f.wait_for_lease(h) for h in f.hosts[:2]}
+    peer = subnet_of(envs["docker2"])
+    assert until(lambda: peer in routes(f.hosts[0], dev))
+    return agents, envs, peer
 
 
 # --------------------------------------------------------------------------------------
@@ -201,6 +195,37 @@ def test_changed_vni_leaves_no_old_device_and_vtep_mac_is_stable(cookbook):
     assert not [n["ifname"] for n in d1.ip_json("link show") if n["ifname"].startswith("flannel")]
 
 
+def test_proto_109_the_alias_and_sigterm_keeps_kernel_state_and_lease(cookbook):
+    f = cookbook
+    agents, envs, peer = two_agents(f, VXLAN, "flannel.1")
+    d1 = f.hosts[0]
+    # the fabric's route, and only it, carries protocol 109; its device the alias
+    assert {r["dst"] for r in d1.ip_json("route show proto 109")} == {peer}
+    assert {r["dst"] for r in d1.ip_json("route show")} - {peer}  # (there are others)
+    assert d1.ip_json("link show flannel.1")[0]["ifalias"] == "muslin:fabric"
+
+    def kernel_state() -> dict:
+        return {"routes": d1.ip_json("route show proto 109"), "neighbours": d1.ip_json("neigh show dev flannel.1"),
+                "fdb": fdb(d1), "addresses": d1.ip_json("addr show flannel.1")[0]["addr_info"],
+                "link": d1.ip_json("-d link show flannel.1")[0]["linkinfo"]}
+
+    key = "/coreos.com/network/subnets/" + subnet_of(envs["docker1"]).replace("/", "-")
+
+    def lease() -> tuple[int, str]:  # the etcd lease the key is attached to, and its value
+        kv = json.loads(f.etcd.etcdctl("get", key, "-w", "json"))["kvs"][0]
+        return kv["lease"], kv["value"]
+
+    state, held = kernel_state(), lease()
+    assert held[0] != 0  # attached to an etcd lease (a TTL), not a reservation
+    assert agents["docker1"].stop() == 0  # SIGTERM: a clean exit
+    assert "Exiting cleanly (kernel state and lease kept)" in agents["docker1"].output()
+    assert kernel_state() == state
+    assert lease() == held
+    ttl = f.etcd.etcdctl("lease", "timetolive", format(held[0], "x"))
+    assert "remaining(" in ttl and "already expired" not in ttl
+    assert d1.ping(zero(envs["docker2"]))  # the kernel still carries the traffic
+
+
 # --------------------------------------------------------------------------------------
 # host-gw
 # --------------------------------------------------------------------------------------
@@ -246,12 +271,8 @@ def test_host_gw_across_segments_fails_as_the_cookbook_shows_then_works_with_ifa
 
 def test_host_gw_routes_removed_behind_its_back_are_put_back(cookbook):
     f = cookbook
-    f.set_config(HOST_GW)
-    agents = f.start_all(hosts=f.hosts[:2])
-    envs = {h.name: f.wait_for_lease(h) for h in f.hosts[:2]}
+    agents, _, peer = two_agents(f, HOST_GW, "eth0")
     d1 = f.hosts[0]
-    peer = subnet_of(envs["docker2"])
-    assert until(lambda: peer in routes(d1, "eth0"))
     d1.ip(f"route del {peer}")
     assert until(lambda: peer in routes(d1, "eth0"), timeout=5)
     assert f"Route to {peer} via 10.10.10.102 was missing, restoring it" in agents["docker1"].output()
@@ -264,6 +285,9 @@ def test_host_gw_refuses_a_public_ip_that_is_not_the_interfaces(cookbook):
     f = cookbook
     f.set_config(HOST_GW)
     d1 = f.hosts[0]
+    own = f.start_agent(d1, "--public-ip", "10.10.10.101")  # the interface's own address: accepted
+    f.wait_for_lease(d1, own)
+    assert own.stop() == 0
     agent = f.start_agent(d1, "--public-ip", "10.10.10.200")
     assert agent.wait(20) == 1
     assert ("your PublicIP differs from interface IP, meaning that probably you're on a NAT, "
@@ -343,6 +367,9 @@ def test_interface_selection_options_and_their_messages(lab):
     missing = f.start_agent(d1, "--iface", "eth9")
     assert missing.wait(20) == 1
     assert "failed to find interface to use that matches the interfaces and/or regexes provided" in missing.output()
+    by_default = f.start_agent(d2)  # the default route's interface, while there is one
+    f.wait_for_log(by_default, "Using 10.10.10.102 as external interface")
+    by_default.stop()
     d2.ip("route del default")
     no_default = f.start_agent(d2)
     assert no_default.wait(20) == 1
@@ -383,6 +410,7 @@ def test_invalid_configs_are_reported_with_flannels_messages_and_the_agent_waits
     refused = f.muslin(d1, "fabric", "config", "set", *f.store_args(), '{"Network":"10.100.0.0/30"}', check=False)
     assert refused.returncode == 1
     assert refused.stderr == "Error: network is too small. Minimum useful network prefix is /28\n"
+    assert f.etcd.etcdctl("get", "/coreos.com/network/config").strip() == ""  # nothing written
     # written behind muslin's back (etcdctl), the agent reports it and keeps waiting
     f.etcd.etcdctl("put", "/coreos.com/network/config", '{"Network":"10.100.0.0/16","SubnetLen":31}')
     agent = f.start_agent(d1)
@@ -402,18 +430,19 @@ def test_invalid_configs_are_reported_with_flannels_messages_and_the_agent_waits
 # --------------------------------------------------------------------------------------
 
 RECEIVE = ("python3 -c \"import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); "
-           "s.bind(('0.0.0.0', 9999)); s.settimeout(10); print(s.recvfrom(64)[1][0])\"")
+           "s.bind(('0.0.0.0', 9999)); s.settimeout(10); print('listening', flush=True); "
+           "print(s.recvfrom(64)[1][0])\"")
 
 
 def source_seen(f: FabricLab, receiver, sender_host, container: str, address: str) -> str:
     """The source address ``receiver`` sees on a datagram that ``container`` sends to ``address``."""
     listener = receiver.popen(["sh", "-c", RECEIVE])
-    time.sleep(0.3)
+    f.wait_for_log(listener, "listening")
     send = (f"import socket, time\nfor _ in range(20):\n"
             f"    socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b'x', ('{address}', 9999)); time.sleep(0.1)")
     f.muslin(sender_host, "exec", container, "--", "python3", "-c", send, check=False)
     listener.wait(15)
-    return listener.output().strip()
+    return listener.output().split()[-1]
 
 
 def test_ip_masq_masquerades_what_leaves_the_fabric_and_nothing_inside_it(cookbook):
@@ -437,6 +466,26 @@ def test_ip_masq_masquerades_what_leaves_the_fabric_and_nothing_inside_it(cookbo
     web2 = f.lab.attach(info["NetNS"], "web2")
     assert source_seen(f, web2, d1, "web1", info["Networks"]["bridge"]["IPAddress"]) == web1
     assert agents["docker1"].running()
+
+
+def test_without_ip_masq_containers_keep_their_addresses_across_hosts(cookbook):
+    f = cookbook
+    f.set_config(VXLAN)
+    outside = f.lab.node("outside")
+    f.lab.link(outside, f.lab["sw1"], "10.10.10.50/24")
+    f.start_all(hosts=[f.hosts[0], f.hosts[3]])
+    d1, d4 = f.hosts[0], f.hosts[3]
+    assert f.wait_for_lease(d1)["FLANNEL_IPMASQ"] == "false"
+    assert "masquerade" not in d1.sh("nft list table ip muslin-fabric").stdout
+    web1 = run_container(f, d1, "web1")
+    run_container(f, d4, "web2")
+    assert "masquerade" in d1.sh("nft list table inet muslin").stdout  # the bridge does, but not the fabric
+    info = json.loads(f.muslin(d4, "inspect", "web2").stdout)[0]
+    web2 = f.lab.attach(info["NetNS"], "web2")
+    # across hosts: web2 sees web1's own address
+    assert source_seen(f, web2, d1, "web1", info["Networks"]["bridge"]["IPAddress"]) == web1
+    # leaving the fabric: the bridge masquerades (the outside host sees docker1's address)
+    assert source_seen(f, outside, d1, "web1", "10.10.10.50") == "10.10.10.101"
 
 
 def test_fabric_option_puts_a_user_defined_bridge_on_the_lease(cookbook):
@@ -502,18 +551,3 @@ def test_vxlan_dual_stack_over_ipv4_and_ipv6_underlays(lab):
                  .get("gateway") == str(v6.network_address))
     assert fdb(d1, "flannel-v6.1") and set(fdb(d1, "flannel-v6.1").values()) == {"fd00:10::102"}
     containers_reach_each_other_over_both_families(f, d1, d2)
-
-
-def test_embedded_store_serves_agents_on_one_machine(lab):
-    f = FabricLab(lab, hosts=2, etcd=False)
-    shared = f"{lab.workdir}/fabric-store"
-    d1, d2 = f.hosts
-    f.muslin(d1, "fabric", "config", "set", "--state-dir", shared, VXLAN)
-    agents = f.start_all("--state-dir", shared)
-    env1, env2 = f.wait_for_lease(d1), f.wait_for_lease(d2)
-    assert subnet_of(env1) != subnet_of(env2)
-    assert until(lambda: subnet_of(env2) in routes(d1, "flannel.1"))
-    assert until(lambda: d1.ping(zero(env2)), timeout=5)
-    leases = f.muslin(d2, "fabric", "leases", "--state-dir", shared).stdout
-    assert "10.10.10.101" in leases and "10.10.10.102" in leases
-    assert "Subnet added" in agents["docker2"].output()

@@ -96,6 +96,7 @@ def test_docker_opts_as_mk_docker_opts(tmp_path):
 
 
 def test_tls_options_without_endpoints_are_refused(tmp_path):
+    assert muslin(tmp_path, "fabric", "leases").returncode == 0  # the embedded store, without the option
     done = muslin(tmp_path, "fabric", "leases", "--etcd-cafile", "/etc/ssl/ca.pem")
     assert done.returncode == 1
     assert done.stderr == "Error: --etcd-cafile needs --etcd-endpoints (without endpoints the embedded store is used)\n"

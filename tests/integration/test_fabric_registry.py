@@ -284,15 +284,15 @@ r.delete_lease(IPv4Network("10.100.1.0/24"))
 """
 
 RACER = """
-import sys, time
+import os, sys
 from ipaddress import IPv4Address, IPv4Network
 from muslin.fabric.embedded import EmbeddedRegistry
 from muslin.fabric.registry import LeaseExists
 from muslin.fabric.subnets import LeaseAttrs
 r = EmbeddedRegistry(sys.argv[1], sys.argv[2])
 me = LeaseAttrs(public_ip=IPv4Address("10.77.1." + sys.argv[3]))
-while time.time() < float(sys.argv[4]):
-    pass
+print("ready", flush=True)
+os.read(int(sys.argv[4]), 1)  # the gate: blocks until the test closes the pipe's other end, for all at once
 try:
     r.create_lease(IPv4Network("10.100.7.0/24"), None, me, 60)
     print("won")
@@ -301,10 +301,10 @@ except LeaseExists:
 """
 
 
-def _python(*args: str) -> subprocess.Popen:
+def _python(*args: str, pass_fds: tuple[int, ...] = ()) -> subprocess.Popen:
     env = dict(os.environ, PYTHONPATH=SRC)
     return subprocess.Popen([sys.executable, "-c", *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+                            text=True, pass_fds=pass_fds)
 
 
 def test_embedded_processes_sharing_a_state_dir_see_each_others_leases_and_events(tmp_path):
@@ -329,8 +329,15 @@ def test_embedded_processes_sharing_a_state_dir_see_each_others_leases_and_event
 
 
 def test_embedded_create_has_one_winner_among_20_processes(tmp_path):
-    go = time.time() + 2.0  # every racer busy-waits for this moment, then creates
-    racers = [_python(RACER, str(tmp_path), "/coreos.com/network", str(i), str(go)) for i in range(1, 21)]
+    gate, opener = os.pipe()  # the racers hold only the read end: closing ours releases them together
+    try:
+        racers = [_python(RACER, str(tmp_path), "/coreos.com/network", str(i), str(gate), pass_fds=(gate,))
+                  for i in range(1, 21)]
+        os.close(gate)
+        for p in racers:  # every one has its store open and waits at the gate
+            assert p.stdout.readline() == "ready\n", p.communicate(timeout=30)[1]
+    finally:
+        os.close(opener)
     outcomes = []
     for p in racers:
         out, err = p.communicate(timeout=30)

@@ -61,15 +61,17 @@ def test_an_expired_lease_does_not_block_a_new_create(tmp_path):
 
 def test_close_ends_a_running_watch(tmp_path):
     r = EmbeddedRegistry(str(tmp_path))
-    done = threading.Event()
+    seen, done = threading.Event(), threading.Event()
 
     def watch() -> None:
         for _ in r.watch_leases(0, threading.Event()):
-            pass
+            seen.set()
         done.set()
 
     threading.Thread(target=watch, daemon=True).start()
-    time.sleep(0.1)
+    r.create_lease(NET, None, ATTRS, 60)
+    assert seen.wait(5)  # the watch runs: it delivered the lease
+    assert not done.is_set()
     r.close()
     assert done.wait(2)
 

@@ -9,7 +9,7 @@ import pytest
 
 from muslin.errors import InvalidParameter
 from muslin.fabric.env import fabric_bridge, subnet_file_path
-from muslin.fabric.external import MSG_NO_MATCH, choose_external
+from muslin.fabric.external import choose_external
 from muslin.fabric.options import agent_options
 from muslin.kernel import Interface, Route
 from muslin.kernel.firewall import BridgeRules, FabricRules, render, render_fabric
@@ -19,6 +19,9 @@ IFACES = [
     Interface(2, "eth0", True, 1500, ("10.10.10.104/24", "fe80::1/64")),
     Interface(3, "eth1", True, 9000, ("172.16.10.104/24", "2001:db8:1::4/64")),
 ]
+
+# Flannel's words when nothing matches --iface / --iface-regex
+NO_MATCH = "failed to find interface to use that matches the interfaces and/or regexes provided"
 
 
 def choose(**kwargs):
@@ -42,7 +45,7 @@ def test_iface_by_name_or_address_first_found_wins():
     assert choose(ifaces=["172.16.10.104"])[0].name == "eth1"
     ext, lines = choose(ifaces=["eth9", "eth0"])
     assert ext.name == "eth0" and "Could not find valid interface matching eth9" in lines
-    with pytest.raises(InvalidParameter, match=MSG_NO_MATCH):
+    with pytest.raises(InvalidParameter, match=NO_MATCH):
         choose(ifaces=["eth9"])
 
 
@@ -51,7 +54,7 @@ def test_iface_regex_addresses_before_names():
     assert choose(regexes=["eth"])[0].name == "eth0"
     with pytest.raises(InvalidParameter, match="invalid --iface-regex"):
         choose(regexes=["("])
-    with pytest.raises(InvalidParameter, match=MSG_NO_MATCH):
+    with pytest.raises(InvalidParameter, match=NO_MATCH):
         choose(regexes=["^wlan"])
 
 

@@ -11,9 +11,9 @@ import pytest
 
 from muslin.errors import InvalidParameter
 from muslin.fabric.embedded import EmbeddedRegistry
-from muslin.fabric.lease import CONFIG_RETRY, OUT_OF_SUBNETS_RETRY, LeaseManager
+from muslin.fabric.lease import LeaseManager
 from muslin.fabric.registry import StoreUnavailable
-from muslin.fabric.subnets import SUBNET_TTL, LeaseAttrs
+from muslin.fabric.subnets import LeaseAttrs
 
 CONFIG = '{"Network":"10.100.0.0/16","Backend":{"Type":"vxlan"}}'
 # the cookbook's three subnets: 10.100.0.0/25, 10.100.0.128/25, 10.100.1.0/25
@@ -97,7 +97,7 @@ def test_waits_for_the_config_and_says_so_every_second(store, clock, tmp_path, c
     with caplog.at_level(logging.INFO, "muslin.fabric"):
         config = m.wait_for_config()
     assert str(config.network) == "10.100.0.0/16"
-    assert clock.sleeps == [CONFIG_RETRY] * 3
+    assert clock.sleeps == [1.0] * 3  # Flannel reads a missing config again every second
     missing = [r.getMessage() for r in caplog.records if r.getMessage().startswith("failed to retrieve network config: ")]
     assert len(missing) == 3 and "no network config at /coreos.com/network/config" in missing[0]
 
@@ -114,7 +114,7 @@ def test_bad_arguments_are_refused(store, clock, tmp_path):
     with pytest.raises(InvalidParameter, match="public IP"):
         LeaseManager(store)
     with pytest.raises(InvalidParameter, match="renew margin"):
-        LeaseManager(store, public_ip=ME, renew_margin=SUBNET_TTL)
+        LeaseManager(store, public_ip=ME, renew_margin=86400)  # the whole 24 h TTL
 
 
 # --------------------------------------------------------------------------------------
@@ -175,7 +175,7 @@ def test_out_of_subnets_keeps_trying_until_subnet_max_grows(store, clock, tmp_pa
     with caplog.at_level(logging.INFO, "muslin.fabric"):
         lease = m.acquire()
     assert lease.v4 == net("10.100.1.128/25")
-    assert clock.sleeps == [OUT_OF_SUBNETS_RETRY] * 2
+    assert clock.sleeps == [5.0] * 2  # the README's: tried again every 5 s
     assert caplog.text.count("failed to acquire lease: out of subnets") == 2
     assert "Picking subnet in range 10.100.0.0 ... 10.100.1.0" in caplog.text
     assert "Picking subnet in range 10.100.0.0 ... 10.100.1.128" in caplog.text
@@ -207,7 +207,7 @@ def test_renewal_comes_renew_margin_before_expiry(store, clock, tmp_path):
     m = manager(store, clock, tmp_path)
     lease = m.acquire()
     written = store.get_lease(lease.v4).expiration
-    assert m.expires_at == clock.now + SUBNET_TTL
+    assert m.expires_at == clock.now + 86400  # Flannel's lease: 24 h
     assert m.tick() == m.check_interval
     clock.now = m.expires_at - 3600 - 1
     assert m.tick() == 1  # one second before it is due
@@ -215,7 +215,7 @@ def test_renewal_comes_renew_margin_before_expiry(store, clock, tmp_path):
     clock.now += 1
     m.tick()
     assert store.get_lease(lease.v4).expiration > written
-    assert m.expires_at == clock.now + SUBNET_TTL and m.lease.v4 == lease.v4
+    assert m.expires_at == clock.now + 86400 and m.lease.v4 == lease.v4
 
 
 def test_a_custom_renew_margin(store, clock, tmp_path):
@@ -268,7 +268,7 @@ def test_a_store_outage_keeps_the_lease_then_renews_it(store, clock, tmp_path, c
     assert "store unavailable" in caplog.text
     flaky.down = False
     m.tick()
-    assert m.lease.v4 == lease.v4 and m.expires_at == clock.now + SUBNET_TTL
+    assert m.lease.v4 == lease.v4 and m.expires_at == clock.now + 86400
     assert store.get_lease(lease.v4).attrs == m.attrs
 
 
@@ -344,3 +344,22 @@ def test_remote_events_resync_after_compaction_yields_the_difference(store, cloc
     assert next(events).kind == "synced"
     stop.set()
     assert got == [("added", "10.100.4.0/24"), ("removed", "10.100.2.0/24")]
+
+
+def test_its_own_lease_taken_back_is_never_a_remote_subnet(store, clock, tmp_path):
+    """Between losing its lease and holding it again the manager has none: the watch must
+    still know the lease it creates meanwhile is this host's (a route to its own subnet
+    via itself would follow, and host-gw's would replace the bridge's)."""
+    store.set_config(CONFIG)
+    m = manager(store, clock, tmp_path)
+    own = m.acquire()
+    stop = threading.Event()
+    events = m.remote_events(stop)
+    assert next(events).kind == "synced"
+    store.delete_lease(own.v4)  # deleted behind its back
+    m.lease = None  # what tick() does before acquiring again; the watch runs in another thread
+    store.create_lease(own.v4, None, m.attrs, 60)  # taken back, not yet recorded as held
+    store.create_lease(net("10.100.3.0/24"), None, other(3), 60)
+    event = next(events)
+    stop.set()
+    assert (event.kind, event.lease.v4) == ("added", net("10.100.3.0/24"))

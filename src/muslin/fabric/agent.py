@@ -15,27 +15,45 @@ backend configured, with ``STATUS=`` lines while it waits; the health endpoint
 
 On exit the kernel state and the lease stay: a restarted agent finds both and carries on
 with the same subnet and without a gap in (kernel-forwarded) traffic.
+
+One agent per subnet.env, and one per lease. The file is what an agent writes for its
+host's runtime, so two agents writing one would hand it each other's subnet: a lock next to
+it (``subnet.env.lock``, holding the agent's PID) makes a second agent for the same file --
+one started twice, a restart racing the old process -- refuse to start. And an agent is
+the only one in its network namespace for its prefix and public address (the lease it
+reuses): an abstract unix socket named after both, which the kernel frees with the
+process and which is private to the namespace (lab hosts on one machine do not collide).
+Agents of different networks (their own prefix and subnet.env) share a host: each owns
+only its network's kernel state (``muslin.fabric.backends``) and nftables table.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import fcntl
+import hashlib
 import json
 import logging
 import os
+import re
 import socket
+import struct
 import threading
 import time
 from dataclasses import dataclass, field, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from muslin.errors import InvalidParameter, MuslinError
-from muslin.fabric.config import FabricConfig
+from muslin.fabric.config import DEFAULT_ETCD_PREFIX, FabricConfig
+from muslin.fabric.env import parse_subnet_env
 from muslin.fabric.lease import DEFAULT_RENEW_MARGIN, LeaseManager
 from muslin.fabric.registry import Registry
 from muslin.fabric.subnets import Lease
-from muslin.kernel.firewall import FabricRules
+from muslin.kernel.firewall import FABRIC_TABLE, FabricRules
 
-__all__ = ["AgentOptions", "Agent", "RECONCILE_INTERVAL", "notify_systemd"]
+__all__ = ["AgentOptions", "Agent", "RECONCILE_INTERVAL", "notify_systemd", "firewall_table", "lock_subnet_file",
+           "claim_lease_identity"]
 
 log = logging.getLogger("muslin.fabric")
 
@@ -72,6 +90,72 @@ def notify_systemd(state: str) -> bool:
         return False
 
 
+def firewall_table(prefix: str) -> str:
+    """The agent's nftables table: ``muslin-fabric`` for Flannel's prefix, else one named
+    after the prefix (``/other/network`` -> ``muslin-fabric-other-network``)."""
+    if prefix.rstrip("/") == DEFAULT_ETCD_PREFIX:
+        return FABRIC_TABLE
+    return f"{FABRIC_TABLE}-{re.sub(r'[^A-Za-z0-9]+', '-', prefix).strip('-')}"
+
+
+def lock_subnet_file(path: str) -> int:
+    """Take the lock of ``path`` (a subnet.env) for this process; the descriptor holds it.
+    InvalidParameter, naming the holder, when another agent has it."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fd = os.open(path + ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.read(fd, 32).decode(errors="replace").strip()
+        os.close(fd)
+        who = f"another fabric agent (pid {holder})" if holder.isdigit() else "another fabric agent"
+        raise InvalidParameter(f"{who} runs for {path}: stop it first, or give each agent its own "
+                               f"--subnet-file") from None
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{os.getpid()}\n".encode())
+    return fd
+
+
+def claim_lease_identity(prefix: str, public_ip: str) -> socket.socket:
+    """Bind the calling thread's namespace's abstract socket for (``prefix``, ``public_ip``);
+    the socket holds the claim. InvalidParameter, naming the holder, when it is taken."""
+    digest = hashlib.sha256(f"{prefix}\0{public_ip}".encode()).hexdigest()[:32]
+    name = f"\0muslin-fabric/{digest}"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+    try:
+        sock.bind(name)
+        sock.listen(1)  # so that a refused agent can ask who holds it
+        return sock
+    except OSError as e:
+        sock.close()
+        if e.errno != errno.EADDRINUSE:
+            raise
+    who = "another fabric agent"
+    with contextlib.suppress(OSError), socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        probe.connect(name)
+        pid = struct.unpack("3i", probe.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))[0]
+        who = f"another fabric agent (pid {pid})"
+    raise InvalidParameter(f"{who} serves {prefix} for {public_ip} on this host: stop it first")
+
+
+def _recorded_networks(path: str | None) -> list:
+    """The networks an earlier run of this agent served, as its subnet.env records them."""
+    from ipaddress import ip_network
+
+    try:
+        with open(path or "") as f:
+            env = parse_subnet_env(f.read())
+    except OSError:
+        return []
+    out = []
+    for key in ("FLANNEL_NETWORK", "FLANNEL_IPV6_NETWORK"):
+        try:
+            out.append(ip_network(env[key], strict=False))
+        except (KeyError, ValueError):
+            pass
+    return out
+
+
 class Agent:
     """One host's agent. ``run()`` blocks until ``stop()``; the kernel is reached through
     ``host`` (a ``muslin.kernel.Namespace``), the store through ``registry``."""
@@ -92,6 +176,8 @@ class Agent:
         self._lock = threading.Lock()  # the backend is driven from several threads
         self._threads: list[threading.Thread] = []
         self._health: ThreadingHTTPServer | None = None
+        self._lock_fd: int | None = None
+        self._claim: socket.socket | None = None
         self.started = time.time()
 
     # -- life cycle ------------------------------------------------------------------------
@@ -107,10 +193,15 @@ class Agent:
 
     def run(self) -> int:
         """Run until stopped; 0 on a clean stop. Raises InvalidParameter (and other
-        MuslinErrors) for what a restart will not fix: a bad option, a backend refused."""
+        MuslinErrors) for what a restart will not fix: a bad option, a backend refused,
+        another agent running for the same subnet.env."""
+        if self.options.subnet_file:
+            self._lock_fd = lock_subnet_file(self.options.subnet_file)
         try:
             self._start_health()
             self._choose_interface()
+            public = self.ext.ext_addr or self.ext.ext_addr6
+            self._claim = self.host.run(claim_lease_identity, self.registry.prefix, str(public))
             self.manager = LeaseManager(
                 self.registry,
                 public_ip=self.ext.ext_addr,
@@ -170,6 +261,12 @@ class Agent:
             self._health.shutdown()
             self._health.server_close()
         log.info("Exiting cleanly (kernel state and lease kept)")
+        if self._claim is not None:
+            self._claim.close()
+            self._claim = None
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
 
     # -- set-up ----------------------------------------------------------------------------
 
@@ -188,7 +285,7 @@ class Agent:
             log.info("%s", message)
 
     def _start_backend(self, config: FabricConfig) -> None:
-        from muslin.fabric.backends import make_backend, remove_stale_devices
+        from muslin.fabric.backends import PeerBackend, foreign_devices, make_backend, remove_stale_devices
 
         if config.enable_ipv6 and self.ext.ext_addr6 is None:
             raise InvalidParameter(f"IPv6 is enabled in the network config but interface {self.ext.name} "
@@ -196,8 +293,17 @@ class Agent:
         if not config.enable_ipv6:
             self.manager.attrs = replace(self.manager.attrs, public_ipv6=None)
         backend = make_backend(self.host, self.ext, config)
-        for name in remove_stale_devices(self.host, backend.devices()):
+        # ours: this network, and the one this agent served before (its routes and devices are stale now)
+        networks = [n for n in (config.network, config.ipv6_network) if n]
+        networks += [n for n in _recorded_networks(self.options.subnet_file) if n not in networks]
+        taken = foreign_devices(self.host, backend.devices(), networks)
+        if taken:
+            raise InvalidParameter(f"{', '.join(sorted(taken))} already serves another fabric network on this host: "
+                                   f"give this network another VNI or backend")
+        for name in remove_stale_devices(self.host, backend.devices(), networks):
             log.info("Removed %s, left by an earlier network config", name)
+        if isinstance(backend, PeerBackend):
+            backend.networks = networks
         data, data6 = backend.prepare()
         self.backend = backend
         self.manager.attrs = replace(self.manager.attrs, backend_type=backend.kind, backend_data=data,
@@ -219,7 +325,7 @@ class Agent:
         self.host.apply_fabric_rules(FabricRules(
             network=c.network if lease.v4 else None, subnet=lease.v4, own=own,
             network6=c.ipv6_network if lease.v6 else None, subnet6=lease.v6, own6=own6,
-            masquerade=self.options.ip_masq, tunnel_port=tunnel))
+            masquerade=self.options.ip_masq, tunnel_port=tunnel, table=firewall_table(self.registry.prefix)))
 
     # -- the threads -----------------------------------------------------------------------
 

@@ -301,11 +301,13 @@ class LeaseManager:
     def _still_ours(self) -> bool:
         assert self.lease is not None
         held = self.registry.get_lease(self.lease.v4, self.lease.v6)
-        if held is None:
-            return False
+        return held is not None and self._of_this_host(held.attrs)
+
+    def _of_this_host(self, attrs: LeaseAttrs) -> bool:
+        """Whether a lease's attributes name this host (its IPv4 public address, else its IPv6 one)."""
         if self.attrs.public_ip is not None:
-            return held.attrs.public_ip == self.attrs.public_ip
-        return held.attrs.public_ipv6 == self.attrs.public_ipv6
+            return attrs.public_ip == self.attrs.public_ip
+        return attrs.public_ipv6 == self.attrs.public_ipv6
 
     def _renew(self) -> None:
         assert self.lease is not None
@@ -355,7 +357,13 @@ class LeaseManager:
     # -- the other hosts' leases ---------------------------------------------------------
 
     def _is_own(self, lease: Lease | None) -> bool:
-        return lease is not None and self.lease is not None and (lease.v4, lease.v6) == (self.lease.v4, self.lease.v6)
+        """This host's lease: the one held, or one carrying this host's public address --
+        while a lost lease is being taken back none is held, and the one created then is ours."""
+        if lease is None:
+            return False
+        if self.lease is not None and (lease.v4, lease.v6) == (self.lease.v4, self.lease.v6):
+            return True
+        return self._of_this_host(lease.attrs)
 
     def remote_events(self, stop: threading.Event | None = None) -> Iterator[LeaseEvent]:
         """The other hosts' leases as ``added``/``removed`` events, until ``stop`` is set.

@@ -312,11 +312,12 @@ class FabricRules:
     own6: str | None = None
     masquerade: bool = False
     tunnel_port: int | None = None
+    table: str = FABRIC_TABLE  # one per fabric network: agents of two networks on a host keep theirs apart
 
 
-def render_fabric(rules: FabricRules | None, table: str = FABRIC_TABLE) -> dict:
-    """The agent's tables ``ip muslin-fabric`` and ``ip6 muslin-fabric``, replaced atomically
-    (``None``: both removed).
+def render_fabric(rules: FabricRules | None, table: str | None = None) -> dict:
+    """The agent's tables ``ip muslin-fabric`` and ``ip6 muslin-fabric`` (or ``rules.table``),
+    replaced atomically (``None``: both removed).
 
     ``prerouting`` and ``output`` (raw): traffic between two addresses of the fabric's
     network, and the tunnel's own UDP packets, are not tracked. Once any nat chain exists
@@ -333,6 +334,7 @@ def render_fabric(rules: FabricRules | None, table: str = FABRIC_TABLE) -> dict:
     * from outside (the host itself) to another host's subnet: masquerade, so the reply
       comes back to an address the fabric routes.
     """
+    table = table or (rules.table if rules is not None else FABRIC_TABLE)
     cmds: list[dict] = []
     for family in ("ip", "ip6"):
         t = {"family": family, "name": table}

@@ -17,23 +17,38 @@ the lab runs on that host, so the daemon's fabric networks find it too).
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from muslin.fabric.env import parse_subnet_env
 from muslin.lab import Host, Lab, LabError, Process
 
-__all__ = ["FabricLab", "SEGMENT_A", "SEGMENT_B", "SHARED"]
+__all__ = ["FabricLab", "SEGMENT_A", "SEGMENT_B", "SHARED", "subnet_of", "until"]
 
 SEGMENT_A = "10.10.10"
 SEGMENT_B = "192.168.50"
 SHARED = "172.16.10"
 
 
+def subnet_of(env: dict[str, str]) -> str:
+    """The subnet a subnet.env leases: FLANNEL_SUBNET 10.100.15.1/24 -> 10.100.15.0/24."""
+    return str(ipaddress.ip_interface(env["FLANNEL_SUBNET"]).network)
+
+
+def until(check: Callable, timeout: float = 10.0, interval: float = 0.05):
+    """``check()``'s first true value, polled every ``interval`` s; its last (false) value
+    once ``timeout`` s have passed."""
+    deadline = time.monotonic() + timeout
+    while not (value := check()) and time.monotonic() < deadline:
+        time.sleep(interval)
+    return value
+
+
 class FabricLab:
     def __init__(self, lab: Lab, *, hosts: int = 4, shared: bool = False, etcd: bool = True,
-                 tls: bool = False, mtu: int | None = None):
+                 tls: bool = False, auth=None, mtu: int | None = None):
         self.lab = lab
         self.router = lab.router("router")
         sw1, sw2 = lab.switch("sw1"), lab.switch("sw2")
@@ -62,7 +77,7 @@ class FabricLab:
             if tls:  # etcd then refuses clients without a certificate its CA signed
                 self.tls = make_tls(os.path.join(lab.workdir, "tls"), [self.address["docker1"]])
             self.etcd = Etcd.start(self.hosts[0], lab.workdir, name="etcd", address=self.address["docker1"],
-                                   tls=self.tls)
+                                   tls=self.tls, auth=auth)  # auth: an EtcdAuth, etcd then wants a password
 
     # -- the agents ---------------------------------------------------------------------------
 
@@ -71,13 +86,15 @@ class FabricLab:
         return os.path.join(host.root, "subnet.env")
 
     def env(self, host: Host, extra: dict[str, str] | None = None) -> dict[str, str]:
-        env = {"FLANNELD_SUBNET_FILE": self.subnet_file(host), "MUSLIN_FABRIC_RECONCILE_INTERVAL": "0.5"}
+        # the agents keep the shipped reconcile interval: what the tests see is what users run
+        env = {"FLANNELD_SUBNET_FILE": self.subnet_file(host)}
         env.update(extra or {})
         return env
 
-    def store_args(self, certificates: bool = True) -> list[str]:
+    def store_args(self, certificates: bool = True, credentials: bool = True) -> list[str]:
         """The ``--etcd-*`` options that reach the lab's etcd (without the client
-        certificate when ``certificates`` is False)."""
+        certificate when ``certificates`` is False, without user and password when
+        ``credentials`` is False)."""
         if self.etcd is None:
             return []
         args = ["--etcd-endpoints", self.etcd.endpoint]
@@ -85,12 +102,15 @@ class FabricLab:
             args += ["--etcd-cafile", self.tls.ca_file]
             if certificates:
                 args += ["--etcd-certfile", self.tls.client_cert, "--etcd-keyfile", self.tls.client_key]
+        if self.etcd.auth is not None and credentials:
+            args += ["--etcd-username", self.etcd.auth.user, "--etcd-password", self.etcd.auth.password]
         return args
 
     def start_agent(self, host: Host, *args: str, env: dict[str, str] | None = None,
-                    certificates: bool = True) -> Process:
+                    certificates: bool = True, credentials: bool = True) -> Process:
         """``muslin fabric run`` in ``host`` (in the background; the lab stops it)."""
-        return host.muslin_popen("fabric", "run", *self.store_args(certificates), *args, env=self.env(host, env))
+        return host.muslin_popen("fabric", "run", *self.store_args(certificates, credentials), *args,
+                                 env=self.env(host, env))
 
     def muslin(self, host: Host, *args: str, **kwargs):
         return host.muslin(*args, env=self.env(host, kwargs.pop("env", None)), **kwargs)

@@ -20,12 +20,20 @@ All kernel access goes through ``muslin.kernel.Namespace``. Every route a backen
 carries the protocol number :data:`ROUTE_PROTO` (``ip route show proto 109``) and every
 device the alias :data:`ALIAS`, so that a backend finds what it made before a restart,
 and whatever an older config made (another VNI, another backend) is removed.
+
+Several agents may share a host, one per fabric network (each its own etcd prefix and
+subnet.env). What an agent owns is decided by its network, which leases cannot leave: a
+protocol-109 route whose destination lies inside it, the neighbour and FDB entries of its
+own tunnel devices, and a fabric device holding an address inside it (:func:`owned_by`).
+Everything else with the same marks belongs to another agent and is never "stale".
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from ipaddress import IPv4Network, IPv6Network, ip_interface, ip_network
 from typing import Any, Protocol
 
 from muslin.errors import InvalidParameter, KernelError
@@ -34,12 +42,25 @@ from muslin.fabric.external import ExternalInterface
 from muslin.fabric.subnets import Lease
 from muslin.kernel import Namespace, Route
 
-__all__ = ["FabricBackend", "PeerBackend", "ROUTE_PROTO", "ALIAS", "make_backend", "remove_stale_devices"]
+__all__ = ["FabricBackend", "PeerBackend", "ROUTE_PROTO", "ALIAS", "make_backend", "remove_stale_devices",
+           "owned_by", "foreign_devices"]
 
 log = logging.getLogger("muslin.fabric")
 
 ROUTE_PROTO = 109  # routes the fabric made (not reserved in iproute2's rt_protos)
 ALIAS = "muslin:fabric"
+
+Networks = Sequence[IPv4Network | IPv6Network]
+
+
+def owned_by(networks: Networks, addresses: Iterable[str]) -> bool:
+    """True when one of ``addresses`` (a route's destination, a device's ``addr/len``) lies
+    inside one of the fabric ``networks``: it was made for that fabric, not another's."""
+    for address in addresses:
+        net = ip_interface(address).network if "/" in address else ip_network(address)
+        if any(net.version == n.version and net.subnet_of(n) for n in networks):
+            return True
+    return False
 
 
 class FabricBackend(Protocol):
@@ -108,6 +129,8 @@ class PeerBackend:
         self.host = host
         self.ext = ext
         self.config = config
+        # the networks whose routes are ours (an agent adds the one it served before a config change)
+        self.networks: list[IPv4Network | IPv6Network] = [n for n in (config.network, config.ipv6_network) if n]
         self.peers: dict[str, list[Entry]] = {}  # lease key -> the entries it needs
         self._failed: set[str] = set()  # leases whose entries the kernel refused (logged once)
         self._synced = False
@@ -163,7 +186,7 @@ class PeerBackend:
 
     def reconcile(self) -> None:
         """One dump of each table, then only what is missing is put back."""
-        routes = {r.dst: r for r in self.host.routes_by_proto(ROUTE_PROTO)}
+        routes = {r.dst: r for r in self.host.routes_by_proto(ROUTE_PROTO) if owned_by(self.networks, [r.dst])}
         devices = self.tunnel_devices()
         fdbs = {dev: self.host.fdb(dev) for dev in devices}
         neighbours = {dev: self.host.permanent_neighbours(dev) for dev in devices}
@@ -246,15 +269,33 @@ def _describe(entry: Entry) -> str:
     return f"FDB entry {entry.mac} -> {entry.dst} on {entry.dev}"
 
 
-def remove_stale_devices(host: Namespace, keep: set[str]) -> list[str]:
-    """Delete the fabric devices (carrying :data:`ALIAS`) that the running backend does not
-    use: another VNI's ``flannel.<N>``, ``flannel0`` after leaving udp. Flannel leaves them."""
-    removed = []
+def _fabric_devices(host: Namespace, networks: Networks) -> Iterable[tuple[str, bool]]:
+    """Each fabric device (carrying :data:`ALIAS`) that holds an address, and whether it is
+    of ``networks``. One without an address is left out: nothing tells whose it is."""
     for link in host.links():
-        if link.alias == ALIAS and link.name not in keep:
-            host.delete_link(link.name)
-            removed.append(link.name)
+        if link.alias == ALIAS:
+            # link-local addresses every IPv6 device has say nothing about the network
+            addresses = [a for a in host.addresses(link.name) if not ip_interface(a).ip.is_link_local]
+            if addresses:
+                yield link.name, owned_by(networks, addresses)
+
+
+def remove_stale_devices(host: Namespace, keep: set[str], networks: Networks) -> list[str]:
+    """Delete the devices of this fabric (an address inside ``networks``) that the running
+    backend does not use: another VNI's ``flannel.<N>``, ``flannel0`` after leaving udp.
+    Flannel leaves them. Another fabric's devices are not ours to remove."""
+    removed = []
+    for name, ours in _fabric_devices(host, networks):
+        if ours and name not in keep:
+            host.delete_link(name)
+            removed.append(name)
     return removed
+
+
+def foreign_devices(host: Namespace, wanted: set[str], networks: Networks) -> list[str]:
+    """The devices among ``wanted`` that another fabric network already holds (two vxlan
+    networks with one VNI, two udp networks): using them would take them over."""
+    return [name for name, ours in _fabric_devices(host, networks) if name in wanted and not ours]
 
 
 def make_backend(host: Namespace, ext: ExternalInterface, config: FabricConfig) -> FabricBackend:
