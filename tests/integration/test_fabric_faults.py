@@ -256,12 +256,14 @@ def test_a_second_agent_for_the_same_subnet_file_refuses_to_start(cookbook):
     assert (f"another fabric agent (pid {agent.pid}) runs for {f.subnet_file(d1)}: stop it first, "
             f"or give each agent its own --subnet-file") in twice.output()
     assert "Lease acquired" not in twice.output()
+    assert "Exiting cleanly" not in twice.output()  # a refusal is not a clean exit
     # with a subnet.env of its own, it would still take the same lease (same prefix, same address)
     other_file = f"{d1.root}/second-subnet.env"
     same_lease = f.start_agent(d1, env={"FLANNELD_SUBNET_FILE": other_file})
     assert same_lease.wait(30) == 1
     assert (f"another fabric agent (pid {agent.pid}) serves /coreos.com/network for 10.10.10.101 on this host: "
             f"stop it first") in same_lease.output()
+    assert "Exiting cleanly" not in same_lease.output()
     assert not os.path.exists(other_file)
     assert agent.running() and f.wait_for_lease(d1) == env
     # once the first one is gone, the same command starts

@@ -197,6 +197,7 @@ class Agent:
         another agent running for the same subnet.env."""
         if self.options.subnet_file:
             self._lock_fd = lock_subnet_file(self.options.subnet_file)
+        refused = False
         try:
             self._start_health()
             self._choose_interface()
@@ -231,8 +232,11 @@ class Agent:
             notify_systemd("READY=1")
             self._stop.wait()
             return 1 if self.failed else 0
+        except BaseException:
+            refused = True  # the caller says why; "exiting cleanly" would hide it
+            raise
         finally:
-            self._shutdown()
+            self._shutdown(clean=not refused and not self.failed)
 
     def _spawn(self, name: str, target) -> None:
         thread = threading.Thread(target=self._guarded, args=(name, target), name=f"fabric-{name}", daemon=True)
@@ -247,7 +251,7 @@ class Agent:
             self.failed = True
             self.stop()
 
-    def _shutdown(self) -> None:
+    def _shutdown(self, clean: bool) -> None:
         self._stop.set()
         if self.manager is not None:
             self.manager.stop()
@@ -260,7 +264,8 @@ class Agent:
         if self._health is not None:
             self._health.shutdown()
             self._health.server_close()
-        log.info("Exiting cleanly (kernel state and lease kept)")
+        if clean:
+            log.info("Exiting cleanly (kernel state and lease kept)")
         if self._claim is not None:
             self._claim.close()
             self._claim = None
