@@ -82,6 +82,10 @@ class Engine:
     def __exit__(self, *exc) -> None:
         self.close()
 
+    def _alias(self) -> str:
+        """The IFLA_IFALIAS that marks a link as this root's (the drivers set it)."""
+        return f"muslin:{self.tag}"
+
     def driver(self, name: str) -> Driver:
         if name not in self._drivers:
             self._drivers[name] = load(name, self.tag)
@@ -92,8 +96,12 @@ class Engine:
     def networks(self, states=("active",)) -> list[Network]:
         return [Network.from_doc(d) for s, d in self.store.docs("networks") if s in states]
 
-    def containers(self) -> list[Container]:
-        return [Container.from_doc(d) for s, d in self.store.docs("containers") if s == "active"]
+    def containers(self, states=("active",)) -> list[Container]:
+        return [Container.from_doc(d) for s, d in self.store.docs("containers") if s in states]
+
+    def _state(self, table: str, row_id: str) -> str | None:
+        rows = self.store.read().execute(f"SELECT state FROM {table} WHERE id = ?", (row_id,)).fetchone()
+        return rows[0] if rows else None
 
     def endpoints(self, *, network: Network | None = None, container: Container | None = None,
                   states=("active",)) -> list[Endpoint]:
@@ -687,22 +695,18 @@ class Engine:
         return True
 
     def _remove_orphans(self) -> int:
-        """Delete what the store does not know: links tagged as this root's and the ports
-        enslaved to them (ports first: a deleted bridge would set them loose), and stray
-        namespace pins."""
+        """Delete what the store does not know: links that are this root's (tagged, or ports
+        of ours made before ports were tagged; ports first: a deleted bridge would set them
+        loose), and stray namespace pins. Links of anybody else stay, even as our ports."""
         expected: set[str] = set()
-        for net in self.networks(("active",)):
-            expected |= self.driver(net.driver).links(net, self.endpoints(network=net))
-        alias = f"muslin:{self.tag}"
-        links = self.host.links()
-        ours = {link.index for link in links if link.alias == alias}
+        for net in self.networks(("active", "dead")):
+            expected |= self.driver(net.driver).links(net, self.endpoints(network=net, states=("active", "dead")))
         removed = 0
-        for link in sorted(links, key=lambda l: l.index in ours):
-            if (link.index in ours or link.master in ours) and link.name not in expected:
-                if self.host.delete_link(link.name):
-                    removed += 1
+        for link in sorted(self.host.owned_links(self._alias()), key=lambda l: l.kind == "bridge"):
+            if link.name not in expected and self.host.delete_owned_link(link.name, self._alias()):
+                removed += 1
         pins = os.path.join(self.root, "netns")
-        known = {c.netns for c in self.containers()}
+        known = {c.netns for c in self.containers(("active", "dead"))}
         if os.path.isdir(pins):
             for entry in os.listdir(pins):
                 path = os.path.join(pins, entry)
