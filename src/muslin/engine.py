@@ -380,6 +380,10 @@ class Engine:
             path, pid_start = os.path.abspath(netns), None
         if not kernel.netns_alive(path):
             raise InvalidParameter(f"{path} is not a network namespace")
+        if self._is_host_netns(path):
+            what = f"process {pid}" if pid is not None else path
+            raise InvalidParameter(f"{what} is in the host's own network namespace, not in a container's: "
+                                   "muslin does not connect the host itself")
         for state, doc in self.store.docs("containers", "json_extract(doc, '$.netns') = ?", (path,)):
             con = Container.from_doc(doc)
             if state == "active" and con.pid_start == pid_start and (name is None or con.name == name):
@@ -391,6 +395,22 @@ class Engine:
                         owns_netns=False, pid=pid, pid_start=pid_start)
         self.store.put("containers", con.id, con.name, "active", con.to_doc())
         return con, con
+
+    def _is_host_netns(self, path: str) -> bool:
+        """Is ``path`` the namespace this engine serves, the one it runs in, or the init
+        process's (compared by namespace identity, whatever path names it)."""
+        target = kernel.netns_id(path)
+        hosts = [self.host.path or kernel.own_netns(), kernel.own_netns(), "/proc/1/ns/net"]
+        return any(kernel.netns_alive(h) and kernel.netns_id(h) == target for h in hosts)
+
+    def _default_route_wanted(self, con: Container, sandbox: Namespace, first: bool) -> bool:
+        """A container's first network gives it its default route — in a namespace of another
+        runtime only when it has none: its own routing is not muslin's to replace."""
+        if first and not con.owns_netns and sandbox.has_default_route():
+            log.warning("container %s keeps its own default route: muslin does not replace it in a "
+                        "namespace it did not create", con.name)
+            return False
+        return first
 
     def _connect(self, net: Network, con: Container, ip, ip6, aliases) -> Endpoint:
         if not kernel.netns_alive(con.netns):
@@ -427,6 +447,7 @@ class Engine:
             driver = self.driver(net.driver)
             first = not any(e.id != ep.id for e in self.endpoints(container=con, states=("active", "pending")))
             with Namespace(con.netns) as sandbox, Undo() as undo:
+                first = self._default_route_wanted(con, sandbox, first)
                 undo.push(driver.leave, self.host, con.netns, net, ep)
                 mac = driver.join(self.host, sandbox, con.netns, net, ep, default_route=first)
                 checkpoint("connect.joined")
@@ -687,6 +708,7 @@ class Engine:
             first = min(siblings, key=lambda e: int(e.ifname[3:] or 0)).id == ep.id if siblings else True
             try:
                 driver.leave(self.host, con.netns, net, ep)  # whatever is left of it
+                first = self._default_route_wanted(con, sandbox, first)
                 driver.join(self.host, sandbox, con.netns, net, ep, default_route=first)
             except MuslinError as exc:
                 log.warning("cannot restore endpoint %s of %s: %s", ep.id[:12], con.name, exc)

@@ -1,13 +1,18 @@
 """muslin changes only what it made.
 
 A bridge name that names somebody else's link is refused; rollback, removal and
-recovery delete only links tagged as this root's.
+recovery delete only links tagged as this root's; the host's own namespace is never
+taken for a container, and a namespace muslin did not create keeps its default
+route.
 """
 
 from __future__ import annotations
 
+import os
+
 import pytest
 from helpers import engine_on, snapshot
+from test_daemon import _daemon_pid
 
 import muslin.engine
 from muslin import faults
@@ -40,6 +45,22 @@ def engine(host):
 
 def _links(host) -> dict[str, dict]:
     return {link["ifname"]: link for link in host.ip_json("link show")}
+
+
+def _sleeper(node):
+    """A process in ``node``'s namespace, once it is there (nsenter enters it after the fork)."""
+    import time
+
+    proc = node.popen(["sleep", "300"])
+    want = os.stat(node.netns).st_ino
+    for _ in range(400):
+        try:
+            if os.stat(f"/proc/{proc.pid}/ns/net").st_ino == want:
+                return proc
+        except OSError:
+            pass
+        time.sleep(0.025)
+    raise AssertionError(f"{proc} did not enter {node.netns}")
 
 
 def _default_routes(node) -> list[str]:
@@ -108,3 +129,78 @@ def test_recovery_and_removal_leave_foreign_ports_of_muslin_bridges(host, engine
     engine.remove_network("n")
     assert {"user0", "user1"} <= set(_links(host))
     host.ip("link del user0")
+
+
+# -- item 2: the host is not a container ---------------------------------------------------
+
+
+def test_the_host_namespace_is_refused_by_any_path(host, lab):
+    host.muslin("network", "create", "--subnet", "172.30.4.0/24", "n")
+    sleeper = _sleeper(host)
+    before = snapshot(host)
+    daemon = _daemon_pid(host)
+    refused = [  # network connect ...
+        ["--pid", str(sleeper.pid), "n"],
+        ["--pid", str(daemon), "n"],
+        ["--pid", str(sleeper.pid), "n", "named"],
+        ["--netns", host.netns, "n"],
+        ["--netns", f"/proc/{sleeper.pid}/ns/net", "n"],
+        ["--netns", f"/proc/{daemon}/ns/net", "n"],
+        ["--netns", "/proc/self/ns/net", "n"],  # the daemon's own
+        ["--netns", f"/proc/{daemon}/task/{daemon}/ns/net", "n"],
+        ["--ip", "172.30.4.9", "--netns", f"/proc/{sleeper.pid}/../{sleeper.pid}/ns/net", "n"],
+    ]
+    for args in refused:
+        out = host.muslin("network", "connect", *args, check=False)
+        assert out.returncode == 1, args
+        line, = out.stderr.splitlines()
+        assert line.startswith("Error response from daemon: ") and "is in the host's own network namespace" in line, \
+            (args, out.stderr)
+        assert snapshot(host) == before, args
+    assert _default_routes(host) == ["default via 10.61.0.254 dev up0 "]
+
+
+def test_cli_bridge_names_of_links_muslin_did_not_make_are_one_line_errors(host):
+    host.muslin("network", "create", "--subnet", "172.30.14.0/24", "n")
+    host.muslin("run", "-d", "--name", "c1", "--network", "n", "--", "sleep", "300")
+    veth = host.ip_json("link show type veth")
+    host.ip("link add br-user type bridge", "link add user0 type veth peer name user1")
+    before = snapshot(host)
+    names = [UPLINK, "lo", "br-user", "user0", "user1"] + [l["ifname"] for l in veth if l["ifname"] != UPLINK]
+    assert len(names) == 6
+    for name in names:
+        out = host.muslin("network", "create", "-o", f"{BRIDGE_NAME_OPTION}={name}", "x", check=False)
+        assert out.returncode == 1, name
+        assert out.stderr.splitlines() == [f'Error response from daemon: invalid value "{name}" for option '
+                                           f"{BRIDGE_NAME_OPTION}: {name} is an existing interface that muslin "
+                                           "did not create"], name
+        assert snapshot(host) == before, name
+    host.muslin("rm", "-f", "c1")
+    host.ip("link del br-user", "link del user0")
+
+
+def test_the_namespaces_of_init_and_of_the_engine_count_as_the_host(engine):
+    """Compared only (this test runs in the root namespace: nothing is connected)."""
+    from muslin import kernel
+
+    assert engine._is_host_netns(f"/proc/{os.getpid()}/ns/net")
+    if kernel.netns_alive("/proc/1/ns/net"):  # not always readable (a confined root)
+        assert engine._is_host_netns("/proc/1/ns/net")
+
+
+def test_a_foreign_namespace_keeps_its_default_route(host, lab, engine):
+    engine.create_network("n", subnets=["172.30.5.0/24"])
+    other = lab.node("runtime")
+    lab.link(other, lab["sw"], "10.61.0.7/24", a_ifname=UPLINK)
+    other.route("default", via="10.61.0.254")
+    proc = _sleeper(other)
+    engine.connect("n", "guest", pid=proc.pid)
+    assert "172.30.5.2/24" in other.sh(["ip", "-br", "addr"]).stdout
+    assert _default_routes(other) == ["default via 10.61.0.254 dev up0 "]
+    engine.disconnect("n", "guest")
+    assert _default_routes(other) == ["default via 10.61.0.254 dev up0 "]
+    bare = lab.node("bare")  # no default route of its own: it takes the network's
+    proc2 = _sleeper(bare)
+    engine.connect("n", "guest2", pid=proc2.pid)
+    assert _default_routes(bare) == ["default via 172.30.5.1 dev eth0 proto static "]
+    engine.disconnect("n", "guest2")

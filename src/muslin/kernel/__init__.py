@@ -61,6 +61,12 @@ def inode(path: str) -> int:
     return os.stat(path).st_ino
 
 
+def netns_id(path: str) -> tuple[int, int]:
+    """What identifies a namespace whatever path names it: the device and inode of its file."""
+    st = os.stat(path)
+    return st.st_dev, st.st_ino
+
+
 def own_netns() -> str:
     """A path that names the namespace this process runs in."""
     return f"/proc/{os.getpid()}/ns/net"
@@ -573,6 +579,11 @@ class Namespace:
         link = self.ipr.get_links(index)[0].get_attr("IFLA_IFNAME") if index else None
         return Route(f"{address}/{m['dst_len']}", link, m.get_attr("RTA_GATEWAY"), False,
                      src=m.get_attr("RTA_PREFSRC"))
+
+    @_in_worker
+    def has_default_route(self) -> bool:
+        """Does the main table hold a default route of either family (of any type)."""
+        return any(m["dst_len"] == 0 for family in (2, 10) for m in self.ipr.get_routes(family=family, table=254))
 
     @_in_worker
     def default_route_interface(self, family: int = 2) -> str | None:
