@@ -45,6 +45,10 @@ def _now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
+def _do(fn, *args):
+    return fn(*args)
+
+
 def _process_start(pid: int) -> int | None:
     """The start time of a live process (clock ticks after boot); None when it is
     gone or a zombie (dead, waiting for a parent that may not be us to reap it)."""
@@ -115,22 +119,23 @@ class Engine:
         rows = self.store.docs("endpoints", " AND ".join(where) or "1", tuple(params))
         return [Endpoint.from_doc(d) for s, d in rows if s in states]
 
-    def _find_one(self, table: str, ref: str, missing: str, ambiguous: str) -> dict:
+    def _find_one(self, table: str, ref: str, missing: str, ambiguous: str, states=("active",)) -> dict:
         """The active row named ``ref``, or with that id or id prefix (Docker's lookup)."""
-        found = [d for s, d in self.store.find(table, ref) if s == "active"] if ref else []
+        found = [d for s, d in self.store.find(table, ref) if s in states] if ref else []
         if len(found) > 1:
             raise Conflict(ambiguous.format(ref=ref, n=len(found)))
         if not found:
             raise NotFound(missing.format(ref=ref))
         return found[0]
 
-    def find_network(self, ref: str) -> Network:
+    def find_network(self, ref: str, states=("active",)) -> Network:
         return Network.from_doc(self._find_one(
-            "networks", ref, "network {ref} not found", "network {ref} is ambiguous ({n} matches found based on ID prefix)"))
+            "networks", ref, "network {ref} not found", "network {ref} is ambiguous ({n} matches found based on ID prefix)",
+            states))
 
-    def find_container(self, ref: str) -> Container:
+    def find_container(self, ref: str, states=("active",)) -> Container:
         return Container.from_doc(self._find_one(
-            "containers", ref, "No such container: {ref}", "multiple IDs found with provided prefix: {ref}"))
+            "containers", ref, "No such container: {ref}", "multiple IDs found with provided prefix: {ref}", states))
 
     # -- networks ----------------------------------------------------------------
 
@@ -164,7 +169,7 @@ class Engine:
                 checkpoint("create.firewall")
                 self.store.set_state("networks", net.id, "active")
             except BaseException:
-                self._forget_network(net)
+                self._roll_back_network(net)
                 raise
             log.info("network %s created (%s)", net.name, net.id[:12])
             return net
@@ -249,8 +254,17 @@ class Engine:
                 out.append(net)
         return out
 
+    def _roll_back_network(self, net: Network) -> None:
+        """Undo a network whose creation failed; what cannot be undone is set aside, and the
+        creation's own error is the one the user sees."""
+        try:
+            self._forget_network(net)
+        except Exception as exc:  # noqa: BLE001 - reported, and the original error is raised
+            self._set_aside("networks", net.id, f"network {net.name}", f"muslin network rm {net.name}", exc)
+
     def _forget_network(self, net: Network) -> None:
         """Undo a network's kernel state and its rows (idempotent)."""
+        checkpoint("forget.network")
         self.driver(net.driver).delete(self.host, net, self._other_networks(net))
         self.store.release_network(net.id)
         self.store.delete("networks", net.id)
@@ -258,18 +272,21 @@ class Engine:
 
     def remove_network(self, ref: str) -> Network:
         with self._lock:
-            net = self.find_network(ref)
-            if net.name == DEFAULT_BRIDGE and net.options.get("com.docker.network.bridge.default_bridge") == "true":
+            net = self.find_network(ref, states=("active", "dead"))
+            dead = self._state("networks", net.id) == "dead"  # set aside by recovery: cleared whatever fails
+            if net.name == DEFAULT_BRIDGE and net.options.get("com.docker.network.bridge.default_bridge") == "true" \
+                    and not dead:
                 raise Conflict(f"{net.name} is a pre-defined network and cannot be removed")
-            eps = self.endpoints(network=net, states=("active", "pending", "removing"))
+            eps = self.endpoints(network=net, states=("active", "pending", "removing", "dead"))
             if eps:
                 users = ", ".join(sorted(self._container_name(e.container_id) for e in eps))
                 raise Conflict(f"error while removing network: network {net.name} id {net.id} has active endpoints ({users})")
+            step = self._best_effort if dead else _do
             self.store.set_state("networks", net.id, "removing")
             checkpoint("rm.marked")
-            self._apply_firewall()
+            step(self._apply_firewall)
             checkpoint("rm.firewall")
-            self.driver(net.driver).delete(self.host, net, self._other_networks(net))
+            step(self.driver(net.driver).delete, self.host, net, self._other_networks(net))
             checkpoint("rm.kernel")
             self.store.release_network(net.id)
             self.store.delete("networks", net.id)
@@ -549,32 +566,39 @@ class Engine:
             return con
 
     def container_state(self, con: Container) -> str:
+        if self._state("containers", con.id) == "dead":
+            return "dead"  # set aside by recovery, as Docker's containers it failed to remove
         if con.pid is None:
             return "running" if not con.owns_netns and kernel.netns_alive(con.netns) else "created"
         return "running" if _process_start(con.pid) == con.pid_start else "exited"
 
     def remove_container(self, ref: str, force: bool = False) -> Container:
         with self._lock:
-            con = self.find_container(ref)
-            if con.owns_netns and self.container_state(con) == "running" and not force:
+            con = self.find_container(ref, states=("active", "dead"))
+            dead = self._state("containers", con.id) == "dead"  # set aside by recovery: cleared whatever fails
+            if con.owns_netns and not dead and self.container_state(con) == "running" and not force:
                 raise Conflict(f"You cannot remove a running container {con.id}. "
                                "Stop the container before attempting removal or force remove")
             self.store.set_state("containers", con.id, "removing")
             checkpoint("rmc.marked")
-            self._finish_container_removal(con)
+            self._finish_container_removal(con, best_effort=dead)
             return con
 
-    def _finish_container_removal(self, con: Container) -> None:
+    def _finish_container_removal(self, con: Container, best_effort: bool = False) -> None:
+        step = self._best_effort if best_effort else _do
         if con.owns_netns:
-            self._kill(con)
-        nets = {n.id: n for n in self.networks(("active", "pending", "removing"))}
-        for ep in self.endpoints(container=con, states=("active", "pending", "removing")):
+            step(self._kill, con)
+        nets = {n.id: n for n in self.networks(("active", "pending", "removing", "dead"))}
+        for ep in self.endpoints(container=con, states=("active", "pending", "removing", "dead")):
             if ep.network_id in nets:
-                self._disconnect(nets[ep.network_id], ep)
+                step(self._disconnect, nets[ep.network_id], ep)
             else:
-                self._forget_endpoint(None, ep)
+                step(self._forget_endpoint, None, ep)
+            if best_effort:  # the rows go even when the kernel said no
+                self.store.release_owner(ep.id)
+                self.store.delete("endpoints", ep.id)
         if con.owns_netns:
-            kernel.remove_netns(con.netns)
+            step(kernel.remove_netns, con.netns)
             if con.log:
                 try:
                     os.unlink(con.log)
@@ -584,6 +608,9 @@ class Engine:
 
     def _kill(self, con: Container) -> None:
         """SIGKILL the container's process — only if it still is the one we recorded."""
+        if con.pid is not None and type(con.pid) is not int:
+            log.warning("container %s: recorded PID %r is not a number; nothing killed", con.name, con.pid)
+            return
         if con.pid is None or _process_start(con.pid) != con.pid_start:
             return
         try:
@@ -598,6 +625,14 @@ class Engine:
             except ChildProcessError:
                 pass
             time.sleep(0.005)
+
+    @staticmethod
+    def _best_effort(fn, *args) -> None:
+        """Clearing what recovery set aside: a step that fails is logged, the rest goes on."""
+        try:
+            fn(*args)
+        except Exception as exc:  # noqa: BLE001 - the user asked to clear it; the log says what is left
+            log.warning("clearing: %s failed: %s", getattr(fn, "__name__", fn), exc)
 
     def _container_name(self, cid: str) -> str:
         for _, d in self.store.docs("containers", "id = ?", (cid,)):
@@ -633,7 +668,10 @@ class Engine:
             "Options": dict(net.options),
             "Labels": dict(net.labels),
         }
-        doc.update(self.driver(net.driver).describe(self.host, net))
+        if self._state("networks", net.id) == "dead":
+            doc["State"] = "dead"  # set aside by recovery: ``network rm`` clears it
+        else:
+            doc.update(self.driver(net.driver).describe(self.host, net))
         return doc
 
     def inspect_container(self, con: Container) -> dict:
@@ -658,9 +696,12 @@ class Engine:
     def recover(self) -> dict:
         """Finish or undo what a crash interrupted, then make the kernel match the store.
 
+        It never refuses to start: a row it cannot roll back or finish (whatever the error)
+        is logged and set aside in state ``dead`` — ``muslin ps -a`` and ``network ls``
+        show it, ``muslin rm -f`` / ``muslin network rm`` clear it — and the rest goes on.
         Returns counts of what it repaired, for the log.
         """
-        done = {"rolled_back": 0, "repaired": 0, "orphans": 0}
+        done = {"rolled_back": 0, "repaired": 0, "orphans": 0, "set_aside": 0}
         with self._lock:
             net_states = {d["id"]: s for s, d in self.store.docs("networks")}
             nets = {n.id: n for n in self.networks(("active", "pending", "removing"))}
@@ -670,31 +711,65 @@ class Engine:
                 if net_states[net.id] == "active":
                     try:
                         self.driver(net.driver).create(self.host, net)
-                    except MuslinError as exc:
+                    except Exception as exc:  # noqa: BLE001 - the network stays; its users are told
                         log.warning("cannot restore network %s: %s", net.name, exc)
             for state, doc in self.store.docs("endpoints"):
-                ep = Endpoint.from_doc(doc)
-                net = nets.get(ep.network_id)
-                con_state, con = cons.get(ep.container_id, (None, None))
-                alive = con is not None and con_state == "active" and kernel.netns_alive(con.netns)
-                if state != "active" or not alive or net is None:
-                    self._forget_endpoint(net, ep)
-                    done["rolled_back"] += 1
-                elif self._rejoin(net, con, ep):
-                    done["repaired"] += 1
+                if state == "dead":
+                    continue
+                con_state, con = cons.get(doc["container_id"], (None, None))
+                if con_state == "dead":
+                    continue  # set aside with its container: left as it is until the user clears it
+                try:
+                    ep = Endpoint.from_doc(doc)
+                    net = nets.get(ep.network_id)
+                    alive = con is not None and con_state == "active" and kernel.netns_alive(con.netns)
+                    if state != "active" or not alive or net is None:
+                        self._forget_endpoint(net, ep)
+                        done["rolled_back"] += 1
+                    elif self._rejoin(net, con, ep):
+                        done["repaired"] += 1
+                except Exception as exc:  # noqa: BLE001 - set aside, never stop the start
+                    done["set_aside"] += 1
+                    if con is None:  # nothing to show it by: forget the row, a tagged link left is an orphan
+                        log.error("cannot roll back endpoint %s: %s; forgotten", doc["id"][:12], exc, exc_info=exc)
+                        self.store.release_owner(doc["id"])
+                        self.store.delete("endpoints", doc["id"])
+                        continue
+                    self._set_aside("endpoints", doc["id"], f"endpoint {doc['id'][:12]} of container {con.name}",
+                                    f"muslin rm -f {con.name}", exc)
+                    self.store.set_state("containers", con.id, "dead")
+                    cons[con.id] = ("dead", con)
             for cid, (state, con) in cons.items():
-                if state != "active":
-                    self._finish_container_removal(con)
-                    done["rolled_back"] += 1
-                elif not con.owns_netns and not kernel.netns_alive(con.netns):
-                    self.store.delete("containers", cid)  # another runtime's container is gone
+                try:
+                    if state in ("pending", "removing"):
+                        self._finish_container_removal(con)
+                        done["rolled_back"] += 1
+                    elif state == "active" and not con.owns_netns and not kernel.netns_alive(con.netns):
+                        self.store.delete("containers", cid)  # another runtime's container is gone
+                except Exception as exc:  # noqa: BLE001 - set aside, never stop the start
+                    done["set_aside"] += 1
+                    self._set_aside("containers", cid, f"container {con.name}", f"muslin rm -f {con.name}", exc)
             for net in nets.values():
                 if net_states[net.id] != "active":
-                    self._forget_network(net)
-                    done["rolled_back"] += 1
-            done["orphans"] = self._remove_orphans()
-            self._apply_firewall()
+                    try:
+                        self._forget_network(net)
+                        done["rolled_back"] += 1
+                    except Exception as exc:  # noqa: BLE001 - set aside, never stop the start
+                        done["set_aside"] += 1
+                        self._set_aside("networks", net.id, f"network {net.name}", f"muslin network rm {net.name}",
+                                        exc)
+            for step in (self._remove_orphans, self._apply_firewall):
+                try:
+                    done["orphans"] += step() or 0
+                except Exception as exc:  # noqa: BLE001 - the next operation or start tries again
+                    log.error("recovery: %s failed: %s", step.__name__.strip("_").replace("_", " "), exc,
+                              exc_info=exc)
         return done
+
+    def _set_aside(self, table: str, row_id: str, what: str, clear: str, exc: BaseException) -> None:
+        """Keep a row recovery could not roll back, in state ``dead``, and say how to clear it."""
+        log.error("cannot roll back %s: %s; set aside (\"%s\" clears it)", what, exc, clear, exc_info=exc)
+        self.store.set_state(table, row_id, "dead")
 
     def _rejoin(self, net: Network, con: Container, ep: Endpoint) -> bool:
         """Give an endpoint back its interface when it lost it (its parent link or veth was

@@ -1,21 +1,25 @@
-"""muslin changes only what it made.
+"""muslin changes only what it made, and never gets stuck.
 
 A bridge name that names somebody else's link is refused; rollback, removal and
 recovery delete only links tagged as this root's; the host's own namespace is never
 taken for a container, and a namespace muslin did not create keeps its default
-route.
+route; recovery sets aside what it cannot roll back and the daemon starts anyway.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import signal
+import sqlite3
 
 import pytest
 from helpers import engine_on, snapshot
-from test_daemon import _daemon_pid
+from test_daemon import _daemon_pid, _wait_gone, _wait_socket
 
 import muslin.engine
 from muslin import faults
+from muslin.client import Client
 from muslin.errors import MuslinError
 from muslin.model import BRIDGE_NAME_OPTION
 
@@ -204,3 +208,123 @@ def test_a_foreign_namespace_keeps_its_default_route(host, lab, engine):
     engine.connect("n", "guest2", pid=proc2.pid)
     assert _default_routes(bare) == ["default via 172.30.5.1 dev eth0 proto static "]
     engine.disconnect("n", "guest2")
+
+
+# -- item 4: recovery never refuses to start -----------------------------------------------
+
+
+def test_recovery_rolls_back_a_pending_network_named_after_a_foreign_link(host, engine):
+    """A store written before names were checked: a pending network whose bridge is ``lo``."""
+    net = engine.create_network("legacy", subnets=["172.30.6.0/24"])
+    engine.remove_network("legacy")
+    before = snapshot(host)
+    net.options[BRIDGE_NAME_OPTION] = "lo"
+    engine.store.put("networks", net.id, net.name, "pending", net.to_doc())
+    engine.recover()
+    assert engine.store.docs("networks") == []
+    assert snapshot(host) == before
+
+
+def _restart(host, env=None):
+    """Stop the daemon and start one (with ``env``, e.g. a fault armed) in the background."""
+    import time
+
+    pid = _daemon_pid(host)
+    os.kill(pid, signal.SIGTERM)
+    for _ in range(400):  # gone (or a zombie): its lock on the root is free
+        if muslin.engine._process_start(pid) is None:
+            break
+        time.sleep(0.025)
+    daemon = host.muslin_popen("daemon", env=env)
+    _wait_socket(host)
+    return daemon
+
+
+def test_the_daemon_starts_over_a_pending_network_on_lo(host):
+    """The issue's store: `-o com.docker.network.bridge.name=lo` left a pending network; every
+    command failed with "muslin daemon failed to start (exit 1)"."""
+    host.muslin("network", "create", "--subnet", "172.30.12.0/24", "kept")
+    before = snapshot(host)
+    net = json.loads(host.muslin("network", "inspect", "kept").stdout)[0]
+    os.kill(_daemon_pid(host), signal.SIGTERM)
+    _wait_gone(host)
+    db = sqlite3.connect(os.path.join(host.root, "muslin.db"))
+    with db:
+        (doc,), = db.execute("SELECT doc FROM networks WHERE id = ?", (net["Id"],)).fetchall()
+        doc = json.loads(doc)
+        doc.update(id="f" * 64, name="lo_net", options={BRIDGE_NAME_OPTION: "lo"},
+                   pools=[{"Subnet": "172.30.13.0/24", "Gateway": "172.30.13.1"}])
+        db.execute("INSERT INTO networks (id, name, state, doc) VALUES (?, ?, 'pending', ?)",
+                   (doc["id"], doc["name"], json.dumps(doc)))
+    db.close()
+    ls = host.muslin("network", "ls", check=False)
+    assert ls.returncode == 0, ls.stderr
+    assert "lo_net" not in ls.stdout
+    assert snapshot(host) == before
+
+
+def test_a_rollback_that_fails_is_set_aside_and_the_daemon_starts(host):
+    host.muslin("network", "create", "--subnet", "172.30.7.0/24", "kept")
+    before = snapshot(host)
+    # a create interrupted by a crash leaves a pending network ...
+    _restart(host, env={"MUSLIN_FAULT": "create.firewall:kill"})
+    crashed = host.muslin("network", "create", "--subnet", "172.30.8.0/24", "x", check=False)
+    assert crashed.returncode != 0
+    # ... whose rollback then fails at the next start: the daemon starts anyway
+    _restart(host, env={"MUSLIN_FAULT": "forget.network"})
+    ls = host.muslin("network", "ls")
+    assert "x" in ls.stdout.split()
+    assert "WARNING: network x could not be rolled back and is set aside; `muslin network rm x` clears it" \
+        in ls.stderr
+    inspect = json.loads(host.muslin("network", "inspect", "x").stdout)[0]
+    assert inspect["State"] == "dead"
+    host.muslin("network", "create", "--subnet", "172.30.9.0/24", "y")  # everything else works
+    host.muslin("network", "rm", "y")
+    _restart(host)  # a set-aside row does not stop the next start either
+    assert host.muslin("network", "rm", "x").stdout.strip() == "x"
+    assert snapshot(host) == before
+
+
+def test_a_container_with_a_bad_pid_is_removed_and_never_blocks_the_start(host, lab):
+    """Through the socket: a container started with a PID that is a string, then rm -f."""
+    host.muslin("network", "create", "--subnet", "172.30.10.0/24", "n")
+    before = snapshot(host)
+    host.muslin("run", "-d", "--name", "c1", "--network", "n", "--", "sleep", "300")
+    sleeper = _sleeper(host)
+    client = Client(host.root, autostart=False)
+    try:
+        client.call("container.started", id="c1", pid=str(sleeper.pid))
+    except MuslinError:
+        pass  # refused as bad input: as good
+    removed = host.muslin("rm", "-f", "c1", check=False)
+    _restart(host)
+    ps = host.muslin("ps", "-a")
+    if removed.returncode != 0:  # what could not be removed is shown, and rm -f clears it
+        assert "c1" in ps.stdout
+        host.muslin("rm", "-f", "c1")
+    assert "c1" not in host.muslin("ps", "-a").stdout
+    assert snapshot(host) == before
+
+
+def test_recovery_sets_aside_a_container_it_cannot_remove(host, engine, monkeypatch):
+    engine.create_network("n", subnets=["172.30.11.0/24"])
+    before = snapshot(host)
+    con = engine.create_container("c1", "n")
+    engine.store.set_state("containers", con.id, "removing")  # a removal a crash interrupted
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("injected")
+
+    monkeypatch.setattr(muslin.engine.kernel, "remove_netns", broken)
+    done = engine.recover()
+    assert done["set_aside"] == 1
+    assert engine.inspect_container(engine.find_container("c1", states=("dead",)))["State"] == "dead"
+    engine.remove_container("c1")  # clears it even while the kernel step fails
+    monkeypatch.undo()
+    engine.recover()  # the namespace pin the failed step left is swept as an orphan
+    assert snapshot(host) == before
+    db = sqlite3.connect(os.path.join(host.root, "muslin.db"))
+    try:
+        assert db.execute("SELECT count(*) FROM endpoints").fetchone()[0] == 0
+    finally:
+        db.close()
