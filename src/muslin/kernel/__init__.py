@@ -357,10 +357,10 @@ class Namespace:
             attrs["mtu"] = mtu
             peer_attrs["mtu"] = mtu
         enslave = {"master": self._index(master)} if master else {}
-        if alias:  # tagged before it is a port and up: the bridge never sees the change
+        if alias:  # IFLA_IFALIAS is not applied by RTM_NEWLINK: set with master and up in one request
             self._do(f"create veth {name}", self.ipr.link, "add", **attrs)
-            self.tag_link(name, alias)
-            self._do(f"bring up {name}", self.ipr.link, "set", index=self._index(name), state="up", **enslave)
+            self._do(f"bring up {name}", self.ipr.link, "set", index=self._index(name), state="up",
+                     IFLA_IFALIAS=alias, **enslave)
         else:
             self._do(f"create veth {name}", self.ipr.link, "add", flags=IFF_UP, change=IFF_UP, **attrs, **enslave)
         if isolated:
