@@ -733,6 +733,8 @@ def _cmd_network_prune(plan: Plan, client: Client) -> int:
 def _cmd_network_connect(plan: Plan, client: Client) -> int:
     (op, args), = plan.requests
     res = call(client, op, **args)
+    if isinstance(res, dict) and res.get("Warning"):
+        _err(f"WARNING: {res['Warning']}")
     if not plan.opts.get("named") and isinstance(res, dict):
         # the daemon generated the container's name: tell it (docker connect prints nothing otherwise)
         name = res.get("Container")

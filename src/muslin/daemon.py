@@ -40,9 +40,10 @@ def _network_remove(engine: Engine, name):
 
 
 def _network_connect(engine: Engine, network, container=None, ip=None, ip6=None, aliases=(), pid=None, netns=None):
-    ep = engine.connect(network, container, ip=ip, ip6=ip6, aliases=aliases, pid=pid, netns=netns)
+    warnings: list[str] = []
+    ep = engine.connect(network, container, ip=ip, ip6=ip6, aliases=aliases, pid=pid, netns=netns, warnings=warnings)
     con = engine.find_container(ep.container_id)
-    return {"Container": con.name, **ep.settings(engine.find_network(ep.network_id))}
+    return {"Container": con.name, **ep.settings(engine.find_network(ep.network_id)), "Warning": "\n".join(warnings)}
 
 
 def _container_create(engine: Engine, name=None, network=None, ip=None, ip6=None, aliases=(), command=()):

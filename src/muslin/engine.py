@@ -369,7 +369,10 @@ class Engine:
     # -- endpoints ---------------------------------------------------------------
 
     def connect(self, network: str, container: str | None = None, *, ip: str | None = None,
-                ip6: str | None = None, aliases=(), pid: int | None = None, netns: str | None = None) -> Endpoint:
+                ip6: str | None = None, aliases=(), pid: int | None = None, netns: str | None = None,
+                warnings: list | None = None) -> Endpoint:
+        """Connect a container (or another runtime's, by ``pid`` or ``netns``); what the user
+        should know about the result is appended to ``warnings``."""
         with self._lock:
             net = self.find_network(network)
             joined = None
@@ -380,7 +383,7 @@ class Engine:
             else:
                 con = self.find_container(container)
             try:
-                return self._connect(net, con, ip, ip6, list(aliases))
+                return self._connect(net, con, ip, ip6, list(aliases), warnings)
             except BaseException:
                 if joined is not None:
                     self.store.delete("containers", joined.id)
@@ -420,16 +423,20 @@ class Engine:
         hosts = [self.host.path or kernel.own_netns(), kernel.own_netns(), "/proc/1/ns/net"]
         return any(kernel.netns_alive(h) and kernel.netns_id(h) == target for h in hosts)
 
-    def _default_route_wanted(self, con: Container, sandbox: Namespace, first: bool) -> bool:
+    def _default_route_wanted(self, con: Container, sandbox: Namespace, first: bool,
+                              warnings: list | None = None) -> bool:
         """A container's first network gives it its default route — in a namespace of another
         runtime only when it has none: its own routing is not muslin's to replace."""
         if first and not con.owns_netns and sandbox.has_default_route():
-            log.warning("container %s keeps its own default route: muslin does not replace it in a "
-                        "namespace it did not create", con.name)
+            text = (f"container {con.name} keeps its own default route: muslin does not replace one "
+                    "in a network namespace it did not create")
+            log.warning("%s", text)
+            if warnings is not None:
+                warnings.append(text)
             return False
         return first
 
-    def _connect(self, net: Network, con: Container, ip, ip6, aliases) -> Endpoint:
+    def _connect(self, net: Network, con: Container, ip, ip6, aliases, warnings: list | None = None) -> Endpoint:
         if not kernel.netns_alive(con.netns):
             raise Conflict(f"container {con.name} is not running")
         for ep in self.endpoints(container=con, states=("active", "pending", "removing")):
@@ -464,7 +471,7 @@ class Engine:
             driver = self.driver(net.driver)
             first = not any(e.id != ep.id for e in self.endpoints(container=con, states=("active", "pending")))
             with Namespace(con.netns) as sandbox, Undo() as undo:
-                first = self._default_route_wanted(con, sandbox, first)
+                first = self._default_route_wanted(con, sandbox, first, warnings)
                 undo.push(driver.leave, self.host, con.netns, net, ep)
                 mac = driver.join(self.host, sandbox, con.netns, net, ep, default_route=first)
                 checkpoint("connect.joined")

@@ -198,7 +198,10 @@ def test_a_foreign_namespace_keeps_its_default_route(host, lab, engine):
     lab.link(other, lab["sw"], "10.61.0.7/24", a_ifname=UPLINK)
     other.route("default", via="10.61.0.254")
     proc = _sleeper(other)
-    engine.connect("n", "guest", pid=proc.pid)
+    notes: list[str] = []
+    engine.connect("n", "guest", pid=proc.pid, warnings=notes)
+    assert notes == ["container guest keeps its own default route: muslin does not replace one in a network "
+                     "namespace it did not create"]
     assert "172.30.5.2/24" in other.sh(["ip", "-br", "addr"]).stdout
     assert _default_routes(other) == ["default via 10.61.0.254 dev up0 "]
     engine.disconnect("n", "guest")
