@@ -261,6 +261,7 @@ class Engine:
             self._forget_network(net)
         except Exception as exc:  # noqa: BLE001 - reported, and the original error is raised
             self._set_aside("networks", net.id, f"network {net.name}", f"muslin network rm {net.name}", exc)
+            self._best_effort(self._apply_firewall)  # a set-aside network has no rules
 
     def _forget_network(self, net: Network) -> None:
         """Undo a network's kernel state and its rows (idempotent)."""

@@ -309,6 +309,26 @@ def test_a_container_with_a_bad_pid_is_removed_and_never_blocks_the_start(host, 
     assert snapshot(host) == before
 
 
+def test_a_create_whose_rollback_fails_reports_its_own_error_and_sets_the_network_aside(host, engine,
+                                                                                        monkeypatch):
+    engine.create_network("kept", subnets=["172.30.16.0/24"])  # muslin's (empty) tables exist
+    before = snapshot(host)
+
+    def failing(step):
+        if step in ("create.firewall", "forget.network"):
+            raise faults.InjectedFault(f"injected fault at {step}")
+
+    monkeypatch.setattr(muslin.engine, "checkpoint", failing)
+    with pytest.raises(faults.InjectedFault, match="create.firewall"):
+        engine.create_network("x", subnets=["172.30.15.0/24"])
+    net = engine.find_network("x", states=("dead",))
+    assert engine.inspect_network(net)["State"] == "dead"
+    assert f"br-{net.id[:12]}" not in host.sh(["nft", "list", "ruleset"]).stdout  # no rules for it
+    monkeypatch.undo()
+    engine.remove_network("x")
+    assert snapshot(host) == before
+
+
 def test_recovery_sets_aside_a_container_it_cannot_remove(host, engine, monkeypatch):
     engine.create_network("n", subnets=["172.30.11.0/24"])
     before = snapshot(host)
