@@ -135,6 +135,20 @@ def test_recovery_and_removal_leave_foreign_ports_of_muslin_bridges(host, engine
     host.ip("link del user0")
 
 
+def test_a_failed_join_leaves_the_interface_a_foreign_namespace_had(host, lab, engine):
+    """Another runtime's container has its own eth0: the macvlan muslin made cannot take the
+    name, and the rollback deletes its own link only."""
+    engine.create_network("mv", "macvlan", subnets=["10.61.0.0/24"], options={"parent": UPLINK})
+    other = lab.node("runtime")
+    lab.link(other, lab["sw"], "10.61.0.8/24", a_ifname="eth0")
+    proc = _sleeper(other)
+    before = other.ip_json("link show")
+    with pytest.raises(MuslinError, match="File exists"):
+        engine.connect("mv", "guest", pid=proc.pid)
+    assert other.ip_json("link show") == before
+    assert engine.endpoints(network=engine.find_network("mv"), states=("active", "pending")) == []
+
+
 # -- item 2: the host is not a container ---------------------------------------------------
 
 
