@@ -307,6 +307,7 @@ def test_a_container_with_a_bad_pid_is_removed_and_never_blocks_the_start(host, 
     host.muslin("network", "create", "--subnet", "172.30.10.0/24", "n")
     before = snapshot(host)
     host.muslin("run", "-d", "--name", "c1", "--network", "n", "--", "sleep", "300")
+    first = json.loads(host.muslin("inspect", "c1").stdout)[0]["Pid"]  # muslin loses track of it below
     sleeper = _sleeper(host)
     client = Client(host.root, autostart=False)
     try:
@@ -321,6 +322,8 @@ def test_a_container_with_a_bad_pid_is_removed_and_never_blocks_the_start(host, 
         host.muslin("rm", "-f", "c1")
     assert "c1" not in host.muslin("ps", "-a").stdout
     assert snapshot(host) == before
+    if muslin.engine._process_start(first) is not None:
+        os.kill(first, signal.SIGKILL)
 
 
 def test_a_create_whose_rollback_fails_reports_its_own_error_and_sets_the_network_aside(host, engine,
