@@ -672,7 +672,12 @@ def _cmd_network_create(plan: Plan, client: Client) -> int:
 
 def _cmd_network_ls(plan: Plan, client: Client) -> int:
     (op, args), = plan.requests
-    _out(render_network_ls(call(client, op, **args) or [], plan.opts["quiet"], plan.opts["no_trunc"]))
+    networks = call(client, op, **args) or []
+    _out(render_network_ls(networks, plan.opts["quiet"], plan.opts["no_trunc"]))
+    for net in networks:
+        if net.get("State") == "dead":
+            _err(f"WARNING: network {net.get('Name')} could not be rolled back and is set aside; "
+                 f"`muslin network rm {net.get('Name')}` clears it")
     return 0
 
 
@@ -728,6 +733,8 @@ def _cmd_network_prune(plan: Plan, client: Client) -> int:
 def _cmd_network_connect(plan: Plan, client: Client) -> int:
     (op, args), = plan.requests
     res = call(client, op, **args)
+    if isinstance(res, dict) and res.get("Warning"):
+        _err(f"WARNING: {res['Warning']}")
     if not plan.opts.get("named") and isinstance(res, dict):
         # the daemon generated the container's name: tell it (docker connect prints nothing otherwise)
         name = res.get("Container")

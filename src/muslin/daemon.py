@@ -45,9 +45,10 @@ def _network_remove(engine: Engine, name):
 
 
 def _network_connect(engine: Engine, network, container=None, ip=None, ip6=None, aliases=(), pid=None, netns=None):
-    ep = engine.connect(network, container, ip=ip, ip6=ip6, aliases=aliases, pid=pid, netns=netns)
+    warnings: list[str] = []
+    ep = engine.connect(network, container, ip=ip, ip6=ip6, aliases=aliases, pid=pid, netns=netns, warnings=warnings)
     con = engine.find_container(ep.container_id)
-    return {"Container": con.name, **ep.settings(engine.find_network(ep.network_id))}
+    return {"Container": con.name, **ep.settings(engine.find_network(ep.network_id)), "Warning": "\n".join(warnings)}
 
 
 def _container_create(engine: Engine, name=None, network=None, ip=None, ip6=None, aliases=(), command=()):
@@ -56,7 +57,7 @@ def _container_create(engine: Engine, name=None, network=None, ip=None, ip6=None
 
 
 def _container_list(engine: Engine, all=False):
-    out = [engine.inspect_container(c) for c in engine.containers()]
+    out = [engine.inspect_container(c) for c in engine.containers(("active", "dead"))]
     return out if all else [c for c in out if c["State"] == "running"]
 
 
@@ -68,8 +69,8 @@ def _container_remove(engine: Engine, name, force=False):
 OPERATIONS = {
     "ping": lambda e: {"Version": __version__, "Pid": os.getpid()},
     "network.create": _network_create,
-    "network.list": lambda e: [e.inspect_network(n) for n in e.networks()],
-    "network.inspect": lambda e, names: [e.inspect_network(e.find_network(n)) for n in names],
+    "network.list": lambda e: [e.inspect_network(n) for n in e.networks(("active", "dead"))],
+    "network.inspect": lambda e, names: [e.inspect_network(e.find_network(n, ("active", "dead"))) for n in names],
     "network.remove": _network_remove,
     "network.prune": lambda e: {"NetworksDeleted": e.prune_networks()},
     "network.connect": _network_connect,

@@ -45,6 +45,10 @@ def _now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
+def _do(fn, *args):
+    return fn(*args)
+
+
 def _process_start(pid: int) -> int | None:
     """The start time of a live process (clock ticks after boot); None when it is
     gone or a zombie (dead, waiting for a parent that may not be us to reap it)."""
@@ -99,6 +103,10 @@ class Engine:
     def __exit__(self, *exc) -> None:
         self.close()
 
+    def _alias(self) -> str:
+        """The IFLA_IFALIAS that marks a link as this root's (the drivers set it)."""
+        return f"muslin:{self.tag}"
+
     def driver(self, name: str) -> Driver:
         if name not in self._drivers:
             self._drivers[name] = load(name, self.tag)
@@ -109,8 +117,12 @@ class Engine:
     def networks(self, states=("active",)) -> list[Network]:
         return [Network.from_doc(d) for s, d in self.store.docs("networks") if s in states]
 
-    def containers(self) -> list[Container]:
-        return [Container.from_doc(d) for s, d in self.store.docs("containers") if s == "active"]
+    def containers(self, states=("active",)) -> list[Container]:
+        return [Container.from_doc(d) for s, d in self.store.docs("containers") if s in states]
+
+    def _state(self, table: str, row_id: str) -> str | None:
+        rows = self.store.read().execute(f"SELECT state FROM {table} WHERE id = ?", (row_id,)).fetchone()
+        return rows[0] if rows else None
 
     def endpoints(self, *, network: Network | None = None, container: Container | None = None,
                   states=("active",)) -> list[Endpoint]:
@@ -124,22 +136,23 @@ class Engine:
         rows = self.store.docs("endpoints", " AND ".join(where) or "1", tuple(params))
         return [Endpoint.from_doc(d) for s, d in rows if s in states]
 
-    def _find_one(self, table: str, ref: str, missing: str, ambiguous: str) -> dict:
+    def _find_one(self, table: str, ref: str, missing: str, ambiguous: str, states=("active",)) -> dict:
         """The active row named ``ref``, or with that id or id prefix (Docker's lookup)."""
-        found = [d for s, d in self.store.find(table, ref) if s == "active"] if ref else []
+        found = [d for s, d in self.store.find(table, ref) if s in states] if ref else []
         if len(found) > 1:
             raise Conflict(ambiguous.format(ref=ref, n=len(found)))
         if not found:
             raise NotFound(missing.format(ref=ref))
         return found[0]
 
-    def find_network(self, ref: str) -> Network:
+    def find_network(self, ref: str, states=("active",)) -> Network:
         return Network.from_doc(self._find_one(
-            "networks", ref, "network {ref} not found", "network {ref} is ambiguous ({n} matches found based on ID prefix)"))
+            "networks", ref, "network {ref} not found", "network {ref} is ambiguous ({n} matches found based on ID prefix)",
+            states))
 
-    def find_container(self, ref: str) -> Container:
+    def find_container(self, ref: str, states=("active",)) -> Container:
         return Container.from_doc(self._find_one(
-            "containers", ref, "No such container: {ref}", "multiple IDs found with provided prefix: {ref}"))
+            "containers", ref, "No such container: {ref}", "multiple IDs found with provided prefix: {ref}", states))
 
     # -- networks ----------------------------------------------------------------
 
@@ -173,7 +186,7 @@ class Engine:
                 checkpoint("create.firewall")
                 self.store.set_state("networks", net.id, "active")
             except BaseException:
-                self._forget_network(net)
+                self._roll_back_network(net)
                 raise
             log.info("network %s created (%s)", net.name, net.id[:12])
             return net
@@ -258,8 +271,18 @@ class Engine:
                 out.append(net)
         return out
 
+    def _roll_back_network(self, net: Network) -> None:
+        """Undo a network whose creation failed; what cannot be undone is set aside, and the
+        creation's own error is the one the user sees."""
+        try:
+            self._forget_network(net)
+        except Exception as exc:  # noqa: BLE001 - reported, and the original error is raised
+            self._set_aside("networks", net.id, f"network {net.name}", f"muslin network rm {net.name}", exc)
+            self._best_effort(self._apply_firewall)  # a set-aside network has no rules
+
     def _forget_network(self, net: Network) -> None:
         """Undo a network's kernel state and its rows (idempotent)."""
+        checkpoint("forget.network")
         self.driver(net.driver).delete(self.host, net, self._other_networks(net))
         self.store.release_network(net.id)
         self.store.delete("networks", net.id)
@@ -267,18 +290,21 @@ class Engine:
 
     def remove_network(self, ref: str) -> Network:
         with self._lock:
-            net = self.find_network(ref)
-            if net.name == DEFAULT_BRIDGE and net.options.get("com.docker.network.bridge.default_bridge") == "true":
+            net = self.find_network(ref, states=("active", "dead"))
+            dead = self._state("networks", net.id) == "dead"  # set aside by recovery: cleared whatever fails
+            if net.name == DEFAULT_BRIDGE and net.options.get("com.docker.network.bridge.default_bridge") == "true" \
+                    and not dead:
                 raise Conflict(f"{net.name} is a pre-defined network and cannot be removed")
-            eps = self.endpoints(network=net, states=("active", "pending", "removing"))
+            eps = self.endpoints(network=net, states=("active", "pending", "removing", "dead"))
             if eps:
                 users = ", ".join(sorted(self._container_name(e.container_id) for e in eps))
                 raise Conflict(f"error while removing network: network {net.name} id {net.id} has active endpoints ({users})")
+            step = self._best_effort if dead else _do
             self.store.set_state("networks", net.id, "removing")
             checkpoint("rm.marked")
-            self._apply_firewall()
+            step(self._apply_firewall)
             checkpoint("rm.firewall")
-            self.driver(net.driver).delete(self.host, net, self._other_networks(net))
+            step(self.driver(net.driver).delete, self.host, net, self._other_networks(net))
             checkpoint("rm.kernel")
             self.store.release_network(net.id)
             self.store.delete("networks", net.id)
@@ -361,7 +387,10 @@ class Engine:
     # -- endpoints ---------------------------------------------------------------
 
     def connect(self, network: str, container: str | None = None, *, ip: str | None = None,
-                ip6: str | None = None, aliases=(), pid: int | None = None, netns: str | None = None) -> Endpoint:
+                ip6: str | None = None, aliases=(), pid: int | None = None, netns: str | None = None,
+                warnings: list | None = None) -> Endpoint:
+        """Connect a container (or another runtime's, by ``pid`` or ``netns``); what the user
+        should know about the result is appended to ``warnings``."""
         with self._lock:
             net = self.find_network(network)
             joined = None
@@ -372,7 +401,7 @@ class Engine:
             else:
                 con = self.find_container(container)
             try:
-                return self._connect(net, con, ip, ip6, list(aliases))
+                return self._connect(net, con, ip, ip6, list(aliases), warnings)
             except BaseException:
                 if joined is not None:
                     self.store.delete("containers", joined.id)
@@ -389,6 +418,10 @@ class Engine:
             path, pid_start = os.path.abspath(netns), None
         if not kernel.netns_alive(path):
             raise InvalidParameter(f"{path} is not a network namespace")
+        if self._is_host_netns(path):
+            what = f"process {pid}" if pid is not None else path
+            raise InvalidParameter(f"{what} is in the host's own network namespace, not in a container's: "
+                                   "muslin does not connect the host itself")
         for state, doc in self.store.docs("containers", "json_extract(doc, '$.netns') = ?", (path,)):
             con = Container.from_doc(doc)
             if state == "active" and con.pid_start == pid_start and (name is None or con.name == name):
@@ -401,7 +434,27 @@ class Engine:
         self.store.put("containers", con.id, con.name, "active", con.to_doc())
         return con, con
 
-    def _connect(self, net: Network, con: Container, ip, ip6, aliases) -> Endpoint:
+    def _is_host_netns(self, path: str) -> bool:
+        """Is ``path`` the namespace this engine serves, the one it runs in, or the init
+        process's (compared by namespace identity, whatever path names it)."""
+        target = kernel.netns_id(path)
+        hosts = [self.host.path or kernel.own_netns(), kernel.own_netns(), "/proc/1/ns/net"]
+        return any(kernel.netns_alive(h) and kernel.netns_id(h) == target for h in hosts)
+
+    def _default_route_wanted(self, con: Container, sandbox: Namespace, first: bool,
+                              warnings: list | None = None) -> bool:
+        """A container's first network gives it its default route — in a namespace of another
+        runtime only when it has none: its own routing is not muslin's to replace."""
+        if first and not con.owns_netns and sandbox.has_default_route():
+            text = (f"container {con.name} keeps its own default route: muslin does not replace one "
+                    "in a network namespace it did not create")
+            log.warning("%s", text)
+            if warnings is not None:
+                warnings.append(text)
+            return False
+        return first
+
+    def _connect(self, net: Network, con: Container, ip, ip6, aliases, warnings: list | None = None) -> Endpoint:
         if not kernel.netns_alive(con.netns):
             raise Conflict(f"container {con.name} is not running")
         for ep in self.endpoints(container=con, states=("active", "pending", "removing")):
@@ -436,6 +489,7 @@ class Engine:
             driver = self.driver(net.driver)
             first = not any(e.id != ep.id for e in self.endpoints(container=con, states=("active", "pending")))
             with Namespace(con.netns) as sandbox, Undo() as undo:
+                first = self._default_route_wanted(con, sandbox, first, warnings)
                 undo.push(driver.leave, self.host, con.netns, net, ep)
                 mac = driver.join(self.host, sandbox, con.netns, net, ep, default_route=first)
                 checkpoint("connect.joined")
@@ -559,32 +613,39 @@ class Engine:
         return True
 
     def container_state(self, con: Container) -> str:
+        if self._state("containers", con.id) == "dead":
+            return "dead"  # set aside by recovery, as Docker's containers it failed to remove
         if con.pid is None:
             return "running" if not con.owns_netns and kernel.netns_alive(con.netns) else "created"
         return "running" if _process_start(con.pid) == con.pid_start else "exited"
 
     def remove_container(self, ref: str, force: bool = False) -> Container:
         with self._lock:
-            con = self.find_container(ref)
-            if con.owns_netns and self.container_state(con) == "running" and not force:
+            con = self.find_container(ref, states=("active", "dead"))
+            dead = self._state("containers", con.id) == "dead"  # set aside by recovery: cleared whatever fails
+            if con.owns_netns and not dead and self.container_state(con) == "running" and not force:
                 raise Conflict(f"You cannot remove a running container {con.id}. "
                                "Stop the container before attempting removal or force remove")
             self.store.set_state("containers", con.id, "removing")
             checkpoint("rmc.marked")
-            self._finish_container_removal(con)
+            self._finish_container_removal(con, best_effort=dead)
             return con
 
-    def _finish_container_removal(self, con: Container) -> None:
+    def _finish_container_removal(self, con: Container, best_effort: bool = False) -> None:
+        step = self._best_effort if best_effort else _do
         if con.owns_netns:
-            self._kill(con)
-        nets = {n.id: n for n in self.networks(("active", "pending", "removing"))}
-        for ep in self.endpoints(container=con, states=("active", "pending", "removing")):
+            step(self._kill, con)
+        nets = {n.id: n for n in self.networks(("active", "pending", "removing", "dead"))}
+        for ep in self.endpoints(container=con, states=("active", "pending", "removing", "dead")):
             if ep.network_id in nets:
-                self._disconnect(nets[ep.network_id], ep)
+                step(self._disconnect, nets[ep.network_id], ep)
             else:
-                self._forget_endpoint(None, ep)
+                step(self._forget_endpoint, None, ep)
+            if best_effort:  # the rows go even when the kernel said no
+                self.store.release_owner(ep.id)
+                self.store.delete("endpoints", ep.id)
         if con.owns_netns:
-            kernel.remove_netns(con.netns)
+            step(kernel.remove_netns, con.netns)
             if con.log:
                 try:
                     os.unlink(con.log)
@@ -594,6 +655,9 @@ class Engine:
 
     def _kill(self, con: Container) -> None:
         """SIGKILL the container's process — only if it still is the one we recorded."""
+        if con.pid is not None and type(con.pid) is not int:
+            log.warning("container %s: recorded PID %r is not a number; nothing killed", con.name, con.pid)
+            return
         if con.pid is None or _process_start(con.pid) != con.pid_start or not _in_netns(con.pid, con.netns):
             return
         try:
@@ -608,6 +672,14 @@ class Engine:
             except ChildProcessError:
                 pass
             time.sleep(0.005)
+
+    @staticmethod
+    def _best_effort(fn, *args) -> None:
+        """Clearing what recovery set aside: a step that fails is logged, the rest goes on."""
+        try:
+            fn(*args)
+        except Exception as exc:  # noqa: BLE001 - the user asked to clear it; the log says what is left
+            log.warning("clearing: %s failed: %s", getattr(fn, "__name__", fn), exc)
 
     def _container_name(self, cid: str) -> str:
         for _, d in self.store.docs("containers", "id = ?", (cid,)):
@@ -643,7 +715,10 @@ class Engine:
             "Options": dict(net.options),
             "Labels": dict(net.labels),
         }
-        doc.update(self.driver(net.driver).describe(self.host, net))
+        if self._state("networks", net.id) == "dead":
+            doc["State"] = "dead"  # set aside by recovery: ``network rm`` clears it
+        else:
+            doc.update(self.driver(net.driver).describe(self.host, net))
         return doc
 
     def inspect_container(self, con: Container) -> dict:
@@ -668,9 +743,12 @@ class Engine:
     def recover(self) -> dict:
         """Finish or undo what a crash interrupted, then make the kernel match the store.
 
+        It never refuses to start: a row it cannot roll back or finish (whatever the error)
+        is logged and set aside in state ``dead`` — ``muslin ps -a`` and ``network ls``
+        show it, ``muslin rm -f`` / ``muslin network rm`` clear it — and the rest goes on.
         Returns counts of what it repaired, for the log.
         """
-        done = {"rolled_back": 0, "repaired": 0, "orphans": 0}
+        done = {"rolled_back": 0, "repaired": 0, "orphans": 0, "set_aside": 0}
         with self._lock:
             net_states = {d["id"]: s for s, d in self.store.docs("networks")}
             nets = {n.id: n for n in self.networks(("active", "pending", "removing"))}
@@ -680,31 +758,65 @@ class Engine:
                 if net_states[net.id] == "active":
                     try:
                         self.driver(net.driver).create(self.host, net)
-                    except MuslinError as exc:
+                    except Exception as exc:  # noqa: BLE001 - the network stays; its users are told
                         log.warning("cannot restore network %s: %s", net.name, exc)
             for state, doc in self.store.docs("endpoints"):
-                ep = Endpoint.from_doc(doc)
-                net = nets.get(ep.network_id)
-                con_state, con = cons.get(ep.container_id, (None, None))
-                alive = con is not None and con_state == "active" and kernel.netns_alive(con.netns)
-                if state != "active" or not alive or net is None:
-                    self._forget_endpoint(net, ep)
-                    done["rolled_back"] += 1
-                elif self._rejoin(net, con, ep):
-                    done["repaired"] += 1
+                if state == "dead":
+                    continue
+                con_state, con = cons.get(doc["container_id"], (None, None))
+                if con_state == "dead":
+                    continue  # set aside with its container: left as it is until the user clears it
+                try:
+                    ep = Endpoint.from_doc(doc)
+                    net = nets.get(ep.network_id)
+                    alive = con is not None and con_state == "active" and kernel.netns_alive(con.netns)
+                    if state != "active" or not alive or net is None:
+                        self._forget_endpoint(net, ep)
+                        done["rolled_back"] += 1
+                    elif self._rejoin(net, con, ep):
+                        done["repaired"] += 1
+                except Exception as exc:  # noqa: BLE001 - set aside, never stop the start
+                    done["set_aside"] += 1
+                    if con is None:  # nothing to show it by: forget the row, a tagged link left is an orphan
+                        log.error("cannot roll back endpoint %s: %s; forgotten", doc["id"][:12], exc, exc_info=exc)
+                        self.store.release_owner(doc["id"])
+                        self.store.delete("endpoints", doc["id"])
+                        continue
+                    self._set_aside("endpoints", doc["id"], f"endpoint {doc['id'][:12]} of container {con.name}",
+                                    f"muslin rm -f {con.name}", exc)
+                    self.store.set_state("containers", con.id, "dead")
+                    cons[con.id] = ("dead", con)
             for cid, (state, con) in cons.items():
-                if state != "active":
-                    self._finish_container_removal(con)
-                    done["rolled_back"] += 1
-                elif not con.owns_netns and not kernel.netns_alive(con.netns):
-                    self.store.delete("containers", cid)  # another runtime's container is gone
+                try:
+                    if state in ("pending", "removing"):
+                        self._finish_container_removal(con)
+                        done["rolled_back"] += 1
+                    elif state == "active" and not con.owns_netns and not kernel.netns_alive(con.netns):
+                        self.store.delete("containers", cid)  # another runtime's container is gone
+                except Exception as exc:  # noqa: BLE001 - set aside, never stop the start
+                    done["set_aside"] += 1
+                    self._set_aside("containers", cid, f"container {con.name}", f"muslin rm -f {con.name}", exc)
             for net in nets.values():
                 if net_states[net.id] != "active":
-                    self._forget_network(net)
-                    done["rolled_back"] += 1
-            done["orphans"] = self._remove_orphans()
-            self._apply_firewall()
+                    try:
+                        self._forget_network(net)
+                        done["rolled_back"] += 1
+                    except Exception as exc:  # noqa: BLE001 - set aside, never stop the start
+                        done["set_aside"] += 1
+                        self._set_aside("networks", net.id, f"network {net.name}", f"muslin network rm {net.name}",
+                                        exc)
+            for step in (self._remove_orphans, self._apply_firewall):
+                try:
+                    done["orphans"] += step() or 0
+                except Exception as exc:  # noqa: BLE001 - the next operation or start tries again
+                    log.error("recovery: %s failed: %s", step.__name__.strip("_").replace("_", " "), exc,
+                              exc_info=exc)
         return done
+
+    def _set_aside(self, table: str, row_id: str, what: str, clear: str, exc: BaseException) -> None:
+        """Keep a row recovery could not roll back, in state ``dead``, and say how to clear it."""
+        log.error("cannot roll back %s: %s; set aside (\"%s\" clears it)", what, exc, clear, exc_info=exc)
+        self.store.set_state(table, row_id, "dead")
 
     def _rejoin(self, net: Network, con: Container, ep: Endpoint) -> bool:
         """Give an endpoint back its interface when it lost it (its parent link or veth was
@@ -718,6 +830,7 @@ class Engine:
             first = min(siblings, key=lambda e: int(e.ifname[3:] or 0)).id == ep.id if siblings else True
             try:
                 driver.leave(self.host, con.netns, net, ep)  # whatever is left of it
+                first = self._default_route_wanted(con, sandbox, first)
                 driver.join(self.host, sandbox, con.netns, net, ep, default_route=first)
             except MuslinError as exc:
                 log.warning("cannot restore endpoint %s of %s: %s", ep.id[:12], con.name, exc)
@@ -726,21 +839,18 @@ class Engine:
         return True
 
     def _remove_orphans(self) -> int:
-        """Delete links tagged as this root's that the store does not know, and the ports
-        enslaved to them (ports first: a deleted bridge would set them loose).
+        """Delete links that are this root's (tagged, or ports of ours made before ports were
+        tagged) and that the store does not know; ports first: a deleted bridge would set them
+        loose. Links of anybody else stay, even as our ports.
 
         Namespace pins are not scanned for: every pin muslin makes is recorded before it is
         made and removed with its record, so a file under ``netns/`` that no record names is
         not muslin's to unmount or delete."""
         expected: set[str] = set()
-        for net in self.networks(("active",)):
-            expected |= self.driver(net.driver).links(net, self.endpoints(network=net))
-        alias = f"muslin:{self.tag}"
-        links = self.host.links()
-        ours = {link.index for link in links if link.alias == alias}
+        for net in self.networks(("active", "dead")):
+            expected |= self.driver(net.driver).links(net, self.endpoints(network=net, states=("active", "dead")))
         removed = 0
-        for link in sorted(links, key=lambda l: l.index in ours):
-            if (link.index in ours or link.master in ours) and link.name not in expected:
-                if self.host.delete_link(link.name):
-                    removed += 1
+        for link in sorted(self.host.owned_links(self._alias()), key=lambda l: l.kind == "bridge"):
+            if link.name not in expected and self.host.delete_owned_link(link.name, self._alias()):
+                removed += 1
         return removed

@@ -246,13 +246,16 @@ def test_recovery_removes_links_the_store_does_not_know(host, engine):
     engine.create_container("k1", "kept")
     before = snapshot(host)
     bridge = "br-" + net.id[:12]
-    host.ip(f"link add stray0 master {bridge} type veth peer name stray1",  # a port nobody recorded
+    host.ip(f"link add stray0 type veth peer name stray1",  # a port of ours nobody recorded
+            f"link set stray0 alias muslin:{engine.tag} master {bridge}",
             f"link add br-orphan type bridge",
             f"link set br-orphan alias muslin:{engine.tag}",  # a bridge tagged as ours, unknown to the store
-            "link add foreign0 type bridge")  # somebody else's: never touched
+            "link add foreign0 type bridge",  # somebody else's: never touched
+            f"link add foreign1 master {bridge} type veth peer name foreign2")  # even as a port of ours
     done = engine.recover()
     assert done["orphans"] == 2
     names = {l["ifname"] for l in host.ip_json("link show")}
-    assert "stray0" not in names and "br-orphan" not in names and "foreign0" in names
-    host.ip("link del foreign0")
+    assert "stray0" not in names and "br-orphan" not in names
+    assert {"foreign0", "foreign1", "foreign2"} <= names
+    host.ip("link del foreign0", "link del foreign1")
     assert snapshot(host) == before

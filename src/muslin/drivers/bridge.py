@@ -45,6 +45,11 @@ class BridgeDriver:
         for other in others:
             if other.driver == self.name and bridge_name(other) == name:
                 raise Conflict(f"bridge name {name} is already used by network {other.name}")
+        existing = host.link(name)
+        if existing is not None and (existing.kind != "bridge" or existing.alias != self.alias):
+            raise InvalidParameter(f'invalid value "{name}" for option {BRIDGE_NAME_OPTION}: {name} is an existing '
+                                   
+                           "interface that muslin did not create")
         value = network.options.get(MTU_OPTION)
         if value is not None:
             try:
@@ -90,14 +95,12 @@ class BridgeDriver:
                 host.sysctl("net.ipv6.conf.all.forwarding", "1")
 
     def delete(self, host: Namespace, network: Network, others: list[Network]) -> None:
-        host.delete_link(bridge_name(network))
+        host.delete_owned_link(bridge_name(network), self.alias)
 
     def join(self, host: Namespace, sandbox: Namespace, sandbox_path: str, network: Network, endpoint: Endpoint,
              default_route: bool = True) -> None:
         host.add_veth(endpoint.host_ifname, endpoint.ifname, sandbox_path, peer_mac=endpoint.mac,
-                      mtu=mtu(network), master=bridge_name(network),
-                      # no alias on ports: setting one is a NETDEV_CHANGE that the bridge handles
-                      # in time proportional to its port count; being its port marks it as ours
+                      mtu=mtu(network), master=bridge_name(network), alias=self.alias,
                       # ICC off: isolated ports cannot reach each other, whatever netfilter the
                       # kernel has (the firewall rules stay as a second line).
                       isolated=not network.option_bool(ICC_OPTION, True))
@@ -110,12 +113,16 @@ class BridgeDriver:
         )
 
     def joined(self, host: Namespace, sandbox_path: str, network: Network, endpoint: Endpoint) -> bool:
-        # a veth whose bridge was deleted (and made again) is still there, but loose
         port, bridge = host.link(endpoint.host_ifname), host.link(bridge_name(network))
-        return port is not None and bridge is not None and port.master == bridge.index
+        # a veth whose bridge was deleted (and made again) is still there, but loose
+        if port is None or bridge is None or port.master != bridge.index:
+            return False
+        if port.alias is None and port.kind == "veth":  # a port made before ports were tagged
+            host.tag_link(port.name, self.alias)
+        return True
 
     def leave(self, host: Namespace, sandbox_path: str | None, network: Network, endpoint: Endpoint) -> None:
-        host.delete_link(endpoint.host_ifname)  # its peer in the sandbox goes with it
+        host.delete_owned_link(endpoint.host_ifname, self.alias)  # its peer in the sandbox goes with it
 
     def links(self, network: Network, endpoints: list[Endpoint]) -> set[str]:
         return {bridge_name(network)} | {e.host_ifname for e in endpoints}

@@ -85,7 +85,7 @@ class MacvlanDriver(ParentLinkDriver):
             host.add_address(shim, cidr)
 
     def delete(self, host: Namespace, network: Network, others: list[Network]) -> None:
-        host.delete_link(shim_name(network))
+        host.delete_owned_link(shim_name(network), self.alias)
         super().delete(host, network, others)
 
     def join(self, host: Namespace, sandbox: Namespace, sandbox_path: str, network: Network, endpoint: Endpoint,

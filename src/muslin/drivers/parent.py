@@ -145,29 +145,33 @@ class ParentLinkDriver:
         link = host.link(state["parent"])
         # only what is shaped like ours: a dummy, or a sub-interface (it has a lower link)
         if link is not None and (link.kind == "dummy" if state.get("dummy") else link.kind == "vlan"):
-            host.delete_link(state["parent"])
+            host.delete_owned_link(state["parent"], self.alias)
 
     def leave(self, host: Namespace, sandbox_path: str | None, network: Network, endpoint: Endpoint) -> None:
         """Delete the container's interface (it lives only in the container's namespace)."""
         if sandbox_path and netns_alive(sandbox_path):
             with Namespace(sandbox_path) as sandbox:
-                sandbox.delete_link(endpoint.ifname)
-                sandbox.delete_link(temporary_name(endpoint))  # a join interrupted before its rename
+                sandbox.delete_owned_link(endpoint.ifname, self.alias)
+                sandbox.delete_owned_link(temporary_name(endpoint), self.alias)  # a join interrupted before its rename
 
-    @staticmethod
-    def make_in_sandbox(sandbox: Namespace, endpoint: Endpoint, create) -> None:
+    def make_in_sandbox(self, sandbox: Namespace, endpoint: Endpoint, create) -> None:
         """``create(name)`` makes the interface straight in the sandbox under a name of its
         own, which is then renamed to ``eth0``…: kernels before 6.x refuse a new link whose
-        name exists in the namespace that creates it (the host has its own eth0)."""
+        name exists in the namespace that creates it (the host has its own eth0). It is
+        tagged before the rename, so that a failed rename leaves it deletable as ours."""
         temp = temporary_name(endpoint)
         create(temp)
+        sandbox.tag_link(temp, self.alias)
         sandbox.set_link(temp, ifname=endpoint.ifname)
 
     def joined(self, host: Namespace, sandbox_path: str, network: Network, endpoint: Endpoint) -> bool:
         if host.link(network.driver_state["parent"]) is None:
             return False  # its interface went with the parent
         with Namespace(sandbox_path) as sandbox:
-            return sandbox.link(endpoint.ifname) is not None
+            link = sandbox.link(endpoint.ifname)
+            if link is not None and link.alias is None and link.kind == self.name:
+                sandbox.tag_link(link.name, self.alias)  # made before sandbox links were tagged
+            return link is not None
 
     def links(self, network: Network, endpoints: list[Endpoint]) -> set[str]:
         return {network.driver_state["parent"]} if network.driver_state.get("created_parent") else set()

@@ -14,12 +14,16 @@ import ctypes
 import errno
 import fcntl
 import functools
+import logging
 import os
 import queue
+import re
 import threading
 from dataclasses import dataclass
 
 from muslin.errors import KernelError
+
+log = logging.getLogger("muslin")
 
 CLONE_NEWNET = 0x40000000
 SIOCGSKNS = 0x894C  # ioctl: the network namespace a socket belongs to
@@ -55,6 +59,12 @@ def setns(path: str) -> None:
 
 def inode(path: str) -> int:
     return os.stat(path).st_ino
+
+
+def netns_id(path: str) -> tuple[int, int]:
+    """What identifies a namespace whatever path names it: the device and inode of its file."""
+    st = os.stat(path)
+    return st.st_dev, st.st_ino
 
 
 def own_netns() -> str:
@@ -342,20 +352,20 @@ class Namespace:
         peer_attrs = {"ifname": peer, "net_ns_fd": peer_netns}
         if peer_mac:
             peer_attrs["address"] = peer_mac
-        attrs = {"ifname": name, "kind": "veth", "peer": peer_attrs, "flags": IFF_UP, "change": IFF_UP}
+        attrs = {"ifname": name, "kind": "veth", "peer": peer_attrs}
         if mtu:
             attrs["mtu"] = mtu
             peer_attrs["mtu"] = mtu
-        if master:
-            attrs["master"] = self._index(master)
-        self._do(f"create veth {name}", self.ipr.link, "add", **attrs)
-        settings: dict = {}
-        if alias:
-            settings["IFLA_IFALIAS"] = alias
+        enslave = {"master": self._index(master)} if master else {}
+        if alias:  # IFLA_IFALIAS is not applied by RTM_NEWLINK: set with master and up in one request
+            self._do(f"create veth {name}", self.ipr.link, "add", **attrs)
+            self._do(f"bring up {name}", self.ipr.link, "set", index=self._index(name), state="up",
+                     IFLA_IFALIAS=alias, **enslave)
+        else:
+            self._do(f"create veth {name}", self.ipr.link, "add", flags=IFF_UP, change=IFF_UP, **attrs, **enslave)
         if isolated:
-            settings.update(kind="bridge_slave", isolated=1)
-        if settings:
-            self._do(f"configure {name}", self.ipr.link, "set", index=self._index(name), **settings)
+            self._do(f"isolate {name}", self.ipr.link, "set", index=self._index(name), kind="bridge_slave",
+                     isolated=1)
 
     @_in_worker
     def add_vlan(self, name: str, parent: str, vid: int, *, alias: str | None = None) -> None:
@@ -417,6 +427,33 @@ class Namespace:
     def set_link(self, name: str, **settings) -> None:
         """``set_link("eth0", state="up")``, ``mtu=…``, ``address=…``."""
         self._do(f"set {name}", self.ipr.link, "set", index=self._index(name), **settings)
+
+    @_in_worker
+    def tag_link(self, name: str, alias: str) -> None:
+        """Mark an existing link as ``alias``'s (IFLA_IFALIAS)."""
+        self._do("set alias of " + name, self.ipr.link, "set", index=self._index(name), IFLA_IFALIAS=alias)
+
+    @_in_worker
+    def owned_links(self, alias: str) -> list[Link]:
+        """The links that are ``alias``'s: they carry it, or they are untagged veths named
+        like muslin's endpoints and enslaved to a link that carries it (ports made before
+        ports were tagged)."""
+        links = self.links()
+        tagged = {link.index for link in links if link.alias == alias}
+        return [link for link in links if link.index in tagged or _legacy_port(link, tagged)]
+
+    @_in_worker
+    def delete_owned_link(self, name: str, alias: str) -> bool:
+        """Delete the link ``name`` only when it is ``alias``'s (see :meth:`owned_links`);
+        anything else of that name is left alone, with a warning. True when it was deleted."""
+        link = self.link(name)
+        if link is None:
+            return False
+        master = self.ipr.get_links(link.master)[0].get_attr("IFLA_IFALIAS") if link.master else None
+        if link.alias != alias and not _legacy_port(link, {link.master} if master == alias else set()):
+            log.warning("left link %s alone: it is not muslin's (alias %r, not %r)", name, link.alias, alias)
+            return False
+        return self.delete_link(name)
 
     @_in_worker
     def delete_link(self, name: str) -> bool:
@@ -542,6 +579,11 @@ class Namespace:
         link = self.ipr.get_links(index)[0].get_attr("IFLA_IFNAME") if index else None
         return Route(f"{address}/{m['dst_len']}", link, m.get_attr("RTA_GATEWAY"), False,
                      src=m.get_attr("RTA_PREFSRC"))
+
+    @_in_worker
+    def has_default_route(self) -> bool:
+        """Does the main table hold a default route of either family (of any type)."""
+        return any(m["dst_len"] == 0 for family in (2, 10) for m in self.ipr.get_routes(family=family, table=254))
 
     @_in_worker
     def default_route_interface(self, family: int = 2) -> str | None:
@@ -765,6 +807,16 @@ def _address(index: int, cidr: str) -> dict:
     if ":" in addr:
         kwargs["flags"] = IFA_F_NODAD
     return kwargs
+
+
+_LEGACY_PORT = re.compile(r"veth[0-9a-f]{11}")
+
+
+def _legacy_port(link: Link, tagged: set) -> bool:
+    """An endpoint's veth made before veths were tagged: untagged, named ``veth<id11>``,
+    a port of a tagged bridge."""
+    return (link.alias is None and link.kind == "veth" and link.master in tagged
+            and _LEGACY_PORT.fullmatch(link.name or "") is not None)
 
 
 def _errno(exc: BaseException) -> int | None:
