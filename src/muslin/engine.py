@@ -39,6 +39,7 @@ log = logging.getLogger("muslin")
 DEFAULT_BRIDGE_DEVICE = "muslin0"
 DEFAULT_BRIDGE_SUBNET = "172.17.0.0/16"
 NAME_RE = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]*")
+PIN_NAME_RE = re.compile(r"[0-9a-f]{64}")  # <root>/netns/<container id>: how muslin names its pins
 
 
 def _now() -> str:
@@ -843,14 +844,21 @@ class Engine:
         tagged) and that the store does not know; ports first: a deleted bridge would set them
         loose. Links of anybody else stay, even as our ports.
 
-        Namespace pins are not scanned for: every pin muslin makes is recorded before it is
-        made and removed with its record, so a file under ``netns/`` that no record names is
-        not muslin's to unmount or delete."""
+        Then the namespace pins under ``netns/`` that no container record names any more (a
+        removal that could not unmount its pin): only live namespaces pinned under a name muslin
+        gives them, a container ID, in a root only root can write; anything else there stays."""
         expected: set[str] = set()
         for net in self.networks(("active", "dead")):
             expected |= self.driver(net.driver).links(net, self.endpoints(network=net, states=("active", "dead")))
         removed = 0
         for link in sorted(self.host.owned_links(self._alias()), key=lambda l: l.kind == "bridge"):
             if link.name not in expected and self.host.delete_owned_link(link.name, self._alias()):
+                removed += 1
+        pins = os.path.join(self.root, "netns")
+        known = {c.netns for c in self.containers(("active", "pending", "removing", "dead"))}
+        for entry in os.listdir(pins) if os.path.isdir(pins) else ():
+            path = os.path.join(pins, entry)
+            if PIN_NAME_RE.fullmatch(entry) and path not in known and kernel.netns_alive(path):
+                kernel.remove_netns(path)
                 removed += 1
         return removed

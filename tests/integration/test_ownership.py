@@ -15,12 +15,14 @@ import sqlite3
 
 import pytest
 from helpers import engine_on, snapshot
-from test_daemon import _daemon_pid, _wait_gone, _wait_socket
+from test_daemon import _daemon_pid
 
 import muslin.engine
 from muslin import faults
 from muslin.client import Client
 from muslin.errors import MuslinError
+from muslin.lab import wait_until
+from muslin.lab._sys import pid_alive
 from muslin.model import BRIDGE_NAME_OPTION
 
 pytestmark = pytest.mark.kernel
@@ -178,6 +180,20 @@ def test_the_host_namespace_is_refused_by_any_path(host, lab):
     assert _default_routes(host) == ["default via 10.61.0.254 dev up0 "]
 
 
+def test_a_path_that_is_not_a_namespace_is_refused_without_blocking_the_daemon(host, lab):
+    """A FIFO given as --netns: opening it for reading would block the daemon (engine lock held)."""
+    host.muslin("network", "create", "--subnet", "172.30.15.0/24", "n")
+    fifo = os.path.join(lab.workdir, "not-a-namespace")
+    os.mkfifo(fifo)
+    before = snapshot(host)
+    for path in (fifo, "/dev/null", lab.workdir):
+        out = host.muslin("network", "connect", "--netns", path, "n", check=False, timeout=30)
+        assert out.returncode == 1, path
+        assert out.stderr.splitlines() == [f"Error response from daemon: {path} is not a network namespace"], path
+    assert host.muslin("network", "ls", timeout=30).returncode == 0
+    assert snapshot(host) == before
+
+
 def test_cli_bridge_names_of_links_muslin_did_not_make_are_one_line_errors(host):
     host.muslin("network", "create", "--subnet", "172.30.14.0/24", "n")
     host.muslin("run", "-d", "--name", "c1", "--network", "n", "--", "sleep", "300")
@@ -242,16 +258,26 @@ def test_recovery_rolls_back_a_pending_network_named_after_a_foreign_link(host, 
     assert snapshot(host) == before
 
 
-def _restart(host, env=None):
-    """Stop the daemon and start one (with ``env``, e.g. a fault armed) in the background."""
-    import time
-
+def _stop_daemon(host):
+    """SIGTERM the daemon, then wait until it has exited (or is a zombie): its lock on the root is free."""
     pid = _daemon_pid(host)
     os.kill(pid, signal.SIGTERM)
-    for _ in range(400):  # gone (or a zombie): its lock on the root is free
-        if muslin.engine._process_start(pid) is None:
-            break
-        time.sleep(0.025)
+    wait_until(lambda: not pid_alive(pid), "the daemon to exit")
+
+
+def _wait_socket(host):
+    def answers():
+        try:
+            Client(host.root, autostart=False).call("ping")
+            return True
+        except MuslinError:
+            return False
+    wait_until(answers, "the daemon to answer on its socket", timeout=20)
+
+
+def _restart(host, env=None):
+    """Stop the daemon and start one (with ``env``, e.g. a fault armed) in the background."""
+    _stop_daemon(host)
     daemon = host.muslin_popen("daemon", env=env)
     _wait_socket(host)
     return daemon
@@ -263,8 +289,7 @@ def test_the_daemon_starts_over_a_pending_network_on_lo(host):
     host.muslin("network", "create", "--subnet", "172.30.12.0/24", "kept")
     before = snapshot(host)
     net = json.loads(host.muslin("network", "inspect", "kept").stdout)[0]
-    os.kill(_daemon_pid(host), signal.SIGTERM)
-    _wait_gone(host)
+    _stop_daemon(host)
     db = sqlite3.connect(os.path.join(host.root, "muslin.db"))
     with db:
         (doc,), = db.execute("SELECT doc FROM networks WHERE id = ?", (net["Id"],)).fetchall()

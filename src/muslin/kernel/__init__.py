@@ -18,6 +18,7 @@ import logging
 import os
 import queue
 import re
+import stat
 import threading
 from dataclasses import dataclass
 
@@ -135,8 +136,10 @@ def remove_netns(path: str) -> None:
 
 def netns_alive(path: str) -> bool:
     """True when ``path`` names a live network namespace (a pinned file or a /proc entry)."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:  # a namespace is a regular file: a FIFO or a device given as a path is never opened
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return False
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY)
     except OSError:
         return False
     try:
