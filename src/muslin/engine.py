@@ -17,7 +17,6 @@ import hashlib
 import ipaddress
 import logging
 import os
-import re
 import signal
 import threading
 import time
@@ -29,16 +28,15 @@ from muslin.fabric.env import FABRIC_OPTION, subnet_file_path
 from muslin.faults import checkpoint
 from muslin.ipam import Pool
 from muslin.kernel import Namespace
-from muslin.model import (BRIDGE_NAME_OPTION, DEFAULT_BRIDGE, MASQUERADE_OPTION, MTU_OPTION, Container, Endpoint,
-                          Network)
+from muslin.model import (BRIDGE_NAME_OPTION, DEFAULT_BRIDGE, DEFAULT_BRIDGE_OPTION, IPV6_OPTION, MASQUERADE_OPTION,
+                          MTU_OPTION, TRUE_WORDS, Container, Endpoint, Network, check_endpoint_settings)
 from muslin.store import Store
 from muslin.undo import Undo
 
 log = logging.getLogger("muslin")
 
-DEFAULT_BRIDGE_DEVICE = "muslin0"
+DEFAULT_BRIDGE_DEVICE = names.DEFAULT_BRIDGE_DEVICE
 DEFAULT_BRIDGE_SUBNET = "172.17.0.0/16"
-NAME_RE = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]*")
 
 
 def _now() -> str:
@@ -204,15 +202,24 @@ class Engine:
         return out
 
     def _plan_network(self, name, driver, subnets, gateways, ip_ranges, aux, ipv6, internal, options, labels) -> Network:
-        if not name:
-            raise InvalidParameter("network name cannot be empty")
+        predefined = name == DEFAULT_BRIDGE and options.get(DEFAULT_BRIDGE_OPTION) == "true"
+        if not predefined:  # only the engine makes the default bridge
+            names.check_network_name(name)
+            if DEFAULT_BRIDGE_OPTION in options:
+                raise InvalidParameter(f"option {DEFAULT_BRIDGE_OPTION} is reserved for the predefined "
+                                       f"{DEFAULT_BRIDGE} network")
+        if not ipv6 and str(options.get(IPV6_OPTION, "")).lower() in TRUE_WORDS:
+            ipv6 = True  # Docker takes -o com.docker.network.enable_ipv6=true for --ipv6
         if any(s == "active" or s == "pending" for s, d in self.store.docs("networks", "name = ?", (name,))):
             raise Conflict(f"network with name {name} already exists")
         if self.store.docs("networks", "name = ?", (name,)):
             raise Conflict(f"network with name {name} is being removed")
+        names.check_not_an_id("network", name, (d["id"] for _, d in self.store.docs("networks")))
         drv = self.driver(driver)
         # Host bits in --subnet are masked off, as Docker did until 25 (the seeds rely on it).
         pools = ipam.parse_pools(subnets, gateways, ip_ranges, aux, legacy_host_bits=True)
+        if drv.assigns_gateway:
+            ipam.check_gateway_subnets(pools)
         others = self.networks(("active", "pending"))
         ipam.check_no_overlap(pools, [p.subnet for n in others for p in n.pools])
         in_use = [p.subnet for n in others for p in n.pools] + self._host_routes()
@@ -224,12 +231,13 @@ class Engine:
         given_gateways = {str(p.gateway) for p in pools if p.gateway}
         pools = ipam.with_default_gateways(pools + auto) if drv.assigns_gateway else pools + auto
         if ipv6:
-            options.setdefault("com.docker.network.enable_ipv6", "true")
+            options[IPV6_OPTION] = "true"
         net = Network(id=names.new_id(), name=name, driver=driver, created=_now(), pools=pools, ipv6=ipv6,
                       internal=internal, auto_subnets=[str(p.subnet) for p in auto],
                       implicit_gateways=[str(p.gateway) for p in pools
                                          if p.gateway is not None and str(p.gateway) not in given_gateways],
                       options=options, labels=labels)
+        net.check_options()
         drv.prepare(self.host, net, others)
         return net
 
@@ -385,6 +393,7 @@ class Engine:
         return con, con
 
     def _connect(self, net: Network, con: Container, ip, ip6, aliases) -> Endpoint:
+        check_endpoint_settings(net, ip, ip6, aliases)
         if not kernel.netns_alive(con.netns):
             raise Conflict(f"container {con.name} is not running")
         for ep in self.endpoints(container=con, states=("active", "pending", "removing")):
@@ -470,21 +479,22 @@ class Engine:
         with self._lock:
             taken = set()
             if name is not None:
-                if not NAME_RE.fullmatch(name):
-                    raise InvalidParameter(f'Invalid container name ({name}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed')
+                names.check_container_name(name)
                 same = self.store.docs("containers", "name = ?", (name,))
                 if same:
                     other = same[0][1]["id"]
                     raise Conflict(f'Conflict. The container name "/{name}" is already in use by container "{other}". '
                                    "You have to remove (or rename) that container to be able to reuse that name.")
+                names.check_not_an_id("container", name, (d["id"] for _, d in self.store.docs("containers")))
             if network in (None, "", "default", DEFAULT_BRIDGE):
+                if ip or ip6 or aliases:  # refused before the default bridge is made
+                    check_endpoint_settings(None, ip, ip6, aliases)
                 net = self.default_network()
             elif network == "none":
                 net = None
             else:
                 net = self.find_network(network)
-            if net is None and (ip or ip6):
-                raise InvalidParameter("--ip and --ip6 need a network")
+            check_endpoint_settings(net, ip, ip6, aliases)
             if name is None:
                 taken = {d["name"] for _, d in self.store.docs("containers")}
             cid = names.new_id()
