@@ -645,8 +645,12 @@ def _netns_error(container: str, path: str, e: BaseException) -> CliError:
 
 
 def _exit_status(wait_status: int) -> int:
-    code = os.waitstatus_to_exitcode(wait_status)
-    return 128 - code if code < 0 else code  # killed by a signal: 128+N like a shell / docker
+    return _status_of(os.waitstatus_to_exitcode(wait_status))
+
+
+def _status_of(code: int) -> int:
+    """A process's exit code as a shell (and docker) reports it: killed by signal N is 128+N."""
+    return 128 - code if code < 0 else code
 
 
 # --------------------------------------------------------------------------- commands
@@ -836,6 +840,16 @@ def _spawn(command, setns, fd, res: dict, new_session: bool = True):
             raise exec_error(command[0], e) from None
 
 
+def _report_started(client: Client, cid: str, proc) -> None:
+    """Tell the daemon about the container's process. One that has already exited (``true``)
+    still ran: the daemon takes it as started, and then its exit status, which nobody but
+    us, its parent, can know (Docker shows such a container as "Exited (0)")."""
+    call(client, "container.started", id=cid, pid=proc.pid)
+    code = proc.poll()
+    if code is not None:
+        call(client, "container.started", id=cid, pid=proc.pid, exit_code=_status_of(code))
+
+
 def _run_detached(client: Client, res: dict, command, setns, fd) -> int:
     cid = res["Id"]
     try:
@@ -843,7 +857,7 @@ def _run_detached(client: Client, res: dict, command, setns, fd) -> int:
     finally:
         os.close(fd)
     try:
-        call(client, "container.started", id=cid, pid=proc.pid)
+        _report_started(client, cid, proc)
     except CliError as e:
         proc.kill()
         proc.wait()

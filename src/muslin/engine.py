@@ -43,15 +43,17 @@ def _now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
-def _process_start(pid: int) -> int | None:
+def _process_start(pid: int, zombie: bool = False) -> int | None:
     """The start time of a live process (clock ticks after boot); None when it is
-    gone or a zombie (dead, waiting for a parent that may not be us to reap it)."""
+    gone or (unless ``zombie``) a zombie (dead, waiting for a parent that may not be
+    us to reap it)."""
     try:
         with open(f"/proc/{pid}/stat") as f:
             fields = f.read().rsplit(")", 1)[1].split()
     except OSError:
         return None
-    return None if fields[0] in ("Z", "X") else int(fields[19])
+    dead = ("X",) if zombie else ("Z", "X")
+    return None if fields[0] in dead else int(fields[19])
 
 
 class Engine:
@@ -519,17 +521,27 @@ class Engine:
                 raise
             return con
 
-    def container_started(self, ref: str, pid: int) -> Container:
+    def container_started(self, ref: str, pid: int, exit_code: int | None = None) -> Container:
+        """Record the container's process. One that already exited counts as started (a
+        zombie still has its start time): the container is then ``exited``, with
+        ``exit_code`` when its parent, ``muslin run``, reaped it and says so."""
         with self._lock:
             con = self.find_container(ref)
-            start = _process_start(pid)
-            if start is None:
-                raise NotFound(f"no process with PID {pid}")
-            con.pid, con.pid_start = pid, start
+            if con.pid != pid:
+                start = _process_start(pid, zombie=True)
+                if start is None and exit_code is None:
+                    raise NotFound(f"no process with PID {pid}")
+                con.pid, con.pid_start = pid, start
+            if exit_code is not None:
+                con.exit_code, con.finished = int(exit_code), _now()
+            elif _process_start(pid) is None:
+                con.finished = _now()
             self.store.put("containers", con.id, con.name, "active", con.to_doc())
             return con
 
     def container_state(self, con: Container) -> str:
+        if con.exit_code is not None:
+            return "exited"
         if con.pid is None:
             return "running" if not con.owns_netns and kernel.netns_alive(con.netns) else "created"
         return "running" if _process_start(con.pid) == con.pid_start else "exited"
@@ -627,6 +639,8 @@ class Engine:
             "Command": con.command,
             "State": state,
             "Pid": con.pid if state == "running" else 0,
+            "ExitCode": con.exit_code,
+            "FinishedAt": con.finished if state == "exited" else None,
             "NetNS": con.netns,
             "Log": con.log,
             "External": not con.owns_netns,

@@ -139,6 +139,8 @@ class Container:
     pid: int | None = None
     pid_start: int | None = None  # the process's start time: a reused PID is not ours
     log: str | None = None
+    exit_code: int | None = None  # known when the process exited while muslin run still watched it
+    finished: str | None = None   # when that was seen
 
     def to_doc(self) -> dict:
         return _doc(self)

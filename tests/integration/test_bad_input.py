@@ -311,8 +311,52 @@ def test_bad_input_is_refused_with_one_line_and_changes_nothing(clean_world, ind
     assert after == before
 
 
+# -- a command that exits at once is a container that ran, not a failed run -----------------
+
+
 def _inspect(host, name) -> dict:
     return json.loads(host.muslin("inspect", name).stdout)[0]
+
+
+def _wait_for(predicate, what: str, timeout: float = 20.0):
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.mark.parametrize("command, code", [(["true"], 0), (["sh", "-c", "exit 3"], 3)])
+def test_detached_command_that_exits_at_once_is_exited_with_its_code(lab, command, code):
+    host = lab.host("h1")
+    host.muslin("network", "create", "--subnet", "10.91.7.0/24", "net1")
+    for i in range(5):  # it failed 5 of 5 times
+        res = host.muslin("run", "-d", "--name", f"quick{i}", "--network", "net1", "--", *command, check=False)
+        assert (res.returncode, res.stderr) == (0, ""), res.stderr
+        cid = res.stdout.strip()
+        assert len(cid) == 64
+        state = _inspect(host, f"quick{i}")
+        assert (state["Id"], state["State"], state["ExitCode"]) == (cid, "exited", code)
+        assert state["FinishedAt"]
+        ps = {line.split()[1]: line for line in host.muslin("ps", "-a").stdout.splitlines()[1:]}
+        assert f"Exited ({code})" in ps[f"quick{i}"]
+        assert f"quick{i}" not in host.muslin("ps").stdout  # not running
+    host.muslin("rm", *[f"quick{i}" for i in range(5)])
+    host.muslin("network", "rm", "net1")  # nothing holds an address or a veth any more
+
+
+def test_detached_rm_command_that_exits_at_once_is_removed(lab):
+    host = lab.host("h1")
+    host.muslin("network", "create", "--subnet", "10.91.8.0/24", "net1")
+    res = host.muslin("run", "-d", "--rm", "--name", "gone", "--network", "net1", "--", "true", check=False)
+    assert (res.returncode, res.stderr) == (0, ""), res.stderr
+    _wait_for(lambda: "gone" not in host.muslin("ps", "-a").stdout, "the container to be removed")
+    assert not json.loads(host.muslin("network", "inspect", "net1").stdout)[0]["Containers"]
+    host.muslin("network", "rm", "net1")
 
 
 def test_bridge_name_muslin0_is_kept_for_the_default_bridge(lab):
