@@ -794,9 +794,7 @@ def _cmd_run(plan: Plan, client: Client) -> int:
         _remove_quietly(client, cid, plan.opts["rm"])
         raise CliError(run_error_text(e.text), EXIT_RUN_FAILED, e.cause) from None
     if plan.opts["detach"]:
-        if plan.opts["rm"]:
-            return _run_detached_rm(client, res, command, setns, fd)
-        return _run_detached(client, res, command, setns, fd)
+        return _run_detached(client, res, command, setns, fd, plan.opts["rm"])
     if plan.opts["rm"]:
         return _run_foreground_rm(client, res, command, setns, fd)
     return _run_foreground(client, res, command, setns, fd)
@@ -840,34 +838,10 @@ def _spawn(command, setns, fd, res: dict, new_session: bool = True):
             raise exec_error(command[0], e) from None
 
 
-def _report_started(client: Client, cid: str, proc) -> None:
-    """Tell the daemon about the container's process. One that has already exited (``true``)
-    still ran: the daemon takes it as started, and then its exit status, which nobody but
-    us, its parent, can know (Docker shows such a container as "Exited (0)")."""
-    call(client, "container.started", id=cid, pid=proc.pid)
-    code = proc.poll()
-    if code is not None:
-        call(client, "container.started", id=cid, pid=proc.pid, exit_code=_status_of(code))
-
-
-def _run_detached(client: Client, res: dict, command, setns, fd) -> int:
-    cid = res["Id"]
-    try:
-        proc = _spawn(command, setns, fd, res)
-    finally:
-        os.close(fd)
-    try:
-        _report_started(client, cid, proc)
-    except CliError as e:
-        proc.kill()
-        proc.wait()
-        raise CliError(run_error_text(e.text), EXIT_RUN_FAILED, e.cause) from None
-    _out(f"{cid}\n")
-    return 0
-
-
-def _run_detached_rm(client: Client, res: dict, command, setns, fd) -> int:
-    """-d --rm: a detached monitor process starts the command, waits for it and removes the container."""
+def _run_detached(client: Client, res: dict, command, setns, fd, remove: bool) -> int:
+    """-d: a detached monitor process (Docker's shim) starts the command and waits for it;
+    then it removes the container (--rm) or tells the daemon its exit status, which only
+    the parent can know (``ps -a``: "Exited (0)", also for a command that is over at once)."""
     cid = res["Id"]
     sys.stdout.flush()
     sys.stderr.flush()
@@ -886,8 +860,11 @@ def _run_detached_rm(client: Client, res: dict, command, setns, fd) -> int:
             os.write(w, reply.encode())
             os.close(w)
             if proc is not None:
-                proc.wait()
-                _remove_quietly(client, cid)
+                status = _status_of(proc.wait())
+                if remove:
+                    _remove_quietly(client, cid)
+                else:
+                    _report_exit_quietly(client, cid, proc.pid, status)
         finally:
             os._exit(0)
     os.close(w)
@@ -910,8 +887,15 @@ def _run_detached_rm(client: Client, res: dict, command, setns, fd) -> int:
     return 0
 
 
+def _report_exit_quietly(client: Client, cid: str, pid: int, status: int) -> None:
+    try:  # the container may be gone (rm -f) or the daemon down: nobody to tell then
+        client.call("container.started", id=cid, pid=pid, exit_code=status)
+    except Exception:
+        pass
+
+
 def _monitor_start(client: Client, res: dict, command, setns, fd):
-    """In the -d --rm monitor: start the command; ("OK", proc) or ("<exit code> <error line>", None)."""
+    """In the -d monitor: start the command; ("OK", proc) or ("<exit code> <error line>", None)."""
     try:
         proc = _spawn(command, setns, fd, res, new_session=False)
     except CliError as e:

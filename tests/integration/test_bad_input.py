@@ -349,6 +349,15 @@ def test_detached_command_that_exits_at_once_is_exited_with_its_code(lab, comman
     host.muslin("network", "rm", "net1")  # nothing holds an address or a veth any more
 
 
+def test_detached_command_that_exits_later_is_exited_with_its_code(lab):
+    host = lab.host("h1")
+    host.muslin("run", "-d", "--name", "later", "--network", "none", "--", "sh", "-c", "sleep 0.5; exit 4")
+    state = _wait_for(lambda: (lambda s: s["ExitCode"] is not None and s)(_inspect(host, "later")),
+                      "the container's exit code")
+    assert (state["State"], state["ExitCode"]) == ("exited", 4)
+    host.muslin("rm", "later")
+
+
 def test_detached_rm_command_that_exits_at_once_is_removed(lab):
     host = lab.host("h1")
     host.muslin("network", "create", "--subnet", "10.91.8.0/24", "net1")
