@@ -711,12 +711,15 @@ def test_run_detached(daemon, capsys):
     assert_one_error_line(err, "Error response from daemon: No such container: ghost")
 
 
-def test_run_detached_command_that_exits_at_once_is_reported_with_its_status(daemon, capsys):
-    # the process is over (a zombie of ours) by the time the first container.started returns
+def test_run_detached_reports_the_exit_status_of_a_command_that_exits_at_once(daemon, capsys):
+    # the process is over (a zombie of the monitor) by the time the first container.started returns
     real = daemon.op_container_started
-    daemon.op_container_started = lambda **args: (time.sleep(0.5), real(**args))[1]
+    daemon.op_container_started = lambda **args: (time.sleep(0.3), real(**args))[1]
     assert cli.main(["--root", daemon.root, "run", "-d", "--", "sh", "-c", "exit 3"]) == 0
     cid = capsys.readouterr().out.strip()
+    deadline = time.monotonic() + 10
+    while len(daemon.wait_for("container.started")) < 2 and time.monotonic() < deadline:
+        time.sleep(0.02)
     first, second = daemon.wait_for("container.started")
     assert first == {"id": cid, "pid": first["pid"]}
     assert second == {"id": cid, "pid": first["pid"], "exit_code": 3}
