@@ -645,8 +645,12 @@ def _netns_error(container: str, path: str, e: BaseException) -> CliError:
 
 
 def _exit_status(wait_status: int) -> int:
-    code = os.waitstatus_to_exitcode(wait_status)
-    return 128 - code if code < 0 else code  # killed by a signal: 128+N like a shell / docker
+    return _status_of(os.waitstatus_to_exitcode(wait_status))
+
+
+def _status_of(code: int) -> int:
+    """A process's exit code as a shell (and docker) reports it: killed by signal N is 128+N."""
+    return 128 - code if code < 0 else code
 
 
 # --------------------------------------------------------------------------- commands
@@ -797,9 +801,7 @@ def _cmd_run(plan: Plan, client: Client) -> int:
         _remove_quietly(client, cid, plan.opts["rm"])
         raise CliError(run_error_text(e.text), EXIT_RUN_FAILED, e.cause) from None
     if plan.opts["detach"]:
-        if plan.opts["rm"]:
-            return _run_detached_rm(client, res, command, setns, fd)
-        return _run_detached(client, res, command, setns, fd)
+        return _run_detached(client, res, command, setns, fd, plan.opts["rm"])
     if plan.opts["rm"]:
         return _run_foreground_rm(client, res, command, setns, fd)
     return _run_foreground(client, res, command, setns, fd)
@@ -843,24 +845,10 @@ def _spawn(command, setns, fd, res: dict, new_session: bool = True):
             raise exec_error(command[0], e) from None
 
 
-def _run_detached(client: Client, res: dict, command, setns, fd) -> int:
-    cid = res["Id"]
-    try:
-        proc = _spawn(command, setns, fd, res)
-    finally:
-        os.close(fd)
-    try:
-        call(client, "container.started", id=cid, pid=proc.pid)
-    except CliError as e:
-        proc.kill()
-        proc.wait()
-        raise CliError(run_error_text(e.text), EXIT_RUN_FAILED, e.cause) from None
-    _out(f"{cid}\n")
-    return 0
-
-
-def _run_detached_rm(client: Client, res: dict, command, setns, fd) -> int:
-    """-d --rm: a detached monitor process starts the command, waits for it and removes the container."""
+def _run_detached(client: Client, res: dict, command, setns, fd, remove: bool) -> int:
+    """-d: a detached monitor process (Docker's shim) starts the command and waits for it;
+    then it removes the container (--rm) or tells the daemon its exit status, which only
+    the parent can know (``ps -a``: "Exited (0)", also for a command that is over at once)."""
     cid = res["Id"]
     sys.stdout.flush()
     sys.stderr.flush()
@@ -879,8 +867,11 @@ def _run_detached_rm(client: Client, res: dict, command, setns, fd) -> int:
             os.write(w, reply.encode())
             os.close(w)
             if proc is not None:
-                proc.wait()
-                _remove_quietly(client, cid)
+                status = _status_of(proc.wait())
+                if remove:
+                    _remove_quietly(client, cid)
+                else:
+                    _report_exit_quietly(client, cid, proc.pid, status)
         finally:
             os._exit(0)
     os.close(w)
@@ -903,8 +894,15 @@ def _run_detached_rm(client: Client, res: dict, command, setns, fd) -> int:
     return 0
 
 
+def _report_exit_quietly(client: Client, cid: str, pid: int, status: int) -> None:
+    try:  # the container may be gone (rm -f) or the daemon down: nobody to tell then
+        client.call("container.started", id=cid, pid=pid, exit_code=status)
+    except Exception:
+        pass
+
+
 def _monitor_start(client: Client, res: dict, command, setns, fd):
-    """In the -d --rm monitor: start the command; ("OK", proc) or ("<exit code> <error line>", None)."""
+    """In the -d monitor: start the command; ("OK", proc) or ("<exit code> <error line>", None)."""
     try:
         proc = _spawn(command, setns, fd, res, new_session=False)
     except CliError as e:

@@ -76,7 +76,7 @@ OPERATIONS = {
     "network.connect": _network_connect,
     "network.disconnect": lambda e, network, container, force=False: e.disconnect(network, container, force) or {},
     "container.create": _container_create,
-    "container.started": lambda e, id, pid: e.container_started(id, pid) and {},
+    "container.started": lambda e, id, pid, exit_code=None: e.container_started(id, pid, exit_code) and {},
     "container.list": _container_list,
     "container.inspect": lambda e, name: e.inspect_container(e.find_container(name)),
     "container.remove": _container_remove,

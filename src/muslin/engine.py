@@ -17,7 +17,6 @@ import hashlib
 import ipaddress
 import logging
 import os
-import re
 import signal
 import threading
 import time
@@ -29,17 +28,15 @@ from muslin.fabric.env import FABRIC_OPTION, subnet_file_path
 from muslin.faults import checkpoint
 from muslin.ipam import Pool
 from muslin.kernel import Namespace
-from muslin.model import (BRIDGE_NAME_OPTION, DEFAULT_BRIDGE, MASQUERADE_OPTION, MTU_OPTION, Container, Endpoint,
-                          Network)
+from muslin.model import (BRIDGE_NAME_OPTION, DEFAULT_BRIDGE, DEFAULT_BRIDGE_OPTION, IPV6_OPTION, MASQUERADE_OPTION,
+                          MTU_OPTION, TRUE_WORDS, Container, Endpoint, Network, check_endpoint_settings)
 from muslin.store import Store
 from muslin.undo import Undo
 
 log = logging.getLogger("muslin")
 
-DEFAULT_BRIDGE_DEVICE = "muslin0"
+DEFAULT_BRIDGE_DEVICE = names.DEFAULT_BRIDGE_DEVICE
 DEFAULT_BRIDGE_SUBNET = "172.17.0.0/16"
-NAME_RE = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]*")
-PIN_NAME_RE = re.compile(r"[0-9a-f]{64}")  # <root>/netns/<container id>: how muslin names its pins
 
 
 def _now() -> str:
@@ -50,15 +47,17 @@ def _do(fn, *args):
     return fn(*args)
 
 
-def _process_start(pid: int) -> int | None:
+def _process_start(pid: int, zombie: bool = False) -> int | None:
     """The start time of a live process (clock ticks after boot); None when it is
-    gone or a zombie (dead, waiting for a parent that may not be us to reap it)."""
+    gone or (unless ``zombie``) a zombie (dead, waiting for a parent that may not be
+    us to reap it)."""
     try:
         with open(f"/proc/{pid}/stat") as f:
             fields = f.read().rsplit(")", 1)[1].split()
     except OSError:
         return None
-    return None if fields[0] in ("Z", "X") else int(fields[19])
+    dead = ("X",) if zombie else ("Z", "X")
+    return None if fields[0] in dead else int(fields[19])
 
 
 def _unlink_if_there(path: str) -> None:
@@ -235,15 +234,24 @@ class Engine:
         return out
 
     def _plan_network(self, name, driver, subnets, gateways, ip_ranges, aux, ipv6, internal, options, labels) -> Network:
-        if not name:
-            raise InvalidParameter("network name cannot be empty")
+        predefined = name == DEFAULT_BRIDGE and options.get(DEFAULT_BRIDGE_OPTION) == "true"
+        if not predefined:  # only the engine makes the default bridge
+            names.check_network_name(name)
+            if DEFAULT_BRIDGE_OPTION in options:
+                raise InvalidParameter(f"option {DEFAULT_BRIDGE_OPTION} is reserved for the predefined "
+                                       f"{DEFAULT_BRIDGE} network")
+        if not ipv6 and str(options.get(IPV6_OPTION, "")).lower() in TRUE_WORDS:
+            ipv6 = True  # Docker takes -o com.docker.network.enable_ipv6=true for --ipv6
         if any(s == "active" or s == "pending" for s, d in self.store.docs("networks", "name = ?", (name,))):
             raise Conflict(f"network with name {name} already exists")
         if self.store.docs("networks", "name = ?", (name,)):
             raise Conflict(f"network with name {name} is being removed")
+        names.check_not_an_id("network", name, (d["id"] for _, d in self.store.docs("networks")))
         drv = self.driver(driver)
         # Host bits in --subnet are masked off, as Docker did until 25 (the seeds rely on it).
         pools = ipam.parse_pools(subnets, gateways, ip_ranges, aux, legacy_host_bits=True)
+        if drv.assigns_gateway:
+            ipam.check_gateway_subnets(pools)
         others = self.networks(("active", "pending"))
         ipam.check_no_overlap(pools, [p.subnet for n in others for p in n.pools])
         in_use = [p.subnet for n in others for p in n.pools] + self._host_routes()
@@ -255,12 +263,13 @@ class Engine:
         given_gateways = {str(p.gateway) for p in pools if p.gateway}
         pools = ipam.with_default_gateways(pools + auto) if drv.assigns_gateway else pools + auto
         if ipv6:
-            options.setdefault("com.docker.network.enable_ipv6", "true")
+            options[IPV6_OPTION] = "true"
         net = Network(id=names.new_id(), name=name, driver=driver, created=_now(), pools=pools, ipv6=ipv6,
                       internal=internal, auto_subnets=[str(p.subnet) for p in auto],
                       implicit_gateways=[str(p.gateway) for p in pools
                                          if p.gateway is not None and str(p.gateway) not in given_gateways],
                       options=options, labels=labels)
+        net.check_options()
         drv.prepare(self.host, net, others)
         return net
 
@@ -456,6 +465,7 @@ class Engine:
         return first
 
     def _connect(self, net: Network, con: Container, ip, ip6, aliases, warnings: list | None = None) -> Endpoint:
+        check_endpoint_settings(net, ip, ip6, aliases)
         if not kernel.netns_alive(con.netns):
             raise Conflict(f"container {con.name} is not running")
         for ep in self.endpoints(container=con, states=("active", "pending", "removing")):
@@ -542,21 +552,22 @@ class Engine:
         with self._lock:
             taken = set()
             if name is not None:
-                if not NAME_RE.fullmatch(name):
-                    raise InvalidParameter(f'Invalid container name ({name}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed')
+                names.check_container_name(name)
                 same = self.store.docs("containers", "name = ?", (name,))
                 if same:
                     other = same[0][1]["id"]
                     raise Conflict(f'Conflict. The container name "/{name}" is already in use by container "{other}". '
                                    "You have to remove (or rename) that container to be able to reuse that name.")
+                names.check_not_an_id("container", name, (d["id"] for _, d in self.store.docs("containers")))
             if network in (None, "", "default", DEFAULT_BRIDGE):
+                if ip or ip6 or aliases:  # refused before the default bridge is made
+                    check_endpoint_settings(None, ip, ip6, aliases)
                 net = self.default_network()
             elif network == "none":
                 net = None
             else:
                 net = self.find_network(network)
-            if net is None and (ip or ip6):
-                raise InvalidParameter("--ip and --ip6 need a network")
+            check_endpoint_settings(net, ip, ip6, aliases)
             if name is None:
                 taken = {d["name"] for _, d in self.store.docs("containers")}
             cid = names.new_id()
@@ -583,22 +594,33 @@ class Engine:
                 raise
             return con
 
-    def container_started(self, ref: str, pid: int) -> Container:
-        """Record the container's process. Only a process already in the container's namespace
-        is taken: ``rm -f`` kills the recorded PID, which must never be somebody else's."""
+    def container_started(self, ref: str, pid: int, exit_code: int | None = None) -> Container:
+        """Record the container's process, and later its exit status. Only a process in the
+        container's namespace is taken (``rm -f`` kills the recorded PID, which must never be
+        somebody else's). One that already exited counts as started: a zombie (which no signal
+        can hurt), or one its parent, ``muslin run``'s monitor, reaped and reports with
+        ``exit_code``; the container is then ``exited``."""
         con = self.find_container(ref)
         if not con.owns_netns:
             raise InvalidParameter(f"container {con.name} was not started by muslin")
-        if _process_start(pid) is None:
-            raise NotFound(f"no process with PID {pid}")
-        if not self._enters_netns(pid, con.netns):  # waits: outside the lock, other requests go on
-            raise InvalidParameter(f"process {pid} is not in the network namespace of container {con.name}")
+        if con.pid != pid and exit_code is None and _process_start(pid) is not None:
+            # a runner may report its child between fork and the child's setns(): wait
+            # for it outside the lock, so that other requests go on
+            self._enters_netns(pid, con.netns)
         with self._lock:
             con = self.find_container(con.id)
-            start = _process_start(pid)
-            if start is None or not _in_netns(pid, con.netns):
-                raise NotFound(f"no process with PID {pid} in container {con.name}")
-            con.pid, con.pid_start = pid, start
+            if con.pid != pid:
+                start = None if exit_code is not None else _process_start(pid, zombie=True)
+                if exit_code is None:
+                    if start is None:
+                        raise NotFound(f"no process with PID {pid}")
+                    if _process_start(pid) is not None and not _in_netns(pid, con.netns):
+                        raise InvalidParameter(f"process {pid} is not in the network namespace of container {con.name}")
+                con.pid, con.pid_start = pid, start
+            if exit_code is not None:
+                con.exit_code, con.finished = int(exit_code), _now()
+            elif _process_start(pid) is None:
+                con.finished = _now()
             self.store.put("containers", con.id, con.name, "active", con.to_doc())
             return con
 
@@ -616,6 +638,8 @@ class Engine:
     def container_state(self, con: Container) -> str:
         if self._state("containers", con.id) == "dead":
             return "dead"  # set aside by recovery, as Docker's containers it failed to remove
+        if con.exit_code is not None:
+            return "exited"
         if con.pid is None:
             return "running" if not con.owns_netns and kernel.netns_alive(con.netns) else "created"
         return "running" if _process_start(con.pid) == con.pid_start else "exited"
@@ -732,6 +756,8 @@ class Engine:
             "Command": con.command,
             "State": state,
             "Pid": con.pid if state == "running" else 0,
+            "ExitCode": con.exit_code,
+            "FinishedAt": con.finished if state == "exited" else None,
             "NetNS": con.netns,
             "Log": con.log,
             "External": not con.owns_netns,
@@ -858,7 +884,7 @@ class Engine:
         known = {c.netns for c in self.containers(("active", "pending", "removing", "dead"))}
         for entry in os.listdir(pins) if os.path.isdir(pins) else ():
             path = os.path.join(pins, entry)
-            if PIN_NAME_RE.fullmatch(entry) and path not in known and kernel.netns_alive(path):
+            if names.ID_RE.fullmatch(entry) and path not in known and kernel.netns_alive(path):
                 kernel.remove_netns(path)
                 removed += 1
         return removed

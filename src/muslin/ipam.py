@@ -439,6 +439,30 @@ def with_default_gateways(pools: list[Pool]) -> list[Pool]:
     return out
 
 
+MSG_SUBNET_TOO_SMALL = "invalid subnet {}: no address for a container once the gateway has one"
+# moby's bridge driver (validateIPv6Subnet)
+MSG_V6_MULTICAST = "multicast subnet '{}' is not allowed"
+MSG_V6_LINK_LOCAL = "'{}' clashes with the Link-Local prefix 'fe80::/64'"
+LINK_LOCAL_V6 = IPv6Network("fe80::/64")
+
+
+def check_gateway_subnets(pools: list[Pool]) -> None:
+    """The subnets of a network whose gateway is the host (a bridge): room for the gateway
+    and at least one container (a /32 or an IPv6 /127 has none: its gateway would take the
+    network address or all there is), and, for IPv6, Docker's refusals of multicast
+    subnets and of subnets clashing with fe80::/64 (that very prefix is allowed)."""
+    for pool in pools:
+        net = pool.subnet
+        first, last = bounds(Pool(subnet=net))
+        if last - first < 1:
+            raise InvalidParameter(MSG_SUBNET_TOO_SMALL.format(net))
+        if net.version == 6:
+            if net.is_multicast:
+                raise InvalidParameter(MSG_V6_MULTICAST.format(net))
+            if net != LINK_LOCAL_V6 and net.overlaps(LINK_LOCAL_V6):
+                raise InvalidParameter(MSG_V6_LINK_LOCAL.format(net))
+
+
 def check_no_overlap(pools: list[Pool], in_use: Iterable[Subnet]) -> None:
     """Refuse pools whose subnet overlaps a subnet already in use (Conflict, Docker's
     text). ``in_use`` holds the subnets of the other networks in the same address

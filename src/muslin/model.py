@@ -10,6 +10,7 @@ import dataclasses
 import ipaddress
 from dataclasses import dataclass, field
 
+from muslin.errors import InvalidParameter
 from muslin.ipam import Pool
 
 DEFAULT_BRIDGE = "bridge"
@@ -17,6 +18,14 @@ BRIDGE_NAME_OPTION = "com.docker.network.bridge.name"
 MTU_OPTION = "com.docker.network.driver.mtu"
 MASQUERADE_OPTION = "com.docker.network.bridge.enable_ip_masquerade"
 ICC_OPTION = "com.docker.network.bridge.enable_icc"
+IPV6_OPTION = "com.docker.network.enable_ipv6"
+DEFAULT_BRIDGE_OPTION = "com.docker.network.bridge.default_bridge"
+# options whose value is a boolean, whichever driver reads them
+BOOL_OPTIONS = (MASQUERADE_OPTION, ICC_OPTION, IPV6_OPTION, DEFAULT_BRIDGE_OPTION, "host_access")
+TRUE_WORDS = ("1", "true")
+FALSE_WORDS = ("0", "false")
+MTU_MIN = {4: 68, 6: 1280}  # the kernel refuses IPv4 below 68 and turns IPv6 off below 1280
+MTU_MAX = 65535
 
 
 def _doc(obj) -> dict:
@@ -60,6 +69,38 @@ class Network:
         value = self.options.get(key)
         return default if value is None else str(value).lower() in ("1", "true", "yes", "on")
 
+    @property
+    def predefined(self) -> bool:
+        """The default ``bridge`` network (Docker's docker0), the only one on muslin0."""
+        return self.name == DEFAULT_BRIDGE and self.options.get(DEFAULT_BRIDGE_OPTION) == "true"
+
+    def check_options(self) -> None:
+        """Refuse option values no driver can use (InvalidParameter naming the option and
+        the value): booleans that are neither true nor false, an MTU out of range for the
+        network's families. Driver-specific options are the driver's to check."""
+        for key in BOOL_OPTIONS:
+            value = self.options.get(key)
+            if value is not None and str(value).lower() not in TRUE_WORDS + FALSE_WORDS:
+                raise InvalidParameter(f'invalid value "{value}" for option {key}: expected true or false')
+        self.mtu()
+
+    def mtu(self) -> int | None:
+        """The MTU option as a number (None: the kernel's default), checked."""
+        value = self.options.get(MTU_OPTION)
+        if value is None or str(value).strip() == "":
+            return None
+        try:
+            mtu = int(str(value).strip())
+        except ValueError:
+            raise InvalidParameter(f"invalid MTU number: {value}") from None
+        if not MTU_MIN[4] <= mtu <= MTU_MAX:
+            raise InvalidParameter(f"invalid MTU number: {value} (option {MTU_OPTION}: "
+                                   f"{MTU_MIN[4]} to {MTU_MAX})")
+        if self.ipv6 and mtu < MTU_MIN[6]:
+            raise InvalidParameter(f'invalid value "{value}" for option {MTU_OPTION}: IPv6 needs an MTU '
+                                   f"of at least {MTU_MIN[6]}")
+        return mtu
+
     def to_doc(self) -> dict:
         doc = _doc(self)
         doc["pools"] = [p.to_docker() for p in self.pools]
@@ -70,6 +111,22 @@ class Network:
         doc = dict(doc)
         doc["pools"] = [Pool.from_docker(p) for p in doc["pools"]]
         return cls(**doc)
+
+
+# Docker 20.10's runconfig errors
+MSG_IP_NEEDS_USER_NETWORK = "user specified IP address is supported on user defined networks only"
+MSG_ALIAS_NEEDS_USER_NETWORK = "network-scoped alias is supported only for containers in user defined networks"
+
+
+def check_endpoint_settings(network: Network | None, ip: str | None, ip6: str | None, aliases) -> None:
+    """What Docker refuses of an endpoint on a network that is not user-defined (the default
+    bridge, or none when ``network`` is None): static addresses and aliases."""
+    if network is not None and not network.predefined:
+        return
+    if ip or ip6:
+        raise InvalidParameter(MSG_IP_NEEDS_USER_NETWORK)
+    if aliases:
+        raise InvalidParameter(MSG_ALIAS_NEEDS_USER_NETWORK)
 
 
 @dataclass
@@ -83,6 +140,8 @@ class Container:
     pid: int | None = None
     pid_start: int | None = None  # the process's start time: a reused PID is not ours
     log: str | None = None
+    exit_code: int | None = None  # known when the process exited while muslin run still watched it
+    finished: str | None = None   # when that was seen
 
     def to_doc(self) -> dict:
         return _doc(self)

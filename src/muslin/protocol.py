@@ -114,6 +114,7 @@ NAME = Str(MAX_NAME, "a name")
 REF = Str(MAX_NAME, "a name or ID")
 ADDRESS = Str(MAX_ADDRESS, "an address")
 PID = Int(1, PID_MAX)
+EXIT_CODE = Int(0, 255)  # as the shell reports it: a signal N is 128 + N
 STRINGS = Map(Str(MAX_KEY), Str(MAX_VALUE, empty=True))
 
 # op -> {argument: (type, required)}; the engine's defaults apply to arguments left out
@@ -153,7 +154,7 @@ SCHEMAS: dict[str, dict[str, tuple[object, bool]]] = {
         "aliases": (List(NAME), False),
         "command": (List(Str(MAX_WORD, empty=True), MAX_ARGV), False),
     },
-    "container.started": {"id": (REF, True), "pid": (PID, True)},
+    "container.started": {"id": (REF, True), "pid": (PID, True), "exit_code": (EXIT_CODE, False)},
     "container.list": {"all": (Bool(), False)},
     "container.inspect": {"name": (REF, True)},
     "container.remove": {"name": (REF, True), "force": (Bool(), False)},

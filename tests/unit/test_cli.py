@@ -528,9 +528,11 @@ class FakeDaemon:
                 return c
         raise KeyError(f"No such container: {name}")
 
-    def op_container_started(self, id, pid):
+    def op_container_started(self, id, pid, exit_code=None):
         c = self._container(id)
         c["Pid"], c["State"] = pid, "running"
+        if exit_code is not None:
+            c["State"], c["ExitCode"] = "exited", exit_code
         return {}
 
     def op_container_list(self, all=False):
@@ -687,14 +689,16 @@ def test_run_detached(daemon, capsys):
     cid = capsys.readouterr().out.strip()
     c = daemon.containers[cid]
     assert c["Name"] == "bg"
-    (started,) = daemon.wait_for("container.started")
+    started = daemon.wait_for("container.started")[0]
     assert started["id"] == cid
     pid = started["pid"]
     assert pid != os.getpid()
     log = Path(c["Log"])
     wait_until(log.read_text, f"the container's output in {log}")
     assert log.read_text() == f"hello from {pid}\n"
-    assert daemon.ops() == ["container.create", "container.started"]
+    # a second container.started says how it exited, if it was over before the first returned
+    assert daemon.ops()[:2] == ["container.create", "container.started"]
+    assert daemon.wait_for("container.started")[1:] in ([], [{"id": cid, "pid": pid, "exit_code": 0}])
 
     assert cli.main(["--root", r, "ps", "-a"]) == 0
     out = capsys.readouterr().out.splitlines()
@@ -706,6 +710,21 @@ def test_run_detached(daemon, capsys):
     out, err = capsys.readouterr()
     assert out == "bg\n"
     assert_one_error_line(err, "Error response from daemon: No such container: ghost")
+
+
+def test_run_detached_reports_the_exit_status_of_a_command_that_exits_at_once(daemon, capsys):
+    # the process is over (a zombie of the monitor) by the time the first container.started returns
+    real = daemon.op_container_started
+    daemon.op_container_started = lambda **args: (time.sleep(0.3), real(**args))[1]
+    assert cli.main(["--root", daemon.root, "run", "-d", "--", "sh", "-c", "exit 3"]) == 0
+    cid = capsys.readouterr().out.strip()
+    deadline = time.monotonic() + 10
+    while len(daemon.wait_for("container.started")) < 2 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    first, second = daemon.wait_for("container.started")
+    assert first == {"id": cid, "pid": first["pid"]}
+    assert second == {"id": cid, "pid": first["pid"], "exit_code": 3}
+    assert daemon.containers[cid]["State"] == "exited"
 
 
 def test_run_not_found_creates_nothing(daemon, capsys):

@@ -701,3 +701,37 @@ def test_default_pool_v6_never_overlaps_in_use_and_is_the_first_free(seed, picks
     assert not any(chosen.overlaps(u) for u in in_use)
     naive = next(c for c in base.subnets(new_prefix=64) if not any(c.overlaps(u) for u in in_use))
     assert chosen == naive
+
+
+# --------------------------------------------------------------------------------------
+# Subnets of a network whose gateway is the host (bridge)
+# --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("subnet", ["10.91.0.0/32", "fd00::/127", "fd00::/128"])
+def test_gateway_subnet_without_room_for_a_container_is_refused(subnet):
+    from muslin.ipam import check_gateway_subnets
+
+    with pytest.raises(InvalidParameter) as exc:
+        check_gateway_subnets(parse_pools([subnet], [], [], {}))
+    assert str(exc.value) == f"invalid subnet {subnet}: no address for a container once the gateway has one"
+
+
+@pytest.mark.parametrize("subnet", ["10.91.0.0/31", "10.91.0.0/30", "10.0.0.0/8", "fd00::/126", "fe80::/64"])
+def test_gateway_subnet_with_room_is_accepted(subnet):
+    from muslin.ipam import check_gateway_subnets
+
+    check_gateway_subnets(parse_pools([subnet], [], [], {}))
+
+
+@pytest.mark.parametrize("subnet, message", [
+    ("ff00::/64", "multicast subnet 'ff00::/64' is not allowed"),
+    ("fe80::/10", "'fe80::/10' clashes with the Link-Local prefix 'fe80::/64'"),
+    ("fe80::/96", "'fe80::/96' clashes with the Link-Local prefix 'fe80::/64'"),
+])
+def test_ipv6_gateway_subnets_docker_refuses(subnet, message):
+    from muslin.ipam import check_gateway_subnets
+
+    with pytest.raises(InvalidParameter) as exc:
+        check_gateway_subnets(parse_pools([subnet], [], [], {}))
+    assert str(exc.value) == message

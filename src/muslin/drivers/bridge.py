@@ -11,14 +11,11 @@ from __future__ import annotations
 
 import ipaddress
 
-from muslin import ipam
-from muslin.errors import Conflict, InvalidParameter
+from muslin import ipam, names
+from muslin.errors import Conflict, InvalidParameter, KernelError
 from muslin.kernel import Namespace, sysctl_name
 from muslin.kernel.firewall import BridgeRules
-from muslin.model import (BRIDGE_NAME_OPTION, ICC_OPTION, MASQUERADE_OPTION, MTU_OPTION, Endpoint,
-                          Network)
-
-IFNAMSIZ = 15
+from muslin.model import BRIDGE_NAME_OPTION, ICC_OPTION, MASQUERADE_OPTION, MTU_OPTION, Endpoint, Network
 
 
 def bridge_name(network: Network) -> str:
@@ -26,8 +23,19 @@ def bridge_name(network: Network) -> str:
 
 
 def mtu(network: Network) -> int | None:
-    value = network.options.get(MTU_OPTION)
-    return int(value) if value else None
+    return network.mtu() or None
+
+
+def _refused(exc: Exception, network: Network) -> KernelError:
+    """The kernel's refusal to make the bridge, naming the options the user gave it."""
+    if isinstance(exc, KernelError):
+        reason = exc.message
+    else:
+        reason = f"cannot configure bridge {bridge_name(network)}: {getattr(exc, 'strerror', None) or exc}"
+    given = [f"{key}={network.options[key]}" for key in (BRIDGE_NAME_OPTION, MTU_OPTION) if key in network.options]
+    err = KernelError(f"{reason} (options: {', '.join(given)})" if given else reason)
+    err.errno = getattr(exc, "errno", None)
+    return err
 
 
 class BridgeDriver:
@@ -40,28 +48,16 @@ class BridgeDriver:
 
     def prepare(self, host: Namespace, network: Network, others: list[Network]) -> None:
         name = bridge_name(network)
-        if len(name) > IFNAMSIZ or not name.isprintable() or "/" in name or " " in name:
-            raise InvalidParameter(f"invalid bridge name {name!r}: at most {IFNAMSIZ} characters, no '/' or spaces")
+        if BRIDGE_NAME_OPTION in network.options and not network.predefined:
+            names.check_interface_name(name, BRIDGE_NAME_OPTION)
         for other in others:
             if other.driver == self.name and bridge_name(other) == name:
                 raise Conflict(f"bridge name {name} is already used by network {other.name}")
         existing = host.link(name)
         if existing is not None and (existing.kind != "bridge" or existing.alias != self.alias):
+            # never adopt (nor later delete) a stranger's
             raise InvalidParameter(f'invalid value "{name}" for option {BRIDGE_NAME_OPTION}: {name} is an existing '
-                                   
-                           "interface that muslin did not create")
-        value = network.options.get(MTU_OPTION)
-        if value is not None:
-            try:
-                ok = 68 <= int(value) <= 65535
-            except ValueError:
-                ok = False
-            if not ok:
-                raise InvalidParameter(f"invalid MTU number: {value}")
-        for key in (MASQUERADE_OPTION, ICC_OPTION):
-            value = network.options.get(key)
-            if value is not None and str(value).lower() not in ("true", "false", "1", "0"):
-                raise InvalidParameter(f'invalid value "{value}" for option {key}: expected true or false')
+                                   "interface that muslin did not create")
 
     def warnings(self, network: Network) -> list[str]:
         return []
@@ -79,14 +75,17 @@ class BridgeDriver:
 
     def create(self, host: Namespace, network: Network) -> None:
         name = bridge_name(network)
-        # an address of its own, as Docker gives it: otherwise the bridge takes its lowest
-        # port's, and the gateway's MAC changes under the containers as others come and go
-        host.add_bridge(name, mtu=mtu(network), alias=self.alias, mac=ipam.docker_mac(None))
-        if network.ipv6:
-            host.sysctl(f"net.ipv6.conf.{sysctl_name(name)}.disable_ipv6", "0")
-            # no duplicate address detection on the gateway side: a fresh bridge's
-            # link-local address would otherwise be unusable for its first second
-            host.sysctl(f"net.ipv6.conf.{sysctl_name(name)}.accept_dad", "0")
+        try:
+            # an address of its own, as Docker gives it: otherwise the bridge takes its lowest
+            # port's, and the gateway's MAC changes under the containers as others come and go
+            host.add_bridge(name, mtu=mtu(network), alias=self.alias, mac=ipam.docker_mac(None))
+            if network.ipv6:
+                host.sysctl(f"net.ipv6.conf.{sysctl_name(name)}.disable_ipv6", "0")
+                # no duplicate address detection on the gateway side: a fresh bridge's
+                # link-local address would otherwise be unusable for its first second
+                host.sysctl(f"net.ipv6.conf.{sysctl_name(name)}.accept_dad", "0")
+        except (KernelError, OSError) as exc:
+            raise _refused(exc, network) from None
         for cidr in self._gateway_interfaces(network):
             host.add_address(name, cidr)
         if not network.internal:
