@@ -14,7 +14,9 @@ or the daemon's memory without bound.
 from __future__ import annotations
 
 MAX_LINE = 1 << 20  # one request, newline included
-MAX_NAME = 255  # a network or container name, an id or id prefix (NAME_MAX)
+# a network or container name, an id or id prefix: an envelope on what is read; what a name may
+# be (Docker's rule, 255 characters) is the engine's to say, in words a CLI user knows
+MAX_NAME = 1024
 MAX_ADDRESS = 64  # an IPv6 CIDR is at most 43 characters
 MAX_PATH = 4096  # PATH_MAX
 MAX_KEY = 255
@@ -22,7 +24,7 @@ MAX_VALUE = 4096
 MAX_ITEMS = 256  # subnets, aliases, labels, options, names per request
 MAX_ARGV = 4096  # words of a container's command
 MAX_WORD = 131072  # one word of a command (Linux MAX_ARG_STRLEN)
-PID_MAX = 1 << 22  # Linux PID_MAX_LIMIT
+PID_MAX = (1 << 31) - 1  # pid_t: beyond the kernel's limit (1 << 22) the engine says "no process with PID N"
 
 _JSON_TYPE = {str: "a string", bool: "a boolean", int: "an integer", float: "a number", list: "an array",
               dict: "an object", type(None): "null"}

@@ -76,6 +76,12 @@ def _default_routes(node) -> list[str]:
 # -- item 1: links muslin did not make -----------------------------------------------------
 
 
+def _refusal(name: str, ours: bool) -> str:
+    """Why a bridge name is refused: somebody else's link, or a name of the kind muslin gives its own."""
+    why = "muslin uses that name for its own links" if ours else f"{name} is an existing interface that muslin did not create"
+    return f'invalid value "{name}" for option {BRIDGE_NAME_OPTION}: {why}'
+
+
 def test_bridge_name_of_a_link_muslin_did_not_make_is_refused_and_changes_nothing(host, engine):
     engine.create_network("n", subnets=["172.30.1.0/24"])
     con = engine.create_container("c1", "n")
@@ -85,8 +91,7 @@ def test_bridge_name_of_a_link_muslin_did_not_make_is_refused_and_changes_nothin
     for name in (UPLINK, "lo", veth, "br-user"):
         with pytest.raises(MuslinError) as err:
             engine.create_network("x", options={BRIDGE_NAME_OPTION: name})
-        assert str(err.value) == (f'invalid value "{name}" for option {BRIDGE_NAME_OPTION}: '
-                                  f"{name} is an existing interface that muslin did not create")
+        assert str(err.value) == _refusal(name, ours=name == veth)
         assert snapshot(host) == before, name
     assert _default_routes(host) == ["default via 10.61.0.254 dev up0 "]
     host.ip("link del br-user")
@@ -205,9 +210,8 @@ def test_cli_bridge_names_of_links_muslin_did_not_make_are_one_line_errors(host)
     for name in names:
         out = host.muslin("network", "create", "-o", f"{BRIDGE_NAME_OPTION}={name}", "x", check=False)
         assert out.returncode == 1, name
-        assert out.stderr.splitlines() == [f'Error response from daemon: invalid value "{name}" for option '
-                                           f"{BRIDGE_NAME_OPTION}: {name} is an existing interface that muslin "
-                                           "did not create"], name
+        assert out.stderr.splitlines() == ["Error response from daemon: " + _refusal(
+            name, ours=name.startswith("veth"))], name
         assert snapshot(host) == before, name
     host.muslin("rm", "-f", "c1")
     host.ip("link del br-user", "link del user0")
