@@ -37,6 +37,9 @@ log = logging.getLogger("muslin")
 
 DEFAULT_BRIDGE_DEVICE = names.DEFAULT_BRIDGE_DEVICE
 DEFAULT_BRIDGE_SUBNET = "172.17.0.0/16"
+# networks whose subnets, bridge names and parent links are taken: a set-aside (dead) one may
+# still hold its kernel objects until the user clears it
+IN_USE = ("active", "pending", "dead")
 
 
 def _now() -> str:
@@ -244,7 +247,11 @@ class Engine:
             ipv6 = True  # Docker takes -o com.docker.network.enable_ipv6=true for --ipv6
         if any(s == "active" or s == "pending" for s, d in self.store.docs("networks", "name = ?", (name,))):
             raise Conflict(f"network with name {name} already exists")
-        if self.store.docs("networks", "name = ?", (name,)):
+        states = {s for s, _ in self.store.docs("networks", "name = ?", (name,))}
+        if "dead" in states:
+            raise Conflict(f"network with name {name} already exists (set aside after a failure: "
+                           f"muslin network rm {name} clears it)")
+        if states:
             raise Conflict(f"network with name {name} is being removed")
         names.check_not_an_id("network", name, (d["id"] for _, d in self.store.docs("networks")))
         drv = self.driver(driver)
@@ -252,7 +259,7 @@ class Engine:
         pools = ipam.parse_pools(subnets, gateways, ip_ranges, aux, legacy_host_bits=True)
         if drv.assigns_gateway:
             ipam.check_gateway_subnets(pools)
-        others = self.networks(("active", "pending"))
+        others = self.networks(IN_USE)
         ipam.check_no_overlap(pools, [p.subnet for n in others for p in n.pools])
         in_use = [p.subnet for n in others for p in n.pools] + self._host_routes()
         auto = []
@@ -323,7 +330,7 @@ class Engine:
 
     def _other_networks(self, net: Network) -> list[Network]:
         """The networks that still count as users of shared kernel objects (a parent link)."""
-        return [n for n in self.networks(("active", "pending")) if n.id != net.id]
+        return [n for n in self.networks(IN_USE) if n.id != net.id]
 
     def prune_networks(self) -> list[str]:
         removed = []
@@ -351,7 +358,7 @@ class Engine:
                     "com.docker.network.bridge.enable_icc": "true",
                     FABRIC_OPTION: "true",
                 })
-            taken = [p.subnet for n in self.networks(("active", "pending")) for p in n.pools] + self._host_routes()
+            taken = [p.subnet for n in self.networks(IN_USE) for p in n.pools] + self._host_routes()
             subnet = ipaddress.ip_network(DEFAULT_BRIDGE_SUBNET)
             subnets = [] if any(subnet.overlaps(t) for t in taken if t.version == 4) else [DEFAULT_BRIDGE_SUBNET]
             return self.create_network(DEFAULT_BRIDGE, "bridge", subnets=subnets, options={

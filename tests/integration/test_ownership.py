@@ -326,6 +326,13 @@ def test_a_rollback_that_fails_is_set_aside_and_the_daemon_starts(host):
     assert inspect["State"] == "dead"
     host.muslin("network", "create", "--subnet", "172.30.9.0/24", "y")  # everything else works
     host.muslin("network", "rm", "y")
+    # until it is cleared, its name and subnet stay taken: its bridge may still be there
+    taken = host.muslin("network", "create", "--subnet", "172.30.8.0/24", "z", check=False)
+    assert taken.stderr.splitlines() == ["Error response from daemon: invalid pool request: Pool overlaps with other one on this "
+                                         "address space"]
+    again = host.muslin("network", "create", "x", check=False)
+    assert again.stderr.splitlines() == ["Error response from daemon: network with name x already exists (set aside "
+                                         "after a failure: muslin network rm x clears it)"]
     _restart(host)  # a set-aside row does not stop the next start either
     assert host.muslin("network", "rm", "x").stdout.strip() == "x"
     assert snapshot(host) == before
