@@ -157,6 +157,34 @@ def test_ip_range_aux_address_and_static_ip_as_in_the_seeds(world):
     assert address_of(engine, "r4", "ranged") == "192.168.32.128"
 
 
+def test_a_new_container_is_reachable_when_connect_returns_on_a_busy_host(world, lab):
+    """The kernel applies a new veth's carrier later, from a work queue; on a busy host the
+    bridge port is still disabled (or its queue not started) when the container's side is up,
+    and the first packets to the container are lost. connect returns once the port forwards."""
+    host, _, engine = world
+    busy = lab.node("busy")  # link changes next door keep that work queue busy
+    busy.ip(*[f"link add a{i} type veth peer name b{i}" for i in range(40)])
+    flapping = busy.popen("while :; do for i in $(seq 0 39); do echo link set a$i up; echo link set b$i up; done"
+                          " | ip -batch -; for i in $(seq 0 39); do echo link set b$i down; done | ip -batch -; done")
+    net = engine.create_network("busy", subnets=["172.30.21.0/24"])
+    late = []
+    for i in range(30):
+        engine.create_container(f"n{i}", "busy")
+        late += not_forwarding(host, "br-" + net.id[:12])
+    flapping.stop()
+    assert not late
+
+
+def not_forwarding(host, bridge) -> list:
+    """The bridge and ports of ``bridge`` that are not up and forwarding, read as a dump: reading
+    one link by index would make the kernel apply its pending change, hiding the delay."""
+    links = host.ip_json("link show", opts=["-d"])
+    late = [(l["ifname"], l["operstate"]) for l in links if l["ifname"] == bridge and l["operstate"] != "UP"]
+    return late + [(l["ifname"], l["operstate"], l["linkinfo"]["info_slave_data"]["state"]) for l in links
+                   if l.get("master") == bridge
+                   and (l["operstate"], l["linkinfo"]["info_slave_data"]["state"]) != ("UP", "forwarding")]
+
+
 def test_big_subnets_allocate_like_small_ones(world):
     _, _, engine = world
     engine.create_network("huge", subnets=["10.3.1.0/8", "fd00:aaaa::/64"], ip_ranges=["10.3.1.0/8"],

@@ -10,6 +10,7 @@ ICC and ``--internal``.
 from __future__ import annotations
 
 import ipaddress
+import logging
 
 from muslin import ipam
 from muslin.errors import Conflict, InvalidParameter
@@ -19,6 +20,8 @@ from muslin.model import (BRIDGE_NAME_OPTION, ICC_OPTION, MASQUERADE_OPTION, MTU
                           Network)
 
 IFNAMSIZ = 15
+
+log = logging.getLogger("muslin")
 
 
 def bridge_name(network: Network) -> str:
@@ -108,6 +111,10 @@ class BridgeDriver:
             addresses=[a for a in (endpoint.ipv4, endpoint.ipv6) if a],
             gateways=[g for g in (endpoint.gateway, endpoint.gateway6) if g and default_route and not network.internal],
         )
+        # the container is reachable only once the kernel has seen the new carrier: without
+        # this wait the first packets to it are dropped on a busy host
+        if not host.wait_port_forwarding(endpoint.host_ifname):
+            log.warning("bridge port %s of network %s is not forwarding yet", endpoint.host_ifname, network.name)
 
     def joined(self, host: Namespace, sandbox_path: str, network: Network, endpoint: Endpoint) -> bool:
         # a veth whose bridge was deleted (and made again) is still there, but loose

@@ -17,6 +17,7 @@ import functools
 import os
 import queue
 import threading
+import time
 from dataclasses import dataclass
 
 from muslin.errors import KernelError
@@ -32,6 +33,7 @@ RTNH_F_ONLINK = 0x4
 NUD_PERMANENT = 0x80
 AF_BRIDGE = 7
 NTF_SELF = 0x2
+BR_STATE_FORWARDING = 3  # IFLA_BRPORT_STATE
 IPVLAN_MODES = {"l2": 0, "l3": 1, "l3s": 2}  # IFLA_IPVLAN_MODE
 IPVLAN_FLAGS = {"bridge": 0, "private": 1, "vepa": 2}  # IFLA_IPVLAN_FLAGS
 
@@ -356,6 +358,30 @@ class Namespace:
             settings.update(kind="bridge_slave", isolated=1)
         if settings:
             self._do(f"configure {name}", self.ipr.link, "set", index=self._index(name), **settings)
+
+    @_in_worker
+    def wait_port_forwarding(self, name: str, timeout: float = 2.0) -> bool:
+        """Wait until bridge port ``name`` forwards and it and its bridge are operationally up;
+        False if that takes longer than ``timeout`` seconds.
+
+        A veth's carrier comes up with its peer, but the kernel applies that (operstate, the
+        port leaving "disabled", the transmit queue starting) later, from its linkwatch work
+        queue: on a busy machine that took up to a second or more here, and until then frames to
+        the container are dropped. Reading a link by index (not by dump) makes the kernel apply a pending
+        change at once; kernels that do not are polled."""
+        index = self._index(name)
+        deadline = time.monotonic() + timeout
+        while True:
+            port = self._get_link(index)  # the port first: its change is what raises the bridge's carrier
+            master = port.get_attr("IFLA_MASTER")
+            if _forwarding(port) and master is not None and _oper_up(self._get_link(master)):
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.002)
+
+    def _get_link(self, index: int):
+        return self._do(f"look up link {index}", self.ipr.link, "get", index=index)[0]
 
     @_in_worker
     def add_vlan(self, name: str, parent: str, vid: int, *, alias: str | None = None) -> None:
@@ -756,6 +782,17 @@ def _teach_pyroute2_ipvlan_flags() -> None:
                    ("IFLA_IPVLAN_FLAGS", "uint16"))
 
     ifinfmsg.ifinfo.data_map["ipvlan"] = ipvlan_data
+
+
+def _oper_up(msg) -> bool:
+    return msg.get_attr("IFLA_OPERSTATE") == "UP"
+
+
+def _forwarding(msg) -> bool:
+    """A link message of a bridge port that is up and forwarding."""
+    info = msg.get_attr("IFLA_LINKINFO")
+    port = info.get_attr("IFLA_INFO_SLAVE_DATA") if info is not None else None
+    return _oper_up(msg) and port is not None and port.get_attr("IFLA_BRPORT_STATE") == BR_STATE_FORWARDING
 
 
 def _address(index: int, cidr: str) -> dict:
