@@ -366,22 +366,20 @@ class Namespace:
 
         A veth's carrier comes up with its peer, but the kernel applies that (operstate, the
         port leaving "disabled", the transmit queue starting) later, from its linkwatch work
-        queue: on a busy machine that took up to a second or more here, and until then frames to
-        the container are dropped. Reading a link by index (not by dump) makes the kernel apply a pending
-        change at once; kernels that do not are polled."""
-        index = self._index(name)
+        queue: on a busy machine that took up to a second or more here, and until then frames
+        to the container are dropped. Reading one link (not a dump) makes the kernel apply its
+        pending change at once; kernels that do not are polled."""
         deadline = time.monotonic() + timeout
         while True:
-            port = self._get_link(index)  # the port first: its change is what raises the bridge's carrier
+            # the port first: its change is what raises the bridge's carrier
+            port = self._do(f"look up link {name}", self.ipr.link, "get", ifname=name)[0]
             master = port.get_attr("IFLA_MASTER")
-            if _forwarding(port) and master is not None and _oper_up(self._get_link(master)):
+            if _forwarding(port) and master is not None and _oper_up(
+                    self._do(f"look up the bridge of {name}", self.ipr.link, "get", index=master)[0]):
                 return True
             if time.monotonic() >= deadline:
                 return False
             time.sleep(0.002)
-
-    def _get_link(self, index: int):
-        return self._do(f"look up link {index}", self.ipr.link, "get", index=index)[0]
 
     @_in_worker
     def add_vlan(self, name: str, parent: str, vid: int, *, alias: str | None = None) -> None:
