@@ -11,6 +11,7 @@ import sqlite3
 import subprocess
 
 from muslin.engine import Engine
+from muslin.lab import Ping
 
 
 def engine_on(host) -> Engine:
@@ -170,8 +171,10 @@ def in_container(lab, engine, name, *cmd, check=False):
                           timeout=30, check=check)
 
 
-def ping(engine, name, addr, count=1) -> bool:
-    return in_container(None, engine, name, "ping", "-c", str(count), "-W", "1", addr).returncode == 0
+def ping(engine, name, addr, count=1) -> Ping:
+    """Ping from inside a container (each probe waited for 1 s): true after a reply; a negative
+    asserts which failure it means (``.no_reply``, ``.not_sent``), see :class:`muslin.lab.Ping`."""
+    return Ping.of(in_container(None, engine, name, "ping", "-n", "-c", str(count), "-W", "1", addr))
 
 
 def address_of(engine, container, network, family=4) -> str:

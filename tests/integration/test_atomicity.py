@@ -246,9 +246,9 @@ def test_recovery_removes_links_the_store_does_not_know(host, engine):
     engine.create_container("k1", "kept")
     before = snapshot(host)
     bridge = "br-" + net.id[:12]
-    host.ip(f"link add stray0 type veth peer name stray1",  # a port of ours nobody recorded
+    host.ip("link add stray0 type veth peer name stray1",  # a port of ours nobody recorded
             f"link set stray0 alias muslin:{engine.tag} master {bridge}",
-            f"link add br-orphan type bridge",
+            "link add br-orphan type bridge",
             f"link set br-orphan alias muslin:{engine.tag}",  # a bridge tagged as ours, unknown to the store
             "link add foreign0 type bridge",  # somebody else's: never touched
             f"link add foreign1 master {bridge} type veth peer name foreign2")  # even as a port of ours

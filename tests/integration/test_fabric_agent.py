@@ -16,6 +16,7 @@ import sys
 
 import pytest
 
+from muslin.lab import Ping
 from muslin.lab.fabric import FabricLab, subnet_of, until
 
 pytestmark = pytest.mark.skipif(shutil.which("etcd") is None, reason="etcd is not installed (etcd-server)")
@@ -44,9 +45,8 @@ def run_container(fabric: FabricLab, host, name: str, network: str = "bridge") -
     return next(iter(info["Networks"].values()))["IPAddress"]
 
 
-def container_ping(fabric: FabricLab, host, name: str, address: str) -> bool:
-    proc = fabric.muslin(host, "exec", name, "--", "ping", "-c", "1", "-W", "2", address, check=False)
-    return proc.returncode == 0
+def container_ping(fabric: FabricLab, host, name: str, address: str) -> Ping:
+    return Ping.of(fabric.muslin(host, "exec", name, "--", "ping", "-n", "-c", "1", "-W", "2", address, check=False))
 
 
 @pytest.fixture

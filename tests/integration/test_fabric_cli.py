@@ -8,7 +8,6 @@ import subprocess
 import sys
 from ipaddress import IPv4Network
 
-import pytest
 
 from muslin.fabric.embedded import EmbeddedRegistry
 from muslin.fabric.etcd import EtcdRegistry

@@ -17,6 +17,7 @@ from muslin.lab import (
     Lab,
     LabCommandError,
     LabError,
+    Ping,
     Router,
     Switch,
     sweep_stale,
@@ -76,7 +77,7 @@ def test_switch_and_router_topology(lab):
         assert h1.ping(addr), f"h1 cannot reach {addr}"
     assert out.ping(f"{V6_LAN}:102") and out.ping(f"{V4_LAN}.101")
     # and nothing leaks where no route goes
-    assert not out.ping("10.10.30.1", timeout=0.5)
+    assert out.ping("10.10.30.1", timeout=0.5).no_route
 
 
 def test_node_to_node_links_names_and_mtu(lab):
@@ -90,7 +91,7 @@ def test_node_to_node_links_names_and_mtu(lab):
     assert a.ping("10.20.0.2") and a.ping("10.20.0.6")
 
     second.set_up(False)
-    assert not a.ping("10.20.0.6", timeout=0.5)
+    assert a.ping("10.20.0.6", timeout=0.5).no_route  # its link is down, and its route with it
     second.set_up(True)
     assert a.ping("10.20.0.6")
 
@@ -301,7 +302,19 @@ def test_vlan_switch(lab):
     sw.vlans(lb.b_ifname, access=10)
     sw.vlans(lc.b_ifname, access=20)
     assert a.ping("10.70.0.2")
-    assert not a.ping("10.70.0.3", timeout=0.5)
+    assert a.ping("10.70.0.3", timeout=0.5).no_reply
+
+
+def test_ping_says_whether_nobody_answered_or_nothing_was_sent(lab):
+    a, b = lab.node("a"), lab.node("b")
+    lab.link(a, b, "10.71.0.1/24", "10.71.0.2/24")
+    assert a.ping("10.71.0.2").outcome == Ping.REPLY
+    silent = a.ping("10.71.0.3", timeout=0.5)  # on the link, but nobody has it
+    assert silent.outcome == Ping.NO_REPLY and not silent
+    unroutable = a.ping("10.72.0.1", timeout=0.5)  # no route: not one probe leaves
+    assert unroutable.outcome == Ping.NOT_SENT and not unroutable and unroutable.no_route
+    assert "Network is unreachable" in unroutable.reason and not silent.no_route
+    assert a.ping("10.71.0.256").not_sent  # not an address
 
 
 def test_ctrl_c_during_teardown_is_held_until_it_is_done(kernel_env, ctrl_c_raises):

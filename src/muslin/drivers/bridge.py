@@ -10,12 +10,15 @@ ICC and ``--internal``.
 from __future__ import annotations
 
 import ipaddress
+import logging
 
 from muslin import ipam, names
 from muslin.errors import Conflict, InvalidParameter, KernelError
 from muslin.kernel import Namespace, sysctl_name
 from muslin.kernel.firewall import BridgeRules
 from muslin.model import BRIDGE_NAME_OPTION, ICC_OPTION, MASQUERADE_OPTION, MTU_OPTION, Endpoint, Network
+
+log = logging.getLogger("muslin")
 
 
 def bridge_name(network: Network) -> str:
@@ -110,6 +113,10 @@ class BridgeDriver:
             addresses=[a for a in (endpoint.ipv4, endpoint.ipv6) if a],
             gateways=[g for g in (endpoint.gateway, endpoint.gateway6) if g and default_route and not network.internal],
         )
+        # the container is reachable only once the kernel has seen the new carrier: without
+        # this wait the first packets to it are dropped on a busy host
+        if not host.wait_port_forwarding(endpoint.host_ifname):
+            log.warning("bridge port %s of network %s is not forwarding yet", endpoint.host_ifname, network.name)
 
     def joined(self, host: Namespace, sandbox_path: str, network: Network, endpoint: Endpoint) -> bool:
         port, bridge = host.link(endpoint.host_ifname), host.link(bridge_name(network))

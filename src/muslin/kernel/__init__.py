@@ -20,6 +20,7 @@ import queue
 import re
 import stat
 import threading
+import time
 from dataclasses import dataclass
 
 from muslin.errors import KernelError
@@ -37,6 +38,7 @@ RTNH_F_ONLINK = 0x4
 NUD_PERMANENT = 0x80
 AF_BRIDGE = 7
 NTF_SELF = 0x2
+BR_STATE_FORWARDING = 3  # IFLA_BRPORT_STATE
 IPVLAN_MODES = {"l2": 0, "l3": 1, "l3s": 2}  # IFLA_IPVLAN_MODE
 IPVLAN_FLAGS = {"bridge": 0, "private": 1, "vepa": 2}  # IFLA_IPVLAN_FLAGS
 
@@ -369,6 +371,28 @@ class Namespace:
         if isolated:
             self._do(f"isolate {name}", self.ipr.link, "set", index=self._index(name), kind="bridge_slave",
                      isolated=1)
+
+    @_in_worker
+    def wait_port_forwarding(self, name: str, timeout: float = 2.0) -> bool:
+        """Wait until bridge port ``name`` forwards and it and its bridge are operationally up;
+        False if that takes longer than ``timeout`` seconds.
+
+        A veth's carrier comes up with its peer, but the kernel applies that (operstate, the
+        port leaving "disabled", the transmit queue starting) later, from its linkwatch work
+        queue: on a busy machine that took up to a second or more here, and until then frames
+        to the container are dropped. Reading one link (not a dump) makes the kernel apply its
+        pending change at once; kernels that do not are polled."""
+        deadline = time.monotonic() + timeout
+        while True:
+            # the port first: its change is what raises the bridge's carrier
+            port = self._do(f"look up link {name}", self.ipr.link, "get", ifname=name)[0]
+            master = port.get_attr("IFLA_MASTER")
+            if _forwarding(port) and master is not None and _oper_up(
+                    self._do(f"look up the bridge of {name}", self.ipr.link, "get", index=master)[0]):
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.002)
 
     @_in_worker
     def add_vlan(self, name: str, parent: str, vid: int, *, alias: str | None = None) -> None:
@@ -801,6 +825,17 @@ def _teach_pyroute2_ipvlan_flags() -> None:
                    ("IFLA_IPVLAN_FLAGS", "uint16"))
 
     ifinfmsg.ifinfo.data_map["ipvlan"] = ipvlan_data
+
+
+def _oper_up(msg) -> bool:
+    return msg.get_attr("IFLA_OPERSTATE") == "UP"
+
+
+def _forwarding(msg) -> bool:
+    """A link message of a bridge port that is up and forwarding."""
+    info = msg.get_attr("IFLA_LINKINFO")
+    port = info.get_attr("IFLA_INFO_SLAVE_DATA") if info is not None else None
+    return _oper_up(msg) and port is not None and port.get_attr("IFLA_BRPORT_STATE") == BR_STATE_FORWARDING
 
 
 def _address(index: int, cidr: str) -> dict:

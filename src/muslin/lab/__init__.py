@@ -71,6 +71,7 @@ __all__ = [
     "LabError",
     "LabCommandError",
     "LabTeardownError",
+    "Ping",
     "sweep_stale",
     "wait_until",
 ]
@@ -168,6 +169,62 @@ def wait_until(condition: Callable[[], object], what: str | Callable[[], str], t
             raise AssertionError(f"waited {timeout:g} s for {what() if callable(what) else what}")
         time.sleep(0.02)
     return result
+
+
+# --- pings -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Ping:
+    """What a ping found: ``outcome`` is ``Ping.REPLY``, ``Ping.NO_REPLY`` (probes went out,
+    none was answered) or ``Ping.NOT_SENT`` (ping could not probe at all: no route, a bad
+    address...); ``reason`` is ping's own words (its summary, the ICMP errors it got, or why
+    it could not send).
+
+    True only for a reply, so ``assert node.ping(addr)`` reads as before; a negative says
+    which failure it means, ``assert node.ping(addr).no_reply``, because ``not`` would also
+    pass for a ping that never ran.
+    """
+
+    REPLY = "reply"
+    NO_REPLY = "no reply"
+    NOT_SENT = "could not send"
+
+    outcome: str
+    reason: str = ""
+
+    def __bool__(self) -> bool:
+        return self.outcome == self.REPLY
+
+    @property
+    def no_reply(self) -> bool:
+        return self.outcome == self.NO_REPLY
+
+    @property
+    def not_sent(self) -> bool:
+        return self.outcome == self.NOT_SENT
+
+    @property
+    def no_route(self) -> bool:
+        """Not sent because the sender has no route to the address."""
+        return self.not_sent and "Network is unreachable" in self.reason
+
+    @classmethod
+    def of(cls, proc: subprocess.CompletedProcess) -> Ping:
+        """The outcome of a finished ``ping``: it exits 0 after a reply, 1 when its probes went
+        unanswered (ICMP errors such as "Destination Host Unreachable" included) and 2 when it
+        could not send them."""
+        lines = [line.strip() for line in (proc.stdout or "").splitlines() if line.strip()]
+        summary = next((line for line in lines if "packets transmitted" in line), "")
+        if proc.returncode == 0:
+            return cls(cls.REPLY, summary)
+        if proc.returncode == 1 and summary:
+            # without -q ping prints each ICMP error: "From 10.0.0.1 icmp_seq=1 Destination Host Unreachable"
+            errors = dict.fromkeys(re.sub(r"^From \S+ icmp_seq=\d+ ", "", line) for line in lines
+                                   if line.startswith("From "))
+            return cls(cls.NO_REPLY, "; ".join([*errors, summary]))
+        why = (proc.stderr or "").strip() or (lines[-1] if lines else "")
+        return cls(cls.NOT_SENT, f"exit {proc.returncode}: {why}")
 
 
 # --- processes --------------------------------------------------------------------------
@@ -323,12 +380,14 @@ class Node:
         line = f"route add {dst}" + (f" via {via}" if via else "") + (f" dev {dev}" if dev else "")
         self.ip(line, opts=("-6",) if versions == {6} else ())
 
-    def ping(self, addr: str, count: int = 1, timeout: float = 2, src: str | None = None) -> bool:
-        """True if `addr` answers (at least one reply out of `count`, each waited for `timeout` seconds)."""
-        argv = ["ping", "-n", "-q", "-c", str(count), "-W", str(timeout), "-i", "0.2"]
+    def ping(self, addr: str, count: int = 1, timeout: float = 2, src: str | None = None) -> Ping:
+        """Ping `addr` (`count` probes, each waited for `timeout` seconds): a :class:`Ping`, true
+        if at least one reply came; else it says whether the probes went unanswered or could not
+        be sent, and why."""
+        argv = ["ping", "-n", "-c", str(count), "-W", str(timeout), "-i", "0.2"]
         if src:
             argv += ["-I", src]
-        return self.sh([*argv, addr], check=False, timeout=count * (timeout + 0.2) + 5).returncode == 0
+        return Ping.of(self.sh([*argv, addr], check=False, timeout=count * (timeout + 0.2) + 5))
 
     def _next_ifname(self) -> str:
         n = 0
