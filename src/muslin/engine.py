@@ -686,23 +686,30 @@ class Engine:
         self.store.delete("containers", con.id)
 
     def _kill(self, con: Container) -> None:
-        """SIGKILL the container's process — only if it still is the one we recorded."""
+        """SIGKILL every process of the container: the recorded one (only if it still is the one
+        we recorded) and whatever else lives in its namespace — its children, ``muslin exec``s —
+        as Docker's kill takes a container's whole cgroup. The namespace is muslin's own
+        (callers check ``owns_netns``), so nothing else lives there."""
         if con.pid is not None and type(con.pid) is not int:
-            log.warning("container %s: recorded PID %r is not a number; nothing killed", con.name, con.pid)
-            return
-        if con.pid is None or _process_start(con.pid) != con.pid_start or not _in_netns(con.pid, con.netns):
-            return
-        try:
-            os.kill(con.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            return
-        for _ in range(200):
-            if _process_start(con.pid) != con.pid_start:
-                return
-            try:  # reap it when it is our child (run -d from an in-process caller)
-                os.waitpid(con.pid, os.WNOHANG)
-            except ChildProcessError:
+            log.warning("container %s: recorded PID %r is not a number; killing only what is in its namespace",
+                        con.name, con.pid)
+        victims = {pid: _process_start(pid) for pid in kernel.pids_in_netns(con.netns)}
+        if type(con.pid) is int and _process_start(con.pid) == con.pid_start and _in_netns(con.pid, con.netns):
+            victims[con.pid] = con.pid_start
+        for pid in victims:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
                 pass
+        for _ in range(200):
+            victims = {pid: start for pid, start in victims.items() if _process_start(pid) == start is not None}
+            if not victims:
+                return
+            for pid in victims:
+                try:  # reap it when it is our child (run -d from an in-process caller)
+                    os.waitpid(pid, os.WNOHANG)
+                except ChildProcessError:
+                    pass
             time.sleep(0.005)
 
     @staticmethod

@@ -15,7 +15,10 @@ import time
 import pytest
 from helpers import snapshot
 
+from muslin import kernel
 from muslin.client import _read_line  # one reply line, as the client reads it
+from muslin.lab import wait_until
+from muslin.lab._sys import pid_alive
 
 pytestmark = pytest.mark.kernel
 
@@ -163,6 +166,19 @@ def test_rm_force_kills_the_container_it_was_told_about(host):
     while os.path.exists(f"/proc/{pid}") and time.monotonic() < deadline:
         time.sleep(0.02)
     assert not os.path.exists(f"/proc/{pid}") or open(f"/proc/{pid}/stat").read().split(") ")[1][0] == "Z"
+
+
+def test_rm_force_kills_every_process_of_the_container(host):
+    """Not only the recorded PID: its children too, as Docker's kill takes
+    the whole cgroup. (The grandchild `sleep` used to outlive `rm -f`, in a namespace nobody
+    could name any more.)"""
+    host.muslin("run", "-d", "--name", "family", "--network", "none", "--", "sh", "-c", "sleep 301 & sleep 302; wait")
+    netns = json.loads(host.muslin("inspect", "family").stdout)[0]["NetNS"]
+    wait_until(lambda: len(kernel.pids_in_netns(netns)) == 3, "sh and its two sleeps in the container")
+    inside = kernel.pids_in_netns(netns)
+    host.muslin("rm", "-f", "family")
+    wait_until(lambda: not [p for p in inside if pid_alive(p)], "every process of the container to be gone",
+               timeout=10)
 
 
 # --------------------------------------------------------------------------- the root and the daemon's start

@@ -136,6 +136,26 @@ def remove_netns(path: str) -> None:
         pass
 
 
+def pids_in_netns(path: str) -> list[int]:
+    """The processes whose network namespace is the one at ``path``, by a scan of /proc (the
+    kernel keeps no list); never this process."""
+    try:
+        pinned = os.stat(path)
+    except OSError:
+        return []
+    me, out = os.getpid(), []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == me:
+            continue
+        try:
+            ns = os.stat(f"/proc/{entry}/ns/net")
+        except OSError:  # gone meanwhile, or a kernel thread
+            continue
+        if (ns.st_dev, ns.st_ino) == (pinned.st_dev, pinned.st_ino):
+            out.append(int(entry))
+    return out
+
+
 def netns_alive(path: str) -> bool:
     """True when ``path`` names a live network namespace (a pinned file or a /proc entry)."""
     try:  # a namespace is a regular file: a FIFO or a device given as a path is never opened
