@@ -13,12 +13,15 @@ from __future__ import annotations
 import errno
 import functools
 import itertools
+import logging
 import os
 import time
 from dataclasses import dataclass, field
 
 from muslin.errors import KernelError
 from muslin.kernel import Interface, Link, Route
+
+log = logging.getLogger("muslin")
 
 HOST = "/proc/self/ns/net"  # what own_netns() names in the fake
 INIT = "/proc/1/ns/net"     # the init process's namespace: the host's, as on a plain machine
@@ -123,7 +126,7 @@ class FakeKernel:
         self._depth = 0
         host = self._new_netns(HOST)
         self.namespaces[INIT] = host
-        host.links["lo"].up = True
+        _bring_up(host, "lo")
         eth0 = host.new_link("eth0", None, up=True)
         host.addresses["eth0"] = ["10.0.0.2/24"]
         host.routes += [Route("10.0.0.0/24", "eth0", None, False), Route("0.0.0.0/0", "eth0", "10.0.0.1", False)]
@@ -132,7 +135,7 @@ class FakeKernel:
 
     def _new_netns(self, path: str) -> NetnsState:
         ns = NetnsState(next(self._ids))
-        lo = ns.new_link("lo", None)
+        lo = ns.new_link("lo", None, mtu=65536)
         lo.mac = "00:00:00:00:00:00"
         self.namespaces[path] = ns
         return ns
@@ -237,6 +240,13 @@ def _remove_link(ns: NetnsState, name: str) -> None:
         if peer_name in peer_ns.links:
             peer_ns.links[peer_name].peer = None
             _remove_link(peer_ns, peer_name)
+
+
+def _bring_up(ns: NetnsState, name: str) -> None:
+    """Up; ``lo`` gets its addresses then (their routes are in the local table, not main)."""
+    ns.links[name].up = True
+    if name == "lo" and not ns.addresses["lo"]:
+        ns.addresses["lo"] = ["127.0.0.1/8", "::1/128"]
 
 
 def _connected_route(cidr: str, dev: str) -> Route | None:
@@ -374,7 +384,10 @@ class FakeNamespace:
             self.ns.addresses[new_name] = self.ns.addresses.pop(name)
             link.name = new_name
         if "state" in settings:
-            link.up = settings.pop("state") == "up"
+            if settings.pop("state") == "up":
+                _bring_up(self.ns, link.name)
+            else:
+                link.up = False
         if "mtu" in settings:
             link.mtu = settings.pop("mtu")
         if "address" in settings:
@@ -399,6 +412,7 @@ class FakeNamespace:
             return False
         master = self.ns.by_index(link.master)
         if link.alias != alias and not _legacy_port(link, {link.master} if master and master.alias == alias else set()):
+            log.warning("left link %s alone: it is not muslin's (alias %r, not %r)", name, link.alias, alias)
             return False
         return self.delete_link(name)
 
@@ -436,12 +450,17 @@ class FakeNamespace:
     def configure_interface(self, name: str, *, addresses: list[str], gateways: list[str],
                             default_dev: bool = False, announce: bool = False) -> None:
         self._index(name)
-        self.ns.links["lo"].up = True
+        _bring_up(self.ns, "lo")
+        key = name.replace(".", "/")
         if not any(":" in cidr for cidr in addresses):
-            self.ns.sysctls[f"net.ipv6.conf.{name}.disable_ipv6"] = "1"
+            self.ns.sysctls[f"net.ipv6.conf.{key}.disable_ipv6"] = "1"
+        elif announce:
+            self.ns.sysctls[f"net.ipv6.conf.{key}.ndisc_notify"] = "1"
+        if announce:
+            self.ns.sysctls[f"net.ipv4.conf.{key}.arp_notify"] = "1"
         for cidr in addresses:
             self._add_address(name, cidr)
-        self.ns.links[name].up = True
+        _bring_up(self.ns, name)
         for gw in gateways:
             self._replace_route(Route("::/0" if ":" in gw else "0.0.0.0/0", name, gw, False))
         if default_dev:
@@ -461,13 +480,17 @@ class FakeNamespace:
     def delete_route(self, dst: str, *, dev: str) -> None:
         self.ns.routes = [r for r in self.ns.routes if (r.dst, r.dev) != (dst, dev)]
 
+    def _unicast_routes(self) -> list[Route]:
+        """What the real one lists: a default route has no destination attribute, so none."""
+        return [r for r in self.ns.routes if not r.dst.endswith("/0")]
+
     @_call
     def routes(self, dev: str) -> dict[str, str | None]:
-        return {r.dst: r.via for r in self.ns.routes if r.dev == dev}
+        return {r.dst: r.via for r in self._unicast_routes() if r.dev == dev}
 
     @_call
     def route_destinations(self) -> list[str]:
-        return [r.dst for r in self.ns.routes]
+        return [r.dst for r in self._unicast_routes()]
 
     @_call
     def has_default_route(self) -> bool:
