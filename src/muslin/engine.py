@@ -568,7 +568,9 @@ class Engine:
                     other = same[0][1]["id"]
                     raise Conflict(f'Conflict. The container name "/{name}" is already in use by container "{other}". '
                                    "You have to remove (or rename) that container to be able to reuse that name.")
-                names.check_not_an_id("container", name, (d["id"] for _, d in self.store.docs("containers")))
+                # only the IDs the name could be (by the primary key): reading every container made each run slower
+                ids = self.store.docs("containers", "id >= ? AND id < ? || 'g'", (name, name))
+                names.check_not_an_id("container", name, (d["id"] for _, d in ids))
             if network in (None, "", "default", DEFAULT_BRIDGE):
                 if ip or ip6 or aliases:  # refused before the default bridge is made
                     check_endpoint_settings(None, ip, ip6, aliases)

@@ -8,6 +8,7 @@ integration tests that do the same on the real kernel.
 from __future__ import annotations
 
 import statistics
+import time
 
 import pytest
 
@@ -246,3 +247,26 @@ def test_an_attach_costs_the_engine_no_more_after_many_containers(fake_engine):
     times = attach_times(engine, "big", 300)
     early, late = statistics.median(times[5:15]), statistics.median(times[-10:])
     assert late / early < 3, f"attach #300 took {late / early:.1f}x attach #10"
+
+
+def test_a_run_costs_the_engine_no_more_after_many_containers(fake_engine):
+    """``muslin run NAME`` #600 against #10: the check that a name is no container's ID
+    must not read every container."""
+    _, engine = fake_engine
+    engine.create_network("big", subnets=["10.64.0.0/16"])
+    times = []
+    for i in range(600):
+        start = time.perf_counter()
+        engine.create_container(f"c{i}", "big")
+        times.append(time.perf_counter() - start)
+    early, late = statistics.median(times[5:15]), statistics.median(times[-10:])
+    assert late / early < 3, f"run #600 took {late / early:.1f}x run #10"
+
+
+@pytest.mark.parametrize("length", [64, 12])
+def test_a_container_name_that_is_another_containers_id_is_refused(fake_engine, length):
+    _, engine = fake_engine
+    con = engine.create_container("c1", "none")
+    engine.create_container(con.id[:11], "none")  # shorter than what ls shows: a name like any other
+    with pytest.raises(Conflict, match=f"^container name {con.id[:length]} is the ID of another container$"):
+        engine.create_container(con.id[:length], "none")
