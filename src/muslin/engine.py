@@ -83,15 +83,18 @@ class Engine:
     """The state of one muslin root, applied to one host network namespace.
 
     ``netns`` names the host namespace (None: the one this process runs in);
-    the daemon uses its own, tests point it at a lab host.
+    the daemon uses its own, tests point it at a lab host. ``kernel`` is what every
+    namespace is reached through: :mod:`muslin.kernel`, or a stand-in with the same
+    ``Namespace`` and netns functions (unit tests run the engine on an in-memory one).
     """
 
-    def __init__(self, root: str, netns: str | None = None):
+    def __init__(self, root: str, netns: str | None = None, kernel=kernel):
         self.root = paths.prepare_root(root)
         db = os.path.join(self.root, "muslin.db")
         os.close(paths.open_private(db, os.O_RDWR | os.O_CREAT))  # 0600, and never a link SQLite would follow
         self.store = Store(db)
-        self.host = Namespace(netns)
+        self.kernel = kernel
+        self.host = kernel.Namespace(netns)
         self.tag = hashlib.sha256(self.root.encode()).hexdigest()[:8]
         self._drivers: dict[str, Driver] = {}
         self._lock = threading.RLock()
@@ -433,7 +436,7 @@ class Engine:
             path, pid_start = f"/proc/{pid}/ns/net", start
         else:
             path, pid_start = os.path.abspath(netns), None
-        if not kernel.netns_alive(path):
+        if not self.kernel.netns_alive(path):
             raise InvalidParameter(f"{path} is not a network namespace")
         if self._is_host_netns(path):
             what = f"process {pid}" if pid is not None else path
@@ -454,9 +457,9 @@ class Engine:
     def _is_host_netns(self, path: str) -> bool:
         """Is ``path`` the namespace this engine serves, the one it runs in, or the init
         process's (compared by namespace identity, whatever path names it)."""
-        target = kernel.netns_id(path)
-        hosts = [self.host.path or kernel.own_netns(), kernel.own_netns(), "/proc/1/ns/net"]
-        return any(kernel.netns_alive(h) and kernel.netns_id(h) == target for h in hosts)
+        target = self.kernel.netns_id(path)
+        hosts = [self.host.path or self.kernel.own_netns(), self.kernel.own_netns(), "/proc/1/ns/net"]
+        return any(self.kernel.netns_alive(h) and self.kernel.netns_id(h) == target for h in hosts)
 
     def _default_route_wanted(self, con: Container, sandbox: Namespace, first: bool,
                               warnings: list | None = None) -> bool:
@@ -473,7 +476,7 @@ class Engine:
 
     def _connect(self, net: Network, con: Container, ip, ip6, aliases, warnings: list | None = None) -> Endpoint:
         check_endpoint_settings(net, ip, ip6, aliases)
-        if not kernel.netns_alive(con.netns):
+        if not self.kernel.netns_alive(con.netns):
             raise Conflict(f"container {con.name} is not running")
         for ep in self.endpoints(container=con, states=("active", "pending", "removing")):
             if ep.network_id == net.id:
@@ -506,7 +509,7 @@ class Engine:
             checkpoint("connect.reserved")
             driver = self.driver(net.driver)
             first = not any(e.id != ep.id for e in self.endpoints(container=con, states=("active", "pending")))
-            with Namespace(con.netns) as sandbox, Undo() as undo:
+            with self.kernel.Namespace(con.netns) as sandbox, Undo() as undo:
                 first = self._default_route_wanted(con, sandbox, first, warnings)
                 undo.push(driver.leave, self.host, con.netns, net, ep)
                 mac = driver.join(self.host, sandbox, con.netns, net, ep, default_route=first)
@@ -565,7 +568,9 @@ class Engine:
                     other = same[0][1]["id"]
                     raise Conflict(f'Conflict. The container name "/{name}" is already in use by container "{other}". '
                                    "You have to remove (or rename) that container to be able to reuse that name.")
-                names.check_not_an_id("container", name, (d["id"] for _, d in self.store.docs("containers")))
+                # only the IDs the name could be (by the primary key): reading every container made each run slower
+                ids = self.store.docs("containers", "id >= ? AND id < ? || 'g'", (name, name))
+                names.check_not_an_id("container", name, (d["id"] for _, d in ids))
             if network in (None, "", "default", DEFAULT_BRIDGE):
                 if ip or ip6 or aliases:  # refused before the default bridge is made
                     check_endpoint_settings(None, ip, ip6, aliases)
@@ -584,18 +589,18 @@ class Engine:
             self.store.put("containers", con.id, con.name, "pending", con.to_doc())
             try:
                 checkpoint("run.reserved")
-                kernel.create_netns(con.netns)
+                self.kernel.create_netns(con.netns)
                 checkpoint("run.netns")
                 paths.private_dir(os.path.dirname(con.log))
                 os.close(paths.open_private(con.log, os.O_WRONLY | os.O_CREAT | os.O_EXCL))
                 if net is not None:
                     self._connect(net, con, ip, ip6, list(aliases))
                 else:
-                    with Namespace(con.netns) as sandbox:
+                    with self.kernel.Namespace(con.netns) as sandbox:
                         sandbox.set_link("lo", state="up")
                 self.store.set_state("containers", con.id, "active")
             except BaseException:
-                kernel.remove_netns(con.netns)
+                self.kernel.remove_netns(con.netns)
                 _unlink_if_there(con.log)
                 self.store.delete("containers", con.id)
                 raise
@@ -648,7 +653,7 @@ class Engine:
         if con.exit_code is not None:
             return "exited"
         if con.pid is None:
-            return "running" if not con.owns_netns and kernel.netns_alive(con.netns) else "created"
+            return "running" if not con.owns_netns and self.kernel.netns_alive(con.netns) else "created"
         return "running" if _process_start(con.pid) == con.pid_start else "exited"
 
     def remove_container(self, ref: str, force: bool = False) -> Container:
@@ -677,7 +682,7 @@ class Engine:
                 self.store.release_owner(ep.id)
                 self.store.delete("endpoints", ep.id)
         if con.owns_netns:
-            step(kernel.remove_netns, con.netns)
+            step(self.kernel.remove_netns, con.netns)
             if con.log:
                 try:
                     os.unlink(con.log)
@@ -693,7 +698,7 @@ class Engine:
         if con.pid is not None and type(con.pid) is not int:
             log.warning("container %s: recorded PID %r is not a number; killing only what is in its namespace",
                         con.name, con.pid)
-        victims = {pid: _process_start(pid) for pid in kernel.pids_in_netns(con.netns)}
+        victims = {pid: _process_start(pid) for pid in self.kernel.pids_in_netns(con.netns)}
         if type(con.pid) is int and _process_start(con.pid) == con.pid_start and _in_netns(con.pid, con.netns):
             victims[con.pid] = con.pid_start
         for pid in victims:
@@ -810,7 +815,7 @@ class Engine:
                 try:
                     ep = Endpoint.from_doc(doc)
                     net = nets.get(ep.network_id)
-                    alive = con is not None and con_state == "active" and kernel.netns_alive(con.netns)
+                    alive = con is not None and con_state == "active" and self.kernel.netns_alive(con.netns)
                     if state != "active" or not alive or net is None:
                         self._forget_endpoint(net, ep)
                         done["rolled_back"] += 1
@@ -832,7 +837,7 @@ class Engine:
                     if state in ("pending", "removing"):
                         self._finish_container_removal(con)
                         done["rolled_back"] += 1
-                    elif state == "active" and not con.owns_netns and not kernel.netns_alive(con.netns):
+                    elif state == "active" and not con.owns_netns and not self.kernel.netns_alive(con.netns):
                         self.store.delete("containers", cid)  # another runtime's container is gone
                 except Exception as exc:  # noqa: BLE001 - set aside, never stop the start
                     done["set_aside"] += 1
@@ -866,7 +871,7 @@ class Engine:
         driver = self.driver(net.driver)
         if driver.joined(self.host, con.netns, net, ep):
             return False
-        with Namespace(con.netns) as sandbox:
+        with self.kernel.Namespace(con.netns) as sandbox:
             siblings = self.endpoints(container=con)
             first = min(siblings, key=lambda e: int(e.ifname[3:] or 0)).id == ep.id if siblings else True
             try:
@@ -898,7 +903,7 @@ class Engine:
         known = {c.netns for c in self.containers(("active", "pending", "removing", "dead"))}
         for entry in os.listdir(pins) if os.path.isdir(pins) else ():
             path = os.path.join(pins, entry)
-            if names.ID_RE.fullmatch(entry) and path not in known and kernel.netns_alive(path):
-                kernel.remove_netns(path)
+            if names.ID_RE.fullmatch(entry) and path not in known and self.kernel.netns_alive(path):
+                self.kernel.remove_netns(path)
                 removed += 1
         return removed

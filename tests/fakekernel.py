@@ -1,0 +1,569 @@
+"""An in-memory kernel for unit tests of the engine: no root, no namespaces, no time.
+
+:class:`FakeKernel` stands where :mod:`muslin.kernel` does (``Engine(root, kernel=fake)``):
+it offers ``Namespace`` and the netns functions the engine calls, keeps links, addresses,
+routes, neighbours, FDB entries, sysctls and firewall rule specs per namespace, records
+every call in order (``fake.calls``), and fails a chosen call on request
+(``fake.fail(...)``), raising as the real layer raises: :class:`KernelError` with the
+errno. It models only what the real layer does — it checks nothing the kernel would not.
+"""
+
+from __future__ import annotations
+
+import errno
+import functools
+import itertools
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+
+from muslin.errors import KernelError
+from muslin.kernel import Interface, Link, Route
+
+log = logging.getLogger("muslin")
+
+HOST = "/proc/self/ns/net"  # what own_netns() names in the fake
+INIT = "/proc/1/ns/net"     # the init process's namespace: the host's, as on a plain machine
+
+
+def _error(what: str, code: int) -> KernelError:
+    err = KernelError(f"cannot {what}: {os.strerror(code)}")
+    err.errno = code
+    return err
+
+
+@dataclass
+class FakeLink:
+    index: int
+    name: str
+    kind: str | None
+    alias: str | None = None
+    master: int | None = None
+    lower: int | None = None
+    up: bool = False
+    mtu: int = 1500
+    mac: str = ""
+    peer: tuple | None = None  # a veth's other end: (namespace, name)
+    isolated: bool = False
+
+    def view(self) -> Link:
+        return Link(self.index, self.name, self.kind, self.alias, self.master, self.lower, self.up, self.mtu, self.mac)
+
+
+@dataclass
+class NetnsState:
+    """One network namespace's kernel objects."""
+
+    ident: int
+    links: dict[str, FakeLink] = field(default_factory=dict)
+    addresses: dict[str, list[str]] = field(default_factory=dict)  # link name -> addr/prefix
+    routes: list[Route] = field(default_factory=list)
+    neighbours: dict[tuple[str, str], str] = field(default_factory=dict)  # (dev, ip) -> mac
+    fdb: dict[tuple[str, str], str] = field(default_factory=dict)  # (dev, mac) -> vtep
+    sysctls: dict[str, str] = field(default_factory=dict)
+    tables: dict[str, list] = field(default_factory=dict)  # nftables table -> rule specs
+    _indexes: itertools.count = field(default_factory=lambda: itertools.count(1))
+
+    def new_link(self, name: str, kind: str | None, **attrs) -> FakeLink:
+        link = FakeLink(next(self._indexes), name, kind, **attrs)
+        if not link.mac:
+            link.mac = "02:00:00:%02x:%02x:%02x" % (self.ident % 256, link.index // 256 % 256, link.index % 256)
+        self.links[name] = link
+        self.addresses[name] = []
+        return link
+
+    def by_index(self, index: int | None) -> FakeLink | None:
+        return next((link for link in self.links.values() if link.index == index), None)
+
+    def snapshot(self) -> dict:
+        """Everything in the namespace, comparable with ``==`` (indexes and MACs left out:
+        a link made again gets new ones, as in the kernel)."""
+        names = {link.index: link.name for link in self.links.values()}
+        return {
+            "links": {n: (l.kind, l.alias, names.get(l.master), l.up, l.mtu, l.isolated) for n, l in self.links.items()},
+            "addresses": {n: sorted(a) for n, a in self.addresses.items()},
+            "routes": sorted(map(repr, self.routes)),
+            "neighbours": dict(self.neighbours),
+            "fdb": dict(self.fdb),
+            "sysctls": dict(self.sysctls),
+            "tables": {t: list(r) for t, r in self.tables.items()},
+        }
+
+
+def _call(method):
+    """Record a call from outside (the engine, a driver) and fail it when told to; calls the
+    fake makes to itself are neither recorded nor failed, as the real layer's worker makes them."""
+
+    @functools.wraps(method)
+    def call(self, *args, **kwargs):
+        kernel = self._kernel if isinstance(self, FakeNamespace) else self
+        if kernel._depth:
+            return method(self, *args, **kwargs)
+        kernel._record(self.path if isinstance(self, FakeNamespace) else "kernel", method.__name__, args, kwargs)
+        kernel._depth += 1
+        try:
+            return method(self, *args, **kwargs)
+        finally:
+            kernel._depth -= 1
+
+    return call
+
+
+class FakeKernel:
+    """The module-level side of the kernel layer, and the home of every fake namespace.
+
+    The host namespace has ``lo``, ``eth0`` (10.0.0.2/24, default route via 10.0.0.1) and
+    forwarding already on; ``Namespace(None)`` is it, as are ``own_netns()`` and
+    ``/proc/1/ns/net``.
+    """
+
+    def __init__(self):
+        self._ids = itertools.count(1)
+        self.namespaces: dict[str, NetnsState] = {}
+        self.calls: list[tuple] = []  # (namespace path, None for the host's, or "kernel"; call, args, kwargs)
+        self._failures: list[list] = []  # [call name or index, remaining, errno]
+        self._depth = 0
+        host = self._new_netns(HOST)
+        self.namespaces[INIT] = host
+        _bring_up(host, "lo")
+        eth0 = host.new_link("eth0", None, up=True)
+        host.addresses["eth0"] = ["10.0.0.2/24"]
+        host.routes += [Route("10.0.0.0/24", "eth0", None, False), Route("0.0.0.0/0", "eth0", "10.0.0.1", False)]
+        host.sysctls.update({"net.ipv4.ip_forward": "1", "net.ipv6.conf.all.forwarding": "1"})
+        assert eth0.index == 2
+
+    def _new_netns(self, path: str) -> NetnsState:
+        ns = NetnsState(next(self._ids))
+        lo = ns.new_link("lo", None, mtu=65536)
+        lo.mac = "00:00:00:00:00:00"
+        self.namespaces[path] = ns
+        return ns
+
+    @property
+    def host(self) -> NetnsState:
+        return self.namespaces[HOST]
+
+    def state(self, path: str | None) -> NetnsState:
+        return self.namespaces[HOST if path is None else path]
+
+    def snapshot(self) -> dict:
+        """Every namespace (by the first path that names it) and what is in it."""
+        out, seen = {}, set()
+        for path, ns in self.namespaces.items():
+            if ns.ident not in seen:
+                seen.add(ns.ident)
+                out[path] = ns.snapshot()
+        return out
+
+    # -- recording and failing --------------------------------------------------
+
+    def fail(self, call: str | int, *, nth: int = 1, code: int = errno.EPERM) -> None:
+        """Make a call fail with ``code``: the ``nth`` call named ``call`` from now on
+        (``"add_veth"``, ``"create_netns"``, ``"Namespace"``), or, given an int, the call
+        that would be ``calls[call]``."""
+        self._failures.append([call, nth, code])
+
+    def calls_named(self, name: str) -> list[tuple]:
+        return [c for c in self.calls if c[1] == name]
+
+    def _record(self, path, name, args, kwargs) -> None:
+        index = len(self.calls)
+        self.calls.append((path, name, args, kwargs))
+        for failure in self._failures:
+            target, _, code = failure
+            if target == index or target == name:
+                failure[1] -= 1
+                if failure[1] == 0:
+                    self._failures.remove(failure)
+                    raise _error(f"{name} (injected)", code)
+
+    # -- what muslin.kernel offers at module level --------------------------------
+
+    @_call
+    def Namespace(self, path: str | None = None) -> "FakeNamespace":  # noqa: N802 - stands for the class
+        return FakeNamespace(self, path)
+
+    @_call
+    def create_netns(self, path: str) -> int:
+        if path in self.namespaces:
+            raise KernelError(f"network namespace {path} already exists")
+        return self._new_netns(path).ident
+
+    @_call
+    def remove_netns(self, path: str) -> None:
+        """The namespace goes, and with it its links; a veth's peer elsewhere goes too."""
+        ns = self.namespaces.pop(path, None)
+        if ns is None or ns in self.namespaces.values():
+            return  # not pinned there, or still pinned (or the host) under another path
+        for link in list(ns.links.values()):
+            if link.peer is not None and link.peer[0] in self.namespaces.values():
+                _remove_link(link.peer[0], link.peer[1])
+
+    @_call
+    def netns_alive(self, path: str) -> bool:
+        return path in self.namespaces
+
+    @_call
+    def netns_id(self, path: str) -> tuple[int, int]:
+        if path not in self.namespaces:  # os.stat's error, as the real one raises it
+            raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), path)
+        return 4, self.namespaces[path].ident
+
+    @_call
+    def own_netns(self) -> str:
+        return HOST
+
+    @_call
+    def pids_in_netns(self, path: str) -> list[int]:
+        return []  # the fake runs no processes
+
+    def bind(self, path: str, target: str) -> None:
+        """Make ``path`` name the namespace at ``target`` too (a bind mount, ``/proc/PID/ns/net``)."""
+        self.namespaces[path] = self.namespaces[target]
+
+
+def _remove_link(ns: NetnsState, name: str) -> None:
+    """What the kernel does when a link goes: its addresses, routes, neighbours and sysctls go
+    with it, its ports are set loose, and a veth takes its peer along."""
+    link = ns.links.pop(name)
+    ns.addresses.pop(name, None)
+    ns.routes = [r for r in ns.routes if r.dev != name]
+    ns.neighbours = {k: v for k, v in ns.neighbours.items() if k[0] != name}
+    ns.fdb = {k: v for k, v in ns.fdb.items() if k[0] != name}
+    ns.sysctls = {k: v for k, v in ns.sysctls.items() if f".conf.{name.replace('.', '/')}." not in k}
+    for other in ns.links.values():
+        if other.master == link.index:
+            other.master = None
+    if link.peer is not None:
+        peer_ns, peer_name = link.peer
+        if peer_name in peer_ns.links:
+            peer_ns.links[peer_name].peer = None
+            _remove_link(peer_ns, peer_name)
+
+
+def _bring_up(ns: NetnsState, name: str) -> None:
+    """Up; ``lo`` gets its addresses then (their routes are in the local table, not main)."""
+    ns.links[name].up = True
+    if name == "lo" and not ns.addresses["lo"]:
+        ns.addresses["lo"] = ["127.0.0.1/8", "::1/128"]
+
+
+def _connected_route(cidr: str, dev: str) -> Route | None:
+    """The prefix route the kernel adds with an address (none for a host address)."""
+    import ipaddress
+
+    iface = ipaddress.ip_interface(cidr)
+    if iface.network.prefixlen == iface.max_prefixlen:
+        return None
+    return Route(str(iface.network), dev, None, False)
+
+
+def _legacy_port(link: FakeLink, tagged: set) -> bool:
+    """As the real layer has it: an untagged ``veth<id11>`` port of a tagged bridge."""
+    import re
+
+    return (link.alias is None and link.kind == "veth" and link.master in tagged
+            and re.fullmatch(r"veth[0-9a-f]{11}", link.name) is not None)
+
+
+class FakeNamespace:
+    """``muslin.kernel.Namespace`` over a :class:`NetnsState`; entering one that does not
+    exist fails as the real one does."""
+
+    def __init__(self, kernel: FakeKernel, path: str | None = None):
+        self._kernel = kernel
+        self.path = path
+        key = HOST if path is None else path
+        if key not in kernel.namespaces:
+            raise KernelError(f"cannot enter network namespace {path}: [Errno 2] No such file or directory")
+        self.ns = kernel.namespaces[key]
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> "FakeNamespace":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _index(self, name: str) -> int:
+        if name not in self.ns.links:
+            raise KernelError(f"link {name} not found")
+        return self.ns.links[name].index
+
+    def _new(self, what: str, name: str, kind: str | None, ns: NetnsState | None = None, **attrs) -> FakeLink:
+        ns = ns or self.ns
+        if name in ns.links:
+            raise _error(f"{what} {name}", errno.EEXIST)
+        return ns.new_link(name, kind, **attrs)
+
+    # -- links ------------------------------------------------------------------
+
+    @_call
+    def links(self) -> list[Link]:
+        return [link.view() for link in self.ns.links.values()]
+
+    @_call
+    def link(self, name: str) -> Link | None:
+        link = self.ns.links.get(name)
+        return link.view() if link else None
+
+    @_call
+    def add_bridge(self, name: str, *, mtu: int | None = None, alias: str | None = None,
+                   mac: str | None = None) -> Link:
+        existing = self.ns.links.get(name)
+        if existing is not None and (existing.kind != "bridge" or existing.alias != alias):
+            raise KernelError(f"cannot create bridge {name}: a link with that name already exists")
+        link = existing or self.ns.new_link(name, "bridge", mac=mac or "")
+        link.alias, link.up = alias or link.alias, True
+        if mtu:
+            link.mtu = mtu
+        return link.view()
+
+    @_call
+    def add_veth(self, name: str, peer: str, peer_netns: str, *, peer_mac: str | None = None,
+                 mtu: int | None = None, master: str | None = None, alias: str | None = None,
+                 isolated: bool = False) -> None:
+        master_index = self._index(master) if master else None
+        other = self._kernel.namespaces.get(peer_netns)
+        if other is None:
+            raise _error(f"create veth {name}", errno.ENOENT)
+        if name in self.ns.links or peer in other.links:
+            raise _error(f"create veth {name}", errno.EEXIST)
+        host_end = self.ns.new_link(name, "veth", alias=alias, master=master_index, up=True, mtu=mtu or 1500,
+                                    isolated=isolated)
+        sandbox_end = other.new_link(peer, "veth", mtu=mtu or 1500, mac=peer_mac or "")
+        host_end.peer, sandbox_end.peer = (other, peer), (self.ns, name)
+
+    @_call
+    def wait_port_forwarding(self, name: str, timeout: float = 2.0) -> bool:
+        link = self.ns.links.get(name)
+        if link is None:
+            raise _error(f"look up link {name}", errno.ENODEV)
+        return link.master is not None and link.up
+
+    @_call
+    def add_vlan(self, name: str, parent: str, vid: int, *, alias: str | None = None) -> None:
+        self._new("create vlan", name, "vlan", lower=self._index(parent), alias=alias, up=True)
+
+    @_call
+    def add_dummy(self, name: str, *, alias: str | None = None) -> None:
+        self._new("create dummy", name, "dummy", alias=alias, up=True)
+
+    @_call
+    def add_macvlan(self, name: str, parent: str, *, mode: str, netns: str | None = None,
+                    mac: str | None = None, alias: str | None = None) -> None:
+        self._add_lower_link("macvlan", name, parent, netns, mac=mac or "", alias=None if netns else alias)
+
+    @_call
+    def add_ipvlan(self, name: str, parent: str, *, mode: str, flag: str, netns: str | None = None) -> None:
+        self._add_lower_link("ipvlan", name, parent, netns, mac=self.ns.links.get(parent, FakeLink(0, "", None)).mac)
+
+    def _add_lower_link(self, kind: str, name: str, parent: str, netns: str | None, **attrs) -> None:
+        lower = self._index(parent)
+        target = self._kernel.namespaces.get(netns) if netns else self.ns
+        if target is None:
+            raise _error(f"create {kind} {name}", errno.ENOENT)
+        self._new(f"create {kind}", name, kind, ns=target, lower=lower, up=netns is None, **attrs)
+
+    @_call
+    def addresses(self, name: str) -> list[str]:
+        return sorted(self.ns.addresses.get(name, []), key=lambda c: ":" in c)
+
+    @_call
+    def set_link(self, name: str, **settings) -> None:
+        self._index(name)
+        link = self.ns.links[name]
+        new_name = settings.pop("ifname", None)
+        if new_name and new_name != name:
+            if new_name in self.ns.links:
+                raise _error(f"set {name}", errno.EEXIST)
+            self.ns.links[new_name] = self.ns.links.pop(name)
+            self.ns.addresses[new_name] = self.ns.addresses.pop(name)
+            link.name = new_name
+        if "state" in settings:
+            if settings.pop("state") == "up":
+                _bring_up(self.ns, link.name)
+            else:
+                link.up = False
+        if "mtu" in settings:
+            link.mtu = settings.pop("mtu")
+        if "address" in settings:
+            link.mac = settings.pop("address")
+        if settings:
+            raise TypeError(f"the fake kernel does not set {sorted(settings)}")
+
+    @_call
+    def tag_link(self, name: str, alias: str) -> None:
+        self._index(name)
+        self.ns.links[name].alias = alias
+
+    @_call
+    def owned_links(self, alias: str) -> list[Link]:
+        tagged = {link.index for link in self.ns.links.values() if link.alias == alias}
+        return [link.view() for link in self.ns.links.values() if link.index in tagged or _legacy_port(link, tagged)]
+
+    @_call
+    def delete_owned_link(self, name: str, alias: str) -> bool:
+        link = self.ns.links.get(name)
+        if link is None:
+            return False
+        master = self.ns.by_index(link.master)
+        if link.alias != alias and not _legacy_port(link, {link.master} if master and master.alias == alias else set()):
+            log.warning("left link %s alone: it is not muslin's (alias %r, not %r)", name, link.alias, alias)
+            return False
+        return self.delete_link(name)
+
+    @_call
+    def delete_link(self, name: str) -> bool:
+        if name not in self.ns.links:
+            return False
+        _remove_link(self.ns, name)
+        return True
+
+    # -- addresses and routes -------------------------------------------------------
+
+    def _add_address(self, name: str, cidr: str) -> None:
+        self._index(name)
+        if cidr not in self.ns.addresses[name]:
+            self.ns.addresses[name].append(cidr)
+            route = _connected_route(cidr, name)
+            if route is not None and route not in self.ns.routes:
+                self.ns.routes.append(route)
+
+    @_call
+    def add_address(self, name: str, cidr: str) -> None:
+        self._add_address(name, cidr)
+
+    @_call
+    def set_addresses(self, name: str, cidrs: list[str]) -> None:
+        self._index(name)
+        for old in [c for c in self.ns.addresses[name] if c not in cidrs]:
+            self.ns.addresses[name].remove(old)
+            self.ns.routes = [r for r in self.ns.routes if r != _connected_route(old, name)]
+        for cidr in cidrs:
+            self._add_address(name, cidr)
+
+    @_call
+    def configure_interface(self, name: str, *, addresses: list[str], gateways: list[str],
+                            default_dev: bool = False, announce: bool = False) -> None:
+        self._index(name)
+        _bring_up(self.ns, "lo")
+        key = name.replace(".", "/")
+        if not any(":" in cidr for cidr in addresses):
+            self.ns.sysctls[f"net.ipv6.conf.{key}.disable_ipv6"] = "1"
+        elif announce:
+            self.ns.sysctls[f"net.ipv6.conf.{key}.ndisc_notify"] = "1"
+        if announce:
+            self.ns.sysctls[f"net.ipv4.conf.{key}.arp_notify"] = "1"
+        for cidr in addresses:
+            self._add_address(name, cidr)
+        _bring_up(self.ns, name)
+        for gw in gateways:
+            self._replace_route(Route("::/0" if ":" in gw else "0.0.0.0/0", name, gw, False))
+        if default_dev:
+            for cidr in addresses:
+                self._replace_route(Route("::/0" if ":" in cidr else "0.0.0.0/0", name, None, False))
+
+    def _replace_route(self, route: Route) -> None:
+        self.ns.routes = [r for r in self.ns.routes if r.dst != route.dst] + [route]
+
+    @_call
+    def add_route(self, dst: str, *, dev: str, via: str | None = None, src: str | None = None,
+                  onlink: bool = False, proto: int | None = None) -> None:
+        self._index(dev)
+        self._replace_route(Route(dst, dev, via, onlink, src))
+
+    @_call
+    def delete_route(self, dst: str, *, dev: str) -> None:
+        self.ns.routes = [r for r in self.ns.routes if (r.dst, r.dev) != (dst, dev)]
+
+    def _unicast_routes(self) -> list[Route]:
+        """What the real one lists: a default route has no destination attribute, so none."""
+        return [r for r in self.ns.routes if not r.dst.endswith("/0")]
+
+    @_call
+    def routes(self, dev: str) -> dict[str, str | None]:
+        return {r.dst: r.via for r in self._unicast_routes() if r.dev == dev}
+
+    @_call
+    def route_destinations(self) -> list[str]:
+        return [r.dst for r in self._unicast_routes()]
+
+    @_call
+    def has_default_route(self) -> bool:
+        return any(r.dst in ("0.0.0.0/0", "::/0") for r in self.ns.routes)
+
+    @_call
+    def interfaces(self) -> list[Interface]:
+        return [Interface(l.index, l.name, l.up, l.mtu, tuple(self.addresses(l.name)))
+                for l in sorted(self.ns.links.values(), key=lambda l: l.index)]
+
+    # -- neighbours and forwarding database ---------------------------------------------
+
+    @_call
+    def set_neighbour(self, dev: str, ip: str, mac: str) -> None:
+        self._index(dev)
+        self.ns.neighbours[(dev, ip)] = mac
+
+    @_call
+    def delete_neighbour(self, dev: str, ip: str) -> None:
+        self.ns.neighbours.pop((dev, ip), None)
+
+    @_call
+    def permanent_neighbours(self, dev: str) -> dict[str, str]:
+        return {ip: mac for (d, ip), mac in self.ns.neighbours.items() if d == dev}
+
+    @_call
+    def set_fdb(self, dev: str, mac: str, dst: str) -> None:
+        self._index(dev)
+        self.ns.fdb[(dev, mac)] = dst
+
+    @_call
+    def delete_fdb(self, dev: str, mac: str, dst: str) -> None:
+        self.ns.fdb.pop((dev, mac), None)
+
+    @_call
+    def fdb(self, dev: str) -> dict[str, str]:
+        return {mac: dst for (d, mac), dst in self.ns.fdb.items() if d == dev}
+
+    # -- sysctls and firewall ------------------------------------------------------------
+
+    @_call
+    def sysctl(self, key: str, value: str | None = None) -> str:
+        """Per-interface keys exist only while their interface does (the real one's open()
+        then fails with ENOENT, an OSError, as here)."""
+        parts = key.split(".")
+        if len(parts) > 4 and parts[2] == "conf" and parts[3] not in ("all", "default") \
+                and parts[3].replace("/", ".") not in self.ns.links:
+            path = "/proc/sys/" + key.replace(".", "/")
+            raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), path)
+        if value is None:
+            return self.ns.sysctls.get(key, "0")
+        self.ns.sysctls[key] = str(value)
+        return str(value)
+
+    @_call
+    def apply_firewall(self, networks, table: str = "muslin") -> None:
+        """The table holds exactly the rule specs given; none: no table (as the real apply leaves it)."""
+        rules = list(networks)
+        if rules:
+            self.ns.tables[table] = rules
+        else:
+            self.ns.tables.pop(table, None)
+
+
+def attach_times(engine, network: str, count: int) -> list[float]:
+    """Seconds each ``connect`` of a namespace of another runtime, made beforehand, to
+    ``network`` took, in order: the engine's own cost when ``engine`` runs on a
+    :class:`FakeKernel` (``muslin run`` costs more: it checks its name against every ID)."""
+    out = []
+    for i in range(count):
+        path = f"/run/netns/bench{i}"
+        engine.kernel.create_netns(path)
+        start = time.perf_counter()
+        engine.connect(network, f"c{i}", netns=path)
+        out.append(time.perf_counter() - start)
+    return out
