@@ -887,6 +887,4 @@ def _errno(exc: BaseException) -> int | None:
 def _kernel_error(exc: BaseException, what: str) -> KernelError:
     code = _errno(exc)
     reason = os.strerror(code) if code else str(exc)
-    err = KernelError(f"cannot {what}: {reason}")
-    err.errno = code
-    return err
+    return KernelError(f"cannot {what}: {reason}", errno=code)
