@@ -22,6 +22,7 @@ import time
 from dataclasses import dataclass
 
 from muslin.errors import KernelError
+from muslin.kernel.calls import WorkerCalls, errno_of, in_worker, kernel_error
 # create_netns … pids_in_netns: re-exported, the engine reaches them as kernel.<name>
 from muslin.kernel.netns import (SIOCGSKNS, create_netns, inode, netns_alive, netns_id, own_netns,  # noqa: F401
                                  pids_in_netns, remove_netns, setns)
@@ -70,19 +71,7 @@ class Interface:
     addresses: tuple[str, ...]  # addr/prefix, IPv4 first
 
 
-def _in_worker(method):
-    """Run the decorated method in the namespace's worker thread."""
-
-    @functools.wraps(method)
-    def call(self, *args, **kwargs):
-        if threading.current_thread() is self._thread:
-            return method(self, *args, **kwargs)
-        return self._submit(method, self, *args, **kwargs)
-
-    return call
-
-
-class Namespace:
+class Namespace(WorkerCalls):
     """One network namespace, served by a worker thread that lives inside it.
 
     ``Namespace(None)`` is the namespace the process runs in. Use as a context
@@ -168,7 +157,7 @@ class Namespace:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    @_in_worker
+    @in_worker
     def run(self, fn, *args, **kwargs):
         """Run ``fn(*args, **kwargs)`` inside the namespace (for code that needs the thread itself)."""
         return fn(*args, **kwargs)
@@ -193,27 +182,21 @@ class Namespace:
             mac=msg.get_attr("IFLA_ADDRESS"),
         )
 
-    @_in_worker
+    @in_worker
     def links(self) -> list[Link]:
         return [self._link(m) for m in self.ipr.get_links()]
 
-    @_in_worker
+    @in_worker
     def link(self, name: str) -> Link | None:
         try:
             msgs = self.ipr.get_links(ifname=name)
         except Exception as exc:
-            if _errno(exc) == errno.ENODEV:
+            if errno_of(exc) == errno.ENODEV:
                 return None
-            raise _kernel_error(exc, f"look up link {name}") from None
+            raise kernel_error(exc, f"look up link {name}") from None
         return self._link(msgs[0]) if msgs else None
 
-    def _index(self, name: str) -> int:
-        found = self.ipr.link_lookup(ifname=name)
-        if not found:
-            raise KernelError(f"link {name} not found")
-        return found[0]
-
-    @_in_worker
+    @in_worker
     def add_bridge(self, name: str, *, mtu: int | None = None, alias: str | None = None, mac: str | None = None) -> Link:
         """Create (or adopt, when it already carries ``alias``) a bridge and bring it up."""
         existing = self.link(name)
@@ -234,7 +217,7 @@ class Namespace:
         self._do("bring up " + name, self.ipr.link, "set", index=index, state="up")
         return self.link(name)
 
-    @_in_worker
+    @in_worker
     def add_veth(self, name: str, peer: str, peer_netns: str, *, peer_mac: str | None = None,
                  mtu: int | None = None, master: str | None = None, alias: str | None = None,
                  isolated: bool = False) -> None:
@@ -259,7 +242,7 @@ class Namespace:
             self._do(f"isolate {name}", self.ipr.link, "set", index=self._index(name), kind="bridge_slave",
                      isolated=1)
 
-    @_in_worker
+    @in_worker
     def wait_port_forwarding(self, name: str, timeout: float = 2.0) -> bool:
         """Wait until bridge port ``name`` forwards and it and its bridge are operationally up;
         False if that takes longer than ``timeout`` seconds.
@@ -281,14 +264,14 @@ class Namespace:
                 return False
             time.sleep(0.002)
 
-    @_in_worker
+    @in_worker
     def add_vlan(self, name: str, parent: str, vid: int, *, alias: str | None = None) -> None:
         """An 802.1q sub-interface ``name`` of ``parent`` with VLAN id ``vid``, up."""
         self._do(f"create vlan {name}", self.ipr.link, "add", ifname=name, kind="vlan",
                  link=self._index(parent), vlan_id=vid)
         self._tag_and_bring_up(name, alias)
 
-    @_in_worker
+    @in_worker
     def add_dummy(self, name: str, *, alias: str | None = None) -> None:
         """A dummy link, up: a parent that leads nowhere."""
         self._do(f"create dummy {name}", self.ipr.link, "add", ifname=name, kind="dummy")
@@ -300,7 +283,7 @@ class Namespace:
             self._do("set alias of " + name, self.ipr.link, "set", index=index, IFLA_IFALIAS=alias)
         self._do("bring up " + name, self.ipr.link, "set", index=index, state="up")
 
-    @_in_worker
+    @in_worker
     def add_macvlan(self, name: str, parent: str, *, mode: str, netns: str | None = None,
                     mac: str | None = None, alias: str | None = None) -> None:
         """A macvlan of ``parent`` in ``mode`` (bridge, vepa, private, passthru), created
@@ -311,7 +294,7 @@ class Namespace:
             attrs["address"] = mac
         self._add_lower_link(name, attrs, netns, alias)
 
-    @_in_worker
+    @in_worker
     def add_ipvlan(self, name: str, parent: str, *, mode: str, flag: str, netns: str | None = None) -> None:
         """An ipvlan of ``parent``: ``mode`` l2, l3 or l3s; ``flag`` bridge, private or vepa."""
         attrs = {"ifname": name, "kind": "ipvlan", "link": self._index(parent),
@@ -325,7 +308,7 @@ class Namespace:
         if netns is None:
             self._tag_and_bring_up(name, alias)
 
-    @_in_worker
+    @in_worker
     def addresses(self, name: str) -> list[str]:
         """The addresses (``addr/prefix``) on a link, IPv4 first; [] when it does not exist."""
         found = self.ipr.link_lookup(ifname=name)
@@ -337,17 +320,17 @@ class Namespace:
                 out.append(f"{m.get_attr('IFA_ADDRESS')}/{m['prefixlen']}")
         return out
 
-    @_in_worker
+    @in_worker
     def set_link(self, name: str, **settings) -> None:
         """``set_link("eth0", state="up")``, ``mtu=…``, ``address=…``."""
         self._do(f"set {name}", self.ipr.link, "set", index=self._index(name), **settings)
 
-    @_in_worker
+    @in_worker
     def tag_link(self, name: str, alias: str) -> None:
         """Mark an existing link as ``alias``'s (IFLA_IFALIAS)."""
         self._do("set alias of " + name, self.ipr.link, "set", index=self._index(name), IFLA_IFALIAS=alias)
 
-    @_in_worker
+    @in_worker
     def owned_links(self, alias: str) -> list[Link]:
         """The links that are ``alias``'s: they carry it, or they are untagged veths named
         like muslin's endpoints and enslaved to a link that carries it (ports made before
@@ -356,7 +339,7 @@ class Namespace:
         tagged = {link.index for link in links if link.alias == alias}
         return [link for link in links if link.index in tagged or _legacy_port(link, tagged)]
 
-    @_in_worker
+    @in_worker
     def delete_owned_link(self, name: str, alias: str) -> bool:
         """Delete the link ``name`` only when it is ``alias``'s (see :meth:`owned_links`);
         anything else of that name is left alone, with a warning. True when it was deleted."""
@@ -369,7 +352,7 @@ class Namespace:
             return False
         return self.delete_link(name)
 
-    @_in_worker
+    @in_worker
     def delete_link(self, name: str) -> bool:
         """Delete a link by name; a link that is already gone is success."""
         found = self.ipr.link_lookup(ifname=name)
@@ -378,23 +361,23 @@ class Namespace:
         try:
             self.ipr.link("del", index=found[0])
         except Exception as exc:
-            if _errno(exc) in (errno.ENODEV, errno.ENOENT):
+            if errno_of(exc) in (errno.ENODEV, errno.ENOENT):
                 return False
-            raise _kernel_error(exc, f"delete link {name}") from None
+            raise kernel_error(exc, f"delete link {name}") from None
         return True
 
     # -- addresses and routes ------------------------------------------------
 
-    @_in_worker
+    @in_worker
     def add_address(self, name: str, cidr: str) -> None:
         """Add ``addr/prefix`` to a link; IPv6 without duplicate address detection. Idempotent."""
         try:
             self.ipr.addr("add", **_address(self._index(name), cidr))
         except Exception as exc:
-            if _errno(exc) != errno.EEXIST:
-                raise _kernel_error(exc, f"add address {cidr} to {name}") from None
+            if errno_of(exc) != errno.EEXIST:
+                raise kernel_error(exc, f"add address {cidr} to {name}") from None
 
-    @_in_worker
+    @in_worker
     def set_addresses(self, name: str, cidrs: list[str]) -> None:
         """Make ``cidrs`` the link's only addresses of global scope (link-local ones stay): a
         device that held another subnet before is not left answering for it."""
@@ -409,7 +392,7 @@ class Namespace:
         for cidr in cidrs:
             self._do(f"add address {cidr} to {name}", self.ipr.addr, "replace", **_address(index, cidr))
 
-    @_in_worker
+    @in_worker
     def configure_interface(self, name: str, *, addresses: list[str], gateways: list[str],
                             default_dev: bool = False, announce: bool = False) -> None:
         """Add the addresses, bring ``lo`` and ``name`` up, and add a default route via each
@@ -444,7 +427,7 @@ class Namespace:
                 self._do(f"add default route dev {name}", self.ipr.route, "replace",
                          family=family, dst=_DEFAULT[family], oif=index)
 
-    @_in_worker
+    @in_worker
     def add_route(self, dst: str, *, dev: str, via: str | None = None, src: str | None = None,
                   onlink: bool = False, proto: int | None = None) -> None:
         """A route to ``dst`` (CIDR) out of ``dev``, via ``via``, from ``src``; ``onlink``: the
@@ -463,7 +446,7 @@ class Namespace:
             attrs["proto"] = proto
         self._do(f"add route {dst} dev {dev}", self.ipr.route, "replace", **attrs)
 
-    @_in_worker
+    @in_worker
     def routes_by_proto(self, proto: int) -> list[Route]:
         """The main table's unicast routes made with ``proto`` (both families)."""
         names = {m["index"]: m.get_attr("IFLA_IFNAME") for m in self.ipr.get_links()}
@@ -476,16 +459,16 @@ class Namespace:
                                      m.get_attr("RTA_GATEWAY"), bool(m["flags"] & RTNH_F_ONLINK)))
         return out
 
-    @_in_worker
+    @in_worker
     def route_to(self, address: str) -> Route | None:
         """The route the kernel would use to reach ``address`` (``ip route get``); None when
         it is unreachable. ``src`` is the source address it would pick."""
         try:
             msgs = self.ipr.route("get", dst=address)
         except Exception as exc:
-            if _errno(exc) in (errno.ENETUNREACH, errno.EHOSTUNREACH):
+            if errno_of(exc) in (errno.ENETUNREACH, errno.EHOSTUNREACH):
                 return None
-            raise _kernel_error(exc, f"look up the route to {address}") from None
+            raise kernel_error(exc, f"look up the route to {address}") from None
         if not msgs:
             return None
         m = msgs[0]
@@ -494,12 +477,12 @@ class Namespace:
         return Route(f"{address}/{m['dst_len']}", link, m.get_attr("RTA_GATEWAY"), False,
                      src=m.get_attr("RTA_PREFSRC"))
 
-    @_in_worker
+    @in_worker
     def has_default_route(self) -> bool:
         """Does the main table hold a default route of either family (of any type)."""
         return any(m["dst_len"] == 0 for family in (2, 10) for m in self.ipr.get_routes(family=family, table=254))
 
-    @_in_worker
+    @in_worker
     def default_route_interface(self, family: int = 2) -> str | None:
         """The interface of the main table's default route (lowest metric), or None."""
         best = None
@@ -512,7 +495,7 @@ class Namespace:
             return None
         return self.ipr.get_links(best[1])[0].get_attr("IFLA_IFNAME")
 
-    @_in_worker
+    @in_worker
     def interfaces(self) -> list[Interface]:
         """Every link with its addresses (IPv4 first, then IPv6; ``addr/prefix``), in index order."""
         by_index: dict[int, list[str]] = {}
@@ -525,7 +508,7 @@ class Namespace:
             out.append(Interface(link.index, link.name, link.up, link.mtu, tuple(by_index.get(link.index, ()))))
         return out
 
-    @_in_worker
+    @in_worker
     def routes(self, dev: str) -> dict[str, str | None]:
         """The main table's routes out of ``dev``: destination CIDR -> next hop (None: on-link)."""
         found = self.ipr.link_lookup(ifname=dev)
@@ -539,7 +522,7 @@ class Namespace:
                     out[f"{dst}/{m['dst_len']}"] = m.get_attr("RTA_GATEWAY")
         return out
 
-    @_in_worker
+    @in_worker
     def delete_route(self, dst: str, *, dev: str) -> None:
         """Remove the route to ``dst`` out of ``dev``; idempotent."""
         found = self.ipr.link_lookup(ifname=dev)
@@ -547,7 +530,7 @@ class Namespace:
             self._quietly(f"delete route {dst} dev {dev}", self.ipr.route, "del",
                           family=10 if ":" in dst else 2, dst=dst, oif=found[0])
 
-    @_in_worker
+    @in_worker
     def route_destinations(self) -> list[str]:
         """Destinations (CIDR) of the main table's routes, both families; for pool overlap checks."""
         out = []
@@ -560,7 +543,7 @@ class Namespace:
 
     # -- tunnels, neighbours and forwarding database ----------------------------
 
-    @_in_worker
+    @in_worker
     def ensure_vxlan(self, name: str, *, vni: int, port: int, local: str, dev: str, mac: str | None = None,
                      mtu: int | None = None, alias: str | None = None) -> Link:
         """A vxlan device without learning (the control plane fills its FDB), up. One that
@@ -593,13 +576,13 @@ class Namespace:
         self._do(f"configure vxlan {name}", self.ipr.link, "set", index=self._index(name), **settings)
         return self.link(name)
 
-    @_in_worker
+    @in_worker
     def set_neighbour(self, dev: str, ip: str, mac: str) -> None:
         """A permanent neighbour entry ``ip`` -> ``mac`` on ``dev``."""
         self._do(f"set neighbour {ip} on {dev}", self.ipr.neigh, "replace", dst=ip, lladdr=mac,
                  ifindex=self._index(dev), state=NUD_PERMANENT)
 
-    @_in_worker
+    @in_worker
     def delete_neighbour(self, dev: str, ip: str) -> None:
         found = self.ipr.link_lookup(ifname=dev)
         if found:
@@ -612,41 +595,33 @@ class Namespace:
             return []
         return [m for family in families for m in self.ipr.get_neighbours(family=family, ifindex=found[0])]
 
-    @_in_worker
+    @in_worker
     def permanent_neighbours(self, dev: str) -> dict[str, str]:
         """The permanent neighbour entries on ``dev``: IP -> MAC."""
         return {m.get_attr("NDA_DST"): m.get_attr("NDA_LLADDR") for m in self._neighbour_entries(dev, (2, 10))
                 if m["state"] & NUD_PERMANENT and m.get_attr("NDA_DST")}
 
-    @_in_worker
+    @in_worker
     def set_fdb(self, dev: str, mac: str, dst: str) -> None:
         """A forwarding-database entry of a vxlan device: frames to ``mac`` go to VTEP ``dst``."""
         self._do(f"set fdb {mac} on {dev}", self.ipr.fdb, "replace", ifindex=self._index(dev), lladdr=mac,
                  dst=dst, state=NUD_PERMANENT, flags=NTF_SELF)
 
-    @_in_worker
+    @in_worker
     def delete_fdb(self, dev: str, mac: str, dst: str) -> None:
         found = self.ipr.link_lookup(ifname=dev)
         if found:
             self._quietly(f"delete fdb {mac} on {dev}", self.ipr.fdb, "del", ifindex=found[0], lladdr=mac, dst=dst)
 
-    @_in_worker
+    @in_worker
     def fdb(self, dev: str) -> dict[str, str]:
         """The static FDB entries of a vxlan device: MAC -> VTEP address."""
         return {m.get_attr("NDA_LLADDR"): m.get_attr("NDA_DST") for m in self._neighbour_entries(dev, (AF_BRIDGE,))
                 if m.get_attr("NDA_LLADDR") and m.get_attr("NDA_DST")}
 
-    def _quietly(self, what: str, fn, *args, **kwargs) -> None:
-        """An idempotent delete: what is already gone is success."""
-        try:
-            fn(*args, **kwargs)
-        except Exception as exc:
-            if _errno(exc) not in (errno.ENOENT, errno.ESRCH, errno.ENODEV):
-                raise _kernel_error(exc, what) from None
-
     # -- sysctls and firewall --------------------------------------------------
 
-    @_in_worker
+    @in_worker
     def sysctl(self, key: str, value: str | None = None) -> str:
         """Read, or write when ``value`` is given, a sysctl of this namespace (``net.ipv4.ip_forward``).
         As sysctl(8): a ``/`` in the key stands for a ``.`` in a name (``net.ipv6.conf.flannel/1.mtu``)."""
@@ -658,7 +633,7 @@ class Namespace:
             f.write(str(value))
         return str(value)
 
-    @_in_worker
+    @in_worker
     def nft(self):
         """The namespace's libnftables context (created in, and used from, this worker)."""
         if self._nft is None:
@@ -667,27 +642,18 @@ class Namespace:
             self._nft = Nftables()
         return self._nft
 
-    @_in_worker
+    @in_worker
     def apply_firewall(self, networks, table: str = "muslin") -> None:
         from muslin.kernel import firewall
 
         firewall.apply(self.nft(), networks, table)
 
-    @_in_worker
+    @in_worker
     def apply_fabric_rules(self, rules) -> None:
         """The fabric agent's tables (``firewall.FabricRules``; None removes them)."""
         from muslin.kernel import firewall
 
         self.nft().json_cmd(firewall.render_fabric(rules))
-
-    # -- helpers ----------------------------------------------------------------
-
-    @staticmethod
-    def _do(what: str, fn, *args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except Exception as exc:
-            raise _kernel_error(exc, what) from None
 
 
 _DEFAULT = {2: "0.0.0.0/0", 10: "::/0"}
@@ -744,14 +710,3 @@ def _legacy_port(link: Link, tagged: set) -> bool:
             and _LEGACY_PORT.fullmatch(link.name or "") is not None)
 
 
-def _errno(exc: BaseException) -> int | None:
-    code = getattr(exc, "code", None)
-    if isinstance(code, int):
-        return code
-    return getattr(exc, "errno", None)
-
-
-def _kernel_error(exc: BaseException, what: str) -> KernelError:
-    code = _errno(exc)
-    reason = os.strerror(code) if code else str(exc)
-    return KernelError(f"cannot {what}: {reason}", errno=code)
