@@ -19,10 +19,11 @@ import queue
 import re
 import threading
 import time
+from socket import AF_BRIDGE, AF_INET, AF_INET6
 from dataclasses import dataclass
 
 from muslin.errors import KernelError
-from muslin.kernel.calls import WorkerCalls, errno_of, in_worker, kernel_error
+from muslin.kernel.calls import FAMILIES, WorkerCalls, errno_of, family_of, in_worker, kernel_error
 # create_netns … pids_in_netns: re-exported, the engine reaches them as kernel.<name>
 from muslin.kernel.netns import (SIOCGSKNS, create_netns, inode, netns_alive, netns_id, own_netns,  # noqa: F401
                                  pids_in_netns, remove_netns, setns)
@@ -33,7 +34,6 @@ IFF_UP = 0x1
 IFA_F_NODAD = 0x02  # IPv6 address usable at once, as Docker configures it
 RTNH_F_ONLINK = 0x4
 NUD_PERMANENT = 0x80
-AF_BRIDGE = 7
 NTF_SELF = 0x2
 BR_STATE_FORWARDING = 3  # IFLA_BRPORT_STATE
 IPVLAN_MODES = {"l2": 0, "l3": 1, "l3s": 2}  # IFLA_IPVLAN_MODE
@@ -315,7 +315,7 @@ class Namespace(WorkerCalls):
         if not found:
             return []
         out = []
-        for family in (2, 10):
+        for family in FAMILIES:
             for m in self.ipr.get_addr(family=family, index=found[0]):
                 out.append(f"{m.get_attr('IFA_ADDRESS')}/{m['prefixlen']}")
         return out
@@ -383,7 +383,7 @@ class Namespace(WorkerCalls):
         device that held another subnet before is not left answering for it."""
         index = self._index(name)
         wanted = {c.lower() for c in cidrs}
-        for family in (2, 10):
+        for family in FAMILIES:
             for m in self.ipr.get_addr(family=family, index=index):
                 cidr = f"{m.get_attr('IFA_ADDRESS')}/{m['prefixlen']}".lower()
                 if cidr not in wanted and m["scope"] == 0:
@@ -419,11 +419,11 @@ class Namespace(WorkerCalls):
             self._do(f"add address {cidr} to {name}", self.ipr.addr, "replace", **_address(index, cidr))
         self._do(f"bring up {name}", self.ipr.link, "set", index=index, state="up")
         for gw in gateways:
-            family = 10 if ":" in gw else 2
+            family = family_of(gw)
             self._do(f"add default route via {gw}", self.ipr.route, "replace",
                      family=family, dst=_DEFAULT[family], gateway=gw, oif=index)
         if default_dev:
-            for family in sorted({10 if ":" in cidr else 2 for cidr in addresses}):
+            for family in sorted({family_of(cidr) for cidr in addresses}):
                 self._do(f"add default route dev {name}", self.ipr.route, "replace",
                          family=family, dst=_DEFAULT[family], oif=index)
 
@@ -434,7 +434,7 @@ class Namespace(WorkerCalls):
         next hop is on the link even without a connected route (a vxlan's ``.0`` addresses);
         ``proto`` marks who made it (``routes_by_proto`` finds them again).
         Replaces a route to the same destination."""
-        family = 10 if ":" in dst else 2
+        family = family_of(dst)
         attrs = {"family": family, "dst": dst, "oif": self._index(dev)}
         if via:
             attrs["gateway"] = via
@@ -451,7 +451,7 @@ class Namespace(WorkerCalls):
         """The main table's unicast routes made with ``proto`` (both families)."""
         names = {m["index"]: m.get_attr("IFLA_IFNAME") for m in self.ipr.get_links()}
         out = []
-        for family in (2, 10):
+        for family in FAMILIES:
             for m in self.ipr.get_routes(family=family, table=254, proto=proto):
                 dst = m.get_attr("RTA_DST")
                 if dst and m["type"] == 1 and m["proto"] == proto:
@@ -480,10 +480,10 @@ class Namespace(WorkerCalls):
     @in_worker
     def has_default_route(self) -> bool:
         """Does the main table hold a default route of either family (of any type)."""
-        return any(m["dst_len"] == 0 for family in (2, 10) for m in self.ipr.get_routes(family=family, table=254))
+        return any(m["dst_len"] == 0 for family in FAMILIES for m in self.ipr.get_routes(family=family, table=254))
 
     @in_worker
-    def default_route_interface(self, family: int = 2) -> str | None:
+    def default_route_interface(self, family: int = AF_INET) -> str | None:
         """The interface of the main table's default route (lowest metric), or None."""
         best = None
         for m in self.ipr.get_routes(family=family, table=254):
@@ -499,7 +499,7 @@ class Namespace(WorkerCalls):
     def interfaces(self) -> list[Interface]:
         """Every link with its addresses (IPv4 first, then IPv6; ``addr/prefix``), in index order."""
         by_index: dict[int, list[str]] = {}
-        for family in (2, 10):
+        for family in FAMILIES:
             for m in self.ipr.get_addr(family=family):
                 by_index.setdefault(m["index"], []).append(f"{m.get_attr('IFA_ADDRESS')}/{m['prefixlen']}")
         out = []
@@ -515,7 +515,7 @@ class Namespace(WorkerCalls):
         if not found:
             return {}
         out = {}
-        for family in (2, 10):
+        for family in FAMILIES:
             for m in self.ipr.get_routes(family=family, table=254, oif=found[0]):
                 dst = m.get_attr("RTA_DST")
                 if dst and m["type"] == 1:  # unicast
@@ -528,13 +528,13 @@ class Namespace(WorkerCalls):
         found = self.ipr.link_lookup(ifname=dev)
         if found:
             self._quietly(f"delete route {dst} dev {dev}", self.ipr.route, "del",
-                          family=10 if ":" in dst else 2, dst=dst, oif=found[0])
+                          family=family_of(dst), dst=dst, oif=found[0])
 
     @in_worker
     def route_destinations(self) -> list[str]:
         """Destinations (CIDR) of the main table's routes, both families; for pool overlap checks."""
         out = []
-        for family in (2, 10):
+        for family in FAMILIES:
             for m in self.ipr.get_routes(family=family, table=254):
                 dst = m.get_attr("RTA_DST")
                 if dst:
@@ -598,7 +598,7 @@ class Namespace(WorkerCalls):
     @in_worker
     def permanent_neighbours(self, dev: str) -> dict[str, str]:
         """The permanent neighbour entries on ``dev``: IP -> MAC."""
-        return {m.get_attr("NDA_DST"): m.get_attr("NDA_LLADDR") for m in self._neighbour_entries(dev, (2, 10))
+        return {m.get_attr("NDA_DST"): m.get_attr("NDA_LLADDR") for m in self._neighbour_entries(dev, FAMILIES)
                 if m["state"] & NUD_PERMANENT and m.get_attr("NDA_DST")}
 
     @in_worker
@@ -656,7 +656,7 @@ class Namespace(WorkerCalls):
         self.nft().json_cmd(firewall.render_fabric(rules))
 
 
-_DEFAULT = {2: "0.0.0.0/0", 10: "::/0"}
+_DEFAULT = {AF_INET: "0.0.0.0/0", AF_INET6: "::/0"}
 _SYSCTL_SEPARATORS = str.maketrans("./", "/.")
 
 
