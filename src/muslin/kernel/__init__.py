@@ -19,14 +19,15 @@ import queue
 import re
 import threading
 import time
-from socket import AF_BRIDGE, AF_INET, AF_INET6
 from dataclasses import dataclass
+from socket import AF_BRIDGE, AF_INET, AF_INET6
 
 from muslin.errors import KernelError
 from muslin.kernel.calls import FAMILIES, WorkerCalls, errno_of, family_of, in_worker, kernel_error
 # create_netns … pids_in_netns: re-exported, the engine reaches them as kernel.<name>
 from muslin.kernel.netns import (SIOCGSKNS, create_netns, inode, netns_alive, netns_id, own_netns,  # noqa: F401
                                  pids_in_netns, remove_netns, setns)
+from muslin.kernel.sysctl import Sysctls, sysctl_name
 
 log = logging.getLogger("muslin")
 
@@ -71,7 +72,7 @@ class Interface:
     addresses: tuple[str, ...]  # addr/prefix, IPv4 first
 
 
-class Namespace(WorkerCalls):
+class Namespace(Sysctls, WorkerCalls):
     """One network namespace, served by a worker thread that lives inside it.
 
     ``Namespace(None)`` is the namespace the process runs in. Use as a context
@@ -619,19 +620,7 @@ class Namespace(WorkerCalls):
         return {m.get_attr("NDA_LLADDR"): m.get_attr("NDA_DST") for m in self._neighbour_entries(dev, (AF_BRIDGE,))
                 if m.get_attr("NDA_LLADDR") and m.get_attr("NDA_DST")}
 
-    # -- sysctls and firewall --------------------------------------------------
-
-    @in_worker
-    def sysctl(self, key: str, value: str | None = None) -> str:
-        """Read, or write when ``value`` is given, a sysctl of this namespace (``net.ipv4.ip_forward``).
-        As sysctl(8): a ``/`` in the key stands for a ``.`` in a name (``net.ipv6.conf.flannel/1.mtu``)."""
-        path = "/proc/sys/" + key.translate(_SYSCTL_SEPARATORS)
-        if value is None:
-            with open(path) as f:
-                return f.read().strip()
-        with open(path, "w") as f:
-            f.write(str(value))
-        return str(value)
+    # -- firewall ----------------------------------------------------------------
 
     @in_worker
     def nft(self):
@@ -657,14 +646,6 @@ class Namespace(WorkerCalls):
 
 
 _DEFAULT = {AF_INET: "0.0.0.0/0", AF_INET6: "::/0"}
-_SYSCTL_SEPARATORS = str.maketrans("./", "/.")
-
-
-def sysctl_name(ifname: str) -> str:
-    """An interface name as a sysctl key component (``flannel.1`` -> ``flannel/1``)."""
-    return ifname.replace(".", "/")
-
-
 @functools.cache
 def _teach_pyroute2_ipvlan_flags() -> None:
     """pyroute2 0.9 knows IFLA_IPVLAN_MODE but not IFLA_IPVLAN_FLAGS (bridge, private,
