@@ -20,10 +20,11 @@ import re
 import threading
 import time
 from dataclasses import dataclass
-from socket import AF_BRIDGE, AF_INET, AF_INET6
+from socket import AF_INET, AF_INET6
 
 from muslin.errors import KernelError
 from muslin.kernel.calls import FAMILIES, WorkerCalls, errno_of, family_of, in_worker, kernel_error
+from muslin.kernel.neighbours import Neighbours
 # create_netns … pids_in_netns: re-exported, the engine reaches them as kernel.<name>
 from muslin.kernel.netns import (SIOCGSKNS, create_netns, inode, netns_alive, netns_id, own_netns,  # noqa: F401
                                  pids_in_netns, remove_netns, setns)
@@ -34,8 +35,6 @@ log = logging.getLogger("muslin")
 IFF_UP = 0x1
 IFA_F_NODAD = 0x02  # IPv6 address usable at once, as Docker configures it
 RTNH_F_ONLINK = 0x4
-NUD_PERMANENT = 0x80
-NTF_SELF = 0x2
 BR_STATE_FORWARDING = 3  # IFLA_BRPORT_STATE
 IPVLAN_MODES = {"l2": 0, "l3": 1, "l3s": 2}  # IFLA_IPVLAN_MODE
 IPVLAN_FLAGS = {"bridge": 0, "private": 1, "vepa": 2}  # IFLA_IPVLAN_FLAGS
@@ -72,7 +71,7 @@ class Interface:
     addresses: tuple[str, ...]  # addr/prefix, IPv4 first
 
 
-class Namespace(Sysctls, WorkerCalls):
+class Namespace(Neighbours, Sysctls, WorkerCalls):
     """One network namespace, served by a worker thread that lives inside it.
 
     ``Namespace(None)`` is the namespace the process runs in. Use as a context
@@ -542,7 +541,7 @@ class Namespace(Sysctls, WorkerCalls):
                     out.append(f"{dst}/{m['dst_len']}")
         return out
 
-    # -- tunnels, neighbours and forwarding database ----------------------------
+    # -- tunnels ------------------------------------------------------------------
 
     @in_worker
     def ensure_vxlan(self, name: str, *, vni: int, port: int, local: str, dev: str, mac: str | None = None,
@@ -576,49 +575,6 @@ class Namespace(Sysctls, WorkerCalls):
             settings["IFLA_IFALIAS"] = alias
         self._do(f"configure vxlan {name}", self.ipr.link, "set", index=self._index(name), **settings)
         return self.link(name)
-
-    @in_worker
-    def set_neighbour(self, dev: str, ip: str, mac: str) -> None:
-        """A permanent neighbour entry ``ip`` -> ``mac`` on ``dev``."""
-        self._do(f"set neighbour {ip} on {dev}", self.ipr.neigh, "replace", dst=ip, lladdr=mac,
-                 ifindex=self._index(dev), state=NUD_PERMANENT)
-
-    @in_worker
-    def delete_neighbour(self, dev: str, ip: str) -> None:
-        found = self.ipr.link_lookup(ifname=dev)
-        if found:
-            self._quietly(f"delete neighbour {ip} on {dev}", self.ipr.neigh, "del", dst=ip, ifindex=found[0])
-
-    def _neighbour_entries(self, dev: str, families: tuple[int, ...]) -> list:
-        """The neighbour table entries of ``dev`` in ``families`` (AF_BRIDGE: its FDB)."""
-        found = self.ipr.link_lookup(ifname=dev)
-        if not found:
-            return []
-        return [m for family in families for m in self.ipr.get_neighbours(family=family, ifindex=found[0])]
-
-    @in_worker
-    def permanent_neighbours(self, dev: str) -> dict[str, str]:
-        """The permanent neighbour entries on ``dev``: IP -> MAC."""
-        return {m.get_attr("NDA_DST"): m.get_attr("NDA_LLADDR") for m in self._neighbour_entries(dev, FAMILIES)
-                if m["state"] & NUD_PERMANENT and m.get_attr("NDA_DST")}
-
-    @in_worker
-    def set_fdb(self, dev: str, mac: str, dst: str) -> None:
-        """A forwarding-database entry of a vxlan device: frames to ``mac`` go to VTEP ``dst``."""
-        self._do(f"set fdb {mac} on {dev}", self.ipr.fdb, "replace", ifindex=self._index(dev), lladdr=mac,
-                 dst=dst, state=NUD_PERMANENT, flags=NTF_SELF)
-
-    @in_worker
-    def delete_fdb(self, dev: str, mac: str, dst: str) -> None:
-        found = self.ipr.link_lookup(ifname=dev)
-        if found:
-            self._quietly(f"delete fdb {mac} on {dev}", self.ipr.fdb, "del", ifindex=found[0], lladdr=mac, dst=dst)
-
-    @in_worker
-    def fdb(self, dev: str) -> dict[str, str]:
-        """The static FDB entries of a vxlan device: MAC -> VTEP address."""
-        return {m.get_attr("NDA_LLADDR"): m.get_attr("NDA_DST") for m in self._neighbour_entries(dev, (AF_BRIDGE,))
-                if m.get_attr("NDA_LLADDR") and m.get_attr("NDA_DST")}
 
     # -- firewall ----------------------------------------------------------------
 
