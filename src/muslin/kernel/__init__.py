@@ -20,7 +20,6 @@ import re
 import threading
 import time
 from dataclasses import dataclass
-from socket import AF_INET, AF_INET6
 
 from muslin.errors import KernelError
 from muslin.kernel.calls import FAMILIES, WorkerCalls, errno_of, family_of, in_worker, kernel_error
@@ -28,13 +27,13 @@ from muslin.kernel.neighbours import Neighbours
 # create_netns … pids_in_netns: re-exported, the engine reaches them as kernel.<name>
 from muslin.kernel.netns import (SIOCGSKNS, create_netns, inode, netns_alive, netns_id, own_netns,  # noqa: F401
                                  pids_in_netns, remove_netns, setns)
+from muslin.kernel.routes import DEFAULT_DST, Route, Routes  # noqa: F401 (Route: re-exported)
 from muslin.kernel.sysctl import Sysctls, sysctl_name
 
 log = logging.getLogger("muslin")
 
 IFF_UP = 0x1
 IFA_F_NODAD = 0x02  # IPv6 address usable at once, as Docker configures it
-RTNH_F_ONLINK = 0x4
 BR_STATE_FORWARDING = 3  # IFLA_BRPORT_STATE
 IPVLAN_MODES = {"l2": 0, "l3": 1, "l3s": 2}  # IFLA_IPVLAN_MODE
 IPVLAN_FLAGS = {"bridge": 0, "private": 1, "vepa": 2}  # IFLA_IPVLAN_FLAGS
@@ -54,15 +53,6 @@ class Link:
 
 
 @dataclass(frozen=True)
-class Route:
-    dst: str  # CIDR
-    dev: str | None
-    via: str | None
-    onlink: bool
-    src: str | None = None
-
-
-@dataclass(frozen=True)
 class Interface:
     index: int
     name: str
@@ -71,7 +61,7 @@ class Interface:
     addresses: tuple[str, ...]  # addr/prefix, IPv4 first
 
 
-class Namespace(Neighbours, Sysctls, WorkerCalls):
+class Namespace(Routes, Neighbours, Sysctls, WorkerCalls):
     """One network namespace, served by a worker thread that lives inside it.
 
     ``Namespace(None)`` is the namespace the process runs in. Use as a context
@@ -366,7 +356,7 @@ class Namespace(Neighbours, Sysctls, WorkerCalls):
             raise kernel_error(exc, f"delete link {name}") from None
         return True
 
-    # -- addresses and routes ------------------------------------------------
+    # -- addresses ----------------------------------------------------------------
 
     @in_worker
     def add_address(self, name: str, cidr: str) -> None:
@@ -421,79 +411,11 @@ class Namespace(Neighbours, Sysctls, WorkerCalls):
         for gw in gateways:
             family = family_of(gw)
             self._do(f"add default route via {gw}", self.ipr.route, "replace",
-                     family=family, dst=_DEFAULT[family], gateway=gw, oif=index)
+                     family=family, dst=DEFAULT_DST[family], gateway=gw, oif=index)
         if default_dev:
             for family in sorted({family_of(cidr) for cidr in addresses}):
                 self._do(f"add default route dev {name}", self.ipr.route, "replace",
-                         family=family, dst=_DEFAULT[family], oif=index)
-
-    @in_worker
-    def add_route(self, dst: str, *, dev: str, via: str | None = None, src: str | None = None,
-                  onlink: bool = False, proto: int | None = None) -> None:
-        """A route to ``dst`` (CIDR) out of ``dev``, via ``via``, from ``src``; ``onlink``: the
-        next hop is on the link even without a connected route (a vxlan's ``.0`` addresses);
-        ``proto`` marks who made it (``routes_by_proto`` finds them again).
-        Replaces a route to the same destination."""
-        family = family_of(dst)
-        attrs = {"family": family, "dst": dst, "oif": self._index(dev)}
-        if via:
-            attrs["gateway"] = via
-        if src:
-            attrs["prefsrc"] = src
-        if onlink:
-            attrs["flags"] = RTNH_F_ONLINK
-        if proto is not None:
-            attrs["proto"] = proto
-        self._do(f"add route {dst} dev {dev}", self.ipr.route, "replace", **attrs)
-
-    @in_worker
-    def routes_by_proto(self, proto: int) -> list[Route]:
-        """The main table's unicast routes made with ``proto`` (both families)."""
-        names = {m["index"]: m.get_attr("IFLA_IFNAME") for m in self.ipr.get_links()}
-        out = []
-        for family in FAMILIES:
-            for m in self.ipr.get_routes(family=family, table=254, proto=proto):
-                dst = m.get_attr("RTA_DST")
-                if dst and m["type"] == 1 and m["proto"] == proto:
-                    out.append(Route(f"{dst}/{m['dst_len']}", names.get(m.get_attr("RTA_OIF")),
-                                     m.get_attr("RTA_GATEWAY"), bool(m["flags"] & RTNH_F_ONLINK)))
-        return out
-
-    @in_worker
-    def route_to(self, address: str) -> Route | None:
-        """The route the kernel would use to reach ``address`` (``ip route get``); None when
-        it is unreachable. ``src`` is the source address it would pick."""
-        try:
-            msgs = self.ipr.route("get", dst=address)
-        except Exception as exc:
-            if errno_of(exc) in (errno.ENETUNREACH, errno.EHOSTUNREACH):
-                return None
-            raise kernel_error(exc, f"look up the route to {address}") from None
-        if not msgs:
-            return None
-        m = msgs[0]
-        index = m.get_attr("RTA_OIF")
-        link = self.ipr.get_links(index)[0].get_attr("IFLA_IFNAME") if index else None
-        return Route(f"{address}/{m['dst_len']}", link, m.get_attr("RTA_GATEWAY"), False,
-                     src=m.get_attr("RTA_PREFSRC"))
-
-    @in_worker
-    def has_default_route(self) -> bool:
-        """Does the main table hold a default route of either family (of any type)."""
-        return any(m["dst_len"] == 0 for family in FAMILIES for m in self.ipr.get_routes(family=family, table=254))
-
-    @in_worker
-    def default_route_interface(self, family: int = AF_INET) -> str | None:
-        """The interface of the main table's default route (lowest metric), or None."""
-        best = None
-        for m in self.ipr.get_routes(family=family, table=254):
-            if m["dst_len"] == 0 and m["type"] == 1 and m.get_attr("RTA_OIF"):
-                metric = m.get_attr("RTA_PRIORITY") or 0
-                if best is None or metric < best[0]:
-                    best = (metric, m.get_attr("RTA_OIF"))
-        if best is None:
-            return None
-        return self.ipr.get_links(best[1])[0].get_attr("IFLA_IFNAME")
+                         family=family, dst=DEFAULT_DST[family], oif=index)
 
     @in_worker
     def interfaces(self) -> list[Interface]:
@@ -506,39 +428,6 @@ class Namespace(Neighbours, Sysctls, WorkerCalls):
         for m in sorted(self.ipr.get_links(), key=lambda m: m["index"]):
             link = self._link(m)
             out.append(Interface(link.index, link.name, link.up, link.mtu, tuple(by_index.get(link.index, ()))))
-        return out
-
-    @in_worker
-    def routes(self, dev: str) -> dict[str, str | None]:
-        """The main table's routes out of ``dev``: destination CIDR -> next hop (None: on-link)."""
-        found = self.ipr.link_lookup(ifname=dev)
-        if not found:
-            return {}
-        out = {}
-        for family in FAMILIES:
-            for m in self.ipr.get_routes(family=family, table=254, oif=found[0]):
-                dst = m.get_attr("RTA_DST")
-                if dst and m["type"] == 1:  # unicast
-                    out[f"{dst}/{m['dst_len']}"] = m.get_attr("RTA_GATEWAY")
-        return out
-
-    @in_worker
-    def delete_route(self, dst: str, *, dev: str) -> None:
-        """Remove the route to ``dst`` out of ``dev``; idempotent."""
-        found = self.ipr.link_lookup(ifname=dev)
-        if found:
-            self._quietly(f"delete route {dst} dev {dev}", self.ipr.route, "del",
-                          family=family_of(dst), dst=dst, oif=found[0])
-
-    @in_worker
-    def route_destinations(self) -> list[str]:
-        """Destinations (CIDR) of the main table's routes, both families; for pool overlap checks."""
-        out = []
-        for family in FAMILIES:
-            for m in self.ipr.get_routes(family=family, table=254):
-                dst = m.get_attr("RTA_DST")
-                if dst:
-                    out.append(f"{dst}/{m['dst_len']}")
         return out
 
     # -- tunnels ------------------------------------------------------------------
@@ -601,7 +490,6 @@ class Namespace(Neighbours, Sysctls, WorkerCalls):
         self.nft().json_cmd(firewall.render_fabric(rules))
 
 
-_DEFAULT = {AF_INET: "0.0.0.0/0", AF_INET6: "::/0"}
 @functools.cache
 def _teach_pyroute2_ipvlan_flags() -> None:
     """pyroute2 0.9 knows IFLA_IPVLAN_MODE but not IFLA_IPVLAN_FLAGS (bridge, private,
