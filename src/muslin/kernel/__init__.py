@@ -22,7 +22,8 @@ import time
 from dataclasses import dataclass
 
 from muslin.errors import KernelError
-from muslin.kernel.calls import FAMILIES, WorkerCalls, errno_of, family_of, in_worker, kernel_error
+from muslin.kernel.addresses import Addresses, Interface, address_attrs  # noqa: F401 (Interface: re-exported)
+from muslin.kernel.calls import WorkerCalls, errno_of, family_of, in_worker, kernel_error
 from muslin.kernel.neighbours import Neighbours
 # create_netns … pids_in_netns: re-exported, the engine reaches them as kernel.<name>
 from muslin.kernel.netns import (SIOCGSKNS, create_netns, inode, netns_alive, netns_id, own_netns,  # noqa: F401
@@ -33,7 +34,6 @@ from muslin.kernel.sysctl import Sysctls, sysctl_name
 log = logging.getLogger("muslin")
 
 IFF_UP = 0x1
-IFA_F_NODAD = 0x02  # IPv6 address usable at once, as Docker configures it
 BR_STATE_FORWARDING = 3  # IFLA_BRPORT_STATE
 IPVLAN_MODES = {"l2": 0, "l3": 1, "l3s": 2}  # IFLA_IPVLAN_MODE
 IPVLAN_FLAGS = {"bridge": 0, "private": 1, "vepa": 2}  # IFLA_IPVLAN_FLAGS
@@ -52,16 +52,7 @@ class Link:
     mac: str
 
 
-@dataclass(frozen=True)
-class Interface:
-    index: int
-    name: str
-    up: bool
-    mtu: int
-    addresses: tuple[str, ...]  # addr/prefix, IPv4 first
-
-
-class Namespace(Routes, Neighbours, Sysctls, WorkerCalls):
+class Namespace(Addresses, Routes, Neighbours, Sysctls, WorkerCalls):
     """One network namespace, served by a worker thread that lives inside it.
 
     ``Namespace(None)`` is the namespace the process runs in. Use as a context
@@ -299,18 +290,6 @@ class Namespace(Routes, Neighbours, Sysctls, WorkerCalls):
             self._tag_and_bring_up(name, alias)
 
     @in_worker
-    def addresses(self, name: str) -> list[str]:
-        """The addresses (``addr/prefix``) on a link, IPv4 first; [] when it does not exist."""
-        found = self.ipr.link_lookup(ifname=name)
-        if not found:
-            return []
-        out = []
-        for family in FAMILIES:
-            for m in self.ipr.get_addr(family=family, index=found[0]):
-                out.append(f"{m.get_attr('IFA_ADDRESS')}/{m['prefixlen']}")
-        return out
-
-    @in_worker
     def set_link(self, name: str, **settings) -> None:
         """``set_link("eth0", state="up")``, ``mtu=…``, ``address=…``."""
         self._do(f"set {name}", self.ipr.link, "set", index=self._index(name), **settings)
@@ -356,31 +335,7 @@ class Namespace(Routes, Neighbours, Sysctls, WorkerCalls):
             raise kernel_error(exc, f"delete link {name}") from None
         return True
 
-    # -- addresses ----------------------------------------------------------------
-
-    @in_worker
-    def add_address(self, name: str, cidr: str) -> None:
-        """Add ``addr/prefix`` to a link; IPv6 without duplicate address detection. Idempotent."""
-        try:
-            self.ipr.addr("add", **_address(self._index(name), cidr))
-        except Exception as exc:
-            if errno_of(exc) != errno.EEXIST:
-                raise kernel_error(exc, f"add address {cidr} to {name}") from None
-
-    @in_worker
-    def set_addresses(self, name: str, cidrs: list[str]) -> None:
-        """Make ``cidrs`` the link's only addresses of global scope (link-local ones stay): a
-        device that held another subnet before is not left answering for it."""
-        index = self._index(name)
-        wanted = {c.lower() for c in cidrs}
-        for family in FAMILIES:
-            for m in self.ipr.get_addr(family=family, index=index):
-                cidr = f"{m.get_attr('IFA_ADDRESS')}/{m['prefixlen']}".lower()
-                if cidr not in wanted and m["scope"] == 0:
-                    self._quietly(f"remove address {cidr} from {name}", self.ipr.addr, "del", index=index,
-                                  address=m.get_attr("IFA_ADDRESS"), prefixlen=m["prefixlen"])
-        for cidr in cidrs:
-            self._do(f"add address {cidr} to {name}", self.ipr.addr, "replace", **_address(index, cidr))
+    # -- an interface as a container sees it ---------------------------------------
 
     @in_worker
     def configure_interface(self, name: str, *, addresses: list[str], gateways: list[str],
@@ -406,7 +361,7 @@ class Namespace(Routes, Neighbours, Sysctls, WorkerCalls):
         if announce:
             self.sysctl(f"net.ipv4.conf.{sysctl_name(name)}.arp_notify", "1")
         for cidr in addresses:  # before "up": the announcement is made for the addresses present then
-            self._do(f"add address {cidr} to {name}", self.ipr.addr, "replace", **_address(index, cidr))
+            self._do(f"add address {cidr} to {name}", self.ipr.addr, "replace", **address_attrs(index, cidr))
         self._do(f"bring up {name}", self.ipr.link, "set", index=index, state="up")
         for gw in gateways:
             family = family_of(gw)
@@ -416,19 +371,6 @@ class Namespace(Routes, Neighbours, Sysctls, WorkerCalls):
             for family in sorted({family_of(cidr) for cidr in addresses}):
                 self._do(f"add default route dev {name}", self.ipr.route, "replace",
                          family=family, dst=DEFAULT_DST[family], oif=index)
-
-    @in_worker
-    def interfaces(self) -> list[Interface]:
-        """Every link with its addresses (IPv4 first, then IPv6; ``addr/prefix``), in index order."""
-        by_index: dict[int, list[str]] = {}
-        for family in FAMILIES:
-            for m in self.ipr.get_addr(family=family):
-                by_index.setdefault(m["index"], []).append(f"{m.get_attr('IFA_ADDRESS')}/{m['prefixlen']}")
-        out = []
-        for m in sorted(self.ipr.get_links(), key=lambda m: m["index"]):
-            link = self._link(m)
-            out.append(Interface(link.index, link.name, link.up, link.mtu, tuple(by_index.get(link.index, ()))))
-        return out
 
     # -- tunnels ------------------------------------------------------------------
 
@@ -514,15 +456,6 @@ def _forwarding(msg) -> bool:
     info = msg.get_attr("IFLA_LINKINFO")
     port = info.get_attr("IFLA_INFO_SLAVE_DATA") if info is not None else None
     return _oper_up(msg) and port is not None and port.get_attr("IFLA_BRPORT_STATE") == BR_STATE_FORWARDING
-
-
-def _address(index: int, cidr: str) -> dict:
-    """RTM_NEWADDR arguments for ``addr/prefix``; IPv6 without duplicate address detection."""
-    addr, _, prefix = cidr.partition("/")
-    kwargs = {"index": index, "address": addr, "prefixlen": int(prefix)}
-    if ":" in addr:
-        kwargs["flags"] = IFA_F_NODAD
-    return kwargs
 
 
 _LEGACY_PORT = re.compile(r"veth[0-9a-f]{11}")
