@@ -38,7 +38,7 @@ class Addresses(WorkerCalls):
         return out
 
     @in_worker
-    def addaddress_attrs(self, name: str, cidr: str) -> None:
+    def add_address(self, name: str, cidr: str) -> None:
         """Add ``addr/prefix`` to a link; IPv6 without duplicate address detection. Idempotent."""
         try:
             self.ipr.addr("add", **address_attrs(self._index(name), cidr))
