@@ -8,6 +8,7 @@ import errno
 from dataclasses import dataclass
 
 from muslin.kernel.calls import FAMILIES, WorkerCalls, errno_of, in_worker, kernel_error
+from muslin.kernel.links import link_of
 
 IFA_F_NODAD = 0x02  # IPv6 address usable at once, as Docker configures it
 RT_SCOPE_UNIVERSE = 0  # a global address, not a link-local or host one
@@ -70,7 +71,7 @@ class Addresses(WorkerCalls):
                 by_index.setdefault(m["index"], []).append(f"{m.get_attr('IFA_ADDRESS')}/{m['prefixlen']}")
         out = []
         for m in sorted(self.ipr.get_links(), key=lambda m: m["index"]):
-            link = self._link(m)
+            link = link_of(m)
             out.append(Interface(link.index, link.name, link.up, link.mtu, tuple(by_index.get(link.index, ()))))
         return out
 
