@@ -82,7 +82,8 @@ class Routes(WorkerCalls):
     @in_worker
     def has_default_route(self) -> bool:
         """Does the main table hold a default route of either family (of any type)."""
-        return any(m["dst_len"] == 0 for family in FAMILIES for m in self.ipr.get_routes(family=family, table=RT_TABLE_MAIN))
+        return any(m["dst_len"] == 0 for family in FAMILIES
+                   for m in self.ipr.get_routes(family=family, table=RT_TABLE_MAIN))
 
     @in_worker
     def default_route_interface(self, family: int = AF_INET) -> str | None:
