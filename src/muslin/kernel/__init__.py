@@ -24,7 +24,7 @@ import threading
 from muslin.errors import KernelError
 from muslin.kernel.addresses import Addresses, Interface, address_attrs
 from muslin.kernel.calls import WorkerCalls, family_of, in_worker
-from muslin.kernel.links import IPVLAN_FLAGS, IPVLAN_MODES, Link, Links, _teach_pyroute2_ipvlan_flags
+from muslin.kernel.links import IPVLAN_FLAGS, IPVLAN_MODES, Link, Links, teach_pyroute2_ipvlan_flags
 from muslin.kernel.neighbours import Neighbours
 from muslin.kernel.netns import (SIOCGSKNS, create_netns, inode, netns_alive, netns_id, own_netns, pids_in_netns,
                                  remove_netns, setns)
@@ -82,7 +82,7 @@ class Namespace(Links, Addresses, Routes, Neighbours, Sysctls, WorkerCalls):
     def _open(self):
         from pyroute2 import IPRoute
 
-        _teach_pyroute2_ipvlan_flags()
+        teach_pyroute2_ipvlan_flags()
 
         if self.path is not None:
             setns(self.path)

@@ -12,6 +12,7 @@ import re
 import time
 from dataclasses import dataclass
 
+from muslin.errors import KernelError
 from muslin.kernel.calls import WorkerCalls, errno_of, in_worker, kernel_error
 
 log = logging.getLogger("muslin")
@@ -264,7 +265,7 @@ class Links(WorkerCalls):
 
 
 @functools.cache
-def _teach_pyroute2_ipvlan_flags() -> None:
+def teach_pyroute2_ipvlan_flags() -> None:
     """pyroute2 0.9 knows IFLA_IPVLAN_MODE but not IFLA_IPVLAN_FLAGS (bridge, private,
     vepa): register the ipvlan link data with both, so ``ipvlan_flags=`` is encoded."""
     from pyroute2.netlink import nla
