@@ -37,9 +37,14 @@ class Exhausted(MuslinError):
 
 
 class KernelError(MuslinError):
-    """The kernel refused an operation."""
+    """The kernel refused an operation; ``errno`` says why when the kernel gave a number (callers
+    tell "already gone" or "busy" from other refusals by it, not by the text)."""
 
     code = "kernel"
+
+    def __init__(self, message: str, errno: int | None = None):
+        super().__init__(message)
+        self.errno = errno
 
 
 BY_CODE = {cls.code: cls for cls in (MuslinError, InvalidParameter, NotFound, Conflict, Exhausted, KernelError)}

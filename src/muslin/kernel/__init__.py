@@ -6,216 +6,37 @@ thread and pyroute2 keeps its netlink socket per thread, so the thread *is*
 the handle; calls are shipped to it and run there. Before serving anything
 the worker proves that its socket lives in the namespace it was asked for —
 an error here must never turn into a change of the wrong namespace.
+
+One module per kernel object, as the CNI plugins split theirs: ``netns`` (create, pin, enter,
+identify), ``links``, ``addresses``, ``routes``, ``neighbours`` (and FDB), ``sysctl``; nftables
+in ``nft`` and ``firewall``. The objects' methods are mixins that :class:`Namespace` inherits
+(``calls`` says why), so it stays the one entry point; here are only the worker, the calls that
+span objects (``configure_interface``) and the firewall's.
 """
 
 from __future__ import annotations
 
-import ctypes
-import errno
 import fcntl
-import functools
-import logging
 import os
 import queue
-import re
-import stat
 import threading
-import time
-from dataclasses import dataclass
 
 from muslin.errors import KernelError
+from muslin.kernel.addresses import Addresses, Interface, address_attrs
+from muslin.kernel.calls import WorkerCalls, family_of, in_worker
+from muslin.kernel.links import IPVLAN_FLAGS, IPVLAN_MODES, Link, Links, teach_pyroute2_ipvlan_flags
+from muslin.kernel.neighbours import Neighbours
+from muslin.kernel.netns import (SIOCGSKNS, create_netns, inode, netns_alive, netns_id, own_netns, pids_in_netns,
+                                 remove_netns, setns)
+from muslin.kernel.routes import DEFAULT_DST, Route, Routes
+from muslin.kernel.sysctl import Sysctls, sysctl_name
 
-log = logging.getLogger("muslin")
-
-CLONE_NEWNET = 0x40000000
-SIOCGSKNS = 0x894C  # ioctl: the network namespace a socket belongs to
-MS_BIND = 0x1000
-MNT_DETACH = 0x2
-IFF_UP = 0x1
-IFA_F_NODAD = 0x02  # IPv6 address usable at once, as Docker configures it
-NS_GET_NSTYPE = 0xB703  # ioctl on a namespace file: its CLONE_NEW* type
-RTNH_F_ONLINK = 0x4
-NUD_PERMANENT = 0x80
-AF_BRIDGE = 7
-NTF_SELF = 0x2
-BR_STATE_FORWARDING = 3  # IFLA_BRPORT_STATE
-IPVLAN_MODES = {"l2": 0, "l3": 1, "l3s": 2}  # IFLA_IPVLAN_MODE
-IPVLAN_FLAGS = {"bridge": 0, "private": 1, "vepa": 2}  # IFLA_IPVLAN_FLAGS
-
-_libc = ctypes.CDLL(None, use_errno=True)
+# What the other layers import from here; the per-object modules are the kernel layer's own business.
+__all__ = ["IPVLAN_FLAGS", "IPVLAN_MODES", "Interface", "Link", "Namespace", "Route", "create_netns", "inode",
+           "netns_alive", "netns_id", "own_netns", "pids_in_netns", "remove_netns", "setns", "sysctl_name"]
 
 
-def _check(ret: int, what: str) -> None:
-    if ret != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"{what}: {os.strerror(err)}")
-
-
-def setns(path: str) -> None:
-    """Move the *calling thread* into the network namespace at ``path``."""
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        _check(_libc.setns(fd, CLONE_NEWNET), f"setns {path}")
-    finally:
-        os.close(fd)
-
-
-def inode(path: str) -> int:
-    return os.stat(path).st_ino
-
-
-def netns_id(path: str) -> tuple[int, int]:
-    """What identifies a namespace whatever path names it: the device and inode of its file."""
-    st = os.stat(path)
-    return st.st_dev, st.st_ino
-
-
-def own_netns() -> str:
-    """A path that names the namespace this process runs in."""
-    return f"/proc/{os.getpid()}/ns/net"
-
-
-def _in_new_thread(fn, *args):
-    box: dict = {}
-
-    def run():
-        try:
-            box["result"] = fn(*args)
-        except BaseException as exc:  # handed to the caller below
-            box["error"] = exc
-
-    t = threading.Thread(target=run, name="muslin-netns-create")
-    t.start()
-    t.join()
-    if "error" in box:
-        raise box["error"]
-    return box["result"]
-
-
-def create_netns(path: str) -> int:
-    """Create a network namespace and pin it by bind-mounting it at ``path``.
-
-    Done in a throwaway thread: ``unshare`` there moves only that thread, and
-    the bind mount of ``/proc/thread-self/ns/net`` keeps the namespace alive
-    after the thread ends. Returns its inode, checked to differ from ours.
-    """
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-
-    def make() -> int:
-        _check(_libc.unshare(CLONE_NEWNET), "unshare")
-        fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_EXCL, 0o444)
-        os.close(fd)
-        try:
-            _check(_libc.mount(b"/proc/thread-self/ns/net", path.encode(), None, MS_BIND, None), f"mount {path}")
-        except OSError:
-            os.unlink(path)
-            raise
-        return inode("/proc/thread-self/ns/net")
-
-    try:
-        new = _in_new_thread(make)
-    except FileExistsError:
-        raise KernelError(f"network namespace {path} already exists") from None
-    except OSError as exc:
-        raise KernelError(f"cannot create network namespace {path}: {exc.strerror}") from None
-    if new == inode(own_netns()) or inode(path) != new:
-        remove_netns(path)
-        raise KernelError(f"network namespace {path} was not created as a new namespace")
-    return new
-
-
-def remove_netns(path: str) -> None:
-    """Unpin and forget a namespace made by :func:`create_netns`; idempotent."""
-    if _libc.umount2(path.encode(), MNT_DETACH) != 0:
-        err = ctypes.get_errno()
-        if err not in (errno.EINVAL, errno.ENOENT):
-            raise KernelError(f"cannot unmount {path}: {os.strerror(err)}")
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
-
-
-def pids_in_netns(path: str) -> list[int]:
-    """The processes whose network namespace is the one at ``path``, by a scan of /proc (the
-    kernel keeps no list); never this process."""
-    try:
-        pinned = os.stat(path)
-    except OSError:
-        return []
-    me, out = os.getpid(), []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) == me:
-            continue
-        try:
-            ns = os.stat(f"/proc/{entry}/ns/net")
-        except OSError:  # gone meanwhile, or a kernel thread
-            continue
-        if (ns.st_dev, ns.st_ino) == (pinned.st_dev, pinned.st_ino):
-            out.append(int(entry))
-    return out
-
-
-def netns_alive(path: str) -> bool:
-    """True when ``path`` names a live network namespace (a pinned file or a /proc entry)."""
-    try:  # a namespace is a regular file: a FIFO or a device given as a path is never opened
-        if not stat.S_ISREG(os.stat(path).st_mode):
-            return False
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY)
-    except OSError:
-        return False
-    try:
-        return fcntl.ioctl(fd, NS_GET_NSTYPE) == CLONE_NEWNET
-    except OSError:  # ENOTTY: a plain file, the namespace is gone
-        return False
-    finally:
-        os.close(fd)
-
-
-@dataclass(frozen=True)
-class Link:
-    index: int
-    name: str
-    kind: str | None
-    alias: str | None
-    master: int | None
-    lower: int | None  # IFLA_LINK: the parent of a vlan, macvlan or ipvlan (or a veth's peer)
-    up: bool
-    mtu: int
-    mac: str
-
-
-@dataclass(frozen=True)
-class Route:
-    dst: str  # CIDR
-    dev: str | None
-    via: str | None
-    onlink: bool
-    src: str | None = None
-
-
-@dataclass(frozen=True)
-class Interface:
-    index: int
-    name: str
-    up: bool
-    mtu: int
-    addresses: tuple[str, ...]  # addr/prefix, IPv4 first
-
-
-def _in_worker(method):
-    """Run the decorated method in the namespace's worker thread."""
-
-    @functools.wraps(method)
-    def call(self, *args, **kwargs):
-        if threading.current_thread() is self._thread:
-            return method(self, *args, **kwargs)
-        return self._submit(method, self, *args, **kwargs)
-
-    return call
-
-
-class Namespace:
+class Namespace(Links, Addresses, Routes, Neighbours, Sysctls, WorkerCalls):
     """One network namespace, served by a worker thread that lives inside it.
 
     ``Namespace(None)`` is the namespace the process runs in. Use as a context
@@ -261,7 +82,7 @@ class Namespace:
     def _open(self):
         from pyroute2 import IPRoute
 
-        _teach_pyroute2_ipvlan_flags()
+        teach_pyroute2_ipvlan_flags()
 
         if self.path is not None:
             setns(self.path)
@@ -301,248 +122,14 @@ class Namespace:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    @_in_worker
+    @in_worker
     def run(self, fn, *args, **kwargs):
         """Run ``fn(*args, **kwargs)`` inside the namespace (for code that needs the thread itself)."""
         return fn(*args, **kwargs)
 
-    # -- links --------------------------------------------------------------
+    # -- an interface as a container sees it ---------------------------------------
 
-    @staticmethod
-    def _link(msg) -> Link:
-        kind = None
-        info = msg.get_attr("IFLA_LINKINFO")
-        if info is not None:
-            kind = info.get_attr("IFLA_INFO_KIND")
-        return Link(
-            index=msg["index"],
-            name=msg.get_attr("IFLA_IFNAME"),
-            kind=kind,
-            alias=msg.get_attr("IFLA_IFALIAS"),
-            master=msg.get_attr("IFLA_MASTER"),
-            lower=msg.get_attr("IFLA_LINK"),
-            up=bool(msg["flags"] & 1),
-            mtu=msg.get_attr("IFLA_MTU"),
-            mac=msg.get_attr("IFLA_ADDRESS"),
-        )
-
-    @_in_worker
-    def links(self) -> list[Link]:
-        return [self._link(m) for m in self.ipr.get_links()]
-
-    @_in_worker
-    def link(self, name: str) -> Link | None:
-        try:
-            msgs = self.ipr.get_links(ifname=name)
-        except Exception as exc:
-            if _errno(exc) == errno.ENODEV:
-                return None
-            raise _kernel_error(exc, f"look up link {name}") from None
-        return self._link(msgs[0]) if msgs else None
-
-    def _index(self, name: str) -> int:
-        found = self.ipr.link_lookup(ifname=name)
-        if not found:
-            raise KernelError(f"link {name} not found")
-        return found[0]
-
-    @_in_worker
-    def add_bridge(self, name: str, *, mtu: int | None = None, alias: str | None = None, mac: str | None = None) -> Link:
-        """Create (or adopt, when it already carries ``alias``) a bridge and bring it up."""
-        existing = self.link(name)
-        if existing is not None and (existing.kind != "bridge" or existing.alias != alias):
-            raise KernelError(f"cannot create bridge {name}: a link with that name already exists")
-        if existing is None:
-            attrs = {"ifname": name, "kind": "bridge"}
-            if mtu:
-                attrs["mtu"] = mtu
-            if mac:
-                attrs["address"] = mac
-            self._do("create bridge " + name, self.ipr.link, "add", **attrs)
-        index = self._index(name)
-        if alias:
-            self._do("set alias of " + name, self.ipr.link, "set", index=index, IFLA_IFALIAS=alias)
-        if mtu:
-            self._do("set mtu of " + name, self.ipr.link, "set", index=index, mtu=mtu)
-        self._do("bring up " + name, self.ipr.link, "set", index=index, state="up")
-        return self.link(name)
-
-    @_in_worker
-    def add_veth(self, name: str, peer: str, peer_netns: str, *, peer_mac: str | None = None,
-                 mtu: int | None = None, master: str | None = None, alias: str | None = None,
-                 isolated: bool = False) -> None:
-        """A veth pair in one request: ``name`` here, up and enslaved to ``master``; ``peer``
-        created directly in ``peer_netns`` under its final name (no rename, no move).
-        ``isolated`` makes it an isolated bridge port: no traffic to other isolated ports."""
-        peer_attrs = {"ifname": peer, "net_ns_fd": peer_netns}
-        if peer_mac:
-            peer_attrs["address"] = peer_mac
-        attrs = {"ifname": name, "kind": "veth", "peer": peer_attrs}
-        if mtu:
-            attrs["mtu"] = mtu
-            peer_attrs["mtu"] = mtu
-        enslave = {"master": self._index(master)} if master else {}
-        if alias:  # IFLA_IFALIAS is not applied by RTM_NEWLINK: set with master and up in one request
-            self._do(f"create veth {name}", self.ipr.link, "add", **attrs)
-            self._do(f"bring up {name}", self.ipr.link, "set", index=self._index(name), state="up",
-                     IFLA_IFALIAS=alias, **enslave)
-        else:
-            self._do(f"create veth {name}", self.ipr.link, "add", flags=IFF_UP, change=IFF_UP, **attrs, **enslave)
-        if isolated:
-            self._do(f"isolate {name}", self.ipr.link, "set", index=self._index(name), kind="bridge_slave",
-                     isolated=1)
-
-    @_in_worker
-    def wait_port_forwarding(self, name: str, timeout: float = 2.0) -> bool:
-        """Wait until bridge port ``name`` forwards and it and its bridge are operationally up;
-        False if that takes longer than ``timeout`` seconds.
-
-        A veth's carrier comes up with its peer, but the kernel applies that (operstate, the
-        port leaving "disabled", the transmit queue starting) later, from its linkwatch work
-        queue: on a busy machine that took up to a second or more here, and until then frames
-        to the container are dropped. Reading one link (not a dump) makes the kernel apply its
-        pending change at once; kernels that do not are polled."""
-        deadline = time.monotonic() + timeout
-        while True:
-            # the port first: its change is what raises the bridge's carrier
-            port = self._do(f"look up link {name}", self.ipr.link, "get", ifname=name)[0]
-            master = port.get_attr("IFLA_MASTER")
-            if _forwarding(port) and master is not None and _oper_up(
-                    self._do(f"look up the bridge of {name}", self.ipr.link, "get", index=master)[0]):
-                return True
-            if time.monotonic() >= deadline:
-                return False
-            time.sleep(0.002)
-
-    @_in_worker
-    def add_vlan(self, name: str, parent: str, vid: int, *, alias: str | None = None) -> None:
-        """An 802.1q sub-interface ``name`` of ``parent`` with VLAN id ``vid``, up."""
-        self._do(f"create vlan {name}", self.ipr.link, "add", ifname=name, kind="vlan",
-                 link=self._index(parent), vlan_id=vid)
-        self._tag_and_bring_up(name, alias)
-
-    @_in_worker
-    def add_dummy(self, name: str, *, alias: str | None = None) -> None:
-        """A dummy link, up: a parent that leads nowhere."""
-        self._do(f"create dummy {name}", self.ipr.link, "add", ifname=name, kind="dummy")
-        self._tag_and_bring_up(name, alias)
-
-    def _tag_and_bring_up(self, name: str, alias: str | None) -> None:
-        index = self._index(name)
-        if alias:  # IFLA_IFALIAS is not applied by RTM_NEWLINK: set it afterwards
-            self._do("set alias of " + name, self.ipr.link, "set", index=index, IFLA_IFALIAS=alias)
-        self._do("bring up " + name, self.ipr.link, "set", index=index, state="up")
-
-    @_in_worker
-    def add_macvlan(self, name: str, parent: str, *, mode: str, netns: str | None = None,
-                    mac: str | None = None, alias: str | None = None) -> None:
-        """A macvlan of ``parent`` in ``mode`` (bridge, vepa, private, passthru), created
-        directly in the namespace ``netns`` under its final name when given (the parent is
-        looked up here), else here and brought up."""
-        attrs = {"ifname": name, "kind": "macvlan", "link": self._index(parent), "macvlan_mode": mode}
-        if mac:
-            attrs["address"] = mac
-        self._add_lower_link(name, attrs, netns, alias)
-
-    @_in_worker
-    def add_ipvlan(self, name: str, parent: str, *, mode: str, flag: str, netns: str | None = None) -> None:
-        """An ipvlan of ``parent``: ``mode`` l2, l3 or l3s; ``flag`` bridge, private or vepa."""
-        attrs = {"ifname": name, "kind": "ipvlan", "link": self._index(parent),
-                 "ipvlan_mode": IPVLAN_MODES[mode], "ipvlan_flags": IPVLAN_FLAGS[flag]}
-        self._add_lower_link(name, attrs, netns, None)
-
-    def _add_lower_link(self, name: str, attrs: dict, netns: str | None, alias: str | None) -> None:
-        if netns is not None:
-            attrs["net_ns_fd"] = netns  # the sandbox's own configure_interface brings it up
-        self._do(f"create {attrs['kind']} {name}", self.ipr.link, "add", **attrs)
-        if netns is None:
-            self._tag_and_bring_up(name, alias)
-
-    @_in_worker
-    def addresses(self, name: str) -> list[str]:
-        """The addresses (``addr/prefix``) on a link, IPv4 first; [] when it does not exist."""
-        found = self.ipr.link_lookup(ifname=name)
-        if not found:
-            return []
-        out = []
-        for family in (2, 10):
-            for m in self.ipr.get_addr(family=family, index=found[0]):
-                out.append(f"{m.get_attr('IFA_ADDRESS')}/{m['prefixlen']}")
-        return out
-
-    @_in_worker
-    def set_link(self, name: str, **settings) -> None:
-        """``set_link("eth0", state="up")``, ``mtu=…``, ``address=…``."""
-        self._do(f"set {name}", self.ipr.link, "set", index=self._index(name), **settings)
-
-    @_in_worker
-    def tag_link(self, name: str, alias: str) -> None:
-        """Mark an existing link as ``alias``'s (IFLA_IFALIAS)."""
-        self._do("set alias of " + name, self.ipr.link, "set", index=self._index(name), IFLA_IFALIAS=alias)
-
-    @_in_worker
-    def owned_links(self, alias: str) -> list[Link]:
-        """The links that are ``alias``'s: they carry it, or they are untagged veths named
-        like muslin's endpoints and enslaved to a link that carries it (ports made before
-        ports were tagged)."""
-        links = self.links()
-        tagged = {link.index for link in links if link.alias == alias}
-        return [link for link in links if link.index in tagged or _legacy_port(link, tagged)]
-
-    @_in_worker
-    def delete_owned_link(self, name: str, alias: str) -> bool:
-        """Delete the link ``name`` only when it is ``alias``'s (see :meth:`owned_links`);
-        anything else of that name is left alone, with a warning. True when it was deleted."""
-        link = self.link(name)
-        if link is None:
-            return False
-        master = self.ipr.get_links(link.master)[0].get_attr("IFLA_IFALIAS") if link.master else None
-        if link.alias != alias and not _legacy_port(link, {link.master} if master == alias else set()):
-            log.warning("left link %s alone: it is not muslin's (alias %r, not %r)", name, link.alias, alias)
-            return False
-        return self.delete_link(name)
-
-    @_in_worker
-    def delete_link(self, name: str) -> bool:
-        """Delete a link by name; a link that is already gone is success."""
-        found = self.ipr.link_lookup(ifname=name)
-        if not found:
-            return False
-        try:
-            self.ipr.link("del", index=found[0])
-        except Exception as exc:
-            if _errno(exc) in (errno.ENODEV, errno.ENOENT):
-                return False
-            raise _kernel_error(exc, f"delete link {name}") from None
-        return True
-
-    # -- addresses and routes ------------------------------------------------
-
-    @_in_worker
-    def add_address(self, name: str, cidr: str) -> None:
-        """Add ``addr/prefix`` to a link; IPv6 without duplicate address detection. Idempotent."""
-        try:
-            self.ipr.addr("add", **_address(self._index(name), cidr))
-        except Exception as exc:
-            if _errno(exc) != errno.EEXIST:
-                raise _kernel_error(exc, f"add address {cidr} to {name}") from None
-
-    @_in_worker
-    def set_addresses(self, name: str, cidrs: list[str]) -> None:
-        """Make ``cidrs`` the link's only addresses of global scope (link-local ones stay): a
-        device that held another subnet before is not left answering for it."""
-        index = self._index(name)
-        wanted = {c.lower() for c in cidrs}
-        for family in (2, 10):
-            for m in self.ipr.get_addr(family=family, index=index):
-                cidr = f"{m.get_attr('IFA_ADDRESS')}/{m['prefixlen']}".lower()
-                if cidr not in wanted and m["scope"] == 0:
-                    self._quietly(f"remove address {cidr} from {name}", self.ipr.addr, "del", index=index,
-                                  address=m.get_attr("IFA_ADDRESS"), prefixlen=m["prefixlen"])
-        for cidr in cidrs:
-            self._do(f"add address {cidr} to {name}", self.ipr.addr, "replace", **_address(index, cidr))
-
-    @_in_worker
+    @in_worker
     def configure_interface(self, name: str, *, addresses: list[str], gateways: list[str],
                             default_dev: bool = False, announce: bool = False) -> None:
         """Add the addresses, bring ``lo`` and ``name`` up, and add a default route via each
@@ -566,232 +153,20 @@ class Namespace:
         if announce:
             self.sysctl(f"net.ipv4.conf.{sysctl_name(name)}.arp_notify", "1")
         for cidr in addresses:  # before "up": the announcement is made for the addresses present then
-            self._do(f"add address {cidr} to {name}", self.ipr.addr, "replace", **_address(index, cidr))
+            self._do(f"add address {cidr} to {name}", self.ipr.addr, "replace", **address_attrs(index, cidr))
         self._do(f"bring up {name}", self.ipr.link, "set", index=index, state="up")
         for gw in gateways:
-            family = 10 if ":" in gw else 2
+            family = family_of(gw)
             self._do(f"add default route via {gw}", self.ipr.route, "replace",
-                     family=family, dst=_DEFAULT[family], gateway=gw, oif=index)
+                     family=family, dst=DEFAULT_DST[family], gateway=gw, oif=index)
         if default_dev:
-            for family in sorted({10 if ":" in cidr else 2 for cidr in addresses}):
+            for family in sorted({family_of(cidr) for cidr in addresses}):
                 self._do(f"add default route dev {name}", self.ipr.route, "replace",
-                         family=family, dst=_DEFAULT[family], oif=index)
+                         family=family, dst=DEFAULT_DST[family], oif=index)
 
-    @_in_worker
-    def add_route(self, dst: str, *, dev: str, via: str | None = None, src: str | None = None,
-                  onlink: bool = False, proto: int | None = None) -> None:
-        """A route to ``dst`` (CIDR) out of ``dev``, via ``via``, from ``src``; ``onlink``: the
-        next hop is on the link even without a connected route (a vxlan's ``.0`` addresses);
-        ``proto`` marks who made it (``routes_by_proto`` finds them again).
-        Replaces a route to the same destination."""
-        family = 10 if ":" in dst else 2
-        attrs = {"family": family, "dst": dst, "oif": self._index(dev)}
-        if via:
-            attrs["gateway"] = via
-        if src:
-            attrs["prefsrc"] = src
-        if onlink:
-            attrs["flags"] = RTNH_F_ONLINK
-        if proto is not None:
-            attrs["proto"] = proto
-        self._do(f"add route {dst} dev {dev}", self.ipr.route, "replace", **attrs)
+    # -- firewall ----------------------------------------------------------------
 
-    @_in_worker
-    def routes_by_proto(self, proto: int) -> list[Route]:
-        """The main table's unicast routes made with ``proto`` (both families)."""
-        names = {m["index"]: m.get_attr("IFLA_IFNAME") for m in self.ipr.get_links()}
-        out = []
-        for family in (2, 10):
-            for m in self.ipr.get_routes(family=family, table=254, proto=proto):
-                dst = m.get_attr("RTA_DST")
-                if dst and m["type"] == 1 and m["proto"] == proto:
-                    out.append(Route(f"{dst}/{m['dst_len']}", names.get(m.get_attr("RTA_OIF")),
-                                     m.get_attr("RTA_GATEWAY"), bool(m["flags"] & RTNH_F_ONLINK)))
-        return out
-
-    @_in_worker
-    def route_to(self, address: str) -> Route | None:
-        """The route the kernel would use to reach ``address`` (``ip route get``); None when
-        it is unreachable. ``src`` is the source address it would pick."""
-        try:
-            msgs = self.ipr.route("get", dst=address)
-        except Exception as exc:
-            if _errno(exc) in (errno.ENETUNREACH, errno.EHOSTUNREACH):
-                return None
-            raise _kernel_error(exc, f"look up the route to {address}") from None
-        if not msgs:
-            return None
-        m = msgs[0]
-        index = m.get_attr("RTA_OIF")
-        link = self.ipr.get_links(index)[0].get_attr("IFLA_IFNAME") if index else None
-        return Route(f"{address}/{m['dst_len']}", link, m.get_attr("RTA_GATEWAY"), False,
-                     src=m.get_attr("RTA_PREFSRC"))
-
-    @_in_worker
-    def has_default_route(self) -> bool:
-        """Does the main table hold a default route of either family (of any type)."""
-        return any(m["dst_len"] == 0 for family in (2, 10) for m in self.ipr.get_routes(family=family, table=254))
-
-    @_in_worker
-    def default_route_interface(self, family: int = 2) -> str | None:
-        """The interface of the main table's default route (lowest metric), or None."""
-        best = None
-        for m in self.ipr.get_routes(family=family, table=254):
-            if m["dst_len"] == 0 and m["type"] == 1 and m.get_attr("RTA_OIF"):
-                metric = m.get_attr("RTA_PRIORITY") or 0
-                if best is None or metric < best[0]:
-                    best = (metric, m.get_attr("RTA_OIF"))
-        if best is None:
-            return None
-        return self.ipr.get_links(best[1])[0].get_attr("IFLA_IFNAME")
-
-    @_in_worker
-    def interfaces(self) -> list[Interface]:
-        """Every link with its addresses (IPv4 first, then IPv6; ``addr/prefix``), in index order."""
-        by_index: dict[int, list[str]] = {}
-        for family in (2, 10):
-            for m in self.ipr.get_addr(family=family):
-                by_index.setdefault(m["index"], []).append(f"{m.get_attr('IFA_ADDRESS')}/{m['prefixlen']}")
-        out = []
-        for m in sorted(self.ipr.get_links(), key=lambda m: m["index"]):
-            link = self._link(m)
-            out.append(Interface(link.index, link.name, link.up, link.mtu, tuple(by_index.get(link.index, ()))))
-        return out
-
-    @_in_worker
-    def routes(self, dev: str) -> dict[str, str | None]:
-        """The main table's routes out of ``dev``: destination CIDR -> next hop (None: on-link)."""
-        found = self.ipr.link_lookup(ifname=dev)
-        if not found:
-            return {}
-        out = {}
-        for family in (2, 10):
-            for m in self.ipr.get_routes(family=family, table=254, oif=found[0]):
-                dst = m.get_attr("RTA_DST")
-                if dst and m["type"] == 1:  # unicast
-                    out[f"{dst}/{m['dst_len']}"] = m.get_attr("RTA_GATEWAY")
-        return out
-
-    @_in_worker
-    def delete_route(self, dst: str, *, dev: str) -> None:
-        """Remove the route to ``dst`` out of ``dev``; idempotent."""
-        found = self.ipr.link_lookup(ifname=dev)
-        if found:
-            self._quietly(f"delete route {dst} dev {dev}", self.ipr.route, "del",
-                          family=10 if ":" in dst else 2, dst=dst, oif=found[0])
-
-    @_in_worker
-    def route_destinations(self) -> list[str]:
-        """Destinations (CIDR) of the main table's routes, both families; for pool overlap checks."""
-        out = []
-        for family in (2, 10):
-            for m in self.ipr.get_routes(family=family, table=254):
-                dst = m.get_attr("RTA_DST")
-                if dst:
-                    out.append(f"{dst}/{m['dst_len']}")
-        return out
-
-    # -- tunnels, neighbours and forwarding database ----------------------------
-
-    @_in_worker
-    def ensure_vxlan(self, name: str, *, vni: int, port: int, local: str, dev: str, mac: str | None = None,
-                     mtu: int | None = None, alias: str | None = None) -> Link:
-        """A vxlan device without learning (the control plane fills its FDB), up. One that
-        exists with another VNI, port, local address or lower device is replaced, not kept."""
-        index = self._index(dev)
-        local_attr = "IFLA_VXLAN_LOCAL6" if ":" in local else "IFLA_VXLAN_LOCAL"  # the underlay's family
-        msgs = self.ipr.get_links(ifname=name) if self.ipr.link_lookup(ifname=name) else []
-        if msgs:
-            info = msgs[0].get_attr("IFLA_LINKINFO")
-            data = info.get_attr("IFLA_INFO_DATA") if info is not None else None
-            same = (info is not None and info.get_attr("IFLA_INFO_KIND") == "vxlan" and data is not None
-                    and data.get_attr("IFLA_VXLAN_ID") == vni and data.get_attr("IFLA_VXLAN_PORT") == port
-                    and data.get_attr(local_attr.upper()) == local and data.get_attr("IFLA_VXLAN_LINK") == index)
-            if not same:
-                self._do(f"replace vxlan {name}", self.ipr.link, "del", index=msgs[0]["index"])
-                msgs = []
-        if not msgs:
-            attrs = {"ifname": name, "kind": "vxlan", "vxlan_id": vni, "vxlan_port": port, local_attr[5:].lower(): local,
-                     "vxlan_link": index, "vxlan_learning": 0}
-            if mac:
-                attrs["address"] = mac
-            self._do(f"create vxlan {name}", self.ipr.link, "add", **attrs)
-        settings: dict = {"state": "up"}
-        if mtu:
-            settings["mtu"] = mtu
-        if mac:
-            settings["address"] = mac
-        if alias:
-            settings["IFLA_IFALIAS"] = alias
-        self._do(f"configure vxlan {name}", self.ipr.link, "set", index=self._index(name), **settings)
-        return self.link(name)
-
-    @_in_worker
-    def set_neighbour(self, dev: str, ip: str, mac: str) -> None:
-        """A permanent neighbour entry ``ip`` -> ``mac`` on ``dev``."""
-        self._do(f"set neighbour {ip} on {dev}", self.ipr.neigh, "replace", dst=ip, lladdr=mac,
-                 ifindex=self._index(dev), state=NUD_PERMANENT)
-
-    @_in_worker
-    def delete_neighbour(self, dev: str, ip: str) -> None:
-        found = self.ipr.link_lookup(ifname=dev)
-        if found:
-            self._quietly(f"delete neighbour {ip} on {dev}", self.ipr.neigh, "del", dst=ip, ifindex=found[0])
-
-    def _neighbour_entries(self, dev: str, families: tuple[int, ...]) -> list:
-        """The neighbour table entries of ``dev`` in ``families`` (AF_BRIDGE: its FDB)."""
-        found = self.ipr.link_lookup(ifname=dev)
-        if not found:
-            return []
-        return [m for family in families for m in self.ipr.get_neighbours(family=family, ifindex=found[0])]
-
-    @_in_worker
-    def permanent_neighbours(self, dev: str) -> dict[str, str]:
-        """The permanent neighbour entries on ``dev``: IP -> MAC."""
-        return {m.get_attr("NDA_DST"): m.get_attr("NDA_LLADDR") for m in self._neighbour_entries(dev, (2, 10))
-                if m["state"] & NUD_PERMANENT and m.get_attr("NDA_DST")}
-
-    @_in_worker
-    def set_fdb(self, dev: str, mac: str, dst: str) -> None:
-        """A forwarding-database entry of a vxlan device: frames to ``mac`` go to VTEP ``dst``."""
-        self._do(f"set fdb {mac} on {dev}", self.ipr.fdb, "replace", ifindex=self._index(dev), lladdr=mac,
-                 dst=dst, state=NUD_PERMANENT, flags=NTF_SELF)
-
-    @_in_worker
-    def delete_fdb(self, dev: str, mac: str, dst: str) -> None:
-        found = self.ipr.link_lookup(ifname=dev)
-        if found:
-            self._quietly(f"delete fdb {mac} on {dev}", self.ipr.fdb, "del", ifindex=found[0], lladdr=mac, dst=dst)
-
-    @_in_worker
-    def fdb(self, dev: str) -> dict[str, str]:
-        """The static FDB entries of a vxlan device: MAC -> VTEP address."""
-        return {m.get_attr("NDA_LLADDR"): m.get_attr("NDA_DST") for m in self._neighbour_entries(dev, (AF_BRIDGE,))
-                if m.get_attr("NDA_LLADDR") and m.get_attr("NDA_DST")}
-
-    def _quietly(self, what: str, fn, *args, **kwargs) -> None:
-        """An idempotent delete: what is already gone is success."""
-        try:
-            fn(*args, **kwargs)
-        except Exception as exc:
-            if _errno(exc) not in (errno.ENOENT, errno.ESRCH, errno.ENODEV):
-                raise _kernel_error(exc, what) from None
-
-    # -- sysctls and firewall --------------------------------------------------
-
-    @_in_worker
-    def sysctl(self, key: str, value: str | None = None) -> str:
-        """Read, or write when ``value`` is given, a sysctl of this namespace (``net.ipv4.ip_forward``).
-        As sysctl(8): a ``/`` in the key stands for a ``.`` in a name (``net.ipv6.conf.flannel/1.mtu``)."""
-        path = "/proc/sys/" + key.translate(_SYSCTL_SEPARATORS)
-        if value is None:
-            with open(path) as f:
-                return f.read().strip()
-        with open(path, "w") as f:
-            f.write(str(value))
-        return str(value)
-
-    @_in_worker
+    @in_worker
     def nft(self):
         """The namespace's libnftables context (created in, and used from, this worker)."""
         if self._nft is None:
@@ -800,93 +175,17 @@ class Namespace:
             self._nft = Nftables()
         return self._nft
 
-    @_in_worker
+    @in_worker
     def apply_firewall(self, networks, table: str = "muslin") -> None:
         from muslin.kernel import firewall
 
         firewall.apply(self.nft(), networks, table)
 
-    @_in_worker
+    @in_worker
     def apply_fabric_rules(self, rules) -> None:
         """The fabric agent's tables (``firewall.FabricRules``; None removes them)."""
         from muslin.kernel import firewall
 
         self.nft().json_cmd(firewall.render_fabric(rules))
 
-    # -- helpers ----------------------------------------------------------------
 
-    @staticmethod
-    def _do(what: str, fn, *args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except Exception as exc:
-            raise _kernel_error(exc, what) from None
-
-
-_DEFAULT = {2: "0.0.0.0/0", 10: "::/0"}
-_SYSCTL_SEPARATORS = str.maketrans("./", "/.")
-
-
-def sysctl_name(ifname: str) -> str:
-    """An interface name as a sysctl key component (``flannel.1`` -> ``flannel/1``)."""
-    return ifname.replace(".", "/")
-
-
-@functools.cache
-def _teach_pyroute2_ipvlan_flags() -> None:
-    """pyroute2 0.9 knows IFLA_IPVLAN_MODE but not IFLA_IPVLAN_FLAGS (bridge, private,
-    vepa): register the ipvlan link data with both, so ``ipvlan_flags=`` is encoded."""
-    from pyroute2.netlink import nla
-    from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
-
-    class ipvlan_data(nla):
-        prefix = "IFLA_"
-        nla_map = (("IFLA_IPVLAN_UNSPEC", "none"), ("IFLA_IPVLAN_MODE", "uint16"),
-                   ("IFLA_IPVLAN_FLAGS", "uint16"))
-
-    ifinfmsg.ifinfo.data_map["ipvlan"] = ipvlan_data
-
-
-def _oper_up(msg) -> bool:
-    return msg.get_attr("IFLA_OPERSTATE") == "UP"
-
-
-def _forwarding(msg) -> bool:
-    """A link message of a bridge port that is up and forwarding."""
-    info = msg.get_attr("IFLA_LINKINFO")
-    port = info.get_attr("IFLA_INFO_SLAVE_DATA") if info is not None else None
-    return _oper_up(msg) and port is not None and port.get_attr("IFLA_BRPORT_STATE") == BR_STATE_FORWARDING
-
-
-def _address(index: int, cidr: str) -> dict:
-    """RTM_NEWADDR arguments for ``addr/prefix``; IPv6 without duplicate address detection."""
-    addr, _, prefix = cidr.partition("/")
-    kwargs = {"index": index, "address": addr, "prefixlen": int(prefix)}
-    if ":" in addr:
-        kwargs["flags"] = IFA_F_NODAD
-    return kwargs
-
-
-_LEGACY_PORT = re.compile(r"veth[0-9a-f]{11}")
-
-
-def _legacy_port(link: Link, tagged: set) -> bool:
-    """An endpoint's veth made before veths were tagged: untagged, named ``veth<id11>``,
-    a port of a tagged bridge."""
-    return (link.alias is None and link.kind == "veth" and link.master in tagged
-            and _LEGACY_PORT.fullmatch(link.name or "") is not None)
-
-
-def _errno(exc: BaseException) -> int | None:
-    code = getattr(exc, "code", None)
-    if isinstance(code, int):
-        return code
-    return getattr(exc, "errno", None)
-
-
-def _kernel_error(exc: BaseException, what: str) -> KernelError:
-    code = _errno(exc)
-    reason = os.strerror(code) if code else str(exc)
-    err = KernelError(f"cannot {what}: {reason}")
-    err.errno = code
-    return err
