@@ -36,9 +36,7 @@ def _refused(exc: Exception, network: Network) -> KernelError:
     else:
         reason = f"cannot configure bridge {bridge_name(network)}: {getattr(exc, 'strerror', None) or exc}"
     given = [f"{key}={network.options[key]}" for key in (BRIDGE_NAME_OPTION, MTU_OPTION) if key in network.options]
-    err = KernelError(f"{reason} (options: {', '.join(given)})" if given else reason)
-    err.errno = getattr(exc, "errno", None)
-    return err
+    return KernelError(f"{reason} (options: {', '.join(given)})" if given else reason, errno=getattr(exc, "errno", None))
 
 
 class BridgeDriver:
