@@ -10,7 +10,7 @@ figures are medians (and p95, min) of the wall time of the whole process.
   python -c pass            the interpreter muslin runs on, doing nothing
   python -I -c 'import argparse' / 'import click'
                             what a CLI built on argparse or click pays before its first line
-                            (click from the base interpreter, when it has it)
+                            (click found where the base interpreter has it, imported here)
   CNI bridge VERSION        the reference CNI plugin (a Go binary, /usr/lib/cni) answering VERSION
 
 The daemon runs in a lab namespace (it programs its firewall there); nothing else touches
@@ -43,12 +43,20 @@ def muslin_command() -> list[str]:
     return [sys.executable, os.path.join(os.path.dirname(__file__), "..", "bin", "muslin")]
 
 
-def base_python_with(module: str) -> str | None:
-    """An interpreter of this Python that can import ``module`` in isolated mode (-I), if any."""
-    for python in (sys.executable, getattr(sys, "_base_executable", sys.executable)):
-        if subprocess.run([python, "-I", "-c", f"import {module}"], capture_output=True).returncode == 0:
-            return python
-    return None
+def import_line(module: str) -> str | None:
+    """Python code that imports ``module`` in this interpreter: the plain import when it is
+    installed here, else the import after adding the directory the base interpreter finds it in
+    to ``sys.path`` (this interpreter, not that one: its start-up, site files included, is
+    muslin's); None when neither has it."""
+    if subprocess.run([sys.executable, "-I", "-c", f"import {module}"], capture_output=True).returncode == 0:
+        return f"import {module}"
+    base = getattr(sys, "_base_executable", sys.executable)
+    found = subprocess.run([base, "-I", "-c", f"import os, {module}; "
+                            f"print(os.path.dirname(os.path.dirname({module}.__file__)))"],
+                           capture_output=True, text=True)
+    if found.returncode != 0:
+        return None
+    return f"import sys; sys.path.append({found.stdout.strip()!r}); import {module}"
 
 
 def commands(root: str) -> dict[str, tuple[list[str], str | None, dict | None]]:
@@ -60,9 +68,9 @@ def commands(root: str) -> dict[str, tuple[list[str], str | None, dict | None]]:
         "python -c pass": ([sys.executable, "-c", "pass"], None, None),
         "python -I -c 'import argparse'": ([sys.executable, "-I", "-c", "import argparse"], None, None),
     }
-    click = base_python_with("click")
+    click = import_line("click")
     if click is not None:
-        out["python -I -c 'import click'"] = ([click, "-I", "-c", "import click"], None, None)
+        out["python -I -c 'import click'"] = ([sys.executable, "-I", "-c", click], None, None)
     if os.path.exists(CNI_BRIDGE):
         env = {"CNI_COMMAND": "VERSION", "PATH": os.environ.get("PATH", "")}
         out["CNI bridge VERSION"] = ([CNI_BRIDGE], '{"cniVersion":"1.0.0"}', env)
