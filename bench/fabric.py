@@ -47,11 +47,13 @@ import os
 import queue
 import resource
 import selectors
+import shutil
 import socket
 import statistics
 import struct
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import dataclasses
@@ -349,13 +351,26 @@ def print_storm(r: StormResult) -> None:
         print(f"  {'':28} logged {count}x: {message}")
 
 
+@contextlib.contextmanager
+def env_files(fallback: str):
+    """A directory for the agents' subnet.env files on a tmpfs, as /run (where agents write
+    them) is on a host, so that fsync costs what it costs there; removed afterwards."""
+    tmpfs = "/dev/shm" if os.path.isdir("/dev/shm") else None
+    path = tempfile.mkdtemp(prefix="muslin-bench-env-", dir=tmpfs or fallback)
+    print(f"  (subnet.env files in {path}{', a tmpfs' if tmpfs else ''})")
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
 def leasing(args) -> None:
     sizes = [50, 200]
     modes = [("threads", storm_threads)] + ([] if args.quick else [("processes", storm_processes)])
     print(f"== leasing storm: {' then '.join(map(str, sizes))} agents at once, {NETWORK} in /24s "
           f"(255 subnets), each agent with its own registry")
     results: dict[tuple[str, str, int], StormResult] = {}
-    with Lab(name="storm") as lab:
+    with Lab(name="storm") as lab, env_files(lab.workdir) as env_root:
         host = lab.host("etcd")
         lab.link(host, lab.switch("sw"), "10.77.0.1/24")
         etcd = Etcd.start(host, lab.workdir, name="storm")
@@ -376,7 +391,7 @@ def leasing(args) -> None:
                             return CountedEmbedded(state_dir)
                         pid = None
                     # the agents reach etcd from inside its host (forked children inherit it)
-                    env_dir = os.path.join(lab.workdir, f"env-{run_id}")
+                    env_dir = os.path.join(env_root, run_id)
                     with inside(host) if store == "etcd" else contextlib.nullcontext():
                         with contextlib.closing(make()) as admin:
                             admin.set_config(VXLAN)
