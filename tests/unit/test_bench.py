@@ -69,11 +69,12 @@ def test_attach_alternates_every_system_and_size_with_equal_samples():
     assert sorted(firsts) == sorted(s.key for s in systems)  # who goes first rotates through all
 
 
-def test_attach_ratio_gives_the_spread_of_round_ratios():
+def test_attach_ratio_pairs_samples_taken_in_the_same_turn():
     attach = bench("attach")
     ours, theirs = attach.Series(), attach.Series()
     ours.rounds, theirs.rounds = [[2.0, 2.0], [3.0, 3.0]], [[1.0, 1.0], [2.0, 2.0]]
-    assert attach.ratio(ours, theirs).startswith("1.67 (rounds 1.50-2.00;")
+    # paired samples: 2/1, 2/1, 3/2, 3/2; the medians alone (2.5 / 1.5) would say 1.67
+    assert attach.ratio(ours, theirs).startswith("1.75 (rounds 1.50-2.00; medians 2.5 / 1.5 ms)")
 
 
 def test_attach_compares_with_both_cni_configurations():
