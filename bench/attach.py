@@ -39,7 +39,7 @@ import sys
 import time
 from ipaddress import IPv4Address
 
-from figures import CONTEXT, FIXED, NOISE, Row, peer, percentile, print_summary, process_ms
+from figures import CONTEXT, FIXED, NOISE, Row, paired_ratios, peer, percentile, print_summary, process_ms
 
 from muslin import kernel
 from muslin.engine import Engine
@@ -74,20 +74,15 @@ class Series:
                 f"round medians {min(per_round):6.2f}-{max(per_round):6.2f} ms   (n={len(self.samples)})")
 
 
-def round_ratios(ours: Series, theirs: Series) -> list[list[float]]:
-    """Per round, the ratios of the samples of two series taken in the same turn (sample k of a
-    round of one and sample k of the same round of the other)."""
-    return [[a / b for a, b in zip(ra, rb)] for ra, rb in zip(ours.rounds, theirs.rounds)]
-
-
 def paired(ours: Series, theirs: Series) -> float:
-    """The median of the ratios of samples taken in the same turn: drift cannot tilt it."""
-    return statistics.median([x for r in round_ratios(ours, theirs) for x in r])
+    """The median of the ratios of samples taken in the same turn (sample k of a round of one
+    series and sample k of the same round of the other)."""
+    return statistics.median(paired_ratios(ours.samples, theirs.samples))
 
 
 def ratio(ours: Series, theirs: Series) -> str:
-    """``paired``, its spread (the lowest and highest median of one round) and both medians."""
-    per_round = [statistics.median(r) for r in round_ratios(ours, theirs)]
+    """``paired``, its spread (the lowest and highest such median of one round), both medians."""
+    per_round = [statistics.median(paired_ratios(a, b)) for a, b in zip(ours.rounds, theirs.rounds)]
     return (f"{paired(ours, theirs):.2f} (rounds {min(per_round):.2f}-{max(per_round):.2f}; "
             f"medians {ours.median:.1f} / {theirs.median:.1f} ms)")
 

@@ -28,8 +28,9 @@ import statistics
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 
-from figures import NOISE
+from figures import NOISE, paired_ratios
 
 from muslin.engine import Engine
 from muslin.lab import Lab
@@ -93,7 +94,27 @@ def hand_bridge(lab: Lab, host) -> Pair:
     return Pair("kernel bridge", a.netns, b.netns, "10.63.0.11")
 
 
-def measure(pairs: tuple[Pair, Pair], rounds: int, seconds: float, pings: int) -> dict:
+@dataclass
+class Comparison:
+    """The rounds of a muslin path (``ours``) and its peer (``theirs``), measured alternately."""
+
+    ours: str
+    theirs: str
+    gbps: dict[str, list[float]]
+    ms: dict[str, list[float]]
+
+    def medians(self, label: str) -> tuple[float, float]:
+        """Median throughput (Gbit/s) and round trip (ms) of one path."""
+        return statistics.median(self.gbps[label]), statistics.median(self.ms[label])
+
+    def throughput_ratio(self) -> tuple[float, float, float]:
+        """Ours / theirs, paired by round (both measured back to back): median, lowest, highest."""
+        per_round = paired_ratios(self.gbps[self.ours], self.gbps[self.theirs])
+        return statistics.median(per_round), min(per_round), max(per_round)
+
+
+def measure(pairs: tuple[Pair, Pair], rounds: int, seconds: float, pings: int) -> Comparison:
+    """``pairs``: the muslin path, then its peer."""
     gbps: dict[str, list[float]] = {p.label: [] for p in pairs}
     ms: dict[str, list[float]] = {p.label: [] for p in pairs}
     for p in pairs:  # warm up: ARP, caches, iperf3's first start
@@ -104,7 +125,7 @@ def measure(pairs: tuple[Pair, Pair], rounds: int, seconds: float, pings: int) -
             ms[p.label].append(rtt(p.a, p.b_ip, pings))
     for p in pairs:
         print(f"  {p.label:16} Gbit/s per round: {' '.join(f'{g:.2f}' for g in gbps[p.label])}")
-    return {p.label: (statistics.median(gbps[p.label]), statistics.median(ms[p.label])) for p in pairs}
+    return Comparison(pairs[0].label, pairs[1].label, gbps, ms)
 
 
 def br_netfilter(node) -> str:
@@ -119,12 +140,13 @@ def br_netfilter(node) -> str:
     return f"{state} (bridge-nf-call-iptables={values['iptables']}, -ip6tables={values['ip6tables']})"
 
 
-def report(path: str, results: dict, ours: str, theirs: str) -> None:
-    (g1, r1), (g2, r2) = results[ours], results[theirs]
-    print(f"{path:8} {ours:16} {g1:6.2f} Gbit/s   rtt {r1 * 1000:6.1f} us")
-    print(f"{'':8} {theirs:16} {g2:6.2f} Gbit/s   rtt {r2 * 1000:6.1f} us")
-    print(f"{'':8} {'ratio':16} {g1 / g2:6.3f} of the ceiling's throughput (its peer; target >= 0.95); "
-          f"latency {r1 / r2:5.3f}x the ceiling's")
+def report(path: str, c: Comparison) -> None:
+    (g1, r1), (g2, r2) = c.medians(c.ours), c.medians(c.theirs)
+    ratio, low, high = c.throughput_ratio()
+    print(f"{path:8} {c.ours:16} {g1:6.2f} Gbit/s   rtt {r1 * 1000:6.1f} us")
+    print(f"{'':8} {c.theirs:16} {g2:6.2f} Gbit/s   rtt {r2 * 1000:6.1f} us")
+    print(f"{'':8} {'ratio':16} {ratio:6.3f} of the ceiling's throughput (its peer; paired by round, rounds "
+          f"{low:.2f}-{high:.2f}; target >= 0.95); latency {r1 / r2:5.3f}x the ceiling's")
 
 
 def main() -> int:
@@ -143,11 +165,11 @@ def main() -> int:
                   f"by hand.\n{NOISE}\n")
             mac = measure((muslin_pair(engine, "macvlan", "10.61.0", {"parent": "eth0"}), hand_macvlan(lab, host)),
                           args.rounds, args.seconds, args.pings)
-            report("macvlan", mac, "muslin macvlan", "kernel macvlan")
+            report("macvlan", mac)
             bare = lab.host("bare")  # the hand-built bridge's host: no nftables ruleset
             br = measure((muslin_pair(engine, "bridge", "10.64.0", {}), hand_bridge(lab, bare)), args.rounds,
                          args.seconds, args.pings)
-            report("bridge", br, "muslin bridge", "kernel bridge")
+            report("bridge", br)
             print(f"{'':8} br_netfilter: muslin bridge's host {br_netfilter(host)}; "
                   f"hand-built bridge's host {br_netfilter(bare)}")
         finally:

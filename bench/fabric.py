@@ -60,7 +60,7 @@ import dataclasses
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network
 
-from dataplane import Pair, measure  # the same rounds, iperf3 and ping as bench/dataplane.py
+from dataplane import Comparison, Pair, measure  # the same rounds, iperf3 and ping as bench/dataplane.py
 from figures import FIXED, NOISE, Row, peer, percentile, print_summary
 
 from muslin.fabric.backends.vxlan import vtep_mac
@@ -671,13 +671,15 @@ def reachable(pair: Pair) -> bool:
                           capture_output=True).returncode == 0
 
 
-def compare(path: str, ours: Pair, theirs: Pair, args) -> tuple[float, float, float, float]:
-    results = measure((ours, theirs), args.rounds, args.seconds, args.pings)
-    (g1, r1), (g2, r2) = results[ours.label], results[theirs.label]
+def compare(path: str, ours: Pair, theirs: Pair, args) -> Comparison:
+    c = measure((ours, theirs), args.rounds, args.seconds, args.pings)
+    (g1, r1), (g2, r2) = c.medians(c.ours), c.medians(c.theirs)
+    ratio, low, high = c.throughput_ratio()
     print(f"  {path:8} {ours.label:20} {g1:6.2f} Gbit/s   rtt {r1 * 1000:6.1f} us")
     print(f"  {'':8} {theirs.label:20} {g2:6.2f} Gbit/s   rtt {r2 * 1000:6.1f} us")
-    print(f"  {'':8} {'ratio':20} {g1 / g2:6.3f} of the throughput by hand; round trip {r1 / r2:5.2f}x")
-    return g1, g2, r1, r2
+    print(f"  {'':8} {'ratio':20} {ratio:6.3f} of the throughput by hand (paired by round, rounds "
+          f"{low:.2f}-{high:.2f}); round trip {r1 / r2:5.2f}x")
+    return c
 
 
 def udp_unavailable() -> str | None:
@@ -688,7 +690,7 @@ def udp_unavailable() -> str | None:
     return None
 
 
-def measure_backend(backend: str, config: str, hand: Pair, args) -> tuple[float, float, float, float] | None:
+def measure_backend(backend: str, config: str, hand: Pair, args) -> Comparison | None:
     """One backend in a fresh lab against ``hand``; None (said why) when it does not come up."""
     try:
         with Lab(name=backend.replace("-", "")) as lab:
@@ -698,15 +700,17 @@ def measure_backend(backend: str, config: str, hand: Pair, args) -> tuple[float,
         return None
 
 
-def ratio_rows(backend: str, result: tuple[float, float, float, float] | None) -> None:
+def ratio_rows(backend: str, c: Comparison | None) -> None:
     basis = peer(f"{backend} by hand")
-    if result is None:
+    if c is None:
         SUMMARY.append(Row(f"data plane: {backend} throughput", "did not come up", basis, f">= {RATIO_TARGET}",
                            False))
         return
-    g1, g2, r1, r2 = result
-    SUMMARY.append(Row(f"data plane: {backend} throughput", f"{g1 / g2:.3f} ({g1:.2f} / {g2:.2f} Gbit/s)", basis,
-                       f">= {RATIO_TARGET} of it", g1 / g2 >= RATIO_TARGET))
+    (g1, r1), (g2, r2) = c.medians(c.ours), c.medians(c.theirs)
+    ratio, low, high = c.throughput_ratio()
+    SUMMARY.append(Row(f"data plane: {backend} throughput",
+                       f"{ratio:.3f} (rounds {low:.2f}-{high:.2f}; {g1:.2f} / {g2:.2f} Gbit/s)", basis,
+                       f">= {RATIO_TARGET} of it", ratio >= RATIO_TARGET))
     SUMMARY.append(Row(f"data plane: {backend} round trip", f"{r1 * 1000:.0f} / {r2 * 1000:.0f} us", basis))
 
 
@@ -723,8 +727,9 @@ def dataplane(args) -> None:
         if udp is None:
             SUMMARY.append(Row("data plane: udp throughput", "not available", FIXED, f">= {UDP_TARGET:g} Gbit/s"))
         else:
-            g1, g2, r1, r2 = udp
-            SUMMARY.append(Row("data plane: udp throughput", f"{g1:.2f} Gbit/s ({g1 / g2:.3f} of vxlan by hand)",
+            (g1, r1), (_, r2) = udp.medians(udp.ours), udp.medians(udp.theirs)
+            SUMMARY.append(Row("data plane: udp throughput",
+                               f"{g1:.2f} Gbit/s ({udp.throughput_ratio()[0]:.3f} of vxlan by hand)",
                                FIXED, f">= {UDP_TARGET:g} Gbit/s", g1 >= UDP_TARGET))
             SUMMARY.append(Row("data plane: udp round trip", f"{r1 * 1000:.0f} / {r2 * 1000:.0f} us",
                                peer("vxlan by hand")))

@@ -23,6 +23,12 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[max(0, math.ceil(q / 100 * len(ordered)) - 1)]
 
 
+def paired_ratios(ours: list[float], theirs: list[float]) -> list[float]:
+    """The ratios of samples taken in the same turn (the k-th of each): drift between turns,
+    which a shared machine has plenty of, hits both sides of each ratio alike."""
+    return [a / b for a, b in zip(ours, theirs)]
+
+
 def process_ms(argv: list[str], *, env: dict | None = None, stdin: str | None = None) -> float:
     """Wall time (ms) of one process from start to exit; a failing one ends the benchmark."""
     start = time.perf_counter()

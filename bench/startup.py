@@ -3,7 +3,8 @@
 A CLI command is one process, like a CNI plugin call, so its start-up is part of every
 command. Each round runs every command below once, in an order that rotates from round to
 round (the machine's drift hits all of them alike), after a few untimed warm-up rounds;
-figures are medians (and p95, min) of the wall time of the whole process.
+figures are medians (and p95, min) of the wall time of the whole process, and a ratio is the
+median of the ratios of two commands' runs in the same round.
 
   muslin --version          the CLI, no daemon involved
   muslin network ls         the CLI asking the daemon (already running) over its socket
@@ -27,7 +28,7 @@ import statistics
 import subprocess
 import sys
 
-from figures import NOISE, Row, peer, percentile, print_summary, process_ms
+from figures import NOISE, Row, paired_ratios, peer, percentile, print_summary, process_ms
 
 from muslin import kernel
 from muslin.lab import Lab
@@ -112,9 +113,10 @@ def main() -> int:
     for ours in ("muslin --version", "muslin network ls"):
         for other in ("python -c pass", "python -I -c 'import click'", "CNI bridge VERSION"):
             if other in med:
-                rows.append(Row(f"{ours} / {other}", f"{med[ours] / med[other]:.2f} "
-                                f"({med[ours]:.1f} / {med[other]:.1f} ms)", peer(other)))
-    print_summary(rows, "summary (ratios of medians)")
+                ratio = statistics.median(paired_ratios(times[ours], times[other]))
+                rows.append(Row(f"{ours} / {other}", f"{ratio:.2f} (medians {med[ours]:.1f} / {med[other]:.1f} ms)",
+                                peer(other)))
+    print_summary(rows, "summary (a ratio: the median of the ratios of the two commands' runs in one round)")
     return 0
 
 

@@ -89,7 +89,10 @@ def test_attach_compares_with_both_cni_configurations():
 def test_summary_says_what_each_figure_is_compared_with(capsys):
     fabric, figures = bench("fabric"), bench("figures")
     fabric.SUMMARY.clear()
-    fabric.ratio_rows("vxlan", (9.0, 10.0, 0.012, 0.010))
+    dataplane = bench("dataplane")
+    fabric.ratio_rows("vxlan", dataplane.Comparison("muslin vxlan", "by hand vxlan",
+                                                    {"muslin vxlan": [9.0], "by hand vxlan": [10.0]},
+                                                    {"muslin vxlan": [0.012], "by hand vxlan": [0.010]}))
     fabric.ratio_rows("host-gw", None)
     assert [r.basis for r in fabric.SUMMARY] == ["peer: vxlan by hand"] * 2 + ["peer: host-gw by hand"]
     figures.print_summary(fabric.SUMMARY + [figures.Row("leasing", "3 s", figures.FIXED, "<= 10 s", True)])
@@ -117,6 +120,14 @@ def test_udp_is_compared_with_vxlan_at_the_same_mtu():
     fabric, udp_pump = bench("fabric"), bench("udp_pump")
     assert backend_mtu("udp", fabric.UDP_LINK_MTU) == fabric.VXLAN_MTU == backend_mtu("vxlan", fabric.LINK_MTU)
     assert udp_pump.TUNNEL_MTU == udp_pump.UNDERLAY_MTU - 50
+
+
+def test_dataplane_ratio_pairs_rounds():
+    dataplane = bench("dataplane")
+    c = dataplane.Comparison("ours", "peer", {"ours": [2.0, 9.0, 4.0], "peer": [1.0, 10.0, 5.0]},
+                             {"ours": [0.1] * 3, "peer": [0.1] * 3})
+    assert c.throughput_ratio() == (0.9, 0.8, 2.0)  # per round 2.0, 0.9, 0.8; medians alone: 4 / 5
+    assert c.medians("ours") == (4.0, 0.1)
 
 
 @pytest.mark.parametrize("answers, expected", [
