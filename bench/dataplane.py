@@ -140,13 +140,13 @@ def br_netfilter(node) -> str:
     return f"{state} (bridge-nf-call-iptables={values['iptables']}, -ip6tables={values['ip6tables']})"
 
 
-def report(path: str, c: Comparison) -> None:
+def report(path: str, c: Comparison, indent: str = "") -> None:
     (g1, r1), (g2, r2) = c.medians(c.ours), c.medians(c.theirs)
     ratio, low, high = c.throughput_ratio()
-    print(f"{path:8} {c.ours:16} {g1:6.2f} Gbit/s   rtt {r1 * 1000:6.1f} us")
-    print(f"{'':8} {c.theirs:16} {g2:6.2f} Gbit/s   rtt {r2 * 1000:6.1f} us")
-    print(f"{'':8} {'ratio':16} {ratio:6.3f} of the ceiling's throughput (its peer; paired by round, rounds "
-          f"{low:.2f}-{high:.2f}; target >= 0.95); latency {r1 / r2:5.3f}x the ceiling's")
+    print(f"{indent}{path:8} {c.ours:20} {g1:6.2f} Gbit/s   rtt {r1 * 1000:6.1f} us")
+    print(f"{indent}{'':8} {c.theirs:20} {g2:6.2f} Gbit/s   rtt {r2 * 1000:6.1f} us")
+    print(f"{indent}{'':8} {'ratio':20} {ratio:6.3f} of its peer's throughput (paired by round, rounds "
+          f"{low:.2f}-{high:.2f}; target >= 0.95); round trip {r1 / r2:5.2f}x")
 
 
 def main() -> int:

@@ -60,7 +60,7 @@ import dataclasses
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network
 
-from dataplane import Comparison, Pair, measure  # the same rounds, iperf3 and ping as bench/dataplane.py
+from dataplane import Comparison, Pair, measure, report  # the same rounds, iperf3 and ping as bench/dataplane.py
 from figures import FIXED, NOISE, Row, peer, percentile, print_summary
 
 from muslin.fabric.backends.vxlan import vtep_mac
@@ -673,12 +673,7 @@ def reachable(pair: Pair) -> bool:
 
 def compare(path: str, ours: Pair, theirs: Pair, args) -> Comparison:
     c = measure((ours, theirs), args.rounds, args.seconds, args.pings)
-    (g1, r1), (g2, r2) = c.medians(c.ours), c.medians(c.theirs)
-    ratio, low, high = c.throughput_ratio()
-    print(f"  {path:8} {ours.label:20} {g1:6.2f} Gbit/s   rtt {r1 * 1000:6.1f} us")
-    print(f"  {'':8} {theirs.label:20} {g2:6.2f} Gbit/s   rtt {r2 * 1000:6.1f} us")
-    print(f"  {'':8} {'ratio':20} {ratio:6.3f} of the throughput by hand (paired by round, rounds "
-          f"{low:.2f}-{high:.2f}); round trip {r1 / r2:5.2f}x")
+    report(path, c, indent="  ")
     return c
 
 
