@@ -5,8 +5,12 @@ Paths, each between two network namespaces on one lab host:
 
   macvlan   muslin macvlan network (bridge mode) on the host's eth0
             vs two macvlans of eth0 made with ``ip link`` and moved into two namespaces
-  bridge    muslin bridge network (its nftables rules, masquerade, br_netfilter on)
+  bridge    muslin bridge network (its nftables rules, masquerade)
             vs a bridge and two veths made with ``ip link`` in a host with no ruleset
+
+Whether br_netfilter was on (bridged frames handed to the IP hooks: the kernel's
+``net.bridge.bridge-nf-call-iptables`` / ``-ip6tables`` in each bridge path's namespace) is
+printed with the bridge figures: it decides what a bridged frame costs.
 
 Each measure runs ``--rounds`` times, muslin and hand-built alternating (and which of
 them goes first alternating too) so that the machine's drift hits both alike; the
@@ -24,6 +28,9 @@ import statistics
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
+
+from figures import NOISE, paired_ratios
 
 from muslin.engine import Engine
 from muslin.lab import Lab
@@ -77,8 +84,7 @@ def hand_macvlan(lab: Lab, host) -> Pair:
     return Pair("kernel macvlan", a.netns, b.netns, "10.62.0.11")
 
 
-def hand_bridge(lab: Lab) -> Pair:
-    host = lab.host("bare")  # a host of its own: no nftables ruleset
+def hand_bridge(lab: Lab, host) -> Pair:
     a, b = lab.node("ba"), lab.node("bb")
     host.ip("link add br0 type bridge", "addr add 10.63.0.1/24 dev br0", "link set br0 up")
     for node, ip, name in ((a, "10.63.0.10/24", "vba"), (b, "10.63.0.11/24", "vbb")):
@@ -88,7 +94,27 @@ def hand_bridge(lab: Lab) -> Pair:
     return Pair("kernel bridge", a.netns, b.netns, "10.63.0.11")
 
 
-def measure(pairs: tuple[Pair, Pair], rounds: int, seconds: float, pings: int) -> dict:
+@dataclass
+class Comparison:
+    """The rounds of a muslin path (``ours``) and its peer (``theirs``), measured alternately."""
+
+    ours: str
+    theirs: str
+    gbps: dict[str, list[float]]
+    ms: dict[str, list[float]]
+
+    def medians(self, label: str) -> tuple[float, float]:
+        """Median throughput (Gbit/s) and round trip (ms) of one path."""
+        return statistics.median(self.gbps[label]), statistics.median(self.ms[label])
+
+    def throughput_ratio(self) -> tuple[float, float, float]:
+        """Ours / theirs, paired by round (both measured back to back): median, lowest, highest."""
+        per_round = paired_ratios(self.gbps[self.ours], self.gbps[self.theirs])
+        return statistics.median(per_round), min(per_round), max(per_round)
+
+
+def measure(pairs: tuple[Pair, Pair], rounds: int, seconds: float, pings: int) -> Comparison:
+    """``pairs``: the muslin path, then its peer."""
     gbps: dict[str, list[float]] = {p.label: [] for p in pairs}
     ms: dict[str, list[float]] = {p.label: [] for p in pairs}
     for p in pairs:  # warm up: ARP, caches, iperf3's first start
@@ -99,15 +125,28 @@ def measure(pairs: tuple[Pair, Pair], rounds: int, seconds: float, pings: int) -
             ms[p.label].append(rtt(p.a, p.b_ip, pings))
     for p in pairs:
         print(f"  {p.label:16} Gbit/s per round: {' '.join(f'{g:.2f}' for g in gbps[p.label])}")
-    return {p.label: (statistics.median(gbps[p.label]), statistics.median(ms[p.label])) for p in pairs}
+    return Comparison(pairs[0].label, pairs[1].label, gbps, ms)
 
 
-def report(path: str, results: dict, ours: str, theirs: str) -> None:
-    (g1, r1), (g2, r2) = results[ours], results[theirs]
-    print(f"{path:8} {ours:16} {g1:6.2f} Gbit/s   rtt {r1 * 1000:6.1f} us")
-    print(f"{'':8} {theirs:16} {g2:6.2f} Gbit/s   rtt {r2 * 1000:6.1f} us")
-    print(f"{'':8} {'ratio':16} {g1 / g2:6.3f} of the ceiling's throughput; "
-          f"latency {r1 / r2:5.3f}x the ceiling's (target >= 0.95)")
+def br_netfilter(node) -> str:
+    """Whether bridged frames in ``node``'s namespace go through the IP hooks (br_netfilter)."""
+    values = {}
+    for family in ("iptables", "ip6tables"):
+        probe = node.sh(["sysctl", "-n", f"net.bridge.bridge-nf-call-{family}"], check=False)
+        if probe.returncode != 0:
+            return "off (br_netfilter not loaded)"
+        values[family] = probe.stdout.strip()
+    state = "on" if "1" in values.values() else "off"
+    return f"{state} (bridge-nf-call-iptables={values['iptables']}, -ip6tables={values['ip6tables']})"
+
+
+def report(path: str, c: Comparison, indent: str = "") -> None:
+    (g1, r1), (g2, r2) = c.medians(c.ours), c.medians(c.theirs)
+    ratio, low, high = c.throughput_ratio()
+    print(f"{indent}{path:8} {c.ours:20} {g1:6.2f} Gbit/s   rtt {r1 * 1000:6.1f} us")
+    print(f"{indent}{'':8} {c.theirs:20} {g2:6.2f} Gbit/s   rtt {r2 * 1000:6.1f} us")
+    print(f"{indent}{'':8} {'ratio':20} {ratio:6.3f} of its peer's throughput (paired by round, rounds "
+          f"{low:.2f}-{high:.2f}; target >= 0.95); round trip {r1 / r2:5.2f}x")
 
 
 def main() -> int:
@@ -122,12 +161,17 @@ def main() -> int:
         engine = Engine(host.root, netns=host.netns)
         try:
             print(f"one TCP stream for {args.seconds:g} s and {args.pings} pings per sample, "
-                  f"median of {args.rounds} alternating rounds\n")
+                  f"median of {args.rounds} alternating rounds; each muslin path against its peer built "
+                  f"by hand.\n{NOISE}\n")
             mac = measure((muslin_pair(engine, "macvlan", "10.61.0", {"parent": "eth0"}), hand_macvlan(lab, host)),
                           args.rounds, args.seconds, args.pings)
-            report("macvlan", mac, "muslin macvlan", "kernel macvlan")
-            br = measure((muslin_pair(engine, "bridge", "10.64.0", {}), hand_bridge(lab)), args.rounds, args.seconds, args.pings)
-            report("bridge", br, "muslin bridge", "kernel bridge")
+            report("macvlan", mac)
+            bare = lab.host("bare")  # the hand-built bridge's host: no nftables ruleset
+            br = measure((muslin_pair(engine, "bridge", "10.64.0", {}), hand_bridge(lab, bare)), args.rounds,
+                         args.seconds, args.pings)
+            report("bridge", br)
+            print(f"{'':8} br_netfilter: muslin bridge's host {br_netfilter(host)}; "
+                  f"hand-built bridge's host {br_netfilter(bare)}")
         finally:
             for con in engine.containers():
                 engine.remove_container(con.id, force=True)

@@ -1,18 +1,19 @@
 """Throughput and latency through two udp-backend pumps, next to a kernel vxlan on the same wire.
 
-Two network namespaces ("hosts") ``mpump-<pid>-a`` and ``-b``, joined by a veth pair
+Two network namespaces ("hosts") ``a`` and ``b`` of a lab (``muslin.lab.Lab``), joined by a veth pair
 (underlay 10.199.0.1/24 and .2/24, MTU 1500). Each runs a ``UdpPump`` in a process of its
 own (as each host's agent would), with ``flannel0`` holding 10.100.1.0/16 and 10.100.2.0/16
-(MTU 1472, as the agent sets it: the underlay's minus 28). One iperf3 TCP stream from a's
-10.100.1.0 to an iperf3 server bound to b's 10.100.2.0, then pings for the round trip.
-The ceiling: the same addresses on a vxlan device built by hand (``ip link add type
-vxlan``, MTU 1450), measured in the same run, rounds alternating.
+(MTU 1450: the vxlan device's, not the 1472 the agent would set, so that both carry the same
+TCP segments). One iperf3 TCP stream from a's 10.100.1.0 to an iperf3 server bound to b's
+10.100.2.0, then pings for the round trip. The ceiling: the same addresses on a vxlan device
+built by hand (``ip link add type vxlan``, MTU 1450), measured in the same run, rounds
+alternating. The machine is shared and noisy: the ratios of one run are what counts.
 
 Variants (``--variant``, repeatable): ``process`` (the default pump), ``thread`` (the same
 loops as two threads of one process), ``process-plain`` / ``thread-plain`` (no UDP GSO/GRO,
 no TCP coalescing: one read, send, receive and write per packet, as Flannel does).
 
-Nothing outside the two namespaces is touched; they, and every process started here
+Nothing outside the lab's two namespaces is touched; they, and every process started here
 (killed by PID), are gone at exit, whatever happens.
 
 Usage: python bench/udp_pump.py [--seconds 5] [--rounds 3] [--pings 200]
@@ -22,6 +23,7 @@ Usage: python bench/udp_pump.py [--seconds 5] [--rounds 3] [--pings 200]
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -30,12 +32,17 @@ import subprocess
 import sys
 import time
 
+from figures import NOISE
+
+from muslin.lab import Lab
+
 NET = "10.100.0.0/16"
 HOSTS = {  # name: (underlay address, fabric subnet, flannel0 address)
     "a": ("10.199.0.1", "10.100.1.0/24", "10.100.1.0"),
     "b": ("10.199.0.2", "10.100.2.0/24", "10.100.2.0"),
 }
 UNDERLAY_MTU = 1500
+TUNNEL_MTU = UNDERLAY_MTU - 50  # vxlan's; flannel0 gets the same (the agent would give it 28 more)
 PORT = 8285
 VARIANTS = {
     "process": {"workers": "process", "offload": True},
@@ -47,24 +54,20 @@ VARIANTS = {
 started: list[subprocess.Popen] = []  # every process this run starts; stopped by PID at the end
 
 
-def ns_path(name: str) -> str:
-    return f"/run/netns/{name}"
-
-
 def run(*argv: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess:
     return subprocess.run(argv, capture_output=True, text=True, check=check, timeout=timeout)
 
 
+NODES: dict = {}  # the lab's two hosts by name, once built: nothing runs in another namespace
+
+
 def ip(ns: str, *lines: str, check: bool = True) -> None:
-    """``ip -n NS -batch -``: every change is made inside one of our namespaces."""
-    assert ns.startswith("mpump-")
-    subprocess.run(["ip", "-n", ns, "-batch", "-"], input="".join(line + "\n" for line in lines), text=True,
-                   check=check, capture_output=True)
+    """``ip -n NS -batch -`` in one of the lab's two namespaces."""
+    NODES[ns].ip(*lines, check=check)
 
 
 def in_ns(ns: str, *argv: str) -> list[str]:
-    assert ns.startswith("mpump-")
-    return ["nsenter", f"--net={ns_path(ns)}", "--", *argv]
+    return ["nsenter", f"--net={NODES[ns].netns}", "--", *argv]
 
 
 def popen(argv: list[str], **kw) -> subprocess.Popen:
@@ -123,7 +126,7 @@ class Pumps:
             if line.strip() != "ready":
                 raise RuntimeError(f"pump of host {host} did not start (exit {proc.poll()})")
             _u, _s, addr = HOSTS[host]
-            ip(names[host], f"addr add {addr}/16 dev flannel0", f"link set flannel0 mtu {UNDERLAY_MTU - 28}",
+            ip(names[host], f"addr add {addr}/16 dev flannel0", f"link set flannel0 mtu {TUNNEL_MTU}",
                *([f"link set flannel0 txqueuelen {txqueuelen}"] if txqueuelen else []), "link set flannel0 up")
 
     def close(self) -> dict:
@@ -145,7 +148,7 @@ def vxlan_up(names: dict[str, str]) -> None:
     for host, (local_ip, _s, addr) in HOSTS.items():
         remote = next(u for h, (u, _s2, _a) in HOSTS.items() if h != host)
         ip(names[host], f"link add mpvx0 type vxlan id 42 local {local_ip} remote {remote} dstport 8472",
-           f"link set mpvx0 mtu {UNDERLAY_MTU - 50}", f"addr add {addr}/16 dev mpvx0", "link set mpvx0 up")
+           f"link set mpvx0 mtu {TUNNEL_MTU}", f"addr add {addr}/16 dev mpvx0", "link set mpvx0 up")
 
 
 def vxlan_down(names: dict[str, str]) -> None:
@@ -187,21 +190,18 @@ def rtt(names: dict[str, str], count: int) -> float:
     return statistics.median(times)
 
 
-def build(names: dict[str, str]) -> None:
+def build(lab: Lab) -> dict[str, str]:
+    """The two hosts and the wire between them; returns {host: its namespace's name}."""
     for host in HOSTS:
-        run("ip", "netns", "add", names[host])
-        ip(names[host], "link set lo up")
-    ip(names["a"], f"link add eth0 type veth peer name eth0 netns {ns_path(names['b'])}")
-    for host, (local_ip, _s, _a) in HOSTS.items():
-        ip(names[host], f"addr add {local_ip}/24 dev eth0", f"link set eth0 mtu {UNDERLAY_MTU}", "link set eth0 up")
+        NODES[host] = lab.node(host)
+    lab.link(NODES["a"], NODES["b"], f"{HOSTS['a'][0]}/24", f"{HOSTS['b'][0]}/24", a_ifname="eth0",
+             b_ifname="eth0", mtu=UNDERLAY_MTU)
+    return {host: host for host in HOSTS}
 
 
-def teardown(names: dict[str, str]) -> None:
+def stop_started() -> None:
     for proc in started:
         stop(proc)
-    for name in names.values():
-        if os.path.exists(ns_path(name)):
-            run("ip", "netns", "del", name, check=False)
 
 
 def main() -> int:
@@ -220,7 +220,6 @@ def main() -> int:
         print("needs root (network namespaces)", file=sys.stderr)
         return 2
     variants = args.variant or ["process"]
-    names = {host: f"mpump-{os.getpid()}-{host}" for host in HOSTS}
     labels = [*variants, "kernel vxlan"]
     gbps: dict[str, list[float]] = {v: [] for v in labels}
     retr: dict[str, list[int]] = {v: [] for v in labels}
@@ -228,10 +227,11 @@ def main() -> int:
     cpu: dict[str, list[float]] = {v: [] for v in variants}
     batch: dict[str, list[tuple[float, float]]] = {v: [] for v in variants}  # a's packets/send, b's packets/write
     print(f"one TCP stream for {args.seconds:g} s, {args.pings} pings; median of {args.rounds} rounds; "
-          f"underlay veth MTU {UNDERLAY_MTU}, flannel0 MTU {UNDERLAY_MTU - 28}, "
-          f"txqueuelen {args.txqueuelen or 'default'}; {os.cpu_count()} CPUs\n")
-    try:
-        build(names)
+          f"underlay veth MTU {UNDERLAY_MTU}, flannel0 and vxlan MTU {TUNNEL_MTU}, "
+          f"txqueuelen {args.txqueuelen or 'default'}; {os.cpu_count()} CPUs\n{NOISE}\n")
+    with Lab(name="udppump") as lab, contextlib.ExitStack() as stack:
+        stack.callback(stop_started)  # before the lab goes: our processes, by PID
+        names = build(lab)
         for i in range(args.rounds):
             order = labels if i % 2 == 0 else labels[::-1]
             for label in order:
@@ -263,8 +263,6 @@ def main() -> int:
                 retr[label].append(r)
                 print(f"  round {i + 1} {label:14} {g:6.2f} Gbit/s  {r:6d} retransmits  rtt {ms[label][-1]:.3f} ms",
                       flush=True)
-    finally:
-        teardown(names)
     ceiling = statistics.median(gbps["kernel vxlan"])
     ceiling_rtt = statistics.median(ms["kernel vxlan"])
     print(f"\n{'path':16} {'Gbit/s':>7} {'(min-max)':>13} {'retrans':>8} {'rtt ms':>7} {'of vxlan':>9} "
