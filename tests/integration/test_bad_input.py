@@ -93,7 +93,10 @@ OPTIONS = [
     ("macvlan bad mode", ["-d", "macvlan", "-o", "parent={host_if}", "-o", "macvlan_mode=fast"],
      "requested macvlan mode 'fast' is not valid"),
     ("macvlan missing parent", ["-d", "macvlan", "-o", "parent=eth9"], "eth9"),
-    ("macvlan parent with a slash", ["-d", "macvlan", "-o", "parent=a/b"], "a/b"),
+    ("macvlan parent with a slash", ["-d", "macvlan", "-o", "parent=a/b"],
+     'invalid value "a/b" for option parent: \'/\' is not allowed'),
+    ("macvlan parent of 16 bytes", ["-d", "macvlan", "-o", "parent=abcdefghijklmnop"],
+     'invalid value "abcdefghijklmnop" for option parent: it is 16 bytes long, at most 15 are allowed'),
 ]
 
 IPAM = [

@@ -48,9 +48,6 @@ class MacvlanDriver(ParentLinkDriver):
     def check_options(self, network: Network) -> None:
         if mode(network) not in MODES:
             raise InvalidParameter(MSG_BAD_MODE.format(mode(network)))
-        value = network.options.get(HOST_ACCESS_OPTION)
-        if value is not None and str(value).lower() not in ("true", "false", "1", "0"):
-            raise InvalidParameter(f'invalid value "{value}" for option {HOST_ACCESS_OPTION}: expected true or false')
         if host_access(network) and mode(network) != "bridge":
             raise InvalidParameter(f"{HOST_ACCESS_OPTION} needs macvlan_mode bridge: in mode {mode(network)} "
                                    "the host's shim could not reach the containers")

@@ -17,12 +17,12 @@ What the driver decided (the effective parent, whether muslin made it) is kept i
 
 from __future__ import annotations
 
+from muslin import names
 from muslin.errors import Conflict, InvalidParameter, KernelError
 from muslin.kernel import Namespace, netns_alive
 from muslin.model import Endpoint, Network
 
 PARENT_OPTION = "parent"
-IFNAMSIZ = 15
 
 # Docker's words (libnetwork drivers/macvlan|ipvlan *_setup.go)
 MSG_BAD_VLAN_NAME = "invalid subinterface vlan name {}, example formatting is eth0.10"
@@ -84,8 +84,8 @@ class ParentLinkDriver:
         if not parent or network.internal:
             state.update(parent=f"{self.dummy_prefix}{network.id[:12]}", created_parent=True, dummy=True)
             network.internal = True  # a dummy leads nowhere: say so, as Docker does
-        elif len(parent) > IFNAMSIZ or "/" in parent or not parent.isprintable() or " " in parent:
-            raise InvalidParameter(f"invalid parent interface name {parent!r}")
+        elif (problem := names.interface_name_problem(parent)) is not None:
+            raise InvalidParameter(f'invalid value "{names.shown(parent)}" for option {PARENT_OPTION}: {problem}')
         elif host.link(parent) is None:
             master, vid = parse_vlan(parent)
             if host.link(master) is None:

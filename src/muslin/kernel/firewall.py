@@ -60,6 +60,7 @@ from ipaddress import IPv4Network, IPv6Network
 from typing import Iterable
 
 from muslin.errors import InvalidParameter, KernelError
+from muslin.names import interface_name_problem
 
 TABLE = "muslin"
 PRIO_RAW = -300          # inet "raw": before conntrack
@@ -86,9 +87,7 @@ class BridgeRules:
 
     def __post_init__(self) -> None:
         b = self.bridge
-        if not isinstance(b, str) or not b or len(b.encode()) > 15 or b in (".", "..") or any(
-            c == "/" or c == ":" or c.isspace() for c in b
-        ):
+        if not isinstance(b, str) or interface_name_problem(b):  # the name goes into nft's text
             raise InvalidParameter(f"invalid bridge name {b!r}")
         subnets = []
         for s in self.subnets:
