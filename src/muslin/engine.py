@@ -24,6 +24,7 @@ import time
 from muslin import ipam, kernel, names, paths
 from muslin.drivers import Driver, load
 from muslin.errors import Conflict, InvalidParameter, MuslinError, NotFound
+from muslin.events import ENDPOINT_CREATED, ENDPOINT_REMOVED, NETWORK_CREATED, NETWORK_REMOVED, Change
 from muslin.fabric.env import FABRIC_OPTION, subnet_file_path
 from muslin.faults import checkpoint
 from muslin.ipam import Pool
@@ -98,6 +99,20 @@ class Engine:
         self.tag = hashlib.sha256(self.root.encode()).hexdigest()[:8]
         self._drivers: dict[str, Driver] = {}
         self._lock = threading.RLock()
+        self._listeners: list = []
+
+    def subscribe(self, listener) -> None:
+        """Call ``listener(change)`` after every committed change (:mod:`muslin.events`). It runs
+        under the engine's lock, so it must be quick (hand the change to a queue); its
+        failures are logged, never the operation's."""
+        self._listeners.append(listener)
+
+    def _announce(self, change: Change) -> None:
+        for listener in self._listeners:
+            try:
+                listener(change)
+            except Exception as exc:  # noqa: BLE001 - a service's trouble is not the operation's
+                log.error("%s listener failed: %s", change.action, exc, exc_info=exc)
 
     def close(self) -> None:
         self.host.close()
@@ -194,6 +209,7 @@ class Engine:
             except BaseException:
                 self._roll_back_network(net)
                 raise
+            self._announce(Change(NETWORK_CREATED, net))
             log.info("network %s created (%s)", net.name, net.id[:12])
             return net
 
@@ -329,6 +345,7 @@ class Engine:
             self.store.release_network(net.id)
             self.store.delete("networks", net.id)
             log.info("network %s removed", net.name)
+            self._announce(Change(NETWORK_REMOVED, net))
             return net
 
     def _other_networks(self, net: Network) -> list[Network]:
@@ -521,6 +538,7 @@ class Engine:
         except BaseException:
             self._forget_endpoint(net, ep)
             raise
+        self._announce(Change(ENDPOINT_CREATED, net, ep, con))
         log.info("container %s connected to %s as %s", con.name, net.name, ep.ipv4 or ep.ipv6)
         return ep
 
@@ -554,6 +572,7 @@ class Engine:
         checkpoint("disconnect.left")
         self.store.release_owner(ep.id)
         self.store.delete("endpoints", ep.id)
+        self._announce(Change(ENDPOINT_REMOVED, net, ep))
 
     # -- containers ----------------------------------------------------------------
 

@@ -270,3 +270,20 @@ def test_a_container_name_that_is_another_containers_id_is_refused(fake_engine, 
     engine.create_container(con.id[:11], "none")  # shorter than what ls shows: a name like any other
     with pytest.raises(Conflict, match=f"^container name {con.id[:length]} is the ID of another container$"):
         engine.create_container(con.id[:length], "none")
+
+
+def test_services_hear_only_committed_changes(fake_engine):
+    fake, engine = fake_engine
+    heard = []
+    engine.subscribe(lambda change: heard.append((change.action, change.network.name,
+                                                  change.endpoint.id if change.endpoint else None)))
+    engine.create_network("n1", subnets=["10.9.0.0/24"])
+    con = engine.create_container("c1", network="n1")
+    ep = engine.endpoints(container=con)[0]
+    fake.fail("add_veth")
+    with pytest.raises(Exception):
+        engine.create_container("c2", network="n1")
+    engine.remove_container("c1", force=True)
+    engine.remove_network("n1")
+    assert heard == [("network.created", "n1", None), ("endpoint.created", "n1", ep.id),
+                     ("endpoint.removed", "n1", ep.id), ("network.removed", "n1", None)]
