@@ -170,7 +170,7 @@ class FakeKernel:
     def _record(self, path, name, args, kwargs) -> None:
         index = len(self.calls)
         self.calls.append((path, name, args, kwargs))
-        for failure in self._failures:
+        for failure in list(self._failures):  # a copy: a fired failure is removed
             target, _, code = failure
             if target == index or target == name:
                 failure[1] -= 1
@@ -323,11 +323,11 @@ class FakeNamespace:
         return link.view()
 
     @_call
-    def add_veth(self, name: str, peer: str, peer_netns: str, *, peer_mac: str | None = None,
+    def add_veth(self, name: str, peer: str, peer_netns: str | None, *, peer_mac: str | None = None,
                  mtu: int | None = None, master: str | None = None, alias: str | None = None,
                  isolated: bool = False) -> None:
         master_index = self._index(master) if master else None
-        other = self._kernel.namespaces.get(peer_netns)
+        other = self.ns if peer_netns is None else self._kernel.namespaces.get(peer_netns)
         if other is None:
             raise _error(f"create veth {name}", errno.ENOENT)
         if name in self.ns.links or peer in other.links:

@@ -3,15 +3,21 @@
 Every operation follows one pattern. It validates everything first (bad input
 changes nothing), then writes what it is about to create as a ``pending`` row
 — addresses included — in one transaction, then does the kernel work under
-names derived from the row, registering an undo for each step, and finally
-marks the row ``active``. A failure runs the undo stack and forgets the row;
-a crash leaves the ``pending`` row, which :meth:`Engine.recover` (run by the
-daemon on start) rolls back. Removal marks ``removing`` first, and every
-removal step is idempotent, so an interrupted removal is simply finished.
+names derived from the row, and finally marks the row ``active``. The pending
+row is the journal, and the only roll-back: a failure calls the same idempotent
+``_forget_*`` step that :meth:`Engine.recover` (run by the daemon on start)
+takes for a pending row a crash left behind (``_journaled``). Removal marks
+``removing`` first, and every removal step is idempotent, so an interrupted
+removal is simply finished.
+
+The engine speaks muslin's model only; front ends (``muslin.frontends``) turn it
+into what their users know. Services follow its committed changes
+(:meth:`Engine.subscribe`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import hashlib
 import ipaddress
@@ -23,21 +29,18 @@ import time
 
 from muslin import ipam, kernel, names, paths
 from muslin.drivers import Driver, load
+from muslin.drivers.bridge import predefined_network
 from muslin.errors import Conflict, InvalidParameter, MuslinError, NotFound
 from muslin.events import ENDPOINT_CREATED, ENDPOINT_REMOVED, NETWORK_CREATED, NETWORK_REMOVED, Change
-from muslin.fabric.env import FABRIC_OPTION, subnet_file_path
 from muslin.faults import checkpoint
 from muslin.ipam import Pool
 from muslin.kernel import Namespace
-from muslin.model import (BRIDGE_NAME_OPTION, DEFAULT_BRIDGE, DEFAULT_BRIDGE_OPTION, IPV6_OPTION, MASQUERADE_OPTION,
-                          MTU_OPTION, TRUE_WORDS, Container, Endpoint, Network, check_endpoint_settings)
+from muslin.model import (DEFAULT_BRIDGE, DEFAULT_BRIDGE_OPTION, IPV6_OPTION, TRUE_WORDS, Container, Endpoint, Network,
+                          check_endpoint_settings)
 from muslin.store import Store
-from muslin.undo import Undo
 
 log = logging.getLogger("muslin")
 
-DEFAULT_BRIDGE_DEVICE = names.DEFAULT_BRIDGE_DEVICE
-DEFAULT_BRIDGE_SUBNET = "172.17.0.0/16"
 # networks whose subnets, bridge names and parent links are taken: a set-aside (dead) one may
 # still hold its kernel objects until the user clears it
 IN_USE = ("active", "pending", "dead")
@@ -130,7 +133,7 @@ class Engine:
 
     def driver(self, name: str) -> Driver:
         if name not in self._drivers:
-            self._drivers[name] = load(name, self.tag)
+            self._drivers[name] = load(name, self.tag, self.kernel)
         return self._drivers[name]
 
     # -- reading state ---------------------------------------------------------
@@ -181,15 +184,9 @@ class Engine:
                        aux_addresses: dict | None = None, ipv6: bool = False, internal: bool = False,
                        options: dict | None = None, labels: dict | None = None) -> Network:
         with self._lock:
-            subnets, gateways, options = list(subnets), list(gateways), dict(options or {})
-            fabric = None
-            if FABRIC_OPTION in options:
-                fabric, subnets, gateways, ipv6 = self._on_fabric(driver, subnets, gateways, ipv6, options)
-            net = self._plan_network(name, driver, subnets, gateways, list(ip_ranges),
+            net = self._plan_network(name, driver, list(subnets), list(gateways), list(ip_ranges),
                                      dict(aux_addresses or {}), bool(ipv6), bool(internal),
-                                     options, dict(labels or {}))
-            if fabric is not None:  # traffic to the other hosts' subnets keeps its source address
-                net.driver_state["fabric_networks"] = [str(n) for n in (fabric.network, fabric.network6) if n]
+                                     dict(options or {}), dict(labels or {}))
             with self.store.transaction():
                 self.store.put("networks", net.id, net.name, "pending", net.to_doc())
                 for pool in net.pools:
@@ -199,48 +196,17 @@ class Engine:
                 if self.driver(net.driver).needs_host_address(net):
                     net.driver_state["host_addresses"] = self._host_addresses(net)
                     self.store.put("networks", net.id, net.name, "pending", net.to_doc())
-            try:
+            with self._journaled("networks", net.id, f"network {net.name}", f"muslin network rm {net.name}",
+                                 self._forget_network, net):
                 checkpoint("create.reserved")
                 self.driver(net.driver).create(self.host, net)
                 checkpoint("create.kernel")
                 self._apply_firewall()
                 checkpoint("create.firewall")
                 self.store.set_state("networks", net.id, "active")
-            except BaseException:
-                self._roll_back_network(net)
-                raise
             self._announce(Change(NETWORK_CREATED, net))
             log.info("network %s created (%s)", net.name, net.id[:12])
             return net
-
-    @staticmethod
-    def _on_fabric(driver, subnets, gateways, ipv6, options):
-        """A bridge network on the fabric takes the agent's subnet, gateway and MTU from
-        subnet.env (as Docker takes --bip and --mtu from mk-docker-opts.sh), and masquerades
-        only when the agent does not (FLANNEL_IPMASQ=false)."""
-        from muslin.fabric.env import fabric_bridge, parse_subnet_env, subnet_file_path
-
-        if driver != "bridge":
-            raise InvalidParameter(f"option {FABRIC_OPTION} is only supported by the bridge driver")
-        path = subnet_file_path(options[FABRIC_OPTION])
-        try:
-            with open(path) as f:
-                env = parse_subnet_env(f.read())
-        except OSError as e:
-            raise InvalidParameter(f"cannot read the fabric's {path} ({e.strerror}): "
-                                   f"is the fabric agent running? (muslin fabric run)") from None
-        fabric = fabric_bridge(env, path)
-        wanted = [s for s in (fabric.subnet, fabric.subnet6) if s]
-        if subnets and sorted(str(ipaddress.ip_network(s, strict=False)) for s in subnets) != sorted(wanted):
-            raise InvalidParameter(f"a fabric network takes its subnet from the fabric agent ({', '.join(wanted)} "
-                                   f"in {path}): leave out --subnet")
-        if gateways and sorted(gateways) != sorted(g for g in (fabric.gateway, fabric.gateway6) if g):
-            raise InvalidParameter(f"a fabric network's gateway is the first address of its subnet "
-                                   f"({fabric.gateway or fabric.gateway6}): leave out --gateway")
-        options.setdefault(MTU_OPTION, str(fabric.mtu))
-        options.setdefault(MASQUERADE_OPTION, "true" if fabric.masquerade else "false")
-        gateways = [g for g in (fabric.gateway, fabric.gateway6) if g]
-        return fabric, wanted, gateways, bool(ipv6 or fabric.subnet6)
 
     def _host_addresses(self, net: Network) -> list[str]:
         """One address per family for the host itself (a macvlan shim): the aux address
@@ -276,27 +242,27 @@ class Engine:
         drv = self.driver(driver)
         # Host bits in --subnet are masked off, as Docker did until 25 (the seeds rely on it).
         pools = ipam.parse_pools(subnets, gateways, ip_ranges, aux, legacy_host_bits=True)
+        net = Network(id=names.new_id(), name=name, driver=driver, created=_now(), pools=pools, ipv6=ipv6,
+                      internal=internal, options=options, labels=labels)
+        others = self.networks(IN_USE)
+        drv.prepare(self.host, net, others)  # may supply pools (a network on the fabric)
+        pools = net.pools
         if drv.assigns_gateway:
             ipam.check_gateway_subnets(pools)
-        others = self.networks(IN_USE)
         ipam.check_no_overlap(pools, [p.subnet for n in others for p in n.pools])
         in_use = [p.subnet for n in others for p in n.pools] + self._host_routes()
         auto = []
         if not any(p.version == 4 for p in pools):
             auto.append(Pool(ipam.default_pool_v4(in_use)))
-        if ipv6 and not any(p.version == 6 for p in pools):
+        if net.ipv6 and not any(p.version == 6 for p in pools):
             auto.append(Pool(ipam.default_pool_v6(in_use, self.tag.encode())))
         given_gateways = {str(p.gateway) for p in pools if p.gateway}
-        pools = ipam.with_default_gateways(pools + auto) if drv.assigns_gateway else pools + auto
-        if ipv6:
-            options[IPV6_OPTION] = "true"
-        net = Network(id=names.new_id(), name=name, driver=driver, created=_now(), pools=pools, ipv6=ipv6,
-                      internal=internal, auto_subnets=[str(p.subnet) for p in auto],
-                      implicit_gateways=[str(p.gateway) for p in pools
-                                         if p.gateway is not None and str(p.gateway) not in given_gateways],
-                      options=options, labels=labels)
-        net.check_options()
-        drv.prepare(self.host, net, others)
+        net.pools = ipam.with_default_gateways(pools + auto) if drv.assigns_gateway else pools + auto
+        net.auto_subnets = [str(p.subnet) for p in auto]
+        net.implicit_gateways = [str(p.gateway) for p in net.pools
+                                 if p.gateway is not None and str(p.gateway) not in given_gateways]
+        if net.ipv6:
+            net.options[IPV6_OPTION] = "true"
         return net
 
     def _host_routes(self) -> list:
@@ -306,15 +272,6 @@ class Engine:
             if net.prefixlen > 0 and not net.is_link_local:
                 out.append(net)
         return out
-
-    def _roll_back_network(self, net: Network) -> None:
-        """Undo a network whose creation failed; what cannot be undone is set aside, and the
-        creation's own error is the one the user sees."""
-        try:
-            self._forget_network(net)
-        except Exception as exc:  # noqa: BLE001 - reported, and the original error is raised
-            self._set_aside("networks", net.id, f"network {net.name}", f"muslin network rm {net.name}", exc)
-            self._best_effort(self._apply_firewall)  # a set-aside network has no rules
 
     def _forget_network(self, net: Network) -> None:
         """Undo a network's kernel state and its rows (idempotent)."""
@@ -371,23 +328,9 @@ class Engine:
                 return self.find_network(DEFAULT_BRIDGE)
             except NotFound:
                 pass
-            if os.path.exists(subnet_file_path()):  # the fabric agent runs here: docker0 on its subnet
-                return self.create_network(DEFAULT_BRIDGE, "bridge", options={
-                    BRIDGE_NAME_OPTION: DEFAULT_BRIDGE_DEVICE,
-                    "com.docker.network.bridge.default_bridge": "true",
-                    "com.docker.network.bridge.enable_icc": "true",
-                    FABRIC_OPTION: "true",
-                })
             taken = [p.subnet for n in self.networks(IN_USE) for p in n.pools] + self._host_routes()
-            subnet = ipaddress.ip_network(DEFAULT_BRIDGE_SUBNET)
-            subnets = [] if any(subnet.overlaps(t) for t in taken if t.version == 4) else [DEFAULT_BRIDGE_SUBNET]
-            return self.create_network(DEFAULT_BRIDGE, "bridge", subnets=subnets, options={
-                BRIDGE_NAME_OPTION: DEFAULT_BRIDGE_DEVICE,
-                "com.docker.network.bridge.default_bridge": "true",
-                "com.docker.network.bridge.enable_icc": "true",
-                "com.docker.network.bridge.enable_ip_masquerade": "true",
-                "com.docker.network.driver.mtu": "1500",
-            })
+            subnets, options = predefined_network(taken)
+            return self.create_network(DEFAULT_BRIDGE, "bridge", subnets=subnets, options=options)
 
     def _apply_firewall(self) -> None:
         rules = []
@@ -425,9 +368,10 @@ class Engine:
 
     def connect(self, network: str, container: str | None = None, *, ip: str | None = None,
                 ip6: str | None = None, aliases=(), pid: int | None = None, netns: str | None = None,
-                warnings: list | None = None) -> Endpoint:
-        """Connect a container (or another runtime's, by ``pid`` or ``netns``); what the user
-        should know about the result is appended to ``warnings``."""
+                ifname: str | None = None, warnings: list | None = None) -> Endpoint:
+        """Connect a container (or another runtime's, by ``pid`` or ``netns``) through an
+        interface named ``ifname`` (default: the first free ``eth<i>``, as Docker); what the
+        user should know about the result is appended to ``warnings``."""
         with self._lock:
             net = self.find_network(network)
             joined = None
@@ -438,7 +382,7 @@ class Engine:
             else:
                 con = self.find_container(container)
             try:
-                return self._connect(net, con, ip, ip6, list(aliases), warnings)
+                return self._connect(net, con, ip, ip6, list(aliases), warnings, ifname)
             except BaseException:
                 if joined is not None:
                     self.store.delete("containers", joined.id)
@@ -491,8 +435,11 @@ class Engine:
             return False
         return first
 
-    def _connect(self, net: Network, con: Container, ip, ip6, aliases, warnings: list | None = None) -> Endpoint:
+    def _connect(self, net: Network, con: Container, ip, ip6, aliases, warnings: list | None = None,
+                 ifname: str | None = None) -> Endpoint:
         check_endpoint_settings(net, ip, ip6, aliases)
+        if ifname is not None and (problem := names.interface_name_problem(ifname)) is not None:
+            raise InvalidParameter(f'invalid interface name "{names.shown(ifname)}": {problem}')
         if not self.kernel.netns_alive(con.netns):
             raise Conflict(f"container {con.name} is not running")
         for ep in self.endpoints(container=con, states=("active", "pending", "removing")):
@@ -500,10 +447,46 @@ class Engine:
                 raise Conflict(f"endpoint with name {con.name} already exists in network {net.name}")
         if ip6 and not net.ipv6:
             raise InvalidParameter(f"network {net.name} does not have IPv6 enabled: --ip6 {ip6} cannot be used")
+        driver = self.driver(net.driver)
+        with self.kernel.Namespace(con.netns) as sandbox:
+            ep = self._reserve_endpoint(net, con, ip, ip6, aliases, self._interface_name(con, sandbox, ifname))
+            with self._journaled("endpoints", ep.id, f"endpoint {ep.id[:12]} of container {con.name}",
+                                 f"muslin rm -f {con.name}", self._forget_endpoint, net, ep):
+                checkpoint("connect.reserved")
+                first = not any(e.id != ep.id for e in self.endpoints(container=con, states=("active", "pending")))
+                ep.default_route = self._default_route_wanted(con, sandbox, first, warnings)
+                mac = self._join(driver, net, con, ep, sandbox)
+                checkpoint("connect.joined")
+                if mac and mac != ep.mac:  # ipvlan and macvlan passthru: the parent's
+                    ep.mac = mac
+                self.store.put("endpoints", ep.id, None, "active", ep.to_doc(), network_id=net.id, container_id=con.id)
+        self._announce(Change(ENDPOINT_CREATED, net, ep, con))
+        log.info("container %s connected to %s as %s", con.name, net.name, ep.ipv4 or ep.ipv6)
+        return ep
+
+    def _join(self, driver: Driver, net: Network, con: Container, ep: Endpoint, sandbox: Namespace) -> str | None:
+        """The driver's two steps: the link, made in the sandbox, then configured there."""
+        link = driver.make_link(self.host, net, ep, sandbox)
+        return driver.configure(self.host, sandbox, net, ep, link, ep.default_route)
+
+    def _interface_name(self, con: Container, sandbox: Namespace, wanted: str | None) -> str:
+        """``wanted``, or the first ``eth<i>`` the container does not use — in a namespace of
+        another runtime, nor has already."""
+        used = {e.ifname for e in self.endpoints(container=con, states=("active", "pending", "removing"))}
+
+        def taken(name: str) -> bool:
+            return name in used or (not con.owns_netns and sandbox.link(name) is not None)
+
+        if wanted is None:
+            return next(name for name in (f"eth{i}" for i in range(len(used) + 64)) if not taken(name))
+        if taken(wanted):
+            raise Conflict(f"container {con.name} already has an interface {wanted}")
+        return wanted
+
+    def _reserve_endpoint(self, net: Network, con: Container, ip, ip6, aliases, ifname: str) -> Endpoint:
+        """Write the endpoint as ``pending``, its addresses held, before any kernel work."""
         eid = names.new_id()
         with self.store.transaction():
-            used = {e.ifname for e in self.endpoints(container=con, states=("active", "pending", "removing"))}
-            ifname = next(f"eth{i}" for i in range(len(used) + 1) if f"eth{i}" not in used)
             v4 = v6 = None
             if net.pools_of(4):
                 v4 = self._allocate(net, 4, eid, ip)
@@ -522,24 +505,6 @@ class Engine:
                 aliases=aliases,
             )
             self.store.put("endpoints", ep.id, None, "pending", ep.to_doc(), network_id=net.id, container_id=con.id)
-        try:
-            checkpoint("connect.reserved")
-            driver = self.driver(net.driver)
-            first = not any(e.id != ep.id for e in self.endpoints(container=con, states=("active", "pending")))
-            with self.kernel.Namespace(con.netns) as sandbox, Undo() as undo:
-                first = self._default_route_wanted(con, sandbox, first, warnings)
-                undo.push(driver.leave, self.host, con.netns, net, ep)
-                mac = driver.join(self.host, sandbox, con.netns, net, ep, default_route=first)
-                checkpoint("connect.joined")
-            if mac and mac != ep.mac:  # ipvlan and macvlan passthru: the parent's
-                ep.mac = mac
-                self.store.put("endpoints", ep.id, None, "pending", ep.to_doc(), network_id=net.id, container_id=con.id)
-            self.store.set_state("endpoints", ep.id, "active")
-        except BaseException:
-            self._forget_endpoint(net, ep)
-            raise
-        self._announce(Change(ENDPOINT_CREATED, net, ep, con))
-        log.info("container %s connected to %s as %s", con.name, net.name, ep.ipv4 or ep.ipv6)
         return ep
 
     def _sandbox_path(self, ep: Endpoint) -> str | None:
@@ -606,7 +571,8 @@ class Engine:
                             netns=os.path.join(self.root, "netns", cid), command=list(command),
                             log=os.path.join(self.root, "containers", f"{cid}.log"))
             self.store.put("containers", con.id, con.name, "pending", con.to_doc())
-            try:
+            with self._journaled("containers", con.id, f"container {con.name}", f"muslin rm -f {con.name}",
+                                 self._finish_container_removal, con):
                 checkpoint("run.reserved")
                 self.kernel.create_netns(con.netns)
                 checkpoint("run.netns")
@@ -618,11 +584,6 @@ class Engine:
                     with self.kernel.Namespace(con.netns) as sandbox:
                         sandbox.set_link("lo", state="up")
                 self.store.set_state("containers", con.id, "active")
-            except BaseException:
-                self.kernel.remove_netns(con.netns)
-                _unlink_if_there(con.log)
-                self.store.delete("containers", con.id)
-                raise
             return con
 
     def container_started(self, ref: str, pid: int, exit_code: int | None = None) -> Container:
@@ -703,10 +664,7 @@ class Engine:
         if con.owns_netns:
             step(self.kernel.remove_netns, con.netns)
             if con.log:
-                try:
-                    os.unlink(con.log)
-                except FileNotFoundError:
-                    pass
+                _unlink_if_there(con.log)
         self.store.delete("containers", con.id)
 
     def _kill(self, con: Container) -> None:
@@ -849,7 +807,6 @@ class Engine:
                         continue
                     self._set_aside("endpoints", doc["id"], f"endpoint {doc['id'][:12]} of container {con.name}",
                                     f"muslin rm -f {con.name}", exc)
-                    self.store.set_state("containers", con.id, "dead")
                     cons[con.id] = ("dead", con)
             for cid, (state, con) in cons.items():
                 try:
@@ -878,10 +835,33 @@ class Engine:
                               exc_info=exc)
         return done
 
+    @contextlib.contextmanager
+    def _journaled(self, table: str, row_id: str, what: str, clear: str, forget, *args):
+        """The one roll-back idiom. An operation writes its row ``pending`` before any kernel
+        work; when the work inside fails, ``forget(*args)`` takes back whatever part of it
+        exists — the step recovery takes for a pending row after a crash — and the
+        operation's own error goes on. A roll-back that fails itself never hides that error:
+        it is logged and the row set aside, as recovery does."""
+        try:
+            yield
+        except BaseException:
+            try:
+                forget(*args)
+            except Exception as exc:  # noqa: BLE001 - set aside; the operation's error is the one raised
+                self._set_aside(table, row_id, what, clear, exc)
+            raise
+
     def _set_aside(self, table: str, row_id: str, what: str, clear: str, exc: BaseException) -> None:
-        """Keep a row recovery could not roll back, in state ``dead``, and say how to clear it."""
+        """Keep a row that could not be rolled back, in state ``dead``, and say how to clear it.
+        An endpoint takes its container with it (``rm -f`` clears both); a network loses its
+        firewall rules."""
         log.error("cannot roll back %s: %s; set aside (\"%s\" clears it)", what, exc, clear, exc_info=exc)
         self.store.set_state(table, row_id, "dead")
+        if table == "endpoints":
+            for _, doc in self.store.docs("endpoints", "id = ?", (row_id,)):
+                self.store.set_state("containers", doc["container_id"], "dead")
+        elif table == "networks":
+            self._best_effort(self._apply_firewall)
 
     def _rejoin(self, net: Network, con: Container, ep: Endpoint) -> bool:
         """Give an endpoint back its interface when it lost it (its parent link or veth was
@@ -891,17 +871,23 @@ class Engine:
         if driver.joined(self.host, con.netns, net, ep):
             return False
         with self.kernel.Namespace(con.netns) as sandbox:
-            siblings = self.endpoints(container=con)
-            first = min(siblings, key=lambda e: int(e.ifname[3:] or 0)).id == ep.id if siblings else True
             try:
                 driver.leave(self.host, con.netns, net, ep)  # whatever is left of it
-                first = self._default_route_wanted(con, sandbox, first)
-                driver.join(self.host, sandbox, con.netns, net, ep, default_route=first)
+                ep.default_route = self._default_route_wanted(con, sandbox, self._had_default_route(con, ep))
+                self._join(driver, net, con, ep, sandbox)
             except MuslinError as exc:
                 log.warning("cannot restore endpoint %s of %s: %s", ep.id[:12], con.name, exc)
                 self._forget_endpoint(net, ep)
                 return False
         return True
+
+    def _had_default_route(self, con: Container, ep: Endpoint) -> bool:
+        siblings = self.endpoints(container=con)
+        if any(e.default_route for e in siblings):
+            return ep.default_route
+        # recorded before endpoints said so: the first network, whose interface is the lowest eth<i>
+        numbered = [e for e in siblings if e.ifname[:3] == "eth" and e.ifname[3:].isdigit()]
+        return not numbered or min(numbered, key=lambda e: int(e.ifname[3:])).id == ep.id
 
     def _remove_orphans(self) -> int:
         """Delete links that are this root's (tagged, or ports of ours made before ports were

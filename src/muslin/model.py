@@ -74,16 +74,6 @@ class Network:
         """The default ``bridge`` network (Docker's docker0), the only one on muslin0."""
         return self.name == DEFAULT_BRIDGE and self.options.get(DEFAULT_BRIDGE_OPTION) == "true"
 
-    def check_options(self) -> None:
-        """Refuse option values no driver can use (InvalidParameter naming the option and
-        the value): booleans that are neither true nor false, an MTU out of range for the
-        network's families. Driver-specific options are the driver's to check."""
-        for key in BOOL_OPTIONS:
-            value = self.options.get(key)
-            if value is not None and str(value).lower() not in TRUE_WORDS + FALSE_WORDS:
-                raise InvalidParameter(f'invalid value "{value}" for option {key}: expected true or false')
-        self.mtu()
-
     def mtu(self) -> int | None:
         """The MTU option as a number (None: the kernel's default), checked."""
         value = self.options.get(MTU_OPTION)
@@ -156,7 +146,7 @@ class Endpoint:
     id: str
     network_id: str
     container_id: str
-    ifname: str              # inside the container: eth0, eth1, … in the order of connection
+    ifname: str              # inside the container: eth0, eth1, … in the order of connection, or as asked
     host_ifname: str         # the host side of the veth
     mac: str
     ipv4: str | None = None  # "172.18.0.2/16"
@@ -164,6 +154,7 @@ class Endpoint:
     gateway: str | None = None
     gateway6: str | None = None
     aliases: list[str] = field(default_factory=list)
+    default_route: bool = False  # the container's default routes go through it
 
     def to_doc(self) -> dict:
         return _doc(self)
@@ -174,6 +165,9 @@ class Endpoint:
 
     def address(self, version: int) -> str | None:
         return self.ipv4 if version == 4 else self.ipv6
+
+    def addresses(self) -> list[str]:
+        return [a for a in (self.ipv4, self.ipv6) if a]
 
     def settings(self, network: Network) -> dict:
         """``NetworkSettings.Networks[name]`` of ``docker inspect``."""

@@ -19,6 +19,7 @@ MAX_LINE = 1 << 20  # one request, newline included
 MAX_NAME = 1024
 MAX_ADDRESS = 64  # an IPv6 CIDR is at most 43 characters
 MAX_PATH = 4096  # PATH_MAX
+MAX_IFNAME = 64  # an envelope: the engine applies the kernel's 15 bytes with its own message
 MAX_KEY = 255
 MAX_VALUE = 4096
 MAX_ITEMS = 256  # subnets, aliases, labels, options, names per request
@@ -146,6 +147,7 @@ SCHEMAS: dict[str, dict[str, tuple[object, bool]]] = {
         "aliases": (List(NAME), False),
         "pid": (Optional(PID), False),
         "netns": (Optional(Str(MAX_PATH, "a path")), False),
+        "ifname": (Optional(Str(MAX_IFNAME, "an interface name")), False),  # CNI_IFNAME; the engine checks it
     },
     "network.disconnect": {"network": (REF, True), "container": (REF, True), "force": (Bool(), False)},
     "container.create": {

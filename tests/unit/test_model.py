@@ -1,8 +1,10 @@
-"""muslin.model: option values every driver shares, and what Docker refuses of an endpoint
-on a network that is not user-defined."""
+"""Option values every driver shares (checked once, by ``muslin.drivers.base``), and what
+Docker refuses of an endpoint on a network that is not user-defined (``muslin.model``)."""
 
 import pytest
 
+from muslin import kernel
+from muslin.drivers.base import BaseDriver
 from muslin.errors import InvalidParameter
 from muslin.model import (DEFAULT_BRIDGE_OPTION, ICC_OPTION, MTU_OPTION, MSG_ALIAS_NEEDS_USER_NETWORK,
                           MSG_IP_NEEDS_USER_NETWORK, Network, check_endpoint_settings)
@@ -12,15 +14,19 @@ def net(options, ipv6=False, name="n"):
     return Network(id="ab" * 32, name=name, driver="bridge", created="", pools=[], ipv6=ipv6, options=options)
 
 
+def check_options(network):
+    BaseDriver("tag", kernel).check_options(network)
+
+
 @pytest.mark.parametrize("value", ["true", "false", "1", "0", "TRUE", "False"])
 def test_boolean_options_take_true_and_false(value):
-    net({ICC_OPTION: value, "host_access": value}).check_options()
+    check_options(net({ICC_OPTION: value, "host_access": value}))
 
 
 @pytest.mark.parametrize("value", ["maybe", "yes", "", "2"])
 def test_boolean_options_refuse_anything_else_naming_option_and_value(value):
     with pytest.raises(InvalidParameter) as exc:
-        net({ICC_OPTION: value}).check_options()
+        check_options(net({ICC_OPTION: value}))
     assert str(exc.value) == f'invalid value "{value}" for option {ICC_OPTION}: expected true or false'
 
 
@@ -28,7 +34,7 @@ def test_boolean_options_refuse_anything_else_naming_option_and_value(value):
                                               ("1280", True, 1280), ("1000", False, 1000), (" 9000 ", False, 9000)])
 def test_mtu_in_range_for_the_networks_families(value, ipv6, mtu):
     network = net({MTU_OPTION: value}, ipv6=ipv6)
-    network.check_options()
+    check_options(network)
     assert network.mtu() == mtu
 
 
@@ -47,7 +53,7 @@ def test_no_mtu_is_the_kernels_default():
 ])
 def test_mtu_out_of_range_is_refused_naming_the_value(value, ipv6, message):
     with pytest.raises(InvalidParameter) as exc:
-        net({MTU_OPTION: value}, ipv6=ipv6).check_options()
+        check_options(net({MTU_OPTION: value}, ipv6=ipv6))
     assert str(exc.value) == message
 
 

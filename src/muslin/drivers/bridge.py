@@ -11,12 +11,17 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import os
 
 from muslin import ipam, names
+from muslin.drivers.base import BaseDriver
 from muslin.errors import Conflict, InvalidParameter, KernelError
+from muslin.fabric.env import FABRIC_OPTION, fabric_bridge, parse_subnet_env, subnet_file_path
 from muslin.kernel import Namespace, sysctl_name
 from muslin.kernel.firewall import BridgeRules
-from muslin.model import BRIDGE_NAME_OPTION, ICC_OPTION, MASQUERADE_OPTION, MTU_OPTION, Endpoint, Network
+from muslin.ipam import Pool
+from muslin.model import (BRIDGE_NAME_OPTION, DEFAULT_BRIDGE_OPTION, ICC_OPTION, MASQUERADE_OPTION, MTU_OPTION,
+                          Endpoint, Network)
 
 log = logging.getLogger("muslin")
 
@@ -39,18 +44,68 @@ def _refused(exc: Exception, network: Network) -> KernelError:
     return KernelError(f"{reason} (options: {', '.join(given)})" if given else reason, errno=getattr(exc, "errno", None))
 
 
-class BridgeDriver:
+def on_fabric(network: Network) -> None:
+    """A bridge network on the fabric takes the agent's subnet, gateway and MTU from
+    subnet.env (as Docker takes --bip and --mtu from mk-docker-opts.sh), and masquerades
+    only when the agent does not (FLANNEL_IPMASQ=false); traffic to the other hosts'
+    subnets keeps its source address."""
+    path = subnet_file_path(network.options[FABRIC_OPTION])
+    try:
+        with open(path) as f:
+            env = parse_subnet_env(f.read())
+    except OSError as e:
+        raise InvalidParameter(f"cannot read the fabric's {path} ({e.strerror}): "
+                               f"is the fabric agent running? (muslin fabric run)") from None
+    fabric = fabric_bridge(env, path)
+    wanted = [s for s in (fabric.subnet, fabric.subnet6) if s]
+    if network.pools and sorted(str(p.subnet) for p in network.pools) != sorted(wanted):
+        raise InvalidParameter(f"a fabric network takes its subnet from the fabric agent ({', '.join(wanted)} "
+                               f"in {path}): leave out --subnet")
+    gateways = [g for g in (fabric.gateway, fabric.gateway6) if g]
+    given = [str(p.gateway) for p in network.pools if p.gateway is not None]
+    if given and sorted(given) != sorted(gateways):
+        raise InvalidParameter(f"a fabric network's gateway is the first address of its subnet "
+                               f"({fabric.gateway or fabric.gateway6}): leave out --gateway")
+    if not network.pools:
+        network.pools = [Pool(ipaddress.ip_network(s), gateway=ipaddress.ip_address(g))
+                         for s, g in zip(wanted, gateways)]
+    network.options.setdefault(MTU_OPTION, str(fabric.mtu))
+    network.options.setdefault(MASQUERADE_OPTION, "true" if fabric.masquerade else "false")
+    network.ipv6 = network.ipv6 or fabric.subnet6 is not None
+    network.driver_state["fabric_networks"] = [str(n) for n in (fabric.network, fabric.network6) if n]
+
+
+DEFAULT_SUBNET = "172.17.0.0/16"
+
+
+def predefined_network(taken: list) -> tuple[list[str], dict]:
+    """The subnets and options of Docker's default ``bridge`` network (docker0, here muslin0):
+    172.17.0.0/16 unless a subnet in ``taken`` overlaps it; on a host where the fabric agent
+    runs, the agent's subnet, as docker0 takes it with Flannel."""
+    options = {
+        BRIDGE_NAME_OPTION: names.DEFAULT_BRIDGE_DEVICE,
+        DEFAULT_BRIDGE_OPTION: "true",
+        ICC_OPTION: "true",
+    }
+    if os.path.exists(subnet_file_path()):
+        return [], {**options, FABRIC_OPTION: "true"}
+    subnet = ipaddress.ip_network(DEFAULT_SUBNET)
+    free = not any(subnet.overlaps(t) for t in taken if t.version == 4)
+    return [DEFAULT_SUBNET] if free else [], {**options, MASQUERADE_OPTION: "true", MTU_OPTION: "1500"}
+
+
+class BridgeDriver(BaseDriver):
     name = "bridge"
     assigns_gateway = True
     uses_veth = True
-
-    def __init__(self, tag: str):
-        self.alias = f"muslin:{tag}"
+    on_fabric = True
+    link_options = ((BRIDGE_NAME_OPTION, True),)
 
     def prepare(self, host: Namespace, network: Network, others: list[Network]) -> None:
+        if FABRIC_OPTION in network.options:
+            on_fabric(network)
+        super().prepare(host, network, others)
         name = bridge_name(network)
-        if BRIDGE_NAME_OPTION in network.options and not network.predefined:
-            names.check_interface_name(name, BRIDGE_NAME_OPTION)
         for other in others:
             if other.driver == self.name and bridge_name(other) == name:
                 raise Conflict(f"bridge name {name} is already used by network {other.name}")
@@ -59,12 +114,6 @@ class BridgeDriver:
             # never adopt (nor later delete) a stranger's
             raise InvalidParameter(f'invalid value "{name}" for option {BRIDGE_NAME_OPTION}: {name} is an existing '
                                    "interface that muslin did not create")
-
-    def warnings(self, network: Network) -> list[str]:
-        return []
-
-    def needs_host_address(self, network: Network) -> bool:
-        return False  # the gateway is the host's address
 
     def _gateway_interfaces(self, network: Network) -> list[str]:
         out = []
@@ -97,20 +146,22 @@ class BridgeDriver:
     def delete(self, host: Namespace, network: Network, others: list[Network]) -> None:
         host.delete_owned_link(bridge_name(network), self.alias)
 
-    def join(self, host: Namespace, sandbox: Namespace, sandbox_path: str, network: Network, endpoint: Endpoint,
-             default_route: bool = True) -> None:
-        host.add_veth(endpoint.host_ifname, endpoint.ifname, sandbox_path, peer_mac=endpoint.mac,
+    def make_link(self, host: Namespace, network: Network, endpoint: Endpoint, sandbox: Namespace | None) -> str:
+        # in a sandbox the container's end is made under its final name; left in the host it
+        # takes a name of its own until the runtime moves and renames it
+        peer = endpoint.ifname if sandbox else f"{endpoint.host_ifname}p"
+        host.add_veth(endpoint.host_ifname, peer, sandbox.path if sandbox else None, peer_mac=endpoint.mac,
                       mtu=mtu(network), master=bridge_name(network), alias=self.alias,
                       # ICC off: isolated ports cannot reach each other, whatever netfilter the
                       # kernel has (the firewall rules stay as a second line).
                       isolated=not network.option_bool(ICC_OPTION, True))
         # a bridge port needs no IPv6 of its own; its autoconfiguration would flood the bridge
         host.sysctl(f"net.ipv6.conf.{endpoint.host_ifname}.disable_ipv6", "1")
-        sandbox.configure_interface(
-            endpoint.ifname,
-            addresses=[a for a in (endpoint.ipv4, endpoint.ipv6) if a],
-            gateways=[g for g in (endpoint.gateway, endpoint.gateway6) if g and default_route and not network.internal],
-        )
+        return peer
+
+    def configure(self, host: Namespace, sandbox: Namespace, network: Network, endpoint: Endpoint, link: str,
+                  default_route: bool) -> None:
+        super().configure(host, sandbox, network, endpoint, link, default_route)
         # the container is reachable only once the kernel has seen the new carrier: without
         # this wait the first packets to it are dropped on a busy host
         if not host.wait_port_forwarding(endpoint.host_ifname):
@@ -126,13 +177,10 @@ class BridgeDriver:
         return True
 
     def leave(self, host: Namespace, sandbox_path: str | None, network: Network, endpoint: Endpoint) -> None:
-        host.delete_owned_link(endpoint.host_ifname, self.alias)  # its peer in the sandbox goes with it
+        host.delete_owned_link(endpoint.host_ifname, self.alias)  # its peer goes with it, wherever it is
 
     def links(self, network: Network, endpoints: list[Endpoint]) -> set[str]:
         return {bridge_name(network)} | {e.host_ifname for e in endpoints}
-
-    def describe(self, host: Namespace, network: Network) -> dict:
-        return {}
 
     def firewall(self, network: Network) -> list[BridgeRules]:
         return [BridgeRules(

@@ -10,7 +10,6 @@ Current Docker refuses a second ipvlan network on a parent, whatever the modes.
 
 from __future__ import annotations
 
-import ipaddress
 
 from muslin.drivers.parent import MSG_PARENT_IN_USE, ParentLinkDriver, parent_of
 from muslin.errors import InvalidParameter
@@ -39,7 +38,7 @@ class IpvlanDriver(ParentLinkDriver):
     name = "ipvlan"
     dummy_prefix = "di-"
 
-    def check_options(self, network: Network) -> None:
+    def check_modes(self, network: Network) -> None:
         if mode(network) not in IPVLAN_MODES:
             raise InvalidParameter(MSG_BAD_MODE.format(mode(network)))
         if flag(network) not in IPVLAN_FLAGS:
@@ -47,9 +46,6 @@ class IpvlanDriver(ParentLinkDriver):
 
     def conflict(self, network: Network, other: Network) -> str | None:
         return MSG_PARENT_IN_USE.format(other.name, parent_of(network))
-
-    def needs_host_address(self, network: Network) -> bool:
-        return False
 
     def warnings(self, network: Network) -> list[str]:
         if not routed(network):
@@ -59,27 +55,9 @@ class IpvlanDriver(ParentLinkDriver):
         return [f"the gateway {gw} is ignored in ipvlan {mode(network)} mode: "
                 "the containers' default route points at their interface" for gw in given]
 
-    def join(self, host: Namespace, sandbox: Namespace, sandbox_path: str, network: Network, endpoint: Endpoint,
-             default_route: bool = True) -> str:
-        self._ensure_parent(host, network)
-        self.make_in_sandbox(sandbox, endpoint, lambda name: host.add_ipvlan(
-            name, parent_of(network), mode=mode(network), flag=flag(network), netns=sandbox_path))
-        outward = default_route and not network.internal
-        sandbox.configure_interface(
-            endpoint.ifname, addresses=self.addresses(endpoint),
-            gateways=[] if routed(network) else self.gateways(network, endpoint, default_route),
-            default_dev=routed(network) and outward, announce=True)
-        return sandbox.link(endpoint.ifname).mac
+    def new_link(self, host: Namespace, network: Network, endpoint: Endpoint, name: str,
+                 sandbox_path: str | None) -> None:
+        host.add_ipvlan(name, parent_of(network), mode=mode(network), flag=flag(network), netns=sandbox_path)
 
-    def describe(self, host: Namespace, network: Network) -> dict:
-        """l3: the routes the upstream router needs, one per subnet, via the host's parent."""
-        if not routed(network):
-            return {}
-        via = {}
-        for cidr in host.addresses(parent_of(network)):
-            addr = ipaddress.ip_interface(cidr)
-            if not addr.ip.is_link_local:
-                via.setdefault(addr.version, str(addr.ip))
-        return {"UpstreamRoutes": [
-            {"Destination": str(p.subnet), "Gateway": via.get(p.version, "")}
-            for p in network.pools if p.version == 4 or network.ipv6]}
+    def link_is_gateway(self, network: Network) -> bool:
+        return routed(network)  # l3/l3s: the parent routes, no gateway answers ARP

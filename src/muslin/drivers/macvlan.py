@@ -45,7 +45,7 @@ class MacvlanDriver(ParentLinkDriver):
     name = "macvlan"
     dummy_prefix = "dm-"
 
-    def check_options(self, network: Network) -> None:
+    def check_modes(self, network: Network) -> None:
         if mode(network) not in MODES:
             raise InvalidParameter(MSG_BAD_MODE.format(mode(network)))
         if host_access(network) and mode(network) != "bridge":
@@ -85,26 +85,21 @@ class MacvlanDriver(ParentLinkDriver):
         host.delete_owned_link(shim_name(network), self.alias)
         super().delete(host, network, others)
 
-    def join(self, host: Namespace, sandbox: Namespace, sandbox_path: str, network: Network, endpoint: Endpoint,
-             default_route: bool = True) -> str:
-        self._ensure_parent(host, network)
+    def new_link(self, host: Namespace, network: Network, endpoint: Endpoint, name: str,
+                 sandbox_path: str | None) -> None:
         passthru = mode(network) == "passthru"
         try:
             # passthru: no MAC of our own, the interface takes the parent's
-            self.make_in_sandbox(sandbox, endpoint, lambda name: host.add_macvlan(
-                name, parent_of(network), mode=mode(network), netns=sandbox_path,
-                mac=None if passthru else endpoint.mac))
+            host.add_macvlan(name, parent_of(network), mode=mode(network), netns=sandbox_path,
+                             mac=None if passthru else endpoint.mac)
         except KernelError as exc:
             if passthru and getattr(exc, "errno", None) in REFUSED_BY_PASSTHRU:
                 raise Conflict(f"macvlan network {network.name} is in mode passthru: "
                                f"its parent {parent_of(network)} already serves a container") from None
             raise
-        sandbox.configure_interface(endpoint.ifname, addresses=self.addresses(endpoint),
-                                    gateways=self.gateways(network, endpoint, default_route), announce=True)
         if host_access(network):
             for dst, src in self._host_routes(network, endpoint):
                 host.add_route(dst, dev=shim_name(network), src=src)
-        return sandbox.link(endpoint.ifname).mac
 
     def leave(self, host: Namespace, sandbox_path: str | None, network: Network, endpoint: Endpoint) -> None:
         if host_access(network):
@@ -118,7 +113,7 @@ class MacvlanDriver(ParentLinkDriver):
         sources = {ipaddress.ip_interface(c).version: str(ipaddress.ip_interface(c).ip)
                    for c in network.driver_state.get("host_addresses", [])}
         out = []
-        for cidr in ParentLinkDriver.addresses(endpoint):
+        for cidr in endpoint.addresses():
             addr = ipaddress.ip_interface(cidr)
             if addr.version in sources:
                 out.append((f"{addr.ip}/{addr.max_prefixlen}", sources[addr.version]))

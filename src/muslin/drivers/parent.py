@@ -17,9 +17,9 @@ What the driver decided (the effective parent, whether muslin made it) is kept i
 
 from __future__ import annotations
 
-from muslin import names
+from muslin.drivers.base import BaseDriver
 from muslin.errors import Conflict, InvalidParameter, KernelError
-from muslin.kernel import Namespace, netns_alive
+from muslin.kernel import Namespace
 from muslin.model import Endpoint, Network
 
 PARENT_OPTION = "parent"
@@ -58,25 +58,23 @@ def parent_of(network: Network) -> str:
     return network.driver_state["parent"]
 
 
-class ParentLinkDriver:
+class ParentLinkDriver(BaseDriver):
     """The part of a macvlan or ipvlan driver that is about the parent link.
 
-    Subclasses set ``name`` and ``dummy_prefix`` and implement
-    ``check_options``, ``conflict`` and ``join``.
+    Subclasses set ``name`` and ``dummy_prefix`` and implement ``check_modes``,
+    ``conflict`` and ``new_link``.
     """
 
-    name = ""
     dummy_prefix = ""
-    assigns_gateway = False  # the gateway is the network's router, not the host's (Docker ≥ 26)
-    uses_veth = False
-
-    def __init__(self, tag: str):
-        self.alias = f"muslin:{tag}"
+    announce = True  # straight on a segment: neighbours learn at once where an address went
+    # the gateway is the network's router, not the host's (Docker ≥ 26): no assigns_gateway
+    link_options = ((PARENT_OPTION, False),)
 
     # -- planning (no side effects) -------------------------------------------------
 
     def prepare(self, host: Namespace, network: Network, others: list[Network]) -> None:
-        self.check_options(network)
+        super().prepare(host, network, others)
+        self.check_modes(network)
         parent = network.options.get(PARENT_OPTION, "")
         if parent == "lo":
             raise InvalidParameter(MSG_LOOPBACK.format(self.name))
@@ -84,8 +82,6 @@ class ParentLinkDriver:
         if not parent or network.internal:
             state.update(parent=f"{self.dummy_prefix}{network.id[:12]}", created_parent=True, dummy=True)
             network.internal = True  # a dummy leads nowhere: say so, as Docker does
-        elif (problem := names.interface_name_problem(parent)) is not None:
-            raise InvalidParameter(f'invalid value "{names.shown(parent)}" for option {PARENT_OPTION}: {problem}')
         elif host.link(parent) is None:
             master, vid = parse_vlan(parent)
             if host.link(master) is None:
@@ -104,15 +100,12 @@ class ParentLinkDriver:
             if other.driver_state.get("created_parent"):  # made for another network: ours too
                 state.update(created_parent=True, vlan=other.driver_state.get("vlan"))
 
-    def check_options(self, network: Network) -> None:
+    def check_modes(self, network: Network) -> None:
         raise NotImplementedError
 
     def conflict(self, network: Network, other: Network) -> str | None:
         """Why ``network`` cannot share its parent with ``other`` (same driver), or None."""
         raise NotImplementedError
-
-    def warnings(self, network: Network) -> list[str]:
-        return []
 
     # -- kernel ------------------------------------------------------------------------
 
@@ -147,27 +140,40 @@ class ParentLinkDriver:
         if link is not None and (link.kind == "dummy" if state.get("dummy") else link.kind == "vlan"):
             host.delete_owned_link(state["parent"], self.alias)
 
+    def make_link(self, host: Namespace, network: Network, endpoint: Endpoint, sandbox: Namespace | None) -> str:
+        """The link is made straight in the sandbox under a name of its own (``configure``
+        renames it): kernels before 6.x refuse a new link whose name exists in the namespace
+        that creates it (the host has its own eth0). It is tagged at once, so that a failed
+        rename leaves it deletable as ours."""
+        self._ensure_parent(host, network)
+        name = temporary_name(endpoint)
+        self.new_link(host, network, endpoint, name, sandbox.path if sandbox else None)
+        (sandbox or host).tag_link(name, self.alias)
+        return name
+
+    def new_link(self, host: Namespace, network: Network, endpoint: Endpoint, name: str,
+                 sandbox_path: str | None) -> None:
+        """Create the endpoint's link of this driver on the parent, called ``name``."""
+        raise NotImplementedError
+
+    def configure(self, host: Namespace, sandbox: Namespace, network: Network, endpoint: Endpoint, link: str,
+                  default_route: bool) -> str:
+        super().configure(host, sandbox, network, endpoint, link, default_route)
+        return sandbox.link(endpoint.ifname).mac  # ipvlan and macvlan passthru: the parent's
+
     def leave(self, host: Namespace, sandbox_path: str | None, network: Network, endpoint: Endpoint) -> None:
-        """Delete the container's interface (it lives only in the container's namespace)."""
-        if sandbox_path and netns_alive(sandbox_path):
-            with Namespace(sandbox_path) as sandbox:
+        """Delete the container's interface: in the sandbox, or still in the host when it was
+        never moved."""
+        host.delete_owned_link(temporary_name(endpoint), self.alias)
+        if sandbox_path and self.kernel.netns_alive(sandbox_path):
+            with self.kernel.Namespace(sandbox_path) as sandbox:
                 sandbox.delete_owned_link(endpoint.ifname, self.alias)
                 sandbox.delete_owned_link(temporary_name(endpoint), self.alias)  # a join interrupted before its rename
-
-    def make_in_sandbox(self, sandbox: Namespace, endpoint: Endpoint, create) -> None:
-        """``create(name)`` makes the interface straight in the sandbox under a name of its
-        own, which is then renamed to ``eth0``…: kernels before 6.x refuse a new link whose
-        name exists in the namespace that creates it (the host has its own eth0). It is
-        tagged before the rename, so that a failed rename leaves it deletable as ours."""
-        temp = temporary_name(endpoint)
-        create(temp)
-        sandbox.tag_link(temp, self.alias)
-        sandbox.set_link(temp, ifname=endpoint.ifname)
 
     def joined(self, host: Namespace, sandbox_path: str, network: Network, endpoint: Endpoint) -> bool:
         if host.link(network.driver_state["parent"]) is None:
             return False  # its interface went with the parent
-        with Namespace(sandbox_path) as sandbox:
+        with self.kernel.Namespace(sandbox_path) as sandbox:
             link = sandbox.link(endpoint.ifname)
             if link is not None and link.alias is None and link.kind == self.name:
                 sandbox.tag_link(link.name, self.alias)  # made before sandbox links were tagged
@@ -175,21 +181,3 @@ class ParentLinkDriver:
 
     def links(self, network: Network, endpoints: list[Endpoint]) -> set[str]:
         return {network.driver_state["parent"]} if network.driver_state.get("created_parent") else set()
-
-    def firewall(self, network: Network) -> list:
-        return []  # no NAT, no bridge: the upstream network routes and filters
-
-    def describe(self, host: Namespace, network: Network) -> dict:
-        return {}
-
-    # -- shared by join ----------------------------------------------------------------------
-
-    @staticmethod
-    def addresses(endpoint: Endpoint) -> list[str]:
-        return [a for a in (endpoint.ipv4, endpoint.ipv6) if a]
-
-    @staticmethod
-    def gateways(network: Network, endpoint: Endpoint, default_route: bool) -> list[str]:
-        if not default_route or network.internal:
-            return []
-        return [g for g in (endpoint.gateway, endpoint.gateway6) if g]

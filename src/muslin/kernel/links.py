@@ -94,13 +94,14 @@ class Links(WorkerCalls):
         return self.link(name)
 
     @in_worker
-    def add_veth(self, name: str, peer: str, peer_netns: str, *, peer_mac: str | None = None,
+    def add_veth(self, name: str, peer: str, peer_netns: str | None, *, peer_mac: str | None = None,
                  mtu: int | None = None, master: str | None = None, alias: str | None = None,
                  isolated: bool = False) -> None:
         """A veth pair in one request: ``name`` here, up and enslaved to ``master``; ``peer``
-        created directly in ``peer_netns`` under its final name (no rename, no move).
+        created directly in ``peer_netns`` under its final name (no rename, no move), or
+        left here, down, when ``peer_netns`` is None.
         ``isolated`` makes it an isolated bridge port: no traffic to other isolated ports."""
-        peer_attrs = {"ifname": peer, "net_ns_fd": peer_netns}
+        peer_attrs = {"ifname": peer} if peer_netns is None else {"ifname": peer, "net_ns_fd": peer_netns}
         if peer_mac:
             peer_attrs["address"] = peer_mac
         attrs = {"ifname": name, "kind": "veth", "peer": peer_attrs}
