@@ -12,10 +12,12 @@ import logging
 import os
 import socket
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from muslin.errors import InvalidParameter
+
+if TYPE_CHECKING:
+    from http.server import ThreadingHTTPServer
 
 __all__ = ["notify_systemd", "spawn", "HealthEndpoint"]
 
@@ -67,6 +69,10 @@ class HealthEndpoint:
 
     def start(self) -> "HealthEndpoint":
         """Listen and serve; InvalidParameter when the address cannot be bound."""
+        # imported here: http.server (and the email package it pulls in) costs the daemon's
+        # and the CLI's start-up time, and most processes serve no health endpoint
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
         probe = self.probe
 
         class Handler(BaseHTTPRequestHandler):
