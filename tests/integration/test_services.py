@@ -32,8 +32,8 @@ class FileRecorder(ServiceThread):
             f.write(line + "\n")
 
     def reconcile(self, engine) -> None:
-        names = sorted(engine._container_name(e.container_id) for e in engine.endpoints())
-        self._write("start " + " ".join(names))
+        names = {c.id: c.name for c in engine.containers()}
+        self._write("start " + " ".join(sorted(names[e.container_id] for e in engine.endpoints())))
 
     def apply(self, change) -> None:
         name = change.container.name if change.container else "-"

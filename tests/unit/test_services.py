@@ -33,8 +33,9 @@ class Recorder(ServiceThread):
 
     def reconcile(self, engine) -> None:
         self.log.append(("start", self.name))
+        names = {c.id: c.name for c in engine.containers()}
         self.starts.append({"networks": sorted(n.name for n in engine.networks()),
-                            "endpoints": sorted(engine._container_name(e.container_id) for e in engine.endpoints())})
+                            "endpoints": sorted(names[e.container_id] for e in engine.endpoints())})
 
     def apply(self, change) -> None:
         name = change.container.name if change.container else None
