@@ -89,3 +89,14 @@ def test_a_health_endpoint_that_cannot_listen_says_where_and_why():
         with pytest.raises(InvalidParameter, match=f"^cannot serve the health endpoint on 127.0.0.1:{port}: "
                                                    "Address already in use$"):
             HealthEndpoint("127.0.0.1", port, lambda: (200, {})).start()
+
+
+def test_a_fabric_agent_whose_worker_dies_stops_and_says_it_failed(caplog):
+    from muslin.fabric.agent import Agent, AgentOptions
+
+    agent = Agent(host=None, registry=None, options=AgentOptions())
+    agent._spawn("leases", lambda: 1 / 0)
+    assert agent._stop.wait(5)
+    assert agent.failed
+    assert agent._threads[0].name == "fabric-leases"
+    assert "the agent's leases thread failed: division by zero; stopping" in caplog.text
