@@ -13,7 +13,6 @@ import json
 import logging
 import os
 import signal
-import socket
 import socketserver
 import sys
 import threading
@@ -24,6 +23,8 @@ from muslin.engine import Engine
 from muslin.errors import MuslinError
 from muslin.paths import UnsafeRoot, open_private, prepare_root
 from muslin.protocol import MAX_LINE, Invalid, parse_request
+from muslin.runtime import notify_systemd
+from muslin.services import Services, default_services
 
 log = logging.getLogger("muslin")
 
@@ -177,17 +178,9 @@ def _refuse_busy(conn) -> None:
         pass
 
 
-def _notify_systemd(state: str) -> None:
-    path = os.environ.get("NOTIFY_SOCKET")
-    if not path:
-        return
-    if path.startswith("@"):
-        path = "\0" + path[1:]
-    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
-        s.sendto(state.encode(), path)
-
-
-def serve(root: str) -> int:
+def serve(root: str, services: list | None = None) -> int:
+    """Serve ``root`` until SIGTERM/SIGINT. ``services``: the long-lived services to host
+    (None: :func:`muslin.services.default_services`; tests pass their own)."""
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(message)s")
     os.umask(0o077)  # everything the daemon creates (socket, store, pins, logs) is root's alone
     try:
@@ -209,8 +202,7 @@ def serve(root: str) -> int:
     with open(pid, "w") as f:
         f.write(f"{os.getpid()}\n")
     engine = Engine(root)
-    repaired = engine.recover()
-    log.info("muslin %s serving %s (recovery: %s)", __version__, root, repaired)
+    hosted = start_engine(engine, default_services() if services is None else services)
     path = os.path.join(root, SOCKET_NAME)
     try:
         os.unlink(path)
@@ -224,16 +216,28 @@ def serve(root: str) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    _notify_systemd("READY=1")
+    notify_systemd("READY=1")
     try:
         server.serve_forever()
     finally:
-        _notify_systemd("STOPPING=1")
+        notify_systemd("STOPPING=1")
         server.server_close()
         try:
             os.unlink(path)
         except FileNotFoundError:
             pass
+        hosted.stop()  # before the engine closes: a service may still read it while it stops
         engine.close()
         log.info("muslin daemon stopped")
     return 0
+
+
+def start_engine(engine: Engine, services: list) -> Services:
+    """Repair what a crash left, then start the services: each one reconciles from a store
+    that matches the kernel. Their states go to systemd as ``STATUS=`` lines."""
+    notify_systemd("STATUS=recovering")
+    repaired = engine.recover()
+    log.info("muslin %s serving %s (recovery: %s)", __version__, engine.root, repaired)
+    hosted = Services(services, on_status=lambda text: notify_systemd(f"STATUS={text}"))
+    hosted.start(engine)
+    return hosted

@@ -33,7 +33,6 @@ import contextlib
 import errno
 import fcntl
 import hashlib
-import json
 import logging
 import os
 import re
@@ -42,7 +41,6 @@ import struct
 import threading
 import time
 from dataclasses import dataclass, field, replace
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from muslin.errors import InvalidParameter, MuslinError
 from muslin.fabric.config import DEFAULT_ETCD_PREFIX, FabricConfig
@@ -51,8 +49,9 @@ from muslin.fabric.lease import DEFAULT_RENEW_MARGIN, LeaseManager
 from muslin.fabric.registry import Registry
 from muslin.fabric.subnets import Lease
 from muslin.kernel.firewall import FABRIC_TABLE, FabricRules
+from muslin.runtime import HealthEndpoint, notify_systemd, spawn
 
-__all__ = ["AgentOptions", "Agent", "RECONCILE_INTERVAL", "notify_systemd", "firewall_table", "lock_subnet_file",
+__all__ = ["AgentOptions", "Agent", "RECONCILE_INTERVAL", "firewall_table", "lock_subnet_file",
            "claim_lease_identity"]
 
 log = logging.getLogger("muslin.fabric")
@@ -72,22 +71,6 @@ class AgentOptions:
     renew_margin: float = DEFAULT_RENEW_MARGIN  # seconds
     healthz_ip: str = "0.0.0.0"
     healthz_port: int = 0  # 0: no health endpoint
-
-
-def notify_systemd(state: str) -> bool:
-    """Send ``state`` (``READY=1``, ``STATUS=…``) to systemd's notify socket, if any."""
-    path = os.environ.get("NOTIFY_SOCKET")
-    if not path:
-        return False
-    if path.startswith("@"):
-        path = "\0" + path[1:]  # an abstract socket
-    try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as s:
-            s.sendto(state.encode(), path)
-        return True
-    except OSError as e:
-        log.warning("could not notify systemd (%s): %s", path, e)
-        return False
 
 
 def firewall_table(prefix: str) -> str:
@@ -175,7 +158,7 @@ class Agent:
         self._stop = threading.Event()
         self._lock = threading.Lock()  # the backend is driven from several threads
         self._threads: list[threading.Thread] = []
-        self._health: ThreadingHTTPServer | None = None
+        self._health: HealthEndpoint | None = None
         self._lock_fd: int | None = None
         self._claim: socket.socket | None = None
         self.started = time.time()
@@ -239,17 +222,13 @@ class Agent:
             self._shutdown(clean=not refused and not self.failed)
 
     def _spawn(self, name: str, target) -> None:
-        thread = threading.Thread(target=self._guarded, args=(name, target), name=f"fabric-{name}", daemon=True)
-        self._threads.append(thread)
-        thread.start()
+        self._threads.append(spawn(f"fabric-{name}", target, lambda exc: self._worker_failed(name, exc)))
 
-    def _guarded(self, name: str, target) -> None:
-        try:
-            target()
-        except BaseException as e:  # a dead worker must not leave a half-working agent behind
-            log.exception("the agent's %s thread failed: %s; stopping", name, e)
-            self.failed = True
-            self.stop()
+    def _worker_failed(self, name: str, exc: BaseException) -> None:
+        # a dead worker must not leave a half-working agent behind
+        log.error("the agent's %s thread failed: %s; stopping", name, exc, exc_info=exc)
+        self.failed = True
+        self.stop()
 
     def _shutdown(self, clean: bool) -> None:
         self._stop.set()
@@ -262,8 +241,7 @@ class Agent:
             with self._lock:
                 self.backend.close()
         if self._health is not None:
-            self._health.shutdown()
-            self._health.server_close()
+            self._health.close()
         if clean:
             log.info("Exiting cleanly (kernel state and lease kept)")
         if self._claim is not None:
@@ -377,35 +355,9 @@ class Agent:
         return (200 if body["status"] == "ok" else 503), body
 
     def _start_health(self) -> None:
-        if not self.options.healthz_port:
-            return
-        agent = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self):  # noqa: N802 (http.server's name)
-                if self.path.rstrip("/") not in ("/healthz", ""):
-                    self.send_error(404)
-                    return
-                code, body = agent.health()
-                data = (json.dumps(body) + "\n").encode()
-                self.send_response(code)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *args):  # not one log line per probe
-                pass
-
-        try:
-            self._health = ThreadingHTTPServer((self.options.healthz_ip, self.options.healthz_port), Handler)
-        except OSError as e:
-            raise InvalidParameter(f"cannot serve the health endpoint on "
-                                   f"{self.options.healthz_ip}:{self.options.healthz_port}: {e.strerror or e}") from None
-        self._health.daemon_threads = True
-        threading.Thread(target=self._health.serve_forever, name="fabric-healthz", daemon=True).start()
-        log.info("Serving the health endpoint on http://%s:%d/healthz", self.options.healthz_ip,
-                 self.options.healthz_port)
+        if self.options.healthz_port:
+            self._health = HealthEndpoint(self.options.healthz_ip, self.options.healthz_port, self.health,
+                                          name="fabric-healthz").start()
 
 
 def main(values: dict, root: str | None = None) -> int:
