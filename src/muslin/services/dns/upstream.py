@@ -28,9 +28,11 @@ def parse_resolv_conf(text: str) -> list[str]:
             continue
         try:
             addr = ipaddress.ip_address(words[1])
-        except ValueError:  # garbage, or a scoped link-local (fe80::1%eth0): not reachable from here
+        except ValueError:
             continue
-        if addr.is_loopback or addr.is_unspecified or str(addr) in out:
+        # a scoped link-local (fe80::1%eth0) names an interface of the host, not one the
+        # responder's namespace has
+        if addr.is_loopback or addr.is_unspecified or getattr(addr, "scope_id", None) or str(addr) in out:
             continue
         out.append(str(addr))
     return out[:MAX_SERVERS]
