@@ -38,7 +38,7 @@ import socket
 import struct
 import threading
 
-from dnslib import AAAA, EDNS0, PTR, QTYPE, RCODE, RR, A, DNSError, DNSHeader, DNSRecord
+from dnslib import AAAA, EDNS0, PTR, QTYPE, RCODE, RR, A, DNSError, DNSHeader, DNSQuestion, DNSRecord
 from dnslib.buffer import BufferError
 from dnslib.dns import DNSBuffer
 
@@ -60,12 +60,10 @@ IN_CLASS = 1
 
 
 class _Forward:
-    """The answer is not ours: forward the query (its parsed question is kept to check the reply)."""
+    """The answer is not ours: forward the query."""
 
-    __slots__ = ("record",)
 
-    def __init__(self, record: DNSRecord):
-        self.record = record
+FORWARD = _Forward()
 
 
 class DnsServer:
@@ -182,11 +180,10 @@ class DnsServer:
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
 
     async def _serve(self, udp: socket.socket, tcp: socket.socket, container_id: str | None) -> None:
-        loop = asyncio.get_running_loop()
-        transport, _ = await loop.create_datagram_endpoint(lambda: _UdpListener(self, container_id), sock=udp)
+        listener = _UdpListener(self, udp, container_id)
         server = await asyncio.start_server(lambda r, w: self._tcp_client(r, w, container_id), sock=tcp,
                                             limit=TCP_MAX_SIZE + 2)
-        self._closing += [transport, server]
+        self._closing += [listener, server]
 
     async def _shutdown(self) -> None:
         for task in list(self._tasks):
@@ -202,8 +199,8 @@ class DnsServer:
     # -- answering -------------------------------------------------------------------
 
     def answer(self, data: bytes, querier: str, tcp: bool = False) -> bytes | _Forward | None:
-        """The reply to one query from ``querier`` (a source address, or ``container:<id>``), a
-        :class:`_Forward`, or None to drop it."""
+        """The reply to one query from ``querier`` (a source address, or ``container:<id>``),
+        ``FORWARD``, or None to drop it."""
         if len(data) < 12:
             return None
         data = bytes(data)
@@ -213,6 +210,8 @@ class DnsServer:
                 self._cache_generation = self.records.generation
             key = (querier, data[2:])
             cached = self._cache.get(key)
+            if cached is FORWARD:
+                return FORWARD
             if cached is not None:
                 # the same question again: only the ID differs, and it is copied from the query
                 return data[:2] + (cached if isinstance(cached, bytes) else random.choice(cached))
@@ -244,7 +243,7 @@ class DnsServer:
         rrs = self._local(q, networks) if q.qclass == IN_CLASS else None
         if rrs is None:
             if self.records.may_forward(endpoints):
-                return _Forward(query), None
+                return FORWARD, FORWARD
             return _cacheable(_reply(query, RCODE.NXDOMAIN))
         if isinstance(rrs, int):
             return _cacheable(_reply(query, rrs))
@@ -288,12 +287,12 @@ class DnsServer:
         """Answer, or start a bounded forward whose reply goes to ``send``. False: the query
         is dropped, no reply will come."""
         result = self.answer(data, querier, tcp)
-        if isinstance(result, _Forward):
+        if result is FORWARD:
             if self._forwards >= self.max_forwards:
-                send(_reply(result.record, RCODE.REFUSED).pack())
+                send(_reply(DNSRecord.parse(data), RCODE.REFUSED).pack())
                 return True
             self._forwards += 1
-            task = asyncio.get_running_loop().create_task(self._forward(data, result.record, tcp, send))
+            task = asyncio.get_running_loop().create_task(self._forward(data, tcp, send))
             self._tasks.add(task)
             task.add_done_callback(self._forward_done)
             return True
@@ -306,14 +305,15 @@ class DnsServer:
         self._forwards -= 1
         self._tasks.discard(task)
 
-    async def _forward(self, data: bytes, query: DNSRecord, tcp: bool, send) -> None:
+    async def _forward(self, data: bytes, tcp: bool, send) -> None:
+        question = _question(data)
         for server in self.upstreams.alive():
             try:
                 if tcp:
                     reply = await asyncio.wait_for(self._exchange_tcp(server, data), self.upstream_timeout)
                 else:
                     channel = self._channel(server)
-                    reply = await asyncio.wait_for(channel.exchange(data, query), self.upstream_timeout)
+                    reply = await asyncio.wait_for(channel.exchange(data, question), self.upstream_timeout)
             except asyncio.TimeoutError:
                 self.upstreams.timed_out(server)
                 continue
@@ -326,7 +326,7 @@ class DnsServer:
             self.upstreams.succeeded(server)
             send(data[:2] + reply[2:])
             return
-        send(_reply(query, RCODE.SERVFAIL).pack())
+        send(_reply(DNSRecord.parse(data), RCODE.SERVFAIL).pack())
 
     def _channel(self, server: str) -> "_UpstreamChannel":
         channel = self._channels.get(server)
@@ -380,20 +380,41 @@ class DnsServer:
             writer.close()
 
 
-class _UdpListener(asyncio.DatagramProtocol):
-    def __init__(self, server: DnsServer, container_id: str | None):
+class _UdpListener:
+    """One UDP socket, read straight from the loop's selector: every datagram waiting is
+    answered at each wake-up (at most ``BATCH``, so that other sockets get their turn), where
+    asyncio's datagram transport reads one per wake-up."""
+
+    BATCH = 256
+
+    def __init__(self, server: DnsServer, sock: socket.socket, container_id: str | None):
         self.server = server
+        self.sock = sock
         self.querier = f"container:{container_id}" if container_id else None
-        self.transport = None
+        sock.setblocking(False)
+        asyncio.get_running_loop().add_reader(sock.fileno(), self._readable)
 
-    def connection_made(self, transport) -> None:
-        self.transport = transport
+    def _readable(self) -> None:
+        for _ in range(self.BATCH):
+            try:
+                data, addr = self.sock.recvfrom(TCP_MAX_SIZE)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:  # an ICMP error about an earlier reply: nothing to do
+                continue
+            self.server._dispatch(data, self.querier or _source(addr), False, lambda out, a=addr: self._send(out, a))
 
-    def datagram_received(self, data: bytes, addr) -> None:
-        self.server._dispatch(data, self.querier or _source(addr), False, lambda out: self.transport.sendto(out, addr))
+    def _send(self, data: bytes, addr) -> None:
+        try:
+            self.sock.sendto(data, addr)
+        except OSError:  # a full buffer or a vanished client: UDP drops, the client asks again
+            pass
 
-    def error_received(self, exc) -> None:  # an ICMP error about an earlier reply: nothing to do
-        pass
+    def close(self) -> None:
+        try:
+            asyncio.get_running_loop().remove_reader(self.sock.fileno())
+        except (RuntimeError, ValueError):
+            pass
 
 
 class _UpstreamChannel:
@@ -421,7 +442,7 @@ class _UpstreamChannel:
                 loop.add_reader(sock.fileno(), self._readable, i)
                 self._readers.append(sock.fileno())
 
-    async def exchange(self, data: bytes, query: DNSRecord) -> bytes:
+    async def exchange(self, data: bytes, question: DNSQuestion) -> bytes:
         loop = asyncio.get_running_loop()
         self._ensure_readers(loop)
         i = random.randrange(len(self.sockets))
@@ -430,7 +451,7 @@ class _UpstreamChannel:
         while qid in pending:
             qid = random.randrange(65536)
         future = loop.create_future()
-        pending[qid] = (future, query.q)
+        pending[qid] = (future, question)
         try:
             self.sockets[i].send(struct.pack("!H", qid) + data[2:])
             return await future
@@ -454,11 +475,7 @@ class _UpstreamChannel:
             entry = pending.get(struct.unpack("!H", reply[:2])[0])
             if entry is None or entry[0].done():
                 continue
-            try:
-                same = DNSRecord.parse(reply).q == entry[1]
-            except (DNSError, BufferError, ValueError, IndexError, struct.error):
-                same = False
-            if same:
+            if _question(reply) == entry[1]:
                 entry[0].set_result(reply)
 
     def close(self) -> None:
@@ -505,6 +522,17 @@ def _format_error(data: bytes) -> bytes | None:
     if header.qr:
         return None
     return DNSRecord(DNSHeader(id=header.id, qr=1, ra=1, rd=header.rd, rcode=RCODE.FORMERR)).pack()
+
+
+def _question(data: bytes) -> DNSQuestion | None:
+    """The (first) question of a message, read without the rest of it."""
+    try:
+        buffer = DNSBuffer(data)
+        if DNSHeader.parse(buffer).q < 1:
+            return None
+        return DNSQuestion.parse(buffer)
+    except (DNSError, BufferError, ValueError, IndexError, struct.error):
+        return None
 
 
 def _edns_size(query: DNSRecord) -> int:
