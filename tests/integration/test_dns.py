@@ -12,7 +12,6 @@ second responder on host ``up``, which knows ``far.outside`` for the ``dns`` hos
 from __future__ import annotations
 
 import ipaddress
-import os
 import re
 import shutil
 import socket
@@ -223,7 +222,6 @@ def test_glibc_resolver(site, tmp_path):
     """getent, as a program in a container resolves: its own resolv.conf naming the responder."""
     resolv = tmp_path / "resolv.conf"
     resolv.write_text("nameserver 10.89.0.1\noptions ndots:0 timeout:3 attempts:2\n")
-    os.chmod(tmp_path, 0o755)
 
     def getent(*args: str) -> str:
         return site.nodes["c1"].sh(["unshare", "--mount", "sh", "-c",
