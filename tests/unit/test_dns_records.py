@@ -320,3 +320,15 @@ def test_garbage_is_dropped_or_answered_formerr(server):
     assert parsed.header.id == 0x1234 and parsed.header.rcode == RCODE.FORMERR
     response = DNSRecord.question("web1").reply().pack()
     assert server.answer(response, "172.20.0.3") is None  # a response is never answered
+
+
+def test_a_truncated_udp_answer_is_never_given_over_tcp():
+    net = network("big", "10.2.0.0/16")
+    cons = [container(f"n{i}") for i in range(60)]
+    records = Records.build([net], cons, [endpoint(net, c, f"10.2.0.{i + 2}/16", aliases=["all"])
+                                          for i, c in enumerate(cons)])
+    server = DnsServer(records, upstreams=[])
+    query = DNSRecord.question("all", "A").pack()
+    assert DNSRecord.parse(server.answer(query, "10.2.0.2")).header.tc
+    over_tcp = DNSRecord.parse(server.answer(query, "10.2.0.2", tcp=True))
+    assert not over_tcp.header.tc and len(over_tcp.rr) == 60

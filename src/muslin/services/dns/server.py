@@ -208,7 +208,7 @@ class DnsServer:
             if self._cache_generation != self.records.generation:
                 self._cache.clear()
                 self._cache_generation = self.records.generation
-            key = (querier, data[2:])
+            key = (querier, tcp, data[2:])  # over UDP a long answer is cut short: never give that over TCP
             cached = self._cache.get(key)
             if cached is FORWARD:
                 return FORWARD
