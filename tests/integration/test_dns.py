@@ -246,7 +246,7 @@ def silent(site):
 
 
 def side_responder(site, upstreams, **options) -> DnsServer:
-    """A second responder on the dns host (port 5300), its upstreams on port 5353."""
+    """A second responder on the dns host (port 5300), its upstreams on port 5353; use it with ``with``."""
     server = DnsServer(site.records, upstreams=upstreams, upstream_netns=site.dns.netns, upstream_port=5353,
                        **options)
     server.listen("10.89.0.1", 5300, netns=site.dns.netns)
@@ -296,3 +296,36 @@ def test_forwards_in_flight_are_bounded(site, silent):
     assert len(refused) == 46
     own = [r for r in replies if str(r.q.qname) == "web2."]
     assert own and str(own[0].rr[0].rdata) == "10.89.0.3" and own[0].q.qtype == QTYPE.A
+
+
+def test_a_listener_inside_a_container_answers_as_that_container(site):
+    """Docker's layout: the responder on 127.0.0.11 in the container's own namespace, where
+    every query comes from loopback: the listener says whose queries they are."""
+    web1 = site.containers["c1"]
+    c1 = site.nodes["c1"]
+    with DnsServer(site.records, upstreams=[UPSTREAM[1]], upstream_netns=site.dns.netns) as server:
+        server.listen("127.0.0.11", 53, netns=c1.netns, container_id=web1.id)
+        assert addresses(dig(c1, "web2", "A", "127.0.0.11")[1]) == ["10.89.0.3"]
+        assert dig(c1, "hidden", "A", "127.0.0.11")[0] == "NXDOMAIN"
+        assert addresses(dig(c1, "far.outside", "A", "127.0.0.11", "+tcp")[1]) == ["10.89.2.50"]
+
+
+def test_a_flood_of_unknown_names_keeps_memory_bounded(site, silent):
+    """Thousands of distinct names, each a forward to a silent upstream: the cache and the
+    forwards in flight stay within their bounds, and the responder's own names still answer."""
+    from muslin.services.dns.server import CACHE_ENTRIES
+
+    with side_responder(site, [UPSTREAM[1]], upstream_timeout=1, max_forwards=16) as server:
+        sock = open_socket(site.nodes["c1"].netns, socket.AF_INET, socket.SOCK_DGRAM)
+        sock.setblocking(False)
+        try:
+            sock.connect(("10.89.0.1", 5300))
+            for i in range(CACHE_ENTRIES + 2000):
+                try:
+                    sock.send(DNSRecord.question(f"flood{i}.example", "A").pack())
+                except BlockingIOError:
+                    pass
+        finally:
+            sock.close()
+        assert "10.89.0.3" in dig5300(site.nodes["c1"], "+short", "web2")
+        assert len(server._cache) <= CACHE_ENTRIES and server._forwards <= 16
