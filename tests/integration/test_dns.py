@@ -329,3 +329,11 @@ def test_a_flood_of_unknown_names_keeps_memory_bounded(site, silent):
             sock.close()
         assert "10.89.0.3" in dig5300(site.nodes["c1"], "+short", "web2")
         assert len(server._cache) <= CACHE_ENTRIES and server._forwards <= 16
+
+
+def test_an_unusable_upstream_namespace_gets_servfail(site, tmp_path):
+    """No socket can be opened where the upstreams are: SERVFAIL, not silence."""
+    server = DnsServer(site.records, upstreams=[UPSTREAM[1]], upstream_netns=str(tmp_path / "gone"))
+    server.listen("10.89.0.1", 5300, netns=site.dns.netns)
+    with server:
+        assert "status: SERVFAIL" in dig5300(site.nodes["c1"], "far.outside")

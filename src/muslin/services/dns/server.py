@@ -43,6 +43,7 @@ from dnslib.buffer import BufferError
 from dnslib.dns import DNSBuffer
 
 from muslin import events
+from muslin.errors import KernelError
 from muslin.kernel.sockets import open_socket
 from muslin.model import Container, Endpoint, Network
 from muslin.services.dns.records import Address, Records
@@ -306,6 +307,15 @@ class DnsServer:
         self._tasks.discard(task)
 
     async def _forward(self, data: bytes, tcp: bool, send) -> None:
+        try:
+            reply = await self._ask_upstreams(data, tcp)
+        except Exception:  # noqa: BLE001 - whatever went wrong, the client hears SERVFAIL, not silence
+            log.exception("forwarding a query failed")
+            reply = None
+        send(reply or _reply(DNSRecord.parse(data), RCODE.SERVFAIL).pack())
+
+    async def _ask_upstreams(self, data: bytes, tcp: bool) -> bytes | None:
+        """The first usable reply of the upstreams tried in turn, with the client's ID."""
         question = _question(data)
         for server in self.upstreams.alive():
             try:
@@ -317,16 +327,15 @@ class DnsServer:
             except asyncio.TimeoutError:
                 self.upstreams.timed_out(server)
                 continue
-            except OSError as exc:
+            except (OSError, KernelError) as exc:  # refused, unreachable, or no socket to reach it with
                 log.debug("upstream %s: %s", server, exc)
                 self.upstreams.refused(server)
                 continue
             if reply[3] & 0xF in (RCODE.SERVFAIL, RCODE.REFUSED):
                 continue  # as Docker: the next one may know better
             self.upstreams.succeeded(server)
-            send(data[:2] + reply[2:])
-            return
-        send(_reply(DNSRecord.parse(data), RCODE.SERVFAIL).pack())
+            return data[:2] + reply[2:]
+        return None
 
     def _channel(self, server: str) -> "_UpstreamChannel":
         channel = self._channels.get(server)
