@@ -20,7 +20,9 @@ Usage: python bench/dns.py [--rounds 3] [--queries 2000] [--seconds 2] [--outsta
 from __future__ import annotations
 
 import argparse
+import ctypes
 import os
+import signal
 import socket
 import sys
 import threading
@@ -33,6 +35,7 @@ from muslin.lab import Lab, wait_until
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 AARDVARK = "/usr/lib/podman/aardvark-dns"
+PR_SET_CHILD_SUBREAPER = 36
 CLIENT, MUSLIN, AARDVARK_IP, SRV_UP, UPSTREAM = "10.97.0.10", "10.97.0.1", "10.97.0.2", "10.97.1.1", "10.97.1.2"
 NAMES = {  # container: (address, aliases) on network "bench"
     "client": (CLIENT, []),
@@ -195,6 +198,9 @@ def main() -> None:
     if not os.path.exists(AARDVARK):
         raise SystemExit(f"{AARDVARK} is missing: install Debian's aardvark-dns (scripts/setup does)")
 
+    # aardvark-dns daemonizes: its daemon must come back to us when its parent exits, to be
+    # reaped here (this machine's init does not reap orphans)
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
     with Lab(name="bdns") as lab:
         cli, srv, up = lab.node("cli"), lab.node("srv"), lab.node("up")
         lab.link(cli, srv, f"{CLIENT}/24", [f"{MUSLIN}/24", f"{AARDVARK_IP}/24"])
@@ -219,16 +225,24 @@ def main() -> None:
         try:
             run(args, client)
         finally:
-            aardvark_pid = os.path.join(conf, "aardvark.pid")
-            if os.path.exists(aardvark_pid):  # it may have forked away from the process we started
-                pid = int(open(aardvark_pid).read().strip() or 0)
-                if pid > 0:
-                    try:
-                        os.kill(pid, 15)
-                    except ProcessLookupError:
-                        pass
+            stop_daemon(os.path.join(conf, "aardvark.pid"))
             ours.stop()
             upstream.stop()
+
+
+def stop_daemon(pidfile: str) -> None:
+    """Stop (by the PID it wrote) and reap the aardvark-dns daemon."""
+    try:
+        pid = int(open(pidfile).read().strip() or 0)
+    except (OSError, ValueError):
+        return
+    if pid <= 0:
+        return
+    try:
+        os.kill(pid, signal.SIGTERM)
+        os.waitpid(pid, 0)
+    except (ProcessLookupError, ChildProcessError):
+        pass
 
 
 def upstream_server(netns: str):
