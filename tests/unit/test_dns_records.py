@@ -100,9 +100,12 @@ def test_a_querier_is_known_by_any_of_its_addresses(records):
 
 
 def test_the_first_network_the_querier_joined_answers(records):
-    """web1 is web1 on app (eth0) and on db.net (eth1): app answers."""
-    assert ips(records.resolve("web1", 4, nets(records, "172.21.0.2") + nets(records, "172.20.0.3"))) == [
-        "172.21.0.3"]
+    """web1 is on app (172.20.0.2) and on db.net (172.21.0.3): a container that joined db.net
+    first gets db.net's address, one that joined app first gets app's."""
+    both = container("both")
+    records.add(DB, endpoint(DB, both, "172.21.0.7/16"), both)
+    records.add(APP, endpoint(APP, both, "172.20.0.7/16", ifname="eth1"), both)
+    assert ips(records.resolve("web1", 4, nets(records, "172.20.0.7"))) == ["172.21.0.3"]
     assert ips(records.resolve("web1", 4, nets(records, "172.20.0.2"))) == ["172.20.0.2"]
 
 
