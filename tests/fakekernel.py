@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import errno
 import functools
+import ipaddress
 import itertools
 import logging
 import os
@@ -119,8 +120,8 @@ def _call(method):
 class FakeKernel:
     """The module-level side of the kernel layer, and the home of every fake namespace.
 
-    The host namespace has ``lo``, ``eth0`` (10.0.0.2/24, default route via 10.0.0.1) and
-    forwarding already on; ``Namespace(None)`` is it, as are ``own_netns()`` and
+    The host namespace has ``lo``, ``eth0`` (10.0.0.2/24 and its IPv6 link-local address,
+    default route via 10.0.0.1) and forwarding already on; ``Namespace(None)`` is it, as are ``own_netns()`` and
     ``/proc/1/ns/net``.
     """
 
@@ -134,8 +135,9 @@ class FakeKernel:
         self.namespaces[INIT] = host
         _bring_up(host, "lo")
         eth0 = host.new_link("eth0", None, up=True)
-        host.addresses["eth0"] = ["10.0.0.2/24"]
-        host.routes += [Route("10.0.0.0/24", "eth0", None, False), Route("0.0.0.0/0", "eth0", "10.0.0.1", False)]
+        host.addresses["eth0"] = ["10.0.0.2/24", _link_local(eth0.mac)]
+        host.routes += [Route("10.0.0.0/24", "eth0", None, False), Route("fe80::/64", "eth0", None, False),
+                        Route("0.0.0.0/0", "eth0", "10.0.0.1", False)]
         host.sysctls.update({"net.ipv4.ip_forward": "1", "net.ipv6.conf.all.forwarding": "1"})
         assert eth0.index == 2
 
@@ -255,6 +257,15 @@ def _remove_link(ns: NetnsState, name: str) -> None:
             _remove_link(peer_ns, peer_name)
 
 
+def _link_local(mac: str) -> str:
+    """The IPv6 link-local address the kernel derives from a MAC (EUI-64)."""
+    octets = [int(o, 16) for o in mac.split(":")]
+    octets[0] ^= 0x02
+    eui = octets[:3] + [0xFF, 0xFE] + octets[3:]
+    groups = [f"{eui[i] << 8 | eui[i + 1]:x}" for i in range(0, 8, 2)]
+    return str(ipaddress.ip_interface(f"fe80::{':'.join(groups)}/64"))
+
+
 def _bring_up(ns: NetnsState, name: str) -> None:
     """Up; ``lo`` gets its addresses then (their routes are in the local table, not main)."""
     ns.links[name].up = True
@@ -264,8 +275,6 @@ def _bring_up(ns: NetnsState, name: str) -> None:
 
 def _connected_route(cidr: str, dev: str) -> Route | None:
     """The prefix route the kernel adds with an address (none for a host address)."""
-    import ipaddress
-
     iface = ipaddress.ip_interface(cidr)
     if iface.network.prefixlen == iface.max_prefixlen:
         return None

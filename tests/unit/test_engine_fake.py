@@ -484,3 +484,17 @@ def test_the_orphan_sweep_deletes_the_parents_and_shims_muslin_made_for_networks
 
     assert set(fake.host.links) == {"lo", "eth0", "eth0.50", "eth0.60", "theirs"}
     assert made_parent(shared) == "eth0.50"  # still in use by "one"
+
+
+def test_an_l3_ipvlan_network_names_its_upstream_gateways_from_the_parents_addresses_never_a_link_local(
+        quick_engine):
+    fake, engine = quick_engine
+    assert any(a.startswith("fe80:") for a in fake.host.addresses["eth0"])  # as on any host with IPv6
+    net = engine.create_network("l3", "ipvlan", subnets=["10.80.0.0/24", "fd00:80::/64"], ipv6=True,
+                                options={"parent": "eth0", "ipvlan_mode": "l3"})
+    assert engine.inspect_network(net)["UpstreamRoutes"] == [
+        {"Destination": "10.80.0.0/24", "Gateway": "10.0.0.2"},
+        {"Destination": "fd00:80::/64", "Gateway": ""},  # the parent has no global IPv6 address
+    ]
+    engine.host.add_address("eth0", "2001:db8:1::2/64")
+    assert engine.inspect_network(net)["UpstreamRoutes"][1]["Gateway"] == "2001:db8:1::2"
