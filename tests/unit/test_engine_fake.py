@@ -498,3 +498,12 @@ def test_an_l3_ipvlan_network_names_its_upstream_gateways_from_the_parents_addre
     ]
     engine.host.add_address("eth0", "2001:db8:1::2/64")
     assert engine.inspect_network(net)["UpstreamRoutes"][1]["Gateway"] == "2001:db8:1::2"
+
+
+def test_a_forgotten_dummy_parent_takes_its_shim_along_in_the_orphan_sweep(quick_engine):
+    fake, engine = quick_engine
+    net = parent_net(engine, "d", "macvlan", subnet="10.30.0.0/24", host_access="true")
+    assert {f"dm-{net.id[:12]}", f"mh-{net.id[:12]}"} < set(fake.host.links)
+    engine.store.delete("networks", net.id)
+    assert engine.recover()["orphans"] >= 1  # the shim may go with its parent before its own turn
+    assert set(fake.host.links) == {"lo", "eth0"}
