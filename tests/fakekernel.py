@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import errno
 import functools
+import ipaddress
 import itertools
 import logging
 import os
@@ -46,6 +47,12 @@ class FakeLink:
     mac: str = ""
     peer: tuple | None = None  # a veth's other end: (namespace, name)
     isolated: bool = False
+    vid: int | None = None  # a vlan's id
+    mode: str | None = None  # a macvlan's or ipvlan's mode
+    #: the link this one was made on (a vlan's, macvlan's or ipvlan's parent), and the
+    #: links made on this one, each with its namespace: they go when their parent goes
+    parent: FakeLink | None = field(default=None, compare=False, repr=False)
+    uppers: list = field(default_factory=list, compare=False, repr=False)
 
     def view(self) -> Link:
         return Link(self.index, self.name, self.kind, self.alias, self.master, self.lower, self.up, self.mtu, self.mac)
@@ -113,8 +120,8 @@ def _call(method):
 class FakeKernel:
     """The module-level side of the kernel layer, and the home of every fake namespace.
 
-    The host namespace has ``lo``, ``eth0`` (10.0.0.2/24, default route via 10.0.0.1) and
-    forwarding already on; ``Namespace(None)`` is it, as are ``own_netns()`` and
+    The host namespace has ``lo``, ``eth0`` (10.0.0.2/24 and its IPv6 link-local address,
+    default route via 10.0.0.1) and forwarding already on; ``Namespace(None)`` is it, as are ``own_netns()`` and
     ``/proc/1/ns/net``.
     """
 
@@ -128,8 +135,9 @@ class FakeKernel:
         self.namespaces[INIT] = host
         _bring_up(host, "lo")
         eth0 = host.new_link("eth0", None, up=True)
-        host.addresses["eth0"] = ["10.0.0.2/24"]
-        host.routes += [Route("10.0.0.0/24", "eth0", None, False), Route("0.0.0.0/0", "eth0", "10.0.0.1", False)]
+        host.addresses["eth0"] = ["10.0.0.2/24", _link_local(eth0.mac)]
+        host.routes += [Route("10.0.0.0/24", "eth0", None, False), Route("fe80::/64", "eth0", None, False),
+                        Route("0.0.0.0/0", "eth0", "10.0.0.1", False)]
         host.sysctls.update({"net.ipv4.ip_forward": "1", "net.ipv6.conf.all.forwarding": "1"})
         assert eth0.index == 2
 
@@ -192,13 +200,14 @@ class FakeKernel:
 
     @_call
     def remove_netns(self, path: str) -> None:
-        """The namespace goes, and with it its links; a veth's peer elsewhere goes too."""
+        """The namespace goes, and with it its links; a veth's peer elsewhere goes too, and a
+        macvlan or ipvlan no longer counts on its parent."""
         ns = self.namespaces.pop(path, None)
         if ns is None or ns in self.namespaces.values():
             return  # not pinned there, or still pinned (or the host) under another path
-        for link in list(ns.links.values()):
-            if link.peer is not None and link.peer[0] in self.namespaces.values():
-                _remove_link(link.peer[0], link.peer[1])
+        for name in list(ns.links):
+            if name in ns.links:
+                _remove_link(ns, name)
 
     @_call
     def netns_alive(self, path: str) -> bool:
@@ -225,8 +234,14 @@ class FakeKernel:
 
 def _remove_link(ns: NetnsState, name: str) -> None:
     """What the kernel does when a link goes: its addresses, routes, neighbours and sysctls go
-    with it, its ports are set loose, and a veth takes its peer along."""
+    with it, its ports are set loose, a veth takes its peer along, and the vlans, macvlans and
+    ipvlans made on it go too, in whatever namespace they are."""
     link = ns.links.pop(name)
+    for upper_ns, upper in list(link.uppers):
+        if upper_ns.links.get(upper.name) is upper:
+            _remove_link(upper_ns, upper.name)
+    if link.parent is not None:
+        link.parent.uppers = [(n, u) for n, u in link.parent.uppers if u is not link]
     ns.addresses.pop(name, None)
     ns.routes = [r for r in ns.routes if r.dev != name]
     ns.neighbours = {k: v for k, v in ns.neighbours.items() if k[0] != name}
@@ -242,6 +257,15 @@ def _remove_link(ns: NetnsState, name: str) -> None:
             _remove_link(peer_ns, peer_name)
 
 
+def _link_local(mac: str) -> str:
+    """The IPv6 link-local address the kernel derives from a MAC (EUI-64)."""
+    octets = [int(o, 16) for o in mac.split(":")]
+    octets[0] ^= 0x02
+    eui = octets[:3] + [0xFF, 0xFE] + octets[3:]
+    groups = [f"{eui[i] << 8 | eui[i + 1]:x}" for i in range(0, 8, 2)]
+    return str(ipaddress.ip_interface(f"fe80::{':'.join(groups)}/64"))
+
+
 def _bring_up(ns: NetnsState, name: str) -> None:
     """Up; ``lo`` gets its addresses then (their routes are in the local table, not main)."""
     ns.links[name].up = True
@@ -251,8 +275,6 @@ def _bring_up(ns: NetnsState, name: str) -> None:
 
 def _connected_route(cidr: str, dev: str) -> Route | None:
     """The prefix route the kernel adds with an address (none for a host address)."""
-    import ipaddress
-
     iface = ipaddress.ip_interface(cidr)
     if iface.network.prefixlen == iface.max_prefixlen:
         return None
@@ -346,7 +368,10 @@ class FakeNamespace:
 
     @_call
     def add_vlan(self, name: str, parent: str, vid: int, *, alias: str | None = None) -> None:
-        self._new("create vlan", name, "vlan", lower=self._index(parent), alias=alias, up=True)
+        lower = self._lower("vlan", name, parent)
+        if any(u.kind == "vlan" and u.vid == vid for _, u in lower.uppers):
+            raise _error(f"create vlan {name}", errno.EEXIST)  # one sub-interface per VLAN id and parent
+        self._add_upper(lower, "vlan", name, self.ns, vid=vid, alias=alias, up=True)
 
     @_call
     def add_dummy(self, name: str, *, alias: str | None = None) -> None:
@@ -355,18 +380,41 @@ class FakeNamespace:
     @_call
     def add_macvlan(self, name: str, parent: str, *, mode: str, netns: str | None = None,
                     mac: str | None = None, alias: str | None = None) -> None:
-        self._add_lower_link("macvlan", name, parent, netns, mac=mac or "", alias=None if netns else alias)
+        lower = self._lower("macvlan", name, parent)
+        macvlans = [u for _, u in lower.uppers if u.kind == "macvlan"]
+        # a passthru macvlan is its parent's only one (the kernel says EINVAL either way round)
+        if macvlans and (mode == "passthru" or any(u.mode == "passthru" for u in macvlans)):
+            raise _error(f"create macvlan {name}", errno.EINVAL)
+        if mode == "passthru":
+            mac = lower.mac  # it takes over the parent's address
+        self._add_lower_link("macvlan", name, lower, netns, mode=mode, mac=mac or "",
+                             alias=None if netns else alias)
 
     @_call
     def add_ipvlan(self, name: str, parent: str, *, mode: str, flag: str, netns: str | None = None) -> None:
-        self._add_lower_link("ipvlan", name, parent, netns, mac=self.ns.links.get(parent, FakeLink(0, "", None)).mac)
+        lower = self._lower("ipvlan", name, parent)
+        self._add_lower_link("ipvlan", name, lower, netns, mode=mode, mac=lower.mac)
 
-    def _add_lower_link(self, kind: str, name: str, parent: str, netns: str | None, **attrs) -> None:
-        lower = self._index(parent)
+    def _lower(self, kind: str, name: str, parent: str) -> FakeLink:
+        """The parent of a new vlan, macvlan or ipvlan. A link serves one kind of upper link
+        that takes its frames (and none while it is a bridge's port): EBUSY, as the kernel's
+        receive-handler slot is taken."""
+        self._index(parent)
+        lower = self.ns.links[parent]
+        takers = {u.kind for _, u in lower.uppers if u.kind != "vlan"}
+        if kind != "vlan" and (lower.master is not None or takers - {kind}):
+            raise _error(f"create {kind} {name}", errno.EBUSY)
+        return lower
+
+    def _add_lower_link(self, kind: str, name: str, lower: FakeLink, netns: str | None, **attrs) -> None:
         target = self._kernel.namespaces.get(netns) if netns else self.ns
         if target is None:
             raise _error(f"create {kind} {name}", errno.ENOENT)
-        self._new(f"create {kind}", name, kind, ns=target, lower=lower, up=netns is None, **attrs)
+        self._add_upper(lower, kind, name, target, up=netns is None, **attrs)
+
+    def _add_upper(self, lower: FakeLink, kind: str, name: str, ns: NetnsState, **attrs) -> None:
+        link = self._new(f"create {kind}", name, kind, ns=ns, lower=lower.index, parent=lower, **attrs)
+        lower.uppers.append((ns, link))
 
     @_call
     def addresses(self, name: str) -> list[str]:

@@ -4,6 +4,10 @@ The same engine operations run on a lab host and on ``tests/fakekernel.py``; wha
 engine then reads back through the kernel layer (its links, addresses, routes, the
 containers' interfaces) must match, names of generated links mapped to their role.
 IPv6 link-local addresses and routes, which the fake does not model, are left out.
+
+Both hosts have an ``eth0`` on 10.0.0.0/24 (the fake's own, a veth to a LAN node in the
+lab), the parent of a macvlan network with the host's shim. Dummy, 802.1q and ipvlan
+links do not exist on every test machine's kernel: the fake alone covers those.
 """
 
 from __future__ import annotations
@@ -25,6 +29,13 @@ def _scenario(engine: Engine) -> None:
     engine.create_container("c3", "n2")
     engine.disconnect("n1", "c2")
     engine.remove_container("c3", force=True)
+    engine.create_network("pub", "macvlan", subnets=["10.0.0.0/24"], gateways=["10.0.0.1"],
+                          ip_ranges=["10.0.0.128/25"], aux_addresses={"host": "10.0.0.200"},
+                          options={"parent": "eth0", "host_access": "true"})
+    engine.connect("pub", "c1")
+    engine.create_container("c4", "pub", ip="10.0.0.140")
+    engine.create_container("c5", "pub")
+    engine.remove_container("c5", force=True)
 
 
 def _global(cidrs) -> list[str]:
@@ -40,6 +51,7 @@ def _view(engine: Engine) -> dict:
     role = {}
     for net in engine.networks():
         role[f"br-{net.id[:12]}"] = f"bridge {net.name}"
+        role[f"mh-{net.id[:12]}"] = f"shim {net.name}"
         for ep in engine.endpoints(network=net):
             role[ep.host_ifname] = f"port {engine._container_name(ep.container_id)}/{net.name}"
     links = engine.host.owned_links(engine._alias())
@@ -58,9 +70,13 @@ def _view(engine: Engine) -> dict:
 
 def test_the_fake_kernel_ends_where_the_real_one_does(lab, tmp_path):
     host = lab.host("h1")
+    lab.link(host, lab.node("lan"), "10.0.0.2/24", "10.0.0.1/24")  # eth0, as the fake host has it
     with Engine(host.root, netns=host.netns) as real, Engine(str(tmp_path / "root"), kernel=FakeKernel()) as fake:
         _scenario(real)
         _scenario(fake)
         seen = _view(real)
-        assert set(seen) == {"host", "c1", "c2"} and set(seen["c1"]) == {"lo", "eth0", "eth1", "default route"}
+        assert set(seen) == {"host", "c1", "c2", "c4"}
+        assert set(seen["c1"]) == {"lo", "eth0", "eth1", "eth2", "default route"}
+        assert seen["c4"]["eth0"] == (True, 1500, ["10.0.0.140/24"], [("10.0.0.0/24", None)])
+        assert seen["host"]["shim pub"][:4] == ("macvlan", None, True, ["10.0.0.200/32"])
         assert _view(fake) == seen

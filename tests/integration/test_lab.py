@@ -117,13 +117,13 @@ def test_addresses_are_checked_before_anything_is_built(lab):
 def test_every_ip_call_stays_out_of_the_root_namespace(lab, monkeypatch):
     h = lab.host("h")
     calls = []
-    real_run = lab_module._run
+    real_run = lab_module.commands.run
 
     def spy(args, **kw):
         calls.append(list(args))
         return real_run(args, **kw)
 
-    monkeypatch.setattr(lab_module, "_run", spy)
+    monkeypatch.setattr(lab_module.commands, "run", spy)
     sw = lab.switch("sw")
     lab.link(h, sw, ["10.30.0.1/24", "2003:ab33::1/64"])
     h.route("10.40.0.0/16", via="10.30.0.254")
@@ -265,7 +265,7 @@ def test_a_new_lab_skips_prefixes_that_leftovers_hold(kernel_env, monkeypatch):
     stale = f"ml{os.getpid()}_{serial}-stale"
     subprocess.run(["ip", "netns", "add", stale], check=True)
     try:
-        monkeypatch.setattr(lab_module, "_serial", serial)
+        monkeypatch.setattr(lab_module.topology, "_serial", serial)
         with Lab() as lab:
             assert lab.prefix == f"ml{os.getpid()}_{serial + 1}-"
     finally:

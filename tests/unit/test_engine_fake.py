@@ -7,6 +7,10 @@ integration tests that do the same on the real kernel.
 
 from __future__ import annotations
 
+import os
+import pathlib
+import shutil
+import tempfile
 
 import pytest
 
@@ -315,3 +319,208 @@ def test_services_hear_only_committed_changes(fake_engine):
     engine.remove_network("n1")
     assert heard == [("network.created", "n1", None), ("endpoint.created", "n1", ep.id),
                      ("endpoint.removed", "n1", ep.id), ("network.removed", "n1", None)]
+
+
+# -- macvlan and ipvlan: parents made and deleted, rollback, orphans ----------------------------
+# (dummy, 802.1q and ipvlan links do not exist on every test machine's kernel: here they do)
+
+LAN = "10.0.0.0/24"  # the fake host's eth0
+
+
+def parent_net(engine: Engine, name: str, driver: str, subnet: str = LAN, **options):
+    return engine.create_network(name, driver, subnets=[subnet], options=options)
+
+
+def made_parent(net) -> str:
+    return net.driver_state["parent"]
+
+
+@pytest.fixture
+def roots(tmp_path):
+    """Where each_failure's many engines keep their state: in memory when the machine has a
+    tmpfs (ten times faster than a disk for SQLite's syncs), which keeps each test well under
+    a second."""
+    if not os.access("/dev/shm", os.W_OK):
+        yield tmp_path
+        return
+    path = tempfile.mkdtemp(prefix="muslin-unit-", dir="/dev/shm")
+    yield pathlib.Path(path)
+    shutil.rmtree(path)
+
+
+@pytest.fixture
+def quick_engine(roots):
+    fake, engine = new_engine(roots / "root")
+    yield fake, engine
+    engine.close()
+
+
+PARENT_NETWORKS = [
+    pytest.param("macvlan", {"parent": "eth0"}, id="macvlan-on-eth0"),
+    pytest.param("macvlan", {"parent": "eth0.50"}, id="macvlan-on-a-new-vlan"),
+    pytest.param("macvlan", {}, id="macvlan-on-a-dummy"),
+    pytest.param("macvlan", {"parent": "eth0", "host_access": "true"}, id="macvlan-with-host-shim"),
+    pytest.param("macvlan", {"parent": "eth0", "macvlan_mode": "passthru"}, id="macvlan-passthru"),
+    pytest.param("ipvlan", {"parent": "eth0"}, id="ipvlan-l2"),
+    pytest.param("ipvlan", {"parent": "eth0.50", "ipvlan_mode": "l3"}, id="ipvlan-l3-on-a-new-vlan"),
+    pytest.param("ipvlan", {}, id="ipvlan-on-a-dummy"),
+]
+
+
+@pytest.mark.parametrize("driver, options", [p for p in PARENT_NETWORKS if p.id != "macvlan-on-eth0"
+                                             and p.id != "ipvlan-l2" and p.id != "macvlan-passthru"])
+def test_a_failure_at_any_kernel_call_of_a_parent_network_create_leaves_everything_as_before(
+        roots, driver, options):
+    each_failure(roots, lambda e: None, lambda e: parent_net(e, "pub", driver, **options))
+
+
+@pytest.mark.parametrize("driver, options", PARENT_NETWORKS)
+def test_a_failure_at_any_kernel_call_of_run_on_a_parent_network_leaves_everything_as_before(
+        roots, driver, options):
+    each_failure(roots, lambda e: parent_net(e, "pub", driver, **options),
+                 lambda e: e.create_container("c1", "pub"))
+
+
+@pytest.mark.parametrize("driver, options", PARENT_NETWORKS)
+def test_a_failure_at_any_kernel_call_of_connect_to_a_parent_network_leaves_everything_as_before(
+        roots, driver, options):
+    def setup(engine):
+        engine.create_network("n1", subnets=[SUBNET])
+        parent_net(engine, "pub", driver, **options)
+        engine.create_container("c1", "n1")
+
+    each_failure(roots, setup, lambda e: e.connect("pub", "c1"))
+
+
+@pytest.mark.parametrize("driver, prefix", [("macvlan", "dm-"), ("ipvlan", "di-")])
+def test_no_parent_makes_a_dummy_of_the_network_deleted_with_it(quick_engine, driver, prefix):
+    fake, engine = quick_engine
+    net = parent_net(engine, "pub", driver, subnet="10.30.0.0/24")
+    dummy = fake.host.links[f"{prefix}{net.id[:12]}"]
+    assert (dummy.kind, dummy.alias, dummy.up, net.internal) == ("dummy", engine._alias(), True, True)
+    con = engine.create_container("c1", "pub")
+    eth0 = fake.state(con.netns).links["eth0"]
+    assert (eth0.kind, eth0.lower) == (driver, dummy.index)
+    engine.remove_container("c1", force=True)
+    engine.remove_network("pub")
+    assert set(fake.host.links) == {"lo", "eth0"}
+
+
+def test_a_vlan_parent_is_made_once_and_deleted_with_the_last_network_that_uses_it(quick_engine):
+    fake, engine = quick_engine
+    one = parent_net(engine, "one", "macvlan", subnet="10.50.1.0/24", parent="eth0.50")
+    two = parent_net(engine, "two", "macvlan", subnet="10.50.2.0/24", parent="eth0.50")
+    assert made_parent(one) == made_parent(two) == "eth0.50"
+    vlan = fake.host.links["eth0.50"]
+    assert (vlan.kind, vlan.vid, vlan.lower, vlan.alias) == ("vlan", 50, fake.host.links["eth0"].index,
+                                                              engine._alias())
+    assert len(fake.calls_named("add_vlan")) == 1
+    engine.remove_network("one")
+    assert "eth0.50" in fake.host.links  # "two" still hangs off it
+    engine.remove_network("two")
+    assert set(fake.host.links) == {"lo", "eth0"}
+
+
+def test_a_parent_muslin_did_not_make_is_never_deleted(quick_engine):
+    fake, engine = quick_engine
+    engine.host.add_vlan("eth0.60", "eth0", 60)  # somebody's own sub-interface, untagged
+    for driver, subnet, parent in (("macvlan", "10.60.0.0/24", "eth0.60"), ("ipvlan", LAN, "eth0")):
+        parent_net(engine, "pub", driver, subnet=subnet, parent=parent)
+        engine.create_container("c1", "pub")
+        engine.remove_container("c1", force=True)
+        engine.remove_network("pub")
+    assert set(fake.host.links) == {"lo", "eth0", "eth0.60"}
+    assert fake.host.links["eth0.60"].alias is None
+
+
+def test_a_second_ipvlan_network_on_a_parent_is_refused_and_makes_nothing(quick_engine):
+    fake, engine = quick_engine
+    parent_net(engine, "l2", "ipvlan", subnet="10.50.1.0/24", parent="eth0.50")
+    before = state(fake, engine)
+    with pytest.raises(Conflict, match="^network l2 is already using parent interface eth0.50$"):
+        parent_net(engine, "again", "ipvlan", subnet="10.50.2.0/24", parent="eth0.50")
+    assert state(fake, engine) == before
+
+
+def test_a_passthru_network_serves_one_container_with_the_parents_mac(quick_engine):
+    fake, engine = quick_engine
+    parent_net(engine, "pt", "macvlan", macvlan_mode="passthru", parent="eth0")
+    con = engine.create_container("c1", "pt")
+    assert fake.state(con.netns).links["eth0"].mac == fake.host.links["eth0"].mac
+    before = state(fake, engine)
+    with pytest.raises(Conflict, match="^macvlan network pt is in mode passthru: its parent eth0 already "
+                                       "serves a container$"):
+        engine.create_container("c2", "pt")
+    assert state(fake, engine) == before
+    engine.remove_container("c1", force=True)
+    engine.create_container("c2", "pt")  # its parent is free again
+
+
+def test_the_host_shim_routes_to_each_container_and_goes_with_its_network(quick_engine):
+    fake, engine = quick_engine
+    net = parent_net(engine, "pub", "macvlan", parent="eth0", host_access="true")
+    shim = f"mh-{net.id[:12]}"
+    assert fake.host.links[shim].lower == fake.host.links["eth0"].index
+    ep = engine.endpoints(container=engine.create_container("c1", "pub"))[0]
+    host_route = ep.ipv4.split("/")[0] + "/32"
+    assert engine.host.routes(shim) == {host_route: None}  # the shim's own address is a /32
+    engine.remove_container("c1", force=True)
+    assert host_route not in engine.host.routes(shim)
+    engine.remove_network("pub")
+    assert set(fake.host.links) == {"lo", "eth0"}
+
+
+def test_containers_lose_their_interfaces_with_a_vlan_parent_and_recovery_gives_them_back(quick_engine):
+    fake, engine = quick_engine
+    parent_net(engine, "pub", "macvlan", subnet="10.50.0.0/24", parent="eth0.50")
+    con = engine.create_container("c1", "pub")
+    address = fake.state(con.netns).addresses["eth0"]
+    engine.host.delete_link("eth0.50")  # a reboot, or somebody: its macvlans go with it
+    assert set(fake.state(con.netns).links) == {"lo"}
+
+    assert engine.recover()["repaired"] == 1
+
+    assert fake.host.links["eth0.50"].alias == engine._alias()
+    assert fake.state(con.netns).links["eth0"].kind == "macvlan"
+    assert fake.state(con.netns).addresses["eth0"] == address
+
+
+def test_the_orphan_sweep_deletes_the_parents_and_shims_muslin_made_for_networks_it_forgot(quick_engine):
+    fake, engine = quick_engine
+    shared = parent_net(engine, "one", "macvlan", subnet="10.50.1.0/24", parent="eth0.50")
+    forgotten = [parent_net(engine, "two", "macvlan", subnet="10.50.2.0/24", parent="eth0.50"),
+                 parent_net(engine, "dummy", "ipvlan", subnet="10.30.0.0/24"),
+                 parent_net(engine, "shim", "macvlan", parent="eth0", host_access="true"),
+                 parent_net(engine, "vlan70", "ipvlan", subnet="10.70.0.0/24", parent="eth0.70")]
+    engine.host.add_vlan("eth0.60", "eth0", 60)  # somebody's own
+    engine.host.add_dummy("theirs", alias="muslin:0ther0ne")  # another muslin root's
+    for net in forgotten:
+        engine.store.delete("networks", net.id)  # the rows are gone; the links stay
+
+    assert engine.recover()["orphans"] == 3
+
+    assert set(fake.host.links) == {"lo", "eth0", "eth0.50", "eth0.60", "theirs"}
+    assert made_parent(shared) == "eth0.50"  # still in use by "one"
+
+
+def test_an_l3_ipvlan_network_names_its_upstream_gateways_from_the_parents_addresses_never_a_link_local(
+        quick_engine):
+    fake, engine = quick_engine
+    assert any(a.startswith("fe80:") for a in fake.host.addresses["eth0"])  # as on any host with IPv6
+    net = engine.create_network("l3", "ipvlan", subnets=["10.80.0.0/24", "fd00:80::/64"], ipv6=True,
+                                options={"parent": "eth0", "ipvlan_mode": "l3"})
+    assert engine.inspect_network(net)["UpstreamRoutes"] == [
+        {"Destination": "10.80.0.0/24", "Gateway": "10.0.0.2"},
+        {"Destination": "fd00:80::/64", "Gateway": ""},  # the parent has no global IPv6 address
+    ]
+    engine.host.add_address("eth0", "2001:db8:1::2/64")
+    assert engine.inspect_network(net)["UpstreamRoutes"][1]["Gateway"] == "2001:db8:1::2"
+
+
+def test_a_forgotten_dummy_parent_takes_its_shim_along_in_the_orphan_sweep(quick_engine):
+    fake, engine = quick_engine
+    net = parent_net(engine, "d", "macvlan", subnet="10.30.0.0/24", host_access="true")
+    assert {f"dm-{net.id[:12]}", f"mh-{net.id[:12]}"} < set(fake.host.links)
+    engine.store.delete("networks", net.id)
+    assert engine.recover()["orphans"] >= 1  # the shim may go with its parent before its own turn
+    assert set(fake.host.links) == {"lo", "eth0"}

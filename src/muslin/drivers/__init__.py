@@ -72,6 +72,10 @@ class Driver(Protocol):
     def firewall(self, network: Network) -> list:
         """This network's part of the host firewall (``muslin.kernel.firewall`` rule specs)."""
 
+    def describe(self, host: Namespace, network: Network) -> dict:
+        """What the driver can tell about the network beyond the model (ipvlan l3: the routes
+        the upstream router needs), for front ends to show."""
+
 
 def load(name: str, tag: str, kernel) -> Driver:
     """The driver called ``name``; ``tag`` marks the links it creates as this muslin root's;

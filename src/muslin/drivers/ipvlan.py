@@ -10,6 +10,8 @@ Current Docker refuses a second ipvlan network on a parent, whatever the modes.
 
 from __future__ import annotations
 
+import ipaddress
+
 
 from muslin.drivers.parent import MSG_PARENT_IN_USE, ParentLinkDriver, parent_of
 from muslin.errors import InvalidParameter
@@ -61,3 +63,16 @@ class IpvlanDriver(ParentLinkDriver):
 
     def link_is_gateway(self, network: Network) -> bool:
         return routed(network)  # l3/l3s: the parent routes, no gateway answers ARP
+
+    def describe(self, host: Namespace, network: Network) -> dict:
+        """l3: the routes the upstream router needs, one per subnet, via the host's parent."""
+        if not routed(network):
+            return {}
+        via = {}
+        for cidr in host.addresses(parent_of(network)):
+            addr = ipaddress.ip_interface(cidr)
+            if not addr.ip.is_link_local:
+                via.setdefault(addr.version, str(addr.ip))
+        return {"UpstreamRoutes": [
+            {"Destination": str(p.subnet), "Gateway": via.get(p.version, "")}
+            for p in network.pools if p.version == 4 or network.ipv6]}

@@ -97,9 +97,13 @@ class MacvlanDriver(ParentLinkDriver):
                 raise Conflict(f"macvlan network {network.name} is in mode passthru: "
                                f"its parent {parent_of(network)} already serves a container") from None
             raise
-        if host_access(network):
+
+    def make_link(self, host: Namespace, network: Network, endpoint: Endpoint, sandbox: Namespace | None) -> str:
+        name = super().make_link(host, network, endpoint, sandbox)
+        if host_access(network):  # the host reaches the container through its shim
             for dst, src in self._host_routes(network, endpoint):
                 host.add_route(dst, dev=shim_name(network), src=src)
+        return name
 
     def leave(self, host: Namespace, sandbox_path: str | None, network: Network, endpoint: Endpoint) -> None:
         if host_access(network):

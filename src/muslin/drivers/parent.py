@@ -144,11 +144,16 @@ class ParentLinkDriver(BaseDriver):
         """The link is made straight in the sandbox under a name of its own (``configure``
         renames it): kernels before 6.x refuse a new link whose name exists in the namespace
         that creates it (the host has its own eth0). It is tagged at once, so that a failed
-        rename leaves it deletable as ours."""
+        rename leaves it deletable as ours; one whose tagging failed is deleted at once."""
         self._ensure_parent(host, network)
         name = temporary_name(endpoint)
         self.new_link(host, network, endpoint, name, sandbox.path if sandbox else None)
-        (sandbox or host).tag_link(name, self.alias)
+        where = sandbox or host
+        try:
+            where.tag_link(name, self.alias)
+        except BaseException:
+            where.delete_link(name)  # made a moment ago by this call, and untagged: leave() would not take it
+            raise
         return name
 
     def new_link(self, host: Namespace, network: Network, endpoint: Endpoint, name: str,

@@ -31,7 +31,9 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
-from muslin.lab import Host, LabError, Node, Process
+from muslin.lab.commands import LabError
+from muslin.lab.nodes import Host, Node
+from muslin.lab.processes import Process
 
 __all__ = ["Etcd", "EtcdTLS", "EtcdAuth", "EtcdError", "make_tls", "inside"]
 

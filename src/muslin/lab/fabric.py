@@ -23,7 +23,10 @@ import time
 from collections.abc import Callable, Sequence
 
 from muslin.fabric.env import parse_subnet_env
-from muslin.lab import Host, Lab, LabError, Process
+from muslin.lab.commands import LabError
+from muslin.lab.nodes import Host
+from muslin.lab.processes import Process
+from muslin.lab.topology import Lab
 
 __all__ = ["FabricLab", "SEGMENT_A", "SEGMENT_B", "SHARED", "subnet_of", "until"]
 
