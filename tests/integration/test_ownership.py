@@ -142,18 +142,20 @@ def test_recovery_and_removal_leave_foreign_ports_of_muslin_bridges(host, engine
     host.ip("link del user0")
 
 
-def test_a_failed_join_leaves_the_interface_a_foreign_namespace_had(host, lab, engine):
-    """Another runtime's container has its own eth0: the macvlan muslin made cannot take the
-    name, and the rollback deletes its own link only."""
+def test_a_foreign_namespaces_own_interface_is_never_taken_nor_touched(host, lab, engine):
+    """Another runtime's container has its own eth0: muslin's interface takes the next free
+    name, and one asked for by that name is refused before anything is made."""
     engine.create_network("mv", "macvlan", subnets=["10.61.0.0/24"], options={"parent": UPLINK})
     other = lab.node("runtime")
     lab.link(other, lab["sw"], "10.61.0.8/24", a_ifname="eth0")
     proc = _sleeper(other)
-    before = other.ip_json("link show")
-    with pytest.raises(MuslinError, match="File exists"):
-        engine.connect("mv", "guest", pid=proc.pid)
-    assert other.ip_json("link show") == before
+    theirs = [link for link in other.ip_json("link show") if link["ifname"] == "eth0"]
+    with pytest.raises(MuslinError, match="^container guest already has an interface eth0$"):
+        engine.connect("mv", "guest", pid=proc.pid, ifname="eth0")
     assert engine.endpoints(network=engine.find_network("mv"), states=("active", "pending")) == []
+    ep = engine.connect("mv", "guest", pid=proc.pid)
+    assert ep.ifname == "eth1"
+    assert [link for link in other.ip_json("link show") if link["ifname"] == "eth0"] == theirs
 
 
 # -- item 2: the host is not a container ---------------------------------------------------
