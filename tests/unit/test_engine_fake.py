@@ -13,6 +13,7 @@ import time
 import pytest
 
 from fakekernel import HOST, INIT, FakeKernel, attach_times
+from muslin.daemon import network_views
 from muslin.engine import Engine
 from muslin.errors import Conflict, Exhausted, InvalidParameter, KernelError
 
@@ -228,7 +229,7 @@ def test_a_network_recovery_cannot_roll_back_is_set_aside_keeps_its_name_and_sub
 
     assert engine._state("networks", net.id) == "dead"
     assert bridge_of_id(net) in fake.host.links
-    assert engine.inspect_network(engine.find_network("n1", states=("dead",)))["State"] == "dead"
+    assert network_views(engine, [engine.find_network("n1", states=("dead",))])[0]["state"] == "dead"
     with pytest.raises(Conflict, match="set aside after a failure: muslin network rm n1 clears it"):
         engine.create_network("n1", subnets=["10.30.0.0/24"])
     with pytest.raises(Conflict, match="Pool overlaps"):
