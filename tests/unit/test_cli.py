@@ -967,6 +967,21 @@ def test_request_path_stays_light(daemon):
     assert not added & {"muslin.frontends.cli.render", "muslin.frontends.cli.process"}, added
 
 
+def test_network_ls_stays_light(daemon):
+    """Listing networks (sorted by name, digit runs as numbers) imports none of HEAVY, e.g. not re."""
+    for name in ("net10", "net2", "net1"):
+        daemon.op_network_create(name)
+    code = ("import sys; before = set(sys.modules); from muslin.frontends.cli import main; "
+            f"rc = main(['--root', {daemon.root!r}, 'network', 'ls']); "
+            "print('\\n'.join(sorted(set(sys.modules) - before)), file=sys.stderr); sys.exit(rc)")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       env=dict(os.environ, PYTHONPATH=SRC), timeout=30)
+    assert p.returncode == 0, p.stderr
+    assert [line.split()[1] for line in p.stdout.splitlines()[1:]] == ["net1", "net2", "net10"]
+    added = set(p.stderr.split())
+    assert not (added & HEAVY), added & HEAVY
+
+
 def test_installed_command_is_the_light_launcher():
     """pyproject installs bin/muslin (not an entry point, whose wrapper imports re), and it runs the CLI."""
     import tomllib
