@@ -951,18 +951,23 @@ def test_import_stays_light():
     assert not any(m.startswith("pyroute2") for m in added)
 
 
-def test_request_path_stays_light(daemon):
-    """A whole `muslin network connect` (parse, request, reply) imports none of HEAVY, e.g. not json's re."""
-    daemon.op_network_connect = lambda **args: {"endpoint": {"id": "e"}, "container": "c", "warnings": []}
+def run_main_counting_imports(daemon, *argv):
+    """``main(['--root', ROOT, *argv])`` in a fresh interpreter: its result and the modules it imported."""
     code = ("import sys; before = set(sys.modules); from muslin.frontends.cli import main; "
-            f"rc = main(['--root', {daemon.root!r}, 'network', 'connect', '--netns', '/run/netns/x', 'n', 'c']); "
+            f"rc = main(['--root', {daemon.root!r}, *{list(argv)!r}]); "
             "print('\\n'.join(sorted(set(sys.modules) - before)), file=sys.stderr); sys.exit(rc)")
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                        env=dict(os.environ, PYTHONPATH=SRC), timeout=30)
     assert p.returncode == 0, p.stderr
+    return p, set(p.stderr.split())
+
+
+def test_request_path_stays_light(daemon):
+    """A whole `muslin network connect` (parse, request, reply) imports none of HEAVY, e.g. not json's re."""
+    daemon.op_network_connect = lambda **args: {"endpoint": {"id": "e"}, "container": "c", "warnings": []}
+    _, added = run_main_counting_imports(daemon, "network", "connect", "--netns", "/run/netns/x", "n", "c")
     assert daemon.calls == [("network.connect", {"network": "n", "container": "c", "aliases": [],
                                                  "netns": "/run/netns/x"})]
-    added = set(p.stderr.split())
     assert not (added & HEAVY), added & HEAVY
     assert not added & {"muslin.frontends.cli.render", "muslin.frontends.cli.process"}, added
 
@@ -971,14 +976,8 @@ def test_network_ls_stays_light(daemon):
     """Listing networks (sorted by name, digit runs as numbers) imports none of HEAVY, e.g. not re."""
     for name in ("net10", "net2", "net1"):
         daemon.op_network_create(name)
-    code = ("import sys; before = set(sys.modules); from muslin.frontends.cli import main; "
-            f"rc = main(['--root', {daemon.root!r}, 'network', 'ls']); "
-            "print('\\n'.join(sorted(set(sys.modules) - before)), file=sys.stderr); sys.exit(rc)")
-    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                       env=dict(os.environ, PYTHONPATH=SRC), timeout=30)
-    assert p.returncode == 0, p.stderr
+    p, added = run_main_counting_imports(daemon, "network", "ls")
     assert [line.split()[1] for line in p.stdout.splitlines()[1:]] == ["net1", "net2", "net10"]
-    added = set(p.stderr.split())
     assert not (added & HEAVY), added & HEAVY
 
 
