@@ -13,16 +13,26 @@ median of the ratios of two commands' runs in the same round.
                             what a CLI built on argparse or click pays before its first line
                             (click found where the base interpreter has it, imported here)
   CNI bridge VERSION        the reference CNI plugin (a Go binary, /usr/lib/cni) answering VERSION
+  muslin … (baseline)       with --baseline DIR: the same two commands of another checkout of
+                            muslin (DIR/bin/muslin importing DIR/src), e.g. the commit before a
+                            change (`git archive HEAD~1 src bin | tar -x -C DIR`); this checkout's
+                            then run the same way (python bin/muslin), so that only the code
+                            differs. The daemon is this checkout's; its root has no networks, so
+                            `network ls` is an empty list whatever the protocol's version.
+
+Both checkouts are byte-compiled first, as an installed muslin is: where PYTHONDONTWRITEBYTECODE
+is set, every run would otherwise compile its modules from source.
 
 The daemon runs in a lab namespace (it programs its firewall there); nothing else touches
 the kernel. The machine is shared and noisy: the ratios of one run are what counts.
 
-Usage: python bench/startup.py [--rounds 60] [--warmup 5]
+Usage: python bench/startup.py [--rounds 60] [--warmup 5] [--baseline DIR]
 """
 
 from __future__ import annotations
 
 import argparse
+import compileall
 import os
 import statistics
 import subprocess
@@ -34,6 +44,8 @@ from muslin import kernel
 from muslin.lab import Lab
 
 CNI_BRIDGE = "/usr/lib/cni/bridge"
+CHECKOUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+OURS = ("muslin --version", "muslin network ls")
 
 
 def muslin_command() -> list[str]:
@@ -60,12 +72,21 @@ def import_line(module: str) -> str | None:
     return f"import sys; sys.path.append({found.stdout.strip()!r}); import {module}"
 
 
-def commands(root: str) -> dict[str, tuple[list[str], str | None, dict | None]]:
+def checkout_command(checkout: str) -> tuple[list[str], dict]:
+    """``python CHECKOUT/bin/muslin`` importing muslin from CHECKOUT/src, and its environment."""
+    src = os.path.join(checkout, "src")
+    return ([sys.executable, os.path.join(checkout, "bin", "muslin")],
+            dict(os.environ, PYTHONPATH=src + os.pathsep + os.environ.get("PYTHONPATH", "")))
+
+
+def commands(root: str, baseline: str | None = None) -> dict[str, tuple[list[str], str | None, dict | None]]:
     """label: (argv, stdin, environment); None environment: this process's."""
-    muslin = muslin_command()
+    muslin, env = muslin_command(), None
+    if baseline is not None:
+        muslin, env = checkout_command(CHECKOUT)
     out = {
-        "muslin --version": (muslin + ["--version"], None, None),
-        "muslin network ls": (muslin + ["--root", root, "network", "ls"], None, None),
+        "muslin --version": (muslin + ["--version"], None, env),
+        "muslin network ls": (muslin + ["--root", root, "network", "ls"], None, env),
         "python -c pass": ([sys.executable, "-c", "pass"], None, None),
         "python -I -c 'import argparse'": ([sys.executable, "-I", "-c", "import argparse"], None, None),
     }
@@ -75,6 +96,10 @@ def commands(root: str) -> dict[str, tuple[list[str], str | None, dict | None]]:
     if os.path.exists(CNI_BRIDGE):
         env = {"CNI_COMMAND": "VERSION", "PATH": os.environ.get("PATH", "")}
         out["CNI bridge VERSION"] = ([CNI_BRIDGE], '{"cniVersion":"1.0.0"}', env)
+    if baseline is not None:
+        base, base_env = checkout_command(baseline)
+        out["muslin --version (baseline)"] = (base + ["--version"], None, base_env)
+        out["muslin network ls (baseline)"] = (base + ["--root", root, "network", "ls"], None, base_env)
     return out
 
 
@@ -95,12 +120,16 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=60, help="timed rounds (default 60)")
     parser.add_argument("--warmup", type=int, default=5, help="untimed rounds first (default 5)")
+    parser.add_argument("--baseline", metavar="DIR", help="another checkout of muslin to compare with")
     args = parser.parse_args()
+    for checkout in filter(None, (CHECKOUT, args.baseline)):
+        compileall.compile_dir(os.path.join(checkout, "src", "muslin"), quiet=1)
     with Lab(name="startup") as lab:
         host = lab.host("host")
         kernel.setns(host.netns)  # the daemon started below lives in the lab host
-        cmds = commands(host.root)
-        process_ms(cmds["muslin network ls"][0])  # starts the daemon
+        cmds = commands(host.root, args.baseline)
+        argv, _, env = cmds["muslin network ls"]
+        process_ms(argv, env=env)  # starts the daemon
         print(f"process start-up, wall time; {args.rounds} rounds after {args.warmup} warm-up rounds, "
               f"commands alternating.\n{NOISE}\n")
         times = measure(cmds, args.rounds, args.warmup)
@@ -110,8 +139,8 @@ def main() -> int:
         print(f"  {label:{width}}  median {med[label]:6.2f} ms   p95 {percentile(t, 95):6.2f} ms   "
               f"min {min(t):6.2f} ms   (n={len(t)})")
     rows = []
-    for ours in ("muslin --version", "muslin network ls"):
-        for other in ("python -c pass", "python -I -c 'import click'", "CNI bridge VERSION"):
+    for ours in OURS:
+        for other in (f"{ours} (baseline)", "python -c pass", "python -I -c 'import click'", "CNI bridge VERSION"):
             if other in med:
                 ratio = statistics.median(paired_ratios(times[ours], times[other]))
                 rows.append(Row(f"{ours} / {other}", f"{ratio:.2f} (medians {med[ours]:.1f} / {med[other]:.1f} ms)",

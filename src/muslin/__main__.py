@@ -9,6 +9,6 @@ import muslin
 if sys.path and sys.path[0] == os.getcwd() != os.path.dirname(os.path.dirname(os.path.abspath(muslin.__file__))):
     del sys.path[0]
 
-from muslin.cli import main  # noqa: E402 - after the path is cleaned
+from muslin.frontends.cli import main  # noqa: E402 - after the path is cleaned
 
 raise SystemExit(main())

@@ -159,7 +159,10 @@ def daemon_argv(root: str) -> list[str]:
     import muslin
 
     here = os.path.dirname(os.path.dirname(os.path.abspath(muslin.__file__)))
-    boot = "import sys; sys.path.insert(0, sys.argv.pop(1)); from muslin.cli import main; sys.exit(main())"
+    # the daemon itself, not a front end's entry point (the CNI plugin starts it too); the
+    # arguments stay `--root ROOT daemon`, as `ps` shows them
+    boot = ("import sys; sys.path.insert(0, sys.argv.pop(1)); from muslin.daemon import serve; "
+            "sys.exit(serve(sys.argv[2]))")
     return [sys.executable, "-I", "-c", boot, here, "--root", root, "daemon"]
 
 

@@ -21,6 +21,7 @@ from muslin import __version__
 from muslin.client import SOCKET_NAME
 from muslin.engine import Engine
 from muslin.errors import MuslinError
+from muslin.model import Container, Network
 from muslin.paths import UnsafeRoot, open_private, prepare_root
 from muslin.protocol import MAX_LINE, Invalid, parse_request
 from muslin.runtime import notify_systemd
@@ -32,55 +33,87 @@ IDLE_TIMEOUT = 10.0  # seconds a connection may stay silent (a request is sent a
 MAX_CONNECTIONS = 64  # handler threads; operations run one at a time in the engine anyway
 
 
+# -- views: what the daemon answers about networks and containers (docs/API.md) -------------------
+# muslin's model, front-end-neutral: the documents of the model's objects, their state, and
+# their endpoints named by the other side. Front ends render them (the CLI: Docker's JSON).
+
+ALL_ROWS = ("active", "pending", "removing", "dead")
+
+
+def network_views(engine: Engine, nets: list[Network]) -> list[dict]:
+    """The views of ``nets``. Whether one is set aside ("dead") is its row's state, which no
+    public engine read gives for one network: the dead ones are listed once."""
+    dead = {n.id for n in engine.networks(("dead",))}
+    names = {c.id: c.name for c in engine.containers(ALL_ROWS)}
+    return [_network_view(engine, n, n.id in dead, names) for n in nets]
+
+
+def _network_view(engine: Engine, net: Network, dead: bool, names: dict[str, str]) -> dict:
+    return {
+        "network": net.to_doc(),
+        "state": "dead" if dead else "active",
+        "endpoints": [{"endpoint": ep.to_doc(), "container": names.get(ep.container_id, ep.container_id[:12])}
+                      for ep in engine.endpoints(network=net)],
+        # what the driver reports of the live network (ipvlan l3: the routes upstream needs)
+        "driver_info": {} if dead else engine.driver(net.driver).describe(engine.host, net),
+    }
+
+
+def container_view(engine: Engine, con: Container, networks: dict | None = None) -> dict:
+    """``networks``: id → name of the active networks (its endpoints on others are not shown)."""
+    networks = {n.id: n.name for n in engine.networks()} if networks is None else networks
+    return {
+        "container": con.to_doc(),
+        "state": engine.container_state(con),
+        "endpoints": [{"endpoint": ep.to_doc(), "network": networks[ep.network_id]}
+                      for ep in engine.endpoints(container=con) if ep.network_id in networks],
+    }
+
+
+# -- operations ------------------------------------------------------------------------------------
+
+
 def _network_create(engine: Engine, name, driver="bridge", subnets=(), gateways=(), ip_ranges=(),
                     aux_addresses=None, ipv6=False, internal=False, options=None, labels=None):
     net = engine.create_network(name, driver, subnets=subnets, gateways=gateways, ip_ranges=ip_ranges,
                                 aux_addresses=aux_addresses, ipv6=ipv6, internal=internal,
                                 options=options, labels=labels)
-    return {"Id": net.id, "Warning": "\n".join(engine.driver(net.driver).warnings(net))}
+    return {"id": net.id, "warnings": engine.driver(net.driver).warnings(net)}
 
 
-def _network_remove(engine: Engine, name):
-    net = engine.remove_network(name)
-    return {"Id": net.id, "Name": net.name}
+def _removed(obj) -> dict:
+    return {"id": obj.id, "name": obj.name}
 
 
-def _network_connect(engine: Engine, network, container=None, ip=None, ip6=None, aliases=(), pid=None, netns=None):
+def _network_connect(engine: Engine, network, container=None, ip=None, ip6=None, aliases=(), pid=None, netns=None,
+                     ifname=None):
     warnings: list[str] = []
-    ep = engine.connect(network, container, ip=ip, ip6=ip6, aliases=aliases, pid=pid, netns=netns, warnings=warnings)
-    con = engine.find_container(ep.container_id)
-    return {"Container": con.name, **ep.settings(engine.find_network(ep.network_id)), "Warning": "\n".join(warnings)}
-
-
-def _container_create(engine: Engine, name=None, network=None, ip=None, ip6=None, aliases=(), command=()):
-    con = engine.create_container(name, network, ip=ip, ip6=ip6, aliases=aliases, command=command)
-    return {"Id": con.id, "Name": con.name, "NetNS": con.netns, "Log": con.log}
+    ep = engine.connect(network, container, ip=ip, ip6=ip6, aliases=aliases, pid=pid, netns=netns, ifname=ifname,
+                        warnings=warnings)
+    return {"endpoint": ep.to_doc(), "container": engine.find_container(ep.container_id).name, "warnings": warnings}
 
 
 def _container_list(engine: Engine, all=False):
-    out = [engine.inspect_container(c) for c in engine.containers(("active", "dead"))]
-    return out if all else [c for c in out if c["State"] == "running"]
-
-
-def _container_remove(engine: Engine, name, force=False):
-    con = engine.remove_container(name, force=force)
-    return {"Id": con.id, "Name": con.name}
+    networks = {n.id: n.name for n in engine.networks()}
+    views = [container_view(engine, c, networks) for c in engine.containers(("active", "dead"))]
+    return views if all else [v for v in views if v["state"] == "running"]
 
 
 OPERATIONS = {
     "ping": lambda e: {"Version": __version__, "Pid": os.getpid()},
     "network.create": _network_create,
-    "network.list": lambda e: [e.inspect_network(n) for n in e.networks(("active", "dead"))],
-    "network.inspect": lambda e, names: [e.inspect_network(e.find_network(n, ("active", "dead"))) for n in names],
-    "network.remove": _network_remove,
-    "network.prune": lambda e: {"NetworksDeleted": e.prune_networks()},
+    "network.list": lambda e: network_views(e, e.networks(("active", "dead"))),
+    "network.inspect": lambda e, names: network_views(e, [e.find_network(n, ("active", "dead")) for n in names]),
+    "network.remove": lambda e, name: _removed(e.remove_network(name)),
+    "network.prune": lambda e: {"removed": e.prune_networks()},
     "network.connect": _network_connect,
     "network.disconnect": lambda e, network, container, force=False: e.disconnect(network, container, force) or {},
-    "container.create": _container_create,
+    "container.create": lambda e, name=None, network=None, ip=None, ip6=None, aliases=(), command=(): {
+        "container": e.create_container(name, network, ip=ip, ip6=ip6, aliases=aliases, command=command).to_doc()},
     "container.started": lambda e, id, pid, exit_code=None: e.container_started(id, pid, exit_code) and {},
     "container.list": _container_list,
-    "container.inspect": lambda e, name: e.inspect_container(e.find_container(name)),
-    "container.remove": _container_remove,
+    "container.inspect": lambda e, name: container_view(e, e.find_container(name)),
+    "container.remove": lambda e, name, force=False: _removed(e.remove_container(name, force=force)),
 }
 
 

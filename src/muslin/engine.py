@@ -707,60 +707,6 @@ class Engine:
             return d["name"]
         return cid[:12]
 
-    # -- inspect -------------------------------------------------------------------
-
-    def inspect_network(self, net: Network) -> dict:
-        containers = {}
-        for ep in self.endpoints(network=net):
-            containers[ep.container_id] = {
-                "Name": self._container_name(ep.container_id),
-                "EndpointID": ep.id,
-                "MacAddress": ep.mac,
-                "IPv4Address": ep.ipv4 or "",
-                "IPv6Address": ep.ipv6 or "",
-            }
-        doc = {
-            "Name": net.name,
-            "Id": net.id,
-            "Created": net.created,
-            "Scope": "local",
-            "Driver": net.driver,
-            "EnableIPv6": net.ipv6,
-            "IPAM": {"Driver": "default", "Options": {}, "Config": net.ipam_config()},
-            "Internal": net.internal,
-            "Attachable": False,
-            "Ingress": False,
-            "ConfigFrom": {"Network": ""},
-            "ConfigOnly": False,
-            "Containers": containers,
-            "Options": dict(net.options),
-            "Labels": dict(net.labels),
-        }
-        if self._state("networks", net.id) == "dead":
-            doc["State"] = "dead"  # set aside by recovery: ``network rm`` clears it
-        else:
-            doc.update(self.driver(net.driver).describe(self.host, net))
-        return doc
-
-    def inspect_container(self, con: Container) -> dict:
-        nets = {n.id: n for n in self.networks()}
-        state = self.container_state(con)
-        return {
-            "Id": con.id,
-            "Name": con.name,
-            "Created": con.created,
-            "Command": con.command,
-            "State": state,
-            "Pid": con.pid if state == "running" else 0,
-            "ExitCode": con.exit_code,
-            "FinishedAt": con.finished if state == "exited" else None,
-            "NetNS": con.netns,
-            "Log": con.log,
-            "External": not con.owns_netns,
-            "Networks": {nets[e.network_id].name: e.settings(nets[e.network_id])
-                         for e in self.endpoints(container=con) if e.network_id in nets},
-        }
-
     # -- recovery ------------------------------------------------------------------
 
     def recover(self) -> dict:

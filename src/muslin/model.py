@@ -1,13 +1,13 @@
 """The core model: networks, containers and the endpoints that join them.
 
-Plain dataclasses that turn into JSON documents for the store (``to_doc`` /
-``from_doc``) and into the shapes users know from ``docker inspect``.
+Plain dataclasses that turn into JSON documents (``to_doc`` / ``from_doc``): what the store
+keeps and what the daemon answers. The shapes users know from ``docker inspect`` are the CLI's
+(``muslin.frontends.cli.render``).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import ipaddress
 from dataclasses import dataclass, field
 
 from muslin.errors import InvalidParameter
@@ -53,17 +53,6 @@ class Network:
     def user_pools(self, version: int) -> list[Pool]:
         """The pools given with ``--subnet``: only they accept static ``--ip``/``--ip6``."""
         return [p for p in self.pools_of(version) if str(p.subnet) not in self.auto_subnets]
-
-    def ipam_config(self) -> list[dict]:
-        """``IPAM.Config`` as Docker shows it: the IPv4 subnets first, then the IPv6 ones, each
-        family in the order given; a gateway muslin picked for a user subnet is not shown."""
-        out = []
-        for pool in sorted(self.pools, key=lambda p: p.version):
-            doc = pool.to_docker()
-            if str(pool.subnet) not in self.auto_subnets and doc.get("Gateway") in self.implicit_gateways:
-                del doc["Gateway"]
-            out.append(doc)
-        return out
 
     def option_bool(self, key: str, default: bool) -> bool:
         value = self.options.get(key)
@@ -168,21 +157,3 @@ class Endpoint:
 
     def addresses(self) -> list[str]:
         return [a for a in (self.ipv4, self.ipv6) if a]
-
-    def settings(self, network: Network) -> dict:
-        """``NetworkSettings.Networks[name]`` of ``docker inspect``."""
-        v4 = ipaddress.ip_interface(self.ipv4) if self.ipv4 else None
-        v6 = ipaddress.ip_interface(self.ipv6) if self.ipv6 else None
-        return {
-            "NetworkID": network.id,
-            "EndpointID": self.id,
-            "Gateway": self.gateway or "",
-            "IPAddress": str(v4.ip) if v4 else "",
-            "IPPrefixLen": v4.network.prefixlen if v4 else 0,
-            "IPv6Gateway": self.gateway6 or "",
-            "GlobalIPv6Address": str(v6.ip) if v6 else "",
-            "GlobalIPv6PrefixLen": v6.network.prefixlen if v6 else 0,
-            "MacAddress": self.mac,
-            "Aliases": list(self.aliases),
-            "InterfaceName": self.ifname,
-        }

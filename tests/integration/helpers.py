@@ -177,9 +177,25 @@ def ping(engine, name, addr, count=1) -> Ping:
     return Ping.of(in_container(None, engine, name, "ping", "-n", "-c", str(count), "-W", "1", addr))
 
 
+def inspect_network(engine, net) -> dict:
+    """``muslin network inspect``'s object for ``net``: the daemon's view, rendered by the CLI."""
+    from muslin.daemon import network_views
+    from muslin.frontends.cli.render import network_inspect
+
+    return network_inspect(network_views(engine, [net])[0])
+
+
+def inspect_container(engine, con) -> dict:
+    """``muslin inspect``'s object for ``con``: the daemon's view, rendered by the CLI."""
+    from muslin.daemon import container_view
+    from muslin.frontends.cli.render import container_inspect
+
+    return container_inspect(container_view(engine, con))
+
+
 def address_of(engine, container, network, family=4) -> str:
     con = engine.find_container(container)
-    settings = engine.inspect_container(con)["Networks"][network]
+    settings = inspect_container(engine, con)["Networks"][network]
     return settings["IPAddress"] if family == 4 else settings["GlobalIPv6Address"]
 
 

@@ -10,7 +10,7 @@ import sys
 import time
 
 import pytest
-from helpers import address_of, engine_on, in_container, ping
+from helpers import address_of, engine_on, in_container, inspect_container, inspect_network, ping
 
 pytestmark = pytest.mark.kernel
 
@@ -41,7 +41,7 @@ def test_two_containers_reach_each_other_v4_and_v6(world):
     engine.create_network("ipv6_bridge", subnets=["2003:ab11:0:0:c000::/66", "192.168.127.0/24"], ipv6=True)
     engine.create_container("web1", "ipv6_bridge", ip="192.168.127.10", ip6="2003:ab11::c000:0:0:10")
     engine.create_container("web2", "ipv6_bridge")
-    net = engine.inspect_network(engine.find_network("ipv6_bridge"))
+    net = inspect_network(engine, engine.find_network("ipv6_bridge"))
     web1 = next(c for c in net["Containers"].values() if c["Name"] == "web1")
     assert web1["IPv4Address"] == "192.168.127.10/24"
     assert web1["IPv6Address"] == "2003:ab11::c000:0:0:10/66"
@@ -203,7 +203,7 @@ def test_second_network_adds_eth1_and_keeps_the_first_default_route(world):
     engine.create_network("back", subnets=["172.30.8.0/24"])
     engine.create_container("m1", "front")
     engine.connect("back", "m1")
-    settings = engine.inspect_container(engine.find_container("m1"))["Networks"]
+    settings = inspect_container(engine, engine.find_container("m1"))["Networks"]
     assert settings["front"]["InterfaceName"] == "eth0"
     assert settings["back"]["InterfaceName"] == "eth1"
     routes = in_container(None, engine, "m1", "ip", "route").stdout
@@ -242,7 +242,7 @@ def test_default_pools_skip_used_and_routed_subnets(world):
     second = engine.create_network("auto2")
     assert [str(p.subnet) for p in first.pools] == ["172.17.0.0/16"]
     assert [str(p.subnet) for p in second.pools] == ["172.19.0.0/16"]
-    assert engine.inspect_network(second)["IPAM"]["Config"] == [{"Subnet": "172.19.0.0/16", "Gateway": "172.19.0.1"}]
+    assert inspect_network(engine, second)["IPAM"]["Config"] == [{"Subnet": "172.19.0.0/16", "Gateway": "172.19.0.1"}]
 
 
 def without_muslin_firewall(host):

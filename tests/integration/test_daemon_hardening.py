@@ -148,9 +148,9 @@ def test_connections_beyond_the_limit_are_answered_busy_and_the_daemon_stays_up(
 
 
 def test_started_takes_only_a_process_in_the_container(host, lab):
-    res = request(host, "container.create", name="c1", network="none", command=["sleep", "300"])["result"]
+    con = request(host, "container.create", name="c1", network="none", command=["sleep", "300"])["result"]["container"]
     outsider = lab.node("other").popen(["sleep", "300"])
-    reply = request(host, "container.started", id=res["Id"], pid=outsider.pid)
+    reply = request(host, "container.started", id=con["id"], pid=outsider.pid)
     assert reply["error"]["code"] == "invalid"
     assert "not in the network namespace of container c1" in reply["error"]["message"]
     request(host, "container.remove", name="c1", force=True)
@@ -200,7 +200,7 @@ def _cli_argv(*args: str) -> list[str]:
     import muslin
 
     src = os.path.dirname(os.path.dirname(os.path.abspath(muslin.__file__)))
-    return [sys.executable, "-c", f"import sys; sys.path.insert(0, {src!r}); from muslin.cli import main; "
+    return [sys.executable, "-c", f"import sys; sys.path.insert(0, {src!r}); from muslin.frontends.cli import main; "
             "sys.exit(main())", *args]
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from helpers import address_of, engine_on, in_container, ping, snapshot
+from helpers import address_of, engine_on, in_container, inspect_network, ping, snapshot
 
 from muslin.errors import Conflict, InvalidParameter
 
@@ -39,7 +39,7 @@ def test_l2_containers_share_the_parents_mac(segment):
                           aux_addresses={"docker1": "10.10.10.101"}, options={"parent": "eth0"})
     engine.create_container("c1", "ipv")
     engine.create_container("c2", "ipv")
-    macs = {c["Name"]: c["MacAddress"] for c in engine.inspect_network(engine.find_network("ipv"))["Containers"].values()}
+    macs = {c["Name"]: c["MacAddress"] for c in inspect_network(engine, engine.find_network("ipv"))["Containers"].values()}
     assert macs == {"c1": parent_mac, "c2": parent_mac}
     assert "ipvlan  mode l2 bridge" in in_container(None, engine, "c1", "ip", "-d", "link", "show", "eth0").stdout
     assert ping(engine, "c1", address_of(engine, "c2", "ipv"))
@@ -112,9 +112,9 @@ def test_l3_between_two_hosts_with_routes_on_the_upstream_router(lab):
         assert "default dev eth0" in in_container(None, e1, "web1", "ip", "route").stdout
         assert ping(e1, "web1", "10.10.30.1").no_reply  # the network does not know the subnets yet
         for engine in (e1, e3):
-            for route in engine.inspect_network(engine.find_network("ipvlan_net"))["UpstreamRoutes"]:
+            for route in inspect_network(engine, engine.find_network("ipvlan_net"))["UpstreamRoutes"]:
                 router.route(route["Destination"], via=route["Gateway"])
-        assert e1.inspect_network(n1)["UpstreamRoutes"] == [{"Destination": "10.10.20.0/24", "Gateway": "10.10.10.101"}]
+        assert inspect_network(e1, n1)["UpstreamRoutes"] == [{"Destination": "10.10.20.0/24", "Gateway": "10.10.10.101"}]
         assert ping(e1, "web1", "10.10.30.1")
         assert ping(e1, "web1", "10.10.10.1")  # and the outside, through the parent
     finally:

@@ -8,7 +8,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from helpers import address_of, assert_recovered, clean_run, engine_on, in_container, ping, repeatable, snapshot
+from helpers import (address_of, assert_recovered, clean_run, engine_on, in_container, inspect_container,
+                     inspect_network, ping, repeatable, snapshot)
 
 from muslin import faults
 from muslin.errors import Conflict, InvalidParameter
@@ -57,7 +58,7 @@ def test_bridge_mode_containers_reach_each_other_and_the_gateway_not_the_host(se
     assert "macvlan mode bridge" in link
     assert "link/ether 02:42:ac:10:56:0a" in link  # Docker's MAC from the address, as in the seeds
     assert "default via 172.16.86.1 dev eth0" in in_container(None, engine, "c1", "ip", "route").stdout
-    doc = engine.inspect_network(net)
+    doc = inspect_network(engine, net)
     assert doc["Driver"] == "macvlan" and doc["Options"] == {"parent": parent}
     assert doc["IPAM"]["Config"] == [{"Subnet": "172.16.86.0/24", "Gateway": "172.16.86.1"}]
     assert not host.sh(["nft", "list", "ruleset"]).stdout.count("172.16.86")  # no NAT, no filter
@@ -186,7 +187,7 @@ def test_passthru_gives_one_container_the_parents_mac(segment):
     parent_mac = host.ip_json(f"link show {parent}")[0]["address"]
     pub_net(engine, parent, options={"macvlan_mode": "passthru"})
     engine.create_container("c1", "pub_net")
-    con = engine.inspect_container(engine.find_container("c1"))
+    con = inspect_container(engine, engine.find_container("c1"))
     assert con["Networks"]["pub_net"]["MacAddress"] == parent_mac
     assert ping(engine, "c1", "172.16.86.1")
     before = snapshot(host)

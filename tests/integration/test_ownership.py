@@ -14,7 +14,7 @@ import signal
 import sqlite3
 
 import pytest
-from helpers import engine_on, snapshot
+from helpers import engine_on, inspect_container, inspect_network, snapshot
 from test_daemon import _daemon_pid
 
 import muslin.engine
@@ -377,7 +377,7 @@ def test_a_create_whose_rollback_fails_reports_its_own_error_and_sets_the_networ
     with pytest.raises(faults.InjectedFault, match="create.firewall"):
         engine.create_network("x", subnets=["172.30.15.0/24"])
     net = engine.find_network("x", states=("dead",))
-    assert engine.inspect_network(net)["State"] == "dead"
+    assert inspect_network(engine, net)["State"] == "dead"
     assert f"br-{net.id[:12]}" not in host.sh(["nft", "list", "ruleset"]).stdout  # no rules for it
     monkeypatch.undo()
     engine.remove_network("x")
@@ -396,7 +396,7 @@ def test_recovery_sets_aside_a_container_it_cannot_remove(host, engine, monkeypa
     monkeypatch.setattr(muslin.engine.kernel, "remove_netns", broken)
     done = engine.recover()
     assert done["set_aside"] == 1
-    assert engine.inspect_container(engine.find_container("c1", states=("dead",)))["State"] == "dead"
+    assert inspect_container(engine, engine.find_container("c1", states=("dead",)))["State"] == "dead"
     engine.remove_container("c1")  # clears it even while the kernel step fails
     monkeypatch.undo()
     engine.recover()  # the namespace pin the failed step left is swept as an orphan

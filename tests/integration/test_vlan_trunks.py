@@ -7,7 +7,7 @@ without them they run in the full-kernel lane (a VM with Debian's kernel)."""
 from __future__ import annotations
 
 import pytest
-from helpers import address_of, engine_on, in_container, ping, snapshot
+from helpers import address_of, engine_on, in_container, inspect_network, ping, snapshot
 
 pytestmark = [pytest.mark.kernel, pytest.mark.kernel_features("8021q", "dummy", "bridge_vlan_filtering")]
 
@@ -232,7 +232,7 @@ def test_no_parent_means_a_dummy_and_an_internal_network(lab, engines, driver, p
     net = engine.create_network("lonely", driver, subnets=["10.44.0.0/24"], gateways=["10.44.0.1"])
     dummy = f"{prefix}{net.id[:12]}"
     assert vlan_link(host, dummy) == ("dummy", None)
-    assert engine.inspect_network(net)["Internal"] is True
+    assert inspect_network(engine, net)["Internal"] is True
     engine.create_container("c1", "lonely")
     engine.create_container("c2", "lonely")
     assert ping(engine, "c1", address_of(engine, "c2", "lonely"))

@@ -1,4 +1,4 @@
-"""muslin.cli: parsing and rendering as pure functions, then main() end to end against a fake daemon.
+"""The CLI front end (muslin.frontends.cli): parsing and rendering as pure functions, then main() end to end against a fake daemon.
 
 The fake daemon is a thread speaking the JSON-lines protocol of docs/API.md on
 <tmp>/muslin.sock; its containers' NetNS is /proc/self/ns/net (a valid network
@@ -19,9 +19,12 @@ from pathlib import Path
 
 import pytest
 
-from muslin import cli
-from muslin.cli import Plan, UsageError, parse
+from muslin.frontends import cli
+from muslin.frontends.cli import UsageError, commands, process, render
+from muslin.frontends.cli.commands import Plan, parse
+from muslin.ipam import Pool
 from muslin.lab import wait_until
+from muslin.model import Container, Endpoint, Network
 
 SRC = str(Path(__file__).resolve().parents[2] / "src")
 NET_ID = "4f0b6c9a1e2d3c4b5a69788796a5b4c3d2e1f00112233445566778899aabbccd"
@@ -202,7 +205,7 @@ def test_help_for_every_command(capsys):
         for c in cmd.commands:
             yield from walk(c)
 
-    for cmd in walk(cli.COMMAND_LINE):
+    for cmd in walk(commands.COMMAND_LINE):
         for flag in ("--help", "-h"):
             assert cli.main([*cmd.path, flag]) == 0, cmd.prog
             out, err = capsys.readouterr()
@@ -252,37 +255,50 @@ def test_help_and_version(capsys):
 # --------------------------------------------------------------------------- rendering
 
 
+def network_view(nid, name, driver="bridge", subnets=(), state="active", endpoints=()):
+    """A network as the daemon answers it (docs/API.md)."""
+    net = Network(nid, name, driver, "2024-01-01T00:00:00Z", [Pool.from_docker({"Subnet": s}) for s in subnets])
+    return {"network": net.to_doc(), "state": state, "endpoints": list(endpoints), "driver_info": {}}
+
+
+def container_view(cid, name, created, command, state, networks=(), **fields):
+    """A container as the daemon answers it (docs/API.md); ``networks``: the names it is on."""
+    con = Container(cid, name, created, "/proc/self/ns/net", command=command, **fields)
+    endpoints = [{"endpoint": Endpoint(f"e{i}", f"n{i}", cid, f"eth{i}", "", "02:42:00:00:00:01").to_doc(),
+                  "network": net} for i, net in enumerate(networks)]
+    return {"container": con.to_doc(), "state": state, "endpoints": endpoints}
+
+
 def test_table_is_padded_like_docker():
     nets = [
-        {"Id": "b" * 64, "Name": "bridge", "Driver": "bridge", "Scope": "local"},
-        {"Id": "a" * 64, "Name": "a-much-longer-name", "Driver": "bridge", "Scope": "local"},
-        {"Id": "c" * 64, "Name": "host", "Driver": "host", "Scope": "local"},
+        network_view("b" * 64, "bridge"),
+        network_view("a" * 64, "a-much-longer-name"),
+        network_view("c" * 64, "host", driver="host"),
     ]
-    assert cli.render_network_ls(nets) == (
+    assert render.render_network_ls(nets) == (
         "NETWORK ID     NAME                 DRIVER    SCOPE\n"
         "aaaaaaaaaaaa   a-much-longer-name   bridge    local\n"
         "bbbbbbbbbbbb   bridge               bridge    local\n"
         "cccccccccccc   host                 host      local\n"
     )
     # the exact header docker prints for short names
-    assert cli.render_network_ls([{"Id": "f" * 64, "Name": "n", "Driver": "bridge", "Scope": "local"}]) \
+    assert render.render_network_ls([network_view("f" * 64, "n")]) \
         .splitlines()[0] == "NETWORK ID     NAME      DRIVER    SCOPE"
-    assert cli.render_network_ls(nets, quiet=True) == "aaaaaaaaaaaa\nbbbbbbbbbbbb\ncccccccccccc\n"
-    assert cli.render_network_ls(nets, quiet=True, no_trunc=True).splitlines()[0] == "a" * 64
-    assert cli.render_network_ls([]) == "NETWORK ID   NAME      DRIVER    SCOPE\n"
+    assert render.render_network_ls(nets, quiet=True) == "aaaaaaaaaaaa\nbbbbbbbbbbbb\ncccccccccccc\n"
+    assert render.render_network_ls(nets, quiet=True, no_trunc=True).splitlines()[0] == "a" * 64
+    assert render.render_network_ls([]) == "NETWORK ID   NAME      DRIVER    SCOPE\n"
 
 
 def test_network_ls_sorts_names_naturally():
-    nets = [{"Id": str(i) * 12, "Name": n, "Driver": "bridge", "Scope": "local"} for i, n in
-            enumerate(["net10", "net2", "net1"])]
-    assert [line.split()[1] for line in cli.render_network_ls(nets).splitlines()[1:]] == ["net1", "net2", "net10"]
+    nets = [network_view(str(i) * 12, n) for i, n in enumerate(["net10", "net2", "net1"])]
+    assert [line.split()[1] for line in render.render_network_ls(nets).splitlines()[1:]] == ["net1", "net2", "net10"]
 
 
 def test_render_json_and_prune():
-    assert cli.render_json([{"Name": "n", "Id": "x"}]) == '[\n    {\n        "Name": "n",\n        "Id": "x"\n    }\n]\n'
-    assert cli.render_json([]) == "[]\n"
-    assert cli.render_prune({"NetworksDeleted": ["a", "b"]}) == "Deleted Networks:\na\nb\n\n"
-    assert cli.render_prune({"NetworksDeleted": []}) == ""
+    assert render.render_json([{"Name": "n", "Id": "x"}]) == '[\n    {\n        "Name": "n",\n        "Id": "x"\n    }\n]\n'
+    assert render.render_json([]) == "[]\n"
+    assert render.render_prune(["a", "b"]) == "Deleted Networks:\na\nb\n\n"
+    assert render.render_prune([]) == ""
 
 
 @pytest.mark.parametrize("seconds, text", [
@@ -292,7 +308,7 @@ def test_render_json_and_prune():
     (14 * 86400, "2 weeks"), (60 * 86400, "2 months"), (2 * 365 * 86400, "2 years"),
 ])
 def test_human_duration(seconds, text):
-    assert cli.human_duration(seconds) == text
+    assert render.human_duration(seconds) == text
 
 
 def test_render_ps():
@@ -301,37 +317,36 @@ def test_render_ps():
         return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(int(t))) + f".{round((t % 1) * 1e9):09d}Z"
 
     containers = [
-        {"Id": "1" * 64, "Name": "old", "Created": iso(now - 7200), "Command": ["sleep", "infinity"],
-         "State": "exited", "ExitCode": 0, "FinishedAt": iso(now - 300), "Networks": {"b": {}, "a": {}}},
-        {"Id": "2" * 64, "Name": "web", "Created": iso(now - 5), "Command": ["python3", "-m", "http.server", "8080"],
-         "State": "running", "Pid": 42, "Networks": {"front": {}}},
-        {"Id": "3" * 64, "Name": "new", "Created": iso(now - 0.5), "Command": ["true"], "State": "created",
-         "Networks": {}},
+        container_view("1" * 64, "old", iso(now - 7200), ["sleep", "infinity"], "exited", ["b", "a"],
+                       exit_code=0, finished=iso(now - 300)),
+        container_view("2" * 64, "web", iso(now - 5), ["python3", "-m", "http.server", "8080"], "running", ["front"],
+                       pid=42),
+        container_view("3" * 64, "new", iso(now - 0.5), ["true"], "created"),
     ]
-    assert cli.render_ps(containers, now=now) == (
+    assert render.render_ps(containers, now=now) == (
         "CONTAINER ID   NAME      COMMAND                  CREATED                  STATUS                     NETWORKS\n"
         "333333333333   new       \"true\"                   Less than a second ago   Created                    \n"
         "222222222222   web       \"python3 -m http.ser…\"   5 seconds ago            Up 5 seconds               front\n"
         "111111111111   old       \"sleep infinity\"         2 hours ago              Exited (0) 5 minutes ago   a,b\n"
     )
-    assert cli.render_ps(containers, quiet=True, now=now) == "333333333333\n222222222222\n111111111111\n"
-    assert '"python3 -m http.server 8080"' in cli.render_ps(containers, no_trunc=True, now=now)
+    assert render.render_ps(containers, quiet=True, now=now) == "333333333333\n222222222222\n111111111111\n"
+    assert '"python3 -m http.server 8080"' in render.render_ps(containers, no_trunc=True, now=now)
 
 
 def test_find_executable(tmp_path):
-    assert cli.find_executable("sh") is None
-    err = cli.find_executable("surely-not-a-command-xyz")
+    assert process.find_executable("sh") is None
+    err = process.find_executable("surely-not-a-command-xyz")
     assert err.code == 127
     assert err.text == ('muslin: Error response from daemon: exec: "surely-not-a-command-xyz": '
                         'executable file not found in $PATH.')
     script = tmp_path / "script"
     script.write_text("#!/bin/sh\n")
-    assert cli.find_executable(str(script)).code == 126  # not executable
+    assert process.find_executable(str(script)).code == 126  # not executable
     script.chmod(0o755)
-    assert cli.find_executable(str(script)) is None
-    assert cli.find_executable(str(tmp_path)).code == 126  # a directory
-    assert cli.find_executable(str(tmp_path / "nope")).code == 127
-    assert cli.find_executable("script", path=str(tmp_path)) is None
+    assert process.find_executable(str(script)) is None
+    assert process.find_executable(str(tmp_path)).code == 126  # a directory
+    assert process.find_executable(str(tmp_path / "nope")).code == 127
+    assert process.find_executable("script", path=str(tmp_path)) is None
 
 
 def test_daemon_error_text():
@@ -481,21 +496,18 @@ class FakeDaemon:
         return f"{self.counter:02d}" + "ab" * 31
 
     def _network(self, name):
-        for n in self.networks.values():
-            if name in (n["Name"], n["Id"]) or (len(name) >= 3 and n["Id"].startswith(name)):
-                return n
+        for v in self.networks.values():
+            n = v["network"]
+            if name in (n["name"], n["id"]) or (len(name) >= 3 and n["id"].startswith(name)):
+                return v
         raise KeyError(f"network {name} not found")
 
     def op_network_create(self, name, driver="bridge", subnets=(), **_):
-        if any(n["Name"] == name for n in self.networks.values()):
+        if any(v["network"]["name"] == name for v in self.networks.values()):
             raise ValueError(f"network with name {name} already exists")
         nid = NET_ID if not self.networks else self._new_id()
-        self.networks[nid] = {"Name": name, "Id": nid, "Created": "2024-01-01T00:00:00Z", "Scope": "local",
-                              "Driver": driver, "EnableIPv6": False,
-                              "IPAM": {"Driver": "default", "Options": {},
-                                       "Config": [{"Subnet": s} for s in subnets]},
-                              "Internal": False, "Containers": {}, "Options": {}, "Labels": {}}
-        return {"Id": nid, "Warning": ""}
+        self.networks[nid] = network_view(nid, name, driver, subnets)
+        return {"id": nid, "warnings": []}
 
     def op_network_list(self):
         return list(self.networks.values())
@@ -504,47 +516,46 @@ class FakeDaemon:
         return [self._network(n) for n in names]
 
     def op_network_remove(self, name):
-        n = self._network(name)
-        del self.networks[n["Id"]]
-        return {"Id": n["Id"], "Name": n["Name"]}
+        n = self._network(name)["network"]
+        del self.networks[n["id"]]
+        return {"id": n["id"], "name": n["name"]}
 
     def op_network_prune(self):
-        names = [n["Name"] for n in self.networks.values()]
+        names = [v["network"]["name"] for v in self.networks.values()]
         self.networks.clear()
-        return {"NetworksDeleted": names}
+        return {"removed": names}
 
     def op_container_create(self, command, name=None, network=None, **_):
         cid = self._new_id()
         name = name or f"c{self.counter}"
-        c = {"Id": cid, "Name": name, "Created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-             "Command": command, "State": "created", "Pid": None, "NetNS": "/proc/self/ns/net",
-             "Log": os.path.join(self.root, f"{cid}.log"), "Networks": {network or "bridge": {}}}
-        self.containers[cid] = c
-        return {k: c[k] for k in ("Id", "Name", "NetNS", "Log")}
+        view = container_view(cid, name, time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), command, "created",
+                              [network or "bridge"], log=os.path.join(self.root, f"{cid}.log"))
+        self.containers[cid] = view
+        return {"container": view["container"]}
 
     def _container(self, name):
-        for c in self.containers.values():
-            if name in (c["Name"], c["Id"]):
-                return c
+        for v in self.containers.values():
+            if name in (v["container"]["name"], v["container"]["id"]):
+                return v
         raise KeyError(f"No such container: {name}")
 
     def op_container_started(self, id, pid, exit_code=None):
-        c = self._container(id)
-        c["Pid"], c["State"] = pid, "running"
+        v = self._container(id)
+        v["container"]["pid"], v["state"] = pid, "running"
         if exit_code is not None:
-            c["State"], c["ExitCode"] = "exited", exit_code
+            v["state"], v["container"]["exit_code"] = "exited", exit_code
         return {}
 
     def op_container_list(self, all=False):
-        return [c for c in self.containers.values() if all or c["State"] == "running"]
+        return [v for v in self.containers.values() if all or v["state"] == "running"]
 
     def op_container_inspect(self, name):
         return self._container(name)
 
     def op_container_remove(self, name, force=False):
-        c = self._container(name)
-        del self.containers[c["Id"]]
-        return {"Id": c["Id"], "Name": c["Name"]}
+        c = self._container(name)["container"]
+        del self.containers[c["id"]]
+        return {"id": c["id"], "name": c["name"]}
 
 
 @pytest.fixture
@@ -667,7 +678,7 @@ def test_network_prune(daemon, capsys, monkeypatch):
 
 
 def test_network_connect_disconnect(daemon, capsys, monkeypatch):
-    daemon.op_network_connect = lambda **args: {"Container": "joined-1", "EndpointID": "e"}
+    daemon.op_network_connect = lambda **args: {"endpoint": {"id": "e"}, "container": "joined-1", "warnings": []}
     daemon.op_network_disconnect = lambda **args: {}
     r = daemon.root
     assert cli.main(["--root", r, "network", "connect", "--ip", "10.0.0.7", "net", "c1"]) == 0
@@ -687,13 +698,13 @@ def test_run_detached(daemon, capsys):
     r = daemon.root
     assert cli.main(["--root", r, "run", "-d", "--name", "bg", "--", "sh", "-c", "echo hello from $$"]) == 0
     cid = capsys.readouterr().out.strip()
-    c = daemon.containers[cid]
-    assert c["Name"] == "bg"
+    c = daemon.containers[cid]["container"]
+    assert c["name"] == "bg"
     started = daemon.wait_for("container.started")[0]
     assert started["id"] == cid
     pid = started["pid"]
     assert pid != os.getpid()
-    log = Path(c["Log"])
+    log = Path(c["log"])
     wait_until(log.read_text, f"the container's output in {log}")
     assert log.read_text() == f"hello from {pid}\n"
     # a second container.started says how it exited, if it was over before the first returned
@@ -724,7 +735,7 @@ def test_run_detached_reports_the_exit_status_of_a_command_that_exits_at_once(da
     first, second = daemon.wait_for("container.started")
     assert first == {"id": cid, "pid": first["pid"]}
     assert second == {"id": cid, "pid": first["pid"], "exit_code": 3}
-    assert daemon.containers[cid]["State"] == "exited"
+    assert daemon.containers[cid]["state"] == "exited"
 
 
 def test_run_not_found_creates_nothing(daemon, capsys):
@@ -837,7 +848,7 @@ def not_a_netns(daemon):
 
     def op_container_create(**args):
         res = create(**args)
-        daemon.containers[res["Id"]]["NetNS"] = res["NetNS"] = path
+        res["container"]["netns"] = path  # the daemon's record and the reply: the same document
         return res
 
     daemon.op_container_create = op_container_create
@@ -864,22 +875,22 @@ def test_run_foreground_bad_netns_is_125(daemon, not_a_netns, rm):
 
 
 def test_exec(daemon):
-    cid = daemon.op_container_create(command=["sleep"], name="box")["Id"]
+    cid = daemon.op_container_create(command=["sleep"], name="box")["container"]["id"]
     daemon.op_container_started(cid, os.getpid())  # alive
     p = muslin(daemon, "exec", "box", "--", "sh", "-c", "exit 5")
     assert (p.returncode, p.stderr) == (5, "")
 
-    daemon.containers[cid]["Pid"] = None  # joined from another runtime: no PID, still allowed
+    daemon.containers[cid]["container"]["pid"] = None  # joined from another runtime: no PID, still allowed
     assert muslin(daemon, "exec", "box", "true").returncode == 0
 
     dead = subprocess.Popen(["true"])
     dead.wait()
-    daemon.containers[cid]["Pid"] = dead.pid
+    daemon.containers[cid]["container"]["pid"] = dead.pid
     p = muslin(daemon, "exec", "box", "true")
     assert p.returncode == 1
     assert_one_error_line(p.stderr, f"Error response from daemon: container {cid} is not running")
 
-    daemon.containers[cid]["Pid"], daemon.containers[cid]["State"] = 0, "exited"  # as the daemon reports it
+    daemon.containers[cid]["state"] = "exited"  # as the daemon reports it
     p = muslin(daemon, "exec", "box", "true")
     assert p.returncode == 1
     assert_one_error_line(p.stderr, f"Error response from daemon: container {cid} is not running")
@@ -890,7 +901,7 @@ def test_exec(daemon):
 
 
 def test_ps_only_running_by_default(daemon, capsys):
-    a = daemon.op_container_create(command=["a"], name="a")["Id"]
+    a = daemon.op_container_create(command=["a"], name="a")["container"]["id"]
     daemon.op_container_create(command=["b"], name="b")
     daemon.op_container_started(a, os.getpid())
     assert cli.main(["--root", daemon.root, "ps", "-q"]) == 0
@@ -900,7 +911,7 @@ def test_ps_only_running_by_default(daemon, capsys):
 
 def test_unexpected_answer_is_still_one_line(daemon, capsys, monkeypatch):
     monkeypatch.delenv("MUSLIN_DEBUG", raising=False)
-    daemon.op_container_create = lambda **_: {}  # no Id, no NetNS
+    daemon.op_container_create = lambda **_: {}  # no container
     assert cli.main(["--root", daemon.root, "run", "true"]) == 1
     out, err = capsys.readouterr()
     assert out == ""
@@ -924,14 +935,14 @@ def test_daemon_subcommand_imports_the_daemon_lazily(monkeypatch, tmp_path):
 # --------------------------------------------------------------------------- start-up
 
 
-# what muslin.cli must not import at start-up: every module here costs from ~1 to many ms per command
+# what the CLI must not import at start-up: every module here costs from ~1 to many ms per command
 HEAVY = {"pyroute2", "muslin.engine", "muslin.daemon", "muslin.kernel", "muslin.store", "sqlite3", "ctypes",
          "subprocess", "datetime", "signal", "dataclasses", "inspect", "asyncio", "ipaddress", "typing",
          "argparse", "re", "enum", "gettext", "json", "socket", "selectors", "collections", "functools"}
 
 
 def test_import_stays_light():
-    code = ("import sys; before = set(sys.modules); import muslin.cli; "
+    code = ("import sys; before = set(sys.modules); import muslin.frontends.cli; "
             "print('\\n'.join(sorted(set(sys.modules) - before)))")
     env = dict(os.environ, PYTHONPATH=SRC)
     added = set(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
@@ -940,18 +951,33 @@ def test_import_stays_light():
     assert not any(m.startswith("pyroute2") for m in added)
 
 
-def test_request_path_stays_light(daemon):
-    """A whole `muslin network connect` (parse, request, reply) imports none of HEAVY, e.g. not json's re."""
-    daemon.op_network_connect = lambda **args: {"Container": "c", "EndpointID": "e"}
-    code = ("import sys; before = set(sys.modules); from muslin.cli import main; "
-            f"rc = main(['--root', {daemon.root!r}, 'network', 'connect', '--netns', '/run/netns/x', 'n', 'c']); "
+def run_main_counting_imports(daemon, *argv):
+    """``main(['--root', ROOT, *argv])`` in a fresh interpreter: its result and the modules it imported."""
+    code = ("import sys; before = set(sys.modules); from muslin.frontends.cli import main; "
+            f"rc = main(['--root', {daemon.root!r}, *{list(argv)!r}]); "
             "print('\\n'.join(sorted(set(sys.modules) - before)), file=sys.stderr); sys.exit(rc)")
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                        env=dict(os.environ, PYTHONPATH=SRC), timeout=30)
     assert p.returncode == 0, p.stderr
+    return p, set(p.stderr.split())
+
+
+def test_request_path_stays_light(daemon):
+    """A whole `muslin network connect` (parse, request, reply) imports none of HEAVY, e.g. not json's re."""
+    daemon.op_network_connect = lambda **args: {"endpoint": {"id": "e"}, "container": "c", "warnings": []}
+    _, added = run_main_counting_imports(daemon, "network", "connect", "--netns", "/run/netns/x", "n", "c")
     assert daemon.calls == [("network.connect", {"network": "n", "container": "c", "aliases": [],
                                                  "netns": "/run/netns/x"})]
-    added = set(p.stderr.split())
+    assert not (added & HEAVY), added & HEAVY
+    assert not added & {"muslin.frontends.cli.render", "muslin.frontends.cli.process"}, added
+
+
+def test_network_ls_stays_light(daemon):
+    """Listing networks (sorted by name, digit runs as numbers) imports none of HEAVY, e.g. not re."""
+    for name in ("net10", "net2", "net1"):
+        daemon.op_network_create(name)
+    p, added = run_main_counting_imports(daemon, "network", "ls")
+    assert [line.split()[1] for line in p.stdout.splitlines()[1:]] == ["net1", "net2", "net10"]
     assert not (added & HEAVY), added & HEAVY
 
 
@@ -974,7 +1000,138 @@ def test_installed_command_is_the_light_launcher():
 
     p, imported = imports(str(launcher), "--version")
     assert (p.returncode, p.stdout) == (0, "muslin version 0.1.0\n")
-    assert "muslin.cli" in imported
+    assert "muslin.frontends.cli" in imported
+    # --version needs the command line, not what prints tables or starts processes
+    assert not imported & {"muslin.frontends.cli.render", "muslin.frontends.cli.process",
+                           "muslin.frontends.cli.fabric", "muslin.client"}, imported
     imported -= imports("-c", "pass")[1]  # whatever the interpreter's own start-up (site) imports
     assert not (imported & HEAVY), imported & HEAVY
 
+
+
+# --------------------------------------------------------------------------- layers
+
+
+def frontend_imports(source: str) -> set[str]:
+    """The front-end modules a module's code imports: import statements, and the code it hands to
+    another interpreter (``python -c "…; from muslin.frontends.cli import main"``)."""
+    import ast
+
+    found = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if a.name.startswith("muslin.frontends")}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            if node.module.startswith("muslin.frontends"):
+                found.add(node.module)
+            elif node.module == "muslin":
+                found |= {f"muslin.{a.name}" for a in node.names if a.name == "frontends"}
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str) and "import" in node.value:
+            try:
+                found |= frontend_imports(node.value)
+            except SyntaxError:  # prose that mentions an import
+                pass
+    return found
+
+
+@pytest.mark.parametrize("source, imported", [
+    ("import muslin.frontends.cli", {"muslin.frontends.cli"}),
+    ("from muslin.frontends.cli.render import render_json", {"muslin.frontends.cli.render"}),
+    ("from muslin import frontends, model", {"muslin.frontends"}),
+    ("def f():\n    from muslin.frontends import cli", {"muslin.frontends"}),
+    ("boot = 'import sys; from muslin.frontends.cli import main; sys.exit(main())'", {"muslin.frontends.cli"}),
+    ("from muslin import model\nimport muslin.daemon\n'''see muslin.frontends.cli, which imports it'''", set()),
+])
+def test_the_layer_check_sees_every_way_to_import_a_front_end(source, imported):
+    assert frontend_imports(source) == imported
+
+
+def test_only_a_front_end_and_its_entry_points_import_it():
+    """Front ends sit on top: the engine, the daemon, the client, the fabric … never import one, and
+    one front end never imports another. Entry points: bin/muslin and ``python -m muslin``."""
+    top = Path(SRC) / "muslin"
+    offenders = {}
+    for path in sorted(top.rglob("*.py")):
+        parts = path.relative_to(top.parent).with_suffix("").parts
+        module = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        in_front_end = len(parts) > 2 and parts[1] == "frontends" and parts[2] != "__init__"
+        allowed = "muslin.frontends." + parts[2] if in_front_end else None
+        if module == "muslin.__main__":
+            allowed = "muslin.frontends.cli"
+        wrong = {m for m in frontend_imports(path.read_text())
+                 if allowed is None or not (m == allowed or m.startswith(allowed + "."))}
+        if wrong:
+            offenders[module] = sorted(wrong)
+    assert offenders == {}
+    assert frontend_imports((top.parent.parent / "bin" / "muslin").read_text()) == {"muslin.frontends.cli"}
+
+
+# --------------------------------------------------------------------------- the daemon's views, rendered
+
+
+@pytest.fixture
+def engine(tmp_path):
+    from fakekernel import FakeKernel
+
+    from muslin.engine import Engine
+
+    engine = Engine(str(tmp_path / "root"), kernel=FakeKernel())
+    yield engine
+    engine.close()
+
+
+def over_the_wire(engine, op, **args):
+    """What the CLI receives for ``op``: the daemon's reply, through JSON."""
+    from muslin.daemon import handle
+
+    return json.loads(json.dumps(handle(engine, {"op": op, "args": args})))["result"]
+
+
+def test_inspect_json_is_docker_s_made_from_the_daemon_s_views(engine):
+    net = engine.create_network("n1", subnets=["fd00:1::/64", "10.10.0.0/24"], gateways=["10.10.0.254"],
+                                ip_ranges=["10.10.0.128/25"], aux_addresses={"h": "10.10.0.5"}, ipv6=True,
+                                labels={"a": "b"}, options={"com.docker.network.driver.mtu": "1400"})
+    con = engine.create_container("c1", "n1", ip="10.10.0.200", aliases=["x"], command=["sleep", "1"])
+    ep, = engine.endpoints(container=con)
+
+    view, = over_the_wire(engine, "network.inspect", names=["n1"])
+    assert render.network_inspect(view) == {
+        "Name": "n1", "Id": net.id, "Created": net.created, "Scope": "local", "Driver": "bridge",
+        "EnableIPv6": True,
+        "IPAM": {"Driver": "default", "Options": {}, "Config": [  # IPv4 first; the gateway muslin chose not shown
+            {"Subnet": "10.10.0.0/24", "IPRange": "10.10.0.128/25", "Gateway": "10.10.0.254",
+             "AuxiliaryAddresses": {"h": "10.10.0.5"}},
+            {"Subnet": "fd00:1::/64"}]},
+        "Internal": False, "Attachable": False, "Ingress": False, "ConfigFrom": {"Network": ""}, "ConfigOnly": False,
+        "Containers": {con.id: {"Name": "c1", "EndpointID": ep.id, "MacAddress": ep.mac,
+                                "IPv4Address": "10.10.0.200/24", "IPv6Address": "fd00:1::2/64"}},
+        "Options": {"com.docker.network.driver.mtu": "1400", "com.docker.network.enable_ipv6": "true"},
+        "Labels": {"a": "b"},
+    }
+    assert list(render.network_inspect(view)) == [  # docker's order of keys
+        "Name", "Id", "Created", "Scope", "Driver", "EnableIPv6", "IPAM", "Internal", "Attachable", "Ingress",
+        "ConfigFrom", "ConfigOnly", "Containers", "Options", "Labels"]
+
+    doc = render.container_inspect(over_the_wire(engine, "container.inspect", name="c1"))
+    assert doc == {
+        "Id": con.id, "Name": "c1", "Created": con.created, "Command": ["sleep", "1"], "State": "created",
+        "Pid": 0, "ExitCode": None, "FinishedAt": None, "NetNS": con.netns, "Log": con.log, "External": False,
+        "Networks": {"n1": {
+            "NetworkID": net.id, "EndpointID": ep.id, "Gateway": "10.10.0.254", "IPAddress": "10.10.0.200",
+            "IPPrefixLen": 24, "IPv6Gateway": "fd00:1::1", "GlobalIPv6Address": "fd00:1::2",
+            "GlobalIPv6PrefixLen": 64, "MacAddress": ep.mac, "Aliases": ["x"], "InterfaceName": "eth0"}},
+    }
+
+
+def test_views_of_a_network_set_aside_and_of_containers_by_state(engine):
+    net = engine.create_network("n1", subnets=["10.10.0.0/24"])
+    engine.create_container("c1", "n1", command=["true"])
+    engine.store.set_state("networks", net.id, "dead")  # as recovery leaves one it cannot roll back
+
+    view, = over_the_wire(engine, "network.list")
+    assert (view["state"], view["network"]["id"]) == ("dead", net.id)
+    assert render.network_inspect(view)["State"] == "dead"
+    assert render.render_network_ls([view], quiet=True) == net.id[:12] + "\n"
+    assert over_the_wire(engine, "container.list") == []  # only running ones
+    c1, = over_the_wire(engine, "container.list", all=True)
+    assert (c1["container"]["name"], c1["state"], c1["endpoints"]) == ("c1", "created", [])  # its network is dead

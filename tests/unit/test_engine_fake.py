@@ -15,6 +15,7 @@ import tempfile
 import pytest
 
 from fakekernel import HOST, INIT, FakeKernel
+from muslin.daemon import network_views
 from muslin.engine import Engine
 from muslin.errors import Conflict, Exhausted, InvalidParameter, KernelError
 
@@ -230,7 +231,7 @@ def test_a_network_recovery_cannot_roll_back_is_set_aside_keeps_its_name_and_sub
 
     assert engine._state("networks", net.id) == "dead"
     assert bridge_of_id(net) in fake.host.links
-    assert engine.inspect_network(engine.find_network("n1", states=("dead",)))["State"] == "dead"
+    assert network_views(engine, [engine.find_network("n1", states=("dead",))])[0]["state"] == "dead"
     with pytest.raises(Conflict, match="set aside after a failure: muslin network rm n1 clears it"):
         engine.create_network("n1", subnets=["10.30.0.0/24"])
     with pytest.raises(Conflict, match="Pool overlaps"):
@@ -509,12 +510,12 @@ def test_an_l3_ipvlan_network_names_its_upstream_gateways_from_the_parents_addre
     assert any(a.startswith("fe80:") for a in fake.host.addresses["eth0"])  # as on any host with IPv6
     net = engine.create_network("l3", "ipvlan", subnets=["10.80.0.0/24", "fd00:80::/64"], ipv6=True,
                                 options={"parent": "eth0", "ipvlan_mode": "l3"})
-    assert engine.inspect_network(net)["UpstreamRoutes"] == [
+    assert engine.driver("ipvlan").describe(engine.host, net)["UpstreamRoutes"] == [
         {"Destination": "10.80.0.0/24", "Gateway": "10.0.0.2"},
         {"Destination": "fd00:80::/64", "Gateway": ""},  # the parent has no global IPv6 address
     ]
     engine.host.add_address("eth0", "2001:db8:1::2/64")
-    assert engine.inspect_network(net)["UpstreamRoutes"][1]["Gateway"] == "2001:db8:1::2"
+    assert engine.driver("ipvlan").describe(engine.host, net)["UpstreamRoutes"][1]["Gateway"] == "2001:db8:1::2"
 
 
 def test_a_forgotten_dummy_parent_takes_its_shim_along_in_the_orphan_sweep(quick_engine):
