@@ -86,10 +86,10 @@ def _removed(obj) -> dict:
 
 
 def _network_connect(engine: Engine, network, container=None, ip=None, ip6=None, aliases=(), pid=None, netns=None,
-                     ifname=None):
+                     ifname=None, runtime=""):
     warnings: list[str] = []
     ep = engine.connect(network, container, ip=ip, ip6=ip6, aliases=aliases, pid=pid, netns=netns, ifname=ifname,
-                        warnings=warnings)
+                        runtime=runtime, warnings=warnings)
     return {"endpoint": ep.to_doc(), "container": engine.find_container(ep.container_id).name, "warnings": warnings}
 
 
@@ -108,6 +108,8 @@ OPERATIONS = {
     "network.prune": lambda e: {"removed": e.prune_networks()},
     "network.connect": _network_connect,
     "network.disconnect": lambda e, network, container, force=False: e.disconnect(network, container, force) or {},
+    "endpoint.check": lambda e, network, container: {"problems": e.check_endpoint(network, container)},
+    "network.gc": lambda e, network, runtime, keep=(): {"removed": e.collect_garbage(network, runtime, keep)},
     "container.create": lambda e, name=None, network=None, ip=None, ip6=None, aliases=(), command=(): {
         "container": e.create_container(name, network, ip=ip, ip6=ip6, aliases=aliases, command=command).to_doc()},
     "container.started": lambda e, id, pid, exit_code=None: e.container_started(id, pid, exit_code) and {},

@@ -368,15 +368,16 @@ class Engine:
 
     def connect(self, network: str, container: str | None = None, *, ip: str | None = None,
                 ip6: str | None = None, aliases=(), pid: int | None = None, netns: str | None = None,
-                ifname: str | None = None, warnings: list | None = None) -> Endpoint:
-        """Connect a container (or another runtime's, by ``pid`` or ``netns``) through an
-        interface named ``ifname`` (default: the first free ``eth<i>``, as Docker); what the
-        user should know about the result is appended to ``warnings``."""
+                ifname: str | None = None, runtime: str = "", warnings: list | None = None) -> Endpoint:
+        """Connect a container (or another runtime's, by ``pid`` or ``netns``, recorded as
+        attached by ``runtime``) through an interface named ``ifname`` (default: the first
+        free ``eth<i>``, as Docker); what the user should know about the result is appended
+        to ``warnings``."""
         with self._lock:
             net = self.find_network(network)
             joined = None
             if pid is not None or netns is not None:
-                con, joined = self._foreign_container(container, pid, netns)
+                con, joined = self._foreign_container(container, pid, netns, runtime)
             elif container is None:
                 raise InvalidParameter("a container name, --pid or --netns is required")
             else:
@@ -388,7 +389,7 @@ class Engine:
                     self.store.delete("containers", joined.id)
                 raise
 
-    def _foreign_container(self, name: str | None, pid: int | None, netns: str | None):
+    def _foreign_container(self, name: str | None, pid: int | None, netns: str | None, runtime: str = ""):
         """The record of another runtime's container; ``(container, new_record_or_None)``."""
         if pid is not None:
             start = _process_start(pid)
@@ -411,7 +412,7 @@ class Engine:
             raise Conflict(f'Conflict. The container name "/{name}" is already in use')
         taken = {d["name"] for _, d in self.store.docs("containers")} if name is None else set()
         con = Container(id=names.new_id(), name=name or names.container_name(taken), created=_now(), netns=path,
-                        owns_netns=False, pid=pid, pid_start=pid_start)
+                        owns_netns=False, pid=pid, pid_start=pid_start, runtime=runtime)
         self.store.put("containers", con.id, con.name, "active", con.to_doc())
         return con, con
 
@@ -529,6 +530,44 @@ class Engine:
             self._disconnect(net, eps[0])
             if not con.owns_netns and not self.endpoints(container=con, states=("active", "pending", "removing")):
                 self.store.delete("containers", con.id)  # nothing of another runtime's container is left to track
+
+    def check_endpoint(self, network: str, container: str) -> list[str]:
+        """What is no longer as the connect left it — the interface, its addresses, its
+        default routes, its host side — one line each; [] when nothing (CNI's CHECK)."""
+        with self._lock:
+            net = self.find_network(network)
+            con = self.find_container(container)
+            eps = [e for e in self.endpoints(container=con) if e.network_id == net.id]
+            if not eps:
+                raise NotFound(f"container {con.name} is not connected to network {net.name}")
+            ep = eps[0]
+            if not self.kernel.netns_alive(con.netns):
+                return [f"the network namespace {con.netns} is gone"]
+            with self.kernel.Namespace(con.netns) as sandbox:
+                if sandbox.link(ep.ifname) is None:
+                    return [f"interface {ep.ifname} is missing"]
+                present = set(sandbox.addresses(ep.ifname))
+                problems = [f"address {a} is missing from {ep.ifname}" for a in ep.addresses() if a not in present]
+                if ep.default_route and not net.internal and not sandbox.has_default_route():
+                    problems.append("the default route is missing")
+            if not self.driver(net.driver).joined(self.host, con.netns, net, ep):
+                problems.append(f"the host side of {ep.ifname} is missing")
+            return problems
+
+    def collect_garbage(self, network: str, runtime: str, keep) -> list[str]:
+        """Disconnect from ``network`` every container ``runtime`` attached whose (name,
+        interface) is not in ``keep`` (CNI's GC with its valid attachments); their names."""
+        wanted = {(name, ifname) for name, ifname in keep}
+        removed = []
+        with self._lock:
+            net = self.find_network(network)
+            theirs = {c.id: c for c in self.containers() if c.runtime == runtime and runtime}
+            for ep in self.endpoints(network=net, states=("active", "pending")):
+                con = theirs.get(ep.container_id)
+                if con is not None and (con.name, ep.ifname) not in wanted:
+                    self.disconnect(net.id, con.id)
+                    removed.append(con.name)
+        return removed
 
     def _disconnect(self, net: Network, ep: Endpoint) -> None:
         self.store.set_state("endpoints", ep.id, "removing")

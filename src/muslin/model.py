@@ -115,6 +115,7 @@ class Container:
     created: str
     netns: str               # path naming its network namespace
     owns_netns: bool = True  # False for a namespace of another runtime: never removed
+    runtime: str = ""        # who attached another runtime's namespace: "cni" for the CNI plugin (its GC)
     command: list[str] = field(default_factory=list)
     pid: int | None = None
     pid_start: int | None = None  # the process's start time: a reused PID is not ours

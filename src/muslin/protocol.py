@@ -24,6 +24,7 @@ MAX_KEY = 255
 MAX_VALUE = 4096
 MAX_ITEMS = 256  # subnets, aliases, labels, options, names per request
 MAX_ARGV = 4096  # words of a container's command
+MAX_GC = 65536  # attachments a runtime may list as still valid
 MAX_WORD = 131072  # one word of a command (Linux MAX_ARG_STRLEN)
 PID_MAX = (1 << 31) - 1  # pid_t: beyond the kernel's limit (1 << 22) the engine says "no process with PID N"
 
@@ -96,6 +97,18 @@ class List:
         return [self.item.check(v, f"{where}[{i}]") for i, v in enumerate(value)]
 
 
+class Pair:
+    """A JSON array of exactly two items."""
+
+    def __init__(self, item):
+        self.item = item
+
+    def check(self, value, where: str):
+        if not isinstance(value, list) or len(value) != 2:
+            raise Invalid(f"{where} must be an array of two items, not {json_type(value)}")
+        return [self.item.check(v, f"{where}[{i}]") for i, v in enumerate(value)]
+
+
 class Map:
     """A JSON object of strings to strings (labels, options, aux addresses); null is an empty one."""
 
@@ -148,6 +161,13 @@ SCHEMAS: dict[str, dict[str, tuple[object, bool]]] = {
         "pid": (Optional(PID), False),
         "netns": (Optional(Str(MAX_PATH, "a path")), False),
         "ifname": (Optional(Str(MAX_IFNAME, "an interface name")), False),  # CNI_IFNAME; the engine checks it
+        "runtime": (Str(MAX_KEY, "a runtime's name", empty=True), False),
+    },
+    "endpoint.check": {"network": (REF, True), "container": (REF, True)},
+    "network.gc": {
+        "network": (REF, True),
+        "runtime": (Str(MAX_KEY, "a runtime's name"), True),
+        "keep": (List(Pair(Str(MAX_NAME)), MAX_GC), False),  # [container name, interface name]
     },
     "network.disconnect": {"network": (REF, True), "container": (REF, True), "force": (Bool(), False)},
     "container.create": {

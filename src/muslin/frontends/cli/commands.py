@@ -66,6 +66,8 @@ _FABRIC_STORE_OPTIONS = [
         help="the embedded store's directory ($MUSLIN_FABRIC_STATE_DIR, default <root>/fabric)"),
 ]
 
+CNI_PLUGIN_DIR = "/opt/cni/bin"
+
 COMMAND_LINE = Cmd(
     "muslin", "Container networks on real Linux kernels.",
     options=[
@@ -182,6 +184,12 @@ COMMAND_LINE = Cmd(
             Opt("-f", "--force", help="Force the removal of a running container"),
         ], args=[Arg("names", "CONTAINER", nargs="+")]),
         Cmd("daemon", "Run the muslin daemon in the foreground"),
+        Cmd("cni", "Manage muslin's CNI plugin", commands=[
+            Cmd("install", "Install muslin as the CNI plugin of type muslin",
+                description="Link the plugin into a directory where runtimes look for CNI plugins.",
+                options=[Opt("--dir", metavar="DIR", default=CNI_PLUGIN_DIR,
+                             help=f"The CNI plugin directory (default {CNI_PLUGIN_DIR})")]),
+        ]),
     ],
 )
 
@@ -305,6 +313,7 @@ PLANNERS = {
     ("rm",): lambda v, root: Plan("rm", [("container.remove", {"name": n, "force": v["force"]}) for n in v["names"]],
                                   root=root),
     ("daemon",): lambda v, root: Plan("daemon", root=root),
+    ("cni", "install"): lambda v, root: Plan("cni.install", opts=v, root=root),
 }
 
 
@@ -442,6 +451,28 @@ def _cmd_daemon(plan: Plan, client) -> int:
     return int(rc or 0)
 
 
+def _cmd_cni_install(plan: Plan, client) -> int:
+    """``DIR/muslin`` becomes a link to this installation's ``muslin`` command, which acts as
+    the CNI plugin when a runtime calls it (CNI_COMMAND set, no arguments)."""
+    import os
+    import sys
+
+    launcher = os.path.join(os.path.dirname(sys.executable), "muslin")
+    if not os.access(launcher, os.X_OK):
+        raise CliError(f"Error: no muslin command next to {sys.executable} to install")
+    directory = plan.opts["dir"]
+    target = os.path.join(directory, "muslin")
+    if os.path.lexists(target) and os.path.realpath(target) != os.path.realpath(launcher) \
+            and not (os.path.islink(target) and os.readlink(target).endswith("/bin/muslin")):
+        raise CliError(f"Error: {target} exists and is not muslin's: remove it first")
+    os.makedirs(directory, mode=0o755, exist_ok=True)
+    temporary = f"{target}.{os.getpid()}"
+    os.symlink(launcher, temporary)
+    os.replace(temporary, target)  # atomic: a runtime never sees the plugin missing
+    print(f"{target} -> {launcher}")
+    return 0
+
+
 # What runs each command: a function here, or "module.function" of a module of this package
 # imported only when its command runs.
 COMMANDS = {
@@ -463,6 +494,7 @@ COMMANDS = {
     "inspect": _cmd_inspect,
     "rm": _each,
     "daemon": _cmd_daemon,
+    "cni.install": _cmd_cni_install,
 }
 
 
