@@ -282,6 +282,21 @@ def test_another_runtimes_container_gets_a_listener_until_it_leaves(site):
     wait_until(lambda: not listens_on_dns(other.netns), "its listener to close", timeout=10)
 
 
+def test_a_listener_goes_when_the_other_runtimes_container_is_gone(site):
+    """Joined by --pid: when its process exits, /proc/PID/ns/net names nothing any more. The
+    listener's socket alone would keep the namespace (and its links) alive: it is closed."""
+    other = site.lab.node("runtime2")
+    proc = other.popen(["sleep", "300"])
+    site.muslin("network", "connect", "--pid", str(proc.pid), "app", "guest2")
+    try:
+        wait_until(lambda: listens_on_dns(other.netns), "a listener in the other runtime's namespace", timeout=10)
+        proc.stop()
+        wait_until(lambda: not listens_on_dns(other.netns), "the listener of a vanished namespace to close",
+                   timeout=20)
+    finally:
+        site.muslin("network", "disconnect", "-f", "app", "guest2", check=False)
+
+
 # -- forwarding ----------------------------------------------------------------------------------
 
 

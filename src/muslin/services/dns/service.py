@@ -39,6 +39,7 @@ ADDRESS = "127.0.0.11"   # Docker's: what the containers' resolv.conf names
 PORT = 53
 SWEEP_SECONDS = 5.0      # how often the namespaces of the listeners are looked at
 
+_OPEN_ALL = object()     # queued by the start: open the listeners of every container
 _SWEEP = object()        # queued by the ticker: look for listeners whose namespace is gone
 
 
@@ -71,12 +72,17 @@ class DnsService(ServiceThread):
         self.server = DnsServer(Records.build(engine.networks(), containers, engine.endpoints()),
                                 resolv_conf=self.resolv_conf)
         self.server.start()
-        for container_id in list(self._netns):
-            self._sync(container_id)
+        # each listener takes a few milliseconds (a thread enters the namespace): the service's
+        # thread opens them, so that the daemon is not kept from serving by many containers
+        self.changed(_OPEN_ALL)
         stop = self._ticker_stop = threading.Event()
         spawn("service-dns-sweep", lambda: self._tick(stop), self._died)
 
     def apply(self, change) -> None:
+        if change is _OPEN_ALL:
+            for container_id in list(self._netns):
+                self._sync(container_id)
+            return
         if change is _SWEEP:
             self._sweep()
             return
