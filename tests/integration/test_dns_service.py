@@ -230,6 +230,24 @@ def test_names_on_a_macvlan_network(site):
         site.muslin("network", "rm", "pub")
 
 
+@pytest.mark.kernel_features("ipvlan")
+def test_names_on_an_ipvlan_network(lab):
+    """ipvlan, l2 and l3 (where aardvark-dns gives none): the daemon the CLI starts answers."""
+    host = lab.host("h1")
+    lab.link(host, lab.switch("sw"), "10.89.8.250/24")
+    for mode, subnet in (("l2", "10.89.8.0/24"), ("l3", "10.89.9.0/24")):
+        host.muslin("network", "create", "-d", "ipvlan", "--subnet", subnet, "-o", "parent=eth0",
+                    "-o", f"ipvlan_mode={mode}", mode)
+        for name in (f"{mode}a", f"{mode}b"):
+            host.muslin("run", "-d", "--name", name, "--network", mode, "--", "sleep", "300")
+        asker = lab.attach(json.loads(host.muslin("inspect", f"{mode}a").stdout)[0]["NetNS"], f"{mode}a")
+        other = json.loads(host.muslin("inspect", f"{mode}b").stdout)[0]["Networks"][mode]["IPAddress"]
+        assert addresses(dig(asker, f"{mode}b")[1]) == [other]
+        assert addresses(dig(asker, f"{mode}b.{mode}", "A", "+tcp")[1]) == [other]
+        host.muslin("rm", "-f", f"{mode}a", f"{mode}b")
+        host.muslin("network", "rm", mode)
+
+
 # -- changes ---------------------------------------------------------------------------------------
 
 
