@@ -105,8 +105,9 @@ class Site:
         self.upstream.stop()
 
 
-def upstream_resolver(node) -> DnsServer:
-    """A responder on ``up`` that knows far.outside for the daemon's host, and nothing else."""
+def upstream_resolver(node, address: str = UPSTREAM[1], source: str = f"{UPSTREAM[0]}/24") -> DnsServer:
+    """A responder on ``node`` at ``address`` that knows far.outside for the daemon's host
+    (asking from ``source``), and nothing else."""
     outside = Network(id="o" * 64, name="outside", driver="bridge", created="",
                       pools=[Pool(ipaddress.ip_network("10.89.2.0/24"))])
     far = Container(id="f" * 64, name="far", created="", netns="")
@@ -115,9 +116,9 @@ def upstream_resolver(node) -> DnsServer:
         Endpoint(id="far", network_id=outside.id, container_id=far.id, ifname="eth0", host_ifname="", mac="",
                  ipv4=f"{FAR}/24"),
         Endpoint(id="resolver", network_id=outside.id, container_id=asker.id, ifname="eth0", host_ifname="", mac="",
-                 ipv4=f"{UPSTREAM[0]}/24")])
+                 ipv4=source)])
     server = DnsServer(records, upstreams=[])
-    server.listen(UPSTREAM[1], 53, netns=node.netns)
+    server.listen(address, 53, netns=node.netns)
     server.start()
     return server
 
@@ -322,6 +323,22 @@ def test_other_names_are_forwarded_to_the_upstream_of_the_resolv_conf_given(site
     assert addresses(dig(site.node("web1"), "far.outside")[1]) == [FAR]
     assert addresses(dig(site.node("web3"), "far.outside", "A", "+tcp")[1]) == [FAR]
     assert with_resolv_conf(site.node("web2"), tmp_path, "getent", "ahostsv4", "far.outside").stdout.split()[0] == FAR
+
+
+def test_a_resolver_on_the_hosts_loopback_is_an_upstream_too(site):
+    """systemd-resolved's resolv.conf names only 127.0.0.53. The daemon forwards from the
+    host's namespace, where that resolver listens: it is used, and the file is read again
+    when it changes."""
+    local = upstream_resolver(site.host, "127.0.0.53", source="127.0.0.1/8")
+    try:
+        with open(site.resolv, "w") as f:
+            f.write("nameserver 127.0.0.53\noptions edns0 trust-ad\n")
+        wait_until(lambda: addresses(dig(site.node("web1"), "far.outside")[1]) == [FAR],
+                   "the name from the loopback resolver", timeout=10)
+    finally:
+        with open(site.resolv, "w") as f:
+            f.write(f"nameserver {UPSTREAM[1]}\n")
+        local.stop()
 
 
 def test_nothing_is_forwarded_from_an_internal_network(site):

@@ -186,3 +186,11 @@ def test_default_services_are_the_embedded_dns():
     from muslin.services import default_services
 
     assert [s.name for s in default_services()] == ["dns"]
+
+
+def test_the_hosts_loopback_resolvers_are_kept_when_forwards_leave_from_the_hosts_namespace(tmp_path):
+    resolv = tmp_path / "resolv.conf"
+    resolv.write_text("nameserver 127.0.0.53\nnameserver 10.0.0.2\noptions edns0 trust-ad\n")
+    assert DnsServer(resolv_conf=str(resolv)).upstreams.current() == ["127.0.0.53", "10.0.0.2"]
+    # reached from another namespace (a container's), the host's loopback is not there
+    assert DnsServer(resolv_conf=str(resolv), upstream_netns="/run/netns/c1").upstreams.current() == ["10.0.0.2"]

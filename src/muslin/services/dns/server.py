@@ -70,8 +70,8 @@ FORWARD = _Forward()
 class DnsServer:
     """The responder. ``records``: the names (a fresh table when None); ``resolv_conf``: the
     file naming the upstream resolvers, or ``upstreams``: a fixed list; ``upstream_netns``:
-    the namespace the upstream resolvers are reached from (None: this process's), on
-    ``upstream_port``."""
+    the namespace the upstream resolvers are reached from (None: this process's, the one the
+    file belongs to, so its loopback resolvers are kept), on ``upstream_port``."""
 
     def __init__(self, records: Records | None = None, *, resolv_conf: str | None = "/etc/resolv.conf",
                  upstreams: list[str] | None = None, upstream_netns: str | None = None, upstream_port: int = 53,
@@ -79,7 +79,7 @@ class DnsServer:
                  tcp_idle: float = 10.0):
         self.records = records if records is not None else Records()
         self.upstreams = Upstreams(path=None if upstreams is not None else resolv_conf,
-                                   servers=list(upstreams or []))
+                                   servers=list(upstreams or []), loopback=upstream_netns is None)
         self.upstream_netns = upstream_netns
         self.upstream_port = upstream_port
         self.upstream_timeout = upstream_timeout
