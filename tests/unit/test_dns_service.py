@@ -194,3 +194,18 @@ def test_the_hosts_loopback_resolvers_are_kept_when_forwards_leave_from_the_host
     assert DnsServer(resolv_conf=str(resolv)).upstreams.current() == ["127.0.0.53", "10.0.0.2"]
     # reached from another namespace (a container's), the host's loopback is not there
     assert DnsServer(resolv_conf=str(resolv), upstream_netns="/run/netns/c1").upstreams.current() == ["10.0.0.2"]
+
+
+@pytest.mark.parametrize("mode, forwarded", [("l3", True), ("l3s", True), ("l2", False)])
+def test_other_names_are_forwarded_for_a_container_with_a_way_out(engine, listeners, mode, forwarded):
+    """Docker's rule: a container with a gateway or a default route. ipvlan l3 has no gateway
+    but a default route through its interface; l2 without --gateway has neither."""
+    engine.create_network("iv", "ipvlan", subnets=["10.10.0.0/24"], options={"parent": "eth0", "ipvlan_mode": mode})
+    engine.create_container("web1", "iv")
+    service = DnsService()
+    services = hosted(engine, service)
+    try:
+        assert ask(service, engine, "web1", "web1")[0] == RCODE.NOERROR
+        assert ask(service, engine, "web1", "far.outside") == ((None, []) if forwarded else (RCODE.NXDOMAIN, []))
+    finally:
+        services.stop()
