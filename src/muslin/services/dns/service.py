@@ -82,6 +82,7 @@ class DnsService(ServiceThread):
         if change is _OPEN_ALL:
             for container_id in list(self._netns):
                 self._sync(container_id)
+            log.info("dns: answering on %s:%d in %d containers", self.address, self.port, len(self._listening))
             return
         if change is _SWEEP:
             self._sweep()
@@ -132,12 +133,12 @@ class DnsService(ServiceThread):
             log.warning("dns: no listener for container %s: %s", container_id[:12], exc)
             return
         self._listening[container_id] = identity
-        log.info("dns: answering on %s:%d in container %s", self.address, self.port, container_id[:12])
+        log.debug("dns: answering on %s:%d in container %s", self.address, self.port, container_id[:12])
 
     def _close(self, container_id: str) -> None:
         if self._listening.pop(container_id, None) is not None:
             self.server.unlisten(container_id)
-            log.info("dns: listener of container %s closed", container_id[:12])
+            log.debug("dns: listener of container %s closed", container_id[:12])
 
     def _tick(self, stop: threading.Event) -> None:
         while not stop.wait(self.sweep_seconds):
