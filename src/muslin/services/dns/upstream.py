@@ -36,7 +36,9 @@ def parse_resolv_conf(text: str, loopback: bool = False) -> list[str]:
             continue
         # a scoped link-local (fe80::1%eth0) names an interface of the host, not one the
         # responder's namespace has
-        if (addr.is_loopback and not loopback) or addr.is_unspecified or getattr(addr, "scope_id", None) or str(addr) in out:
+        if addr.is_loopback and not loopback:
+            continue
+        if addr.is_unspecified or getattr(addr, "scope_id", None) or str(addr) in out:
             continue
         out.append(str(addr))
     return out[:MAX_SERVERS]
