@@ -68,18 +68,8 @@ class Site:
         self.start_daemon()
 
     def start_daemon(self):
-        """Start the daemon and wait for its READY=1: its services started before it."""
-        notify = os.path.join(self.lab.workdir, "notify.sock")
-        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as systemd:
-            if os.path.exists(notify):
-                os.unlink(notify)
-            systemd.bind(notify)
-            systemd.settimeout(30)
-            script = DAEMON.format(root=self.host.root, resolv=self.resolv)
-            self.daemon = self.host.popen([sys.executable, "-c", script],
-                                          env=self.host.muslin_env({"NOTIFY_SOCKET": notify}))
-            while systemd.recv(200) != b"READY=1":
-                pass
+        script = DAEMON.format(root=self.host.root, resolv=self.resolv)
+        self.daemon = start_daemon(self.host, [sys.executable, "-c", script])
 
     def daemon_pid(self) -> int:
         with open(self.host.pidfile) as f:
@@ -103,6 +93,20 @@ class Site:
 
     def close(self) -> None:
         self.upstream.stop()
+
+
+def start_daemon(host, argv: list[str], timeout: float = 30):
+    """Start a daemon in ``host`` and wait for its READY=1 (its services start before it)."""
+    notify = os.path.join(host.lab.workdir, f"notify-{host.name}.sock")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as systemd:
+        if os.path.exists(notify):
+            os.unlink(notify)
+        systemd.bind(notify)
+        systemd.settimeout(timeout)
+        daemon = host.popen(argv, env=host.muslin_env({"NOTIFY_SOCKET": notify}))
+        while systemd.recv(200) != b"READY=1":
+            pass
+    return daemon
 
 
 def upstream_resolver(node, address: str = UPSTREAM[1], source: str = f"{UPSTREAM[0]}/24") -> DnsServer:
@@ -236,6 +240,8 @@ def test_names_on_an_ipvlan_network(lab):
     """ipvlan, l2 and l3 (where aardvark-dns gives none): the daemon the CLI starts answers."""
     host = lab.host("h1")
     lab.link(host, lab.switch("sw"), "10.89.8.250/24")
+    # the daemon every command would start, given the time a busy VM takes to start it
+    start_daemon(host, host.muslin_argv("daemon"), timeout=240)
     for mode, subnet in (("l2", "10.89.8.0/24"), ("l3", "10.89.9.0/24")):
         host.muslin("network", "create", "-d", "ipvlan", "--subnet", subnet, "-o", "parent=eth0",
                     "-o", f"ipvlan_mode={mode}", mode)
