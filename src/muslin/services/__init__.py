@@ -56,8 +56,10 @@ class Service(Protocol):
 
 
 def default_services() -> list[Service]:
-    """The services every daemon runs (DNS and port proxies will be here)."""
-    return []
+    """The services every daemon runs: the embedded DNS (port proxies will be here)."""
+    from muslin.services.dns.service import DnsService  # dnslib and asyncio only for the daemon
+
+    return [DnsService()]
 
 
 _STOP = object()

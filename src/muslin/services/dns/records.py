@@ -134,7 +134,8 @@ class Records:
             name=container.name, names=endpoint_names(endpoint, container),
             ipv4=plain_address(endpoint.ipv4) if endpoint.ipv4 else None,
             ipv6=plain_address(endpoint.ipv6) if endpoint.ipv6 else None,
-            gateway=bool(endpoint.gateway or endpoint.gateway6))
+            gateway=bool(endpoint.gateway or endpoint.gateway6) or (endpoint.default_route and
+                                                                   _routes_through_link(network)))
         self.endpoints[entry.id] = entry
         names = self._names[network.id]
         for name in entry.names:
@@ -226,6 +227,16 @@ class Records:
         addr = plain_address(address) if isinstance(address, str) else address
         return any(addr in subnet for net in self.networks.values() for subnet in net.subnets
                    if subnet.version == addr.version)
+
+
+def _routes_through_link(network: Network) -> bool:
+    """ipvlan l3/l3s: the default route is the interface itself, without a gateway's address
+    (Docker's check is "a gateway or a default route")."""
+    if network.driver != "ipvlan":
+        return False
+    from muslin.drivers.ipvlan import routed  # the driver's own rule; loaded with the engine anyway
+
+    return routed(network)
 
 
 def _discard(index: dict, key, value) -> None:

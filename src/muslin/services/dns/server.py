@@ -70,8 +70,8 @@ FORWARD = _Forward()
 class DnsServer:
     """The responder. ``records``: the names (a fresh table when None); ``resolv_conf``: the
     file naming the upstream resolvers, or ``upstreams``: a fixed list; ``upstream_netns``:
-    the namespace the upstream resolvers are reached from (None: this process's), on
-    ``upstream_port``."""
+    the namespace the upstream resolvers are reached from (None: this process's, the one the
+    file belongs to, so its loopback resolvers are kept), on ``upstream_port``."""
 
     def __init__(self, records: Records | None = None, *, resolv_conf: str | None = "/etc/resolv.conf",
                  upstreams: list[str] | None = None, upstream_netns: str | None = None, upstream_port: int = 53,
@@ -79,7 +79,7 @@ class DnsServer:
                  tcp_idle: float = 10.0):
         self.records = records if records is not None else Records()
         self.upstreams = Upstreams(path=None if upstreams is not None else resolv_conf,
-                                   servers=list(upstreams or []))
+                                   servers=list(upstreams or []), loopback=upstream_netns is None)
         self.upstream_netns = upstream_netns
         self.upstream_port = upstream_port
         self.upstream_timeout = upstream_timeout
@@ -89,11 +89,11 @@ class DnsServer:
         self._lock = threading.Lock()          # the records and the cache, shared with callers' threads
         self._cache: dict = {}
         self._cache_generation = -1
-        self._listeners: list[tuple[socket.socket, socket.socket, str | None]] = []
+        self._listeners: list[_Listener] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
-        self._closing: list = []               # transports and servers to close at stop
         self._tasks: set[asyncio.Task] = set()
+        self._tcp_tasks: dict[asyncio.Task, str | None] = {}  # each TCP client's task: its listener's container
         self._forwards = 0
         self._tcp_clients = 0
         self._channels: dict[str, _UpstreamChannel] = {}
@@ -134,10 +134,22 @@ class DnsServer:
         else:
             raise OSError(f"no port free for both UDP and TCP on {address}")
         tcp.listen(128)
-        self._listeners.append((udp, tcp, container_id))
+        listener = _Listener(udp, tcp, container_id)
+        self._listeners.append(listener)
         if self._loop is not None:
-            self._call(self._serve(udp, tcp, container_id))
+            self._call(self._serve(listener))
         return address, chosen
+
+    def unlisten(self, container_id: str) -> int:
+        """Close the listeners opened for ``container_id`` (its socket holds the container's
+        namespace alive: it must go with the container). Returns how many were closed."""
+        mine = [entry for entry in self._listeners if entry.container_id == container_id]
+        for entry in mine:
+            self._listeners.remove(entry)
+            if self._loop is not None:
+                self._call(self._unserve(entry))
+            entry.close()
+        return len(mine)
 
     def start(self) -> None:
         if self._thread is not None:
@@ -154,8 +166,8 @@ class DnsServer:
         self._thread = threading.Thread(target=run, name="muslin-dns", daemon=True)
         self._thread.start()
         ready.wait()
-        for udp, tcp, container_id in self._listeners:
-            self._call(self._serve(udp, tcp, container_id))
+        for listener in self._listeners:
+            self._call(self._serve(listener))
 
     def stop(self) -> None:
         """Close every socket and end the loop's thread; the names are kept."""
@@ -165,9 +177,8 @@ class DnsServer:
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join()
         self._thread, self._loop = None, None
-        for udp, tcp, _ in self._listeners:
-            udp.close()
-            tcp.close()
+        for listener in self._listeners:
+            listener.close()
         self._listeners.clear()
 
     def __enter__(self) -> "DnsServer":
@@ -180,20 +191,29 @@ class DnsServer:
     def _call(self, coro):
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
 
-    async def _serve(self, udp: socket.socket, tcp: socket.socket, container_id: str | None) -> None:
-        listener = _UdpListener(self, udp, container_id)
-        server = await asyncio.start_server(lambda r, w: self._tcp_client(r, w, container_id), sock=tcp,
+    async def _serve(self, listener: "_Listener") -> None:
+        container_id = listener.container_id
+        udp = _UdpListener(self, listener.udp, container_id)
+        server = await asyncio.start_server(lambda r, w: self._tcp_client(r, w, container_id), sock=listener.tcp,
                                             limit=TCP_MAX_SIZE + 2)
-        self._closing += [listener, server]
+        listener.serving = [udp, server]
+
+    async def _unserve(self, listener: "_Listener") -> None:
+        for item in listener.serving:
+            item.close()
+        listener.serving = []
+        if listener.container_id is not None:  # its clients' sockets are in the container's namespace too
+            for task, container_id in list(self._tcp_tasks.items()):
+                if container_id == listener.container_id:
+                    task.cancel()
 
     async def _shutdown(self) -> None:
         for task in list(self._tasks):
             task.cancel()
-        for item in self._closing:
-            item.close()
+        for listener in self._listeners:
+            await self._unserve(listener)
         for channel in self._channels.values():
             channel.close()
-        self._closing.clear()
         self._channels.clear()
         await asyncio.sleep(0)
 
@@ -370,6 +390,7 @@ class DnsServer:
         self._tcp_clients += 1
         task = asyncio.current_task()
         self._tasks.add(task)
+        self._tcp_tasks[task] = container_id
         querier = f"container:{container_id}" if container_id else _source(writer.get_extra_info("peername"))
         try:
             while True:
@@ -386,7 +407,20 @@ class DnsServer:
         finally:
             self._tcp_clients -= 1
             self._tasks.discard(task)
+            self._tcp_tasks.pop(task, None)
             writer.close()
+
+
+class _Listener:
+    """A UDP and a TCP socket on one address and port, and what serves them once the loop runs."""
+
+    def __init__(self, udp: socket.socket, tcp: socket.socket, container_id: str | None):
+        self.udp, self.tcp, self.container_id = udp, tcp, container_id
+        self.serving: list = []  # the UDP reader and the TCP server
+
+    def close(self) -> None:
+        self.udp.close()
+        self.tcp.close()
 
 
 class _UdpListener:

@@ -1,7 +1,10 @@
 """The resolvers the embedded DNS forwards other names to: the host's, from its resolv.conf.
 
-As Docker does: the ``nameserver`` lines of the file, loopback ones left out (a container
-cannot reach the host's loopback), at most three (glibc's MAXNS, libnetwork's maxExtDNS).
+As Docker does: the ``nameserver`` lines of the file, at most three (glibc's MAXNS,
+libnetwork's maxExtDNS), loopback ones left out when the queries leave from another namespace
+than the file's (a container cannot reach the host's loopback). muslin's daemon forwards from
+the host's own namespace, where they listen: it keeps them (systemd-resolved's 127.0.0.53 is
+often the only one).
 The file is read again when it changes. Each server's health is remembered, so that a dead
 one is skipped for a while instead of costing every query a timeout.
 """
@@ -19,8 +22,9 @@ DEAD_SECONDS = 5.0       # how long a server that refused or kept silent is skip
 FAILURES_TO_DEAD = 2     # timeouts in a row before a silent server counts as dead
 
 
-def parse_resolv_conf(text: str) -> list[str]:
-    """The usable upstream addresses in a resolv.conf's text, in order."""
+def parse_resolv_conf(text: str, loopback: bool = False) -> list[str]:
+    """The usable upstream addresses in a resolv.conf's text, in order; loopback ones only
+    when ``loopback`` (the queries leave from the file's own namespace)."""
     out: list[str] = []
     for line in text.splitlines():
         words = line.split()
@@ -32,7 +36,9 @@ def parse_resolv_conf(text: str) -> list[str]:
             continue
         # a scoped link-local (fe80::1%eth0) names an interface of the host, not one the
         # responder's namespace has
-        if addr.is_loopback or addr.is_unspecified or getattr(addr, "scope_id", None) or str(addr) in out:
+        if addr.is_loopback and not loopback:
+            continue
+        if addr.is_unspecified or getattr(addr, "scope_id", None) or str(addr) in out:
             continue
         out.append(str(addr))
     return out[:MAX_SERVERS]
@@ -46,10 +52,12 @@ class Health:
 
 @dataclass
 class Upstreams:
-    """The upstream servers of one resolv.conf (``path``), or a fixed list (``servers``)."""
+    """The upstream servers of one resolv.conf (``path``), or a fixed list (``servers``);
+    ``loopback``: keep the file's loopback servers."""
 
     path: str | None = None
     servers: list[str] = field(default_factory=list)
+    loopback: bool = False
     clock: object = time.monotonic
     _identity: tuple | None = None
     _checked: float = -1e9
@@ -65,7 +73,7 @@ class Upstreams:
                 identity = (st.st_ino, st.st_mtime_ns, st.st_size)
                 if identity != self._identity:
                     with open(self.path, encoding="utf-8", errors="replace") as f:
-                        self.servers = parse_resolv_conf(f.read())
+                        self.servers = parse_resolv_conf(f.read(), self.loopback)
                     self._identity = identity
             except OSError:  # no file: no upstream, as a resolv.conf without nameserver
                 self.servers, self._identity = [], None

@@ -1,0 +1,158 @@
+"""The embedded DNS as a daemon service: one :class:`DnsServer` for every container, answering
+on 127.0.0.11 port 53 inside each container that is on a network with names.
+
+Docker's resolver listens on 127.0.0.11 inside the container, on a random port, and DNATs
+port 53 to it. muslin binds 127.0.0.11:53 itself, UDP and TCP, in the container's namespace:
+``lo`` holds all of 127.0.0.0/8 there (the engine brings it up with the first interface), so
+the address is local without being added, and nothing needs rewriting (the integration tests
+query it over both protocols with dig and glibc). The socket is created in the container's
+namespace and served from the daemon's loop; every query on it is that container's, whatever
+its (loopback) source. Other names are forwarded from the daemon's own namespace.
+
+A container gets its listener when it gets its first endpoint on a network with names (every
+user-defined network, whatever its driver: :func:`records.has_dns`) and loses it with its last
+one. Containers of other runtimes (joined by ``--pid``/``--netns``) get one too: the CNI plugin
+names 127.0.0.11 to Podman as the nameserver. A listener's socket keeps the container's
+namespace alive, so a namespace that vanished behind muslin's back (another runtime's container
+that exited) is noticed by a periodic look and its listener closed. A listener that cannot be
+opened is logged and skipped: one container never costs the others their names.
+
+The daemon's restart costs each container its answers only for the restart: the next start
+reads the store and opens every listener again.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from muslin import events
+from muslin.errors import KernelError
+from muslin.runtime import spawn
+from muslin.services import ServiceThread
+from muslin.services.dns.records import Records
+from muslin.services.dns.server import DnsServer
+
+log = logging.getLogger("muslin")
+
+ADDRESS = "127.0.0.11"   # Docker's: what the containers' resolv.conf names
+PORT = 53
+SWEEP_SECONDS = 5.0      # how often the namespaces of the listeners are looked at
+
+_OPEN_ALL = object()     # queued by the start: open the listeners of every container
+_SWEEP = object()        # queued by the ticker: look for listeners whose namespace is gone
+
+
+class DnsService(ServiceThread):
+    """Names for every container on a network with DNS. ``resolv_conf``: the file naming the
+    upstream resolvers (the host's by default; read again when it changes)."""
+
+    name = "dns"
+
+    def __init__(self, resolv_conf: str = "/etc/resolv.conf", *, address: str = ADDRESS, port: int = PORT,
+                 sweep_seconds: float = SWEEP_SECONDS):
+        super().__init__()
+        self.resolv_conf = resolv_conf
+        self.address = address
+        self.port = port
+        self.sweep_seconds = sweep_seconds
+        self.server: DnsServer | None = None
+        self._kernel = None
+        self._netns: dict[str, str] = {}          # container id → its namespace's path
+        self._listening: dict[str, tuple] = {}    # container id → the identity of the namespace listened in
+        self._ticker_stop: threading.Event | None = None
+
+    # -- the service's life -------------------------------------------------------------
+
+    def reconcile(self, engine) -> None:
+        self.close()  # a start after a death: nothing of the previous run is kept
+        self._kernel = engine.kernel
+        containers = engine.containers()
+        self._netns = {c.id: c.netns for c in containers}
+        self.server = DnsServer(Records.build(engine.networks(), containers, engine.endpoints()),
+                                resolv_conf=self.resolv_conf)
+        self.server.start()
+        # each listener takes a few milliseconds (a thread enters the namespace): the service's
+        # thread opens them, so that the daemon is not kept from serving by many containers
+        self.changed(_OPEN_ALL)
+        stop = self._ticker_stop = threading.Event()
+        spawn("service-dns-sweep", lambda: self._tick(stop), self._died)
+
+    def apply(self, change) -> None:
+        if change is _OPEN_ALL:
+            for container_id in list(self._netns):
+                self._sync(container_id)
+            log.info("dns: answering on %s:%d in %d containers", self.address, self.port, len(self._listening))
+            return
+        if change is _SWEEP:
+            self._sweep()
+            return
+        self.server.apply(change)
+        if change.container is not None:
+            self._netns[change.container.id] = change.container.netns
+        if change.action == events.NETWORK_REMOVED:
+            for container_id in list(self._listening):
+                self._sync(container_id)
+        elif change.endpoint is not None:
+            self._sync(change.endpoint.container_id)
+
+    def close(self) -> None:
+        if self._ticker_stop is not None:
+            self._ticker_stop.set()
+            self._ticker_stop = None
+        if self.server is not None:
+            self.server.stop()  # every listener's sockets with it
+            self.server = None
+        self._listening.clear()
+
+    # -- listeners ----------------------------------------------------------------------
+
+    def wants_listener(self, container_id: str) -> bool:
+        """Is the container on a network with names?"""
+        records = self.server.records
+        return bool(records.dns_networks(records.container_endpoints(container_id)))
+
+    def _sync(self, container_id: str) -> None:
+        """Open or close the container's listener, as its endpoints now want."""
+        wanted = self.wants_listener(container_id)
+        if wanted and container_id not in self._listening:
+            self._open(container_id)
+        elif not wanted:
+            self._close(container_id)
+            if not self.server.records.container_endpoints(container_id):
+                self._netns.pop(container_id, None)
+
+    def _open(self, container_id: str) -> None:
+        path = self._netns.get(container_id)
+        try:
+            if path is None or not self._kernel.netns_alive(path):
+                raise KernelError(f"its network namespace {path} is gone")
+            identity = self._kernel.netns_id(path)
+            self.server.listen(self.address, self.port, netns=path, container_id=container_id)
+        except (KernelError, OSError) as exc:  # its own trouble: the other containers keep their names
+            log.warning("dns: no listener for container %s: %s", container_id[:12], exc)
+            return
+        self._listening[container_id] = identity
+        log.debug("dns: answering on %s:%d in container %s", self.address, self.port, container_id[:12])
+
+    def _close(self, container_id: str) -> None:
+        if self._listening.pop(container_id, None) is not None:
+            self.server.unlisten(container_id)
+            log.debug("dns: listener of container %s closed", container_id[:12])
+
+    def _tick(self, stop: threading.Event) -> None:
+        while not stop.wait(self.sweep_seconds):
+            self.changed(_SWEEP)  # the service's thread does the work, in order with the changes
+
+    def _sweep(self) -> None:
+        """Close the listeners whose namespace is gone or is another one now (a PID reused):
+        their sockets are all that keeps a dead container's namespace and links alive."""
+        for container_id, identity in list(self._listening.items()):
+            path = self._netns.get(container_id)
+            try:
+                same = path is not None and self._kernel.netns_alive(path) and self._kernel.netns_id(path) == identity
+            except OSError:
+                same = False
+            if not same:
+                log.info("dns: the network namespace of container %s is gone", container_id[:12])
+                self._close(container_id)
