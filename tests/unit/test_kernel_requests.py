@@ -83,3 +83,46 @@ def test_deleting_an_owned_port_dumps_no_links():
     ns.ipr.links["l5"].attrs["IFLA_IFALIAS"] = "muslin:t"
     assert ns.delete_owned_link("l5", "muslin:t")
     assert all(command != "dump" for _, command in ns.ipr.requests), ns.ipr.requests
+
+
+class VethWorker(InWorker):
+    """Records link requests with their arguments, and sysctl writes, in one list."""
+
+    def __init__(self):
+        super().__init__(1)
+        self.ipr.links["br0"] = Message(100, "br0")
+        self.calls: list[tuple] = []
+        recorded_link = self.ipr.link
+
+        def link(command, **kwargs):
+            self.calls.append(("link", command, kwargs))
+            if command == "add":
+                self.ipr.links[kwargs["ifname"]] = Message(101, kwargs["ifname"])
+                return []
+            if command == "set":
+                return []
+            return recorded_link(command, **kwargs)
+
+        self.ipr.link = link
+
+    def sysctl(self, key, value=None):
+        self.calls.append(("sysctl", key, value))
+        return value
+
+
+def test_a_bridge_port_has_ipv6_off_before_it_is_up_and_enslaved():
+    ns = VethWorker()
+    ns.add_veth("vethp", "eth0", "/run/netns/c", master="br0", alias="muslin:t")
+    made, = [i for i, c in enumerate(ns.calls) if c[:2] == ("link", "add")]
+    off, = [i for i, c in enumerate(ns.calls) if c[0] == "sysctl"]
+    up, = [i for i, c in enumerate(ns.calls) if c[:2] == ("link", "set") and c[2].get("state") == "up"]
+    assert ns.calls[off][1:] == ("net.ipv6.conf.vethp.disable_ipv6", "1")
+    assert "master" not in ns.calls[made][2] and not ns.calls[made][2].get("flags")  # made down, loose
+    assert made < off < up
+    assert ns.calls[up][2]["master"] == 100 and ns.calls[up][2]["IFLA_IFALIAS"] == "muslin:t"
+
+
+def test_a_veth_without_a_bridge_keeps_ipv6():
+    ns = VethWorker()
+    ns.add_veth("vethp", "eth0", "/run/netns/c")
+    assert not [c for c in ns.calls if c[0] == "sysctl"]

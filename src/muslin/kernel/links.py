@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from muslin.errors import KernelError
 from muslin.kernel.calls import WorkerCalls, errno_of, in_worker, kernel_error
+from muslin.kernel.sysctl import sysctl_name
 
 log = logging.getLogger("muslin")
 
@@ -104,9 +105,14 @@ class Links(WorkerCalls):
     def add_veth(self, name: str, peer: str, peer_netns: str, *, peer_mac: str | None = None,
                  mtu: int | None = None, master: str | None = None, alias: str | None = None,
                  isolated: bool = False) -> None:
-        """A veth pair in one request: ``name`` here, up and enslaved to ``master``; ``peer``
-        created directly in ``peer_netns`` under its final name (no rename, no move).
-        ``isolated`` makes it an isolated bridge port: no traffic to other isolated ports."""
+        """A veth pair: ``name`` here, up and enslaved to ``master``; ``peer`` created directly
+        in ``peer_netns`` under its final name (no rename, no move). ``isolated`` makes it an
+        isolated bridge port: no traffic to other isolated ports.
+
+        A bridge port gets IPv6 switched off while it is still down and loose: a port needs no
+        address of its own, and otherwise coming up makes the kernel give it a link-local
+        address, routes and multicast groups (and switching it off later takes them all away
+        again, each under the lock every network change in every namespace waits for)."""
         peer_attrs = {"ifname": peer, "net_ns_fd": peer_netns}
         if peer_mac:
             peer_attrs["address"] = peer_mac
@@ -114,16 +120,20 @@ class Links(WorkerCalls):
         if mtu:
             attrs["mtu"] = mtu
             peer_attrs["mtu"] = mtu
-        enslave = {"master": self._index(master)} if master else {}
+        if not master and not alias:
+            self._do(f"create veth {name}", self.ipr.link, "add", flags=IFF_UP, change=IFF_UP, **attrs)
+            return
+        self._do(f"create veth {name}", self.ipr.link, "add", **attrs)
+        settings: dict = {"state": "up"}
+        if master:
+            settings["master"] = self._index(master)
+            self.sysctl(f"net.ipv6.conf.{sysctl_name(name)}.disable_ipv6", "1")
         if alias:  # IFLA_IFALIAS is not applied by RTM_NEWLINK: set with master and up in one request
-            self._do(f"create veth {name}", self.ipr.link, "add", **attrs)
-            self._do(f"bring up {name}", self.ipr.link, "set", index=self._index(name), state="up",
-                     IFLA_IFALIAS=alias, **enslave)
-        else:
-            self._do(f"create veth {name}", self.ipr.link, "add", flags=IFF_UP, change=IFF_UP, **attrs, **enslave)
+            settings["IFLA_IFALIAS"] = alias
+        index = self._index(name)
+        self._do(f"bring up {name}", self.ipr.link, "set", index=index, **settings)
         if isolated:
-            self._do(f"isolate {name}", self.ipr.link, "set", index=self._index(name), kind="bridge_slave",
-                     isolated=1)
+            self._do(f"isolate {name}", self.ipr.link, "set", index=index, kind="bridge_slave", isolated=1)
 
     @in_worker
     def wait_port_forwarding(self, name: str, timeout: float = 2.0) -> bool:
