@@ -150,3 +150,22 @@ def test_startup_compares_with_bare_interpreter_and_the_reference_plugin():
     if Path(startup.CNI_BRIDGE).exists():
         argv, stdin, env = cmds["CNI bridge VERSION"]
         assert env["CNI_COMMAND"] == "VERSION" and json.loads(stdin)["cniVersion"]
+
+
+def test_fake_attach_alternates_sizes_and_takes_the_fake_kernels_time_off(tmp_path):
+    fake_attach = bench("fake_attach")
+    fake_attach.time_fake_calls()
+    systems = []
+    for size in (3, 6):
+        engine = fake_attach.Engine(str(tmp_path / f"root{size}"), kernel=fake_attach.TimedFakeKernel())
+        systems.append(fake_attach.FakeEngineSystem(size, engine))
+    try:
+        results = fake_attach.measure(systems, SimpleNamespace(rounds=2, per_round=3, warmup=1))
+        for s in systems:
+            assert s.engine.kernel.spent > 0  # the engine's calls into the fake were timed
+            assert len(s.fake["connect"]) == len(s.fake["disconnect"]) == 6  # warm-up not counted
+            assert [len(r) for r in results[s.key][0].rounds] == [3, 3]
+        assert len(systems[1].engine.endpoints()) == 5  # container #6 disconnected again after each sample
+    finally:
+        for s in systems:
+            s.engine.close()
