@@ -43,8 +43,8 @@ import sys
 import time
 from ipaddress import IPv4Address
 
-from figures import (CONTEXT, FIXED, NOISE, Row, Series, System, measure, paired, paired_ratios, peer,  # noqa: F401
-                     print_summary, process_ms, ratio, timed)
+from figures import (CONTEXT, FIXED, NOISE, Row, System, measure, paired, paired_ratios, peer, print_summary,
+                     process_ms, ratio, timed)
 
 from muslin import kernel
 from muslin.engine import Engine

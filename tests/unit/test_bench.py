@@ -70,7 +70,7 @@ def test_attach_alternates_every_system_and_size_with_equal_samples():
 
 
 def test_attach_ratio_pairs_samples_taken_in_the_same_turn():
-    attach = bench("attach")
+    attach = bench("figures")
     ours, theirs = attach.Series(), attach.Series()
     ours.rounds, theirs.rounds = [[2.0, 2.0], [3.0, 3.0]], [[1.0, 1.0], [2.0, 2.0]]
     # paired samples: 2/1, 2/1, 3/2, 3/2; the medians alone (2.5 / 1.5) would say 1.67

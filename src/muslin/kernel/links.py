@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from muslin.errors import KernelError
 from muslin.kernel.calls import WorkerCalls, errno_of, in_worker, kernel_error
+from muslin.kernel.families import is_ipv6
 from muslin.kernel.sysctl import sysctl_name
 
 log = logging.getLogger("muslin")
@@ -253,7 +254,7 @@ class Links(WorkerCalls):
         """A vxlan device without learning (the control plane fills its FDB), up. One that
         exists with another VNI, port, local address or lower device is replaced, not kept."""
         index = self._index(dev)
-        local_attr = "IFLA_VXLAN_LOCAL6" if ":" in local else "IFLA_VXLAN_LOCAL"  # the underlay's family
+        local_attr = "IFLA_VXLAN_LOCAL6" if is_ipv6(local) else "IFLA_VXLAN_LOCAL"  # the underlay's family
         msgs = self._link_by_name(name)
         if msgs:
             info = msgs[0].get_attr("IFLA_LINKINFO")
