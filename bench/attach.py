@@ -28,7 +28,7 @@ median of one round; the ratios of one run are what counts.
 No system pays for another's ports or rules; the processes started here run in the lab host
 of the system they belong to.
 
-Usage: python bench/attach.py [--n 1000] [--rounds 5] [--per-round 10] [--warmup 5]
+Usage: python bench/attach.py [--n 1000] [--rounds 5] [--per-round 10] [--warmup 5] [--settle 20]
                               [--only engine|cli]
 """
 
@@ -38,6 +38,7 @@ import argparse
 import contextlib
 import json
 import os
+import secrets
 import statistics
 import sys
 import time
@@ -124,15 +125,16 @@ class KernelSystem(System):
         self.join(f"raw{i}", "eth1", self.fillers[i], IPv4Address("10.1.0.2") + i)
 
     def attach(self) -> float:
+        self.port = f"veth{secrets.token_hex(6)[:11]}"  # a new name each time, as the engine's endpoints
         start = time.perf_counter()
-        took = self.join("rawprobe", "eth0", self.probe, IPv4Address("10.255.0.2"))
+        took = self.join(self.port, "eth0", self.probe, IPv4Address("10.255.0.2"))
         total = (time.perf_counter() - start) * 1000
         for step, ms in took.items():
             self.steps[step].append(ms)
         return total
 
     def detach(self) -> float:
-        return timed(lambda: self.host.delete_owned_link("rawprobe", self.ALIAS))
+        return timed(lambda: self.host.delete_owned_link(self.port, self.ALIAS))
 
 
 def run_process(host, argv: list[str], *, env: dict | None = None, stdin: str | None = None) -> float:
@@ -308,6 +310,8 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=5, help="rounds per size (default 5)")
     parser.add_argument("--per-round", type=int, default=10, help="samples per round and system (default 10)")
     parser.add_argument("--warmup", type=int, default=5, help="untimed attach/detach cycles first (default 5)")
+    parser.add_argument("--settle", type=float, default=20,
+                        help="untimed pause (ms) after each sample's detaches (default 20)")
     parser.add_argument("--only", choices=("engine", "cli"), help="run one section")
     args = parser.parse_args()
     if not os.path.isdir(CNI_PATH):
@@ -315,7 +319,8 @@ def main() -> int:
     sizes = [args.small, args.n]
     samples = args.rounds * args.per_round
     print(f"muslin attach benchmark: {samples} samples per size and system ({args.rounds} rounds of "
-          f"{args.per_round}) after {args.warmup} warm-up cycles, systems alternating sample by sample.\n"
+          f"{args.per_round}) after {args.warmup} warm-up cycles, systems alternating sample by sample, "
+          f"{args.settle:g} ms untimed pause after each sample's detaches.\n"
           f"{NOISE}"
           + ("" if samples >= MIN_SAMPLES else f"\nNOTE: fewer than {MIN_SAMPLES} samples per size: not figures "
              "to publish."))

@@ -145,6 +145,9 @@ def measure(systems: list[System], args) -> dict[tuple[str, int], tuple[Series, 
                 series[s.key][0].rounds[-1].append(s.attach())
             for s in order:
                 series[s.key][1].rounds[-1].append(s.detach())
+            # a deleted link leaves the kernel work to finish after the call returns (RCU
+            # callbacks, work queues): a pause, not timed, keeps it out of the next attach
+            time.sleep(getattr(args, "settle", 0) / 1000)
     return series
 
 
