@@ -119,11 +119,22 @@ class System:
         """Forget what warm-up recorded (the timed samples start now)."""
 
 
+def sample_order(systems: list, turn: int) -> list:
+    """The order of sample ``turn``: the systems rotated by one each sample, so that each goes
+    first in turn, and every other cycle of rotations reversed, so that each goes just before
+    another as often as just after it (whoever goes just before may leave warm caches, or
+    kernel work to finish, to whoever follows)."""
+    n = len(systems)
+    rotated = systems[turn % n:] + systems[:turn % n]
+    return rotated if (turn // n) % 2 == 0 else rotated[::-1]
+
+
 def measure(systems: list[System], args) -> dict[tuple[str, int], tuple[Series, Series]]:
     """(label, size) -> (attach, detach) series. Every system is filled and warmed up first;
     then ``args.rounds`` rounds of ``args.per_round`` samples, in each of which every system
-    (both sizes) attaches, then every system detaches, the first of them rotating from sample
-    to sample: drift over time hits every system and both sizes alike."""
+    (both sizes) attaches, then every system detaches, in the order of :func:`sample_order`:
+    drift over time, and what one system leaves to the next, hit every system and both sizes
+    alike."""
     for s in systems:
         s.fill()
     for s in systems:
@@ -139,8 +150,8 @@ def measure(systems: list[System], args) -> dict[tuple[str, int], tuple[Series, 
             attach.rounds.append([])
             detach.rounds.append([])
         for _ in range(args.per_round):
-            order = systems[turn:] + systems[:turn]
-            turn = (turn + 1) % len(systems)
+            order = sample_order(systems, turn)
+            turn += 1
             for s in order:
                 series[s.key][0].rounds[-1].append(s.attach())
             for s in order:

@@ -169,3 +169,20 @@ def test_fake_attach_alternates_sizes_and_takes_the_fake_kernels_time_off(tmp_pa
     finally:
         for s in systems:
             s.engine.close()
+
+
+def test_attach_order_puts_each_system_as_often_just_before_as_just_after_another():
+    """Whoever goes just before a system may leave it warm caches (or kernel work to finish):
+    over the samples, no system may follow a given other more often than it precedes it."""
+    attach = bench("attach")
+    log: list = []
+    systems = [fake_system(label, size, log) for size in (10, 1000) for label in ("engine", "kernel only")]
+    attach.measure(systems, SimpleNamespace(rounds=2, per_round=2 * len(systems), warmup=0))
+    attaches = [key for verb, key in log if verb == "attach"]
+    orders = [attaches[i:i + len(systems)] for i in range(0, len(attaches), len(systems))]
+    before: dict = {}
+    for order in orders:
+        for a, b in zip(order, order[1:]):
+            before[a, b] = before.get((a, b), 0) + 1
+    for (a, b), count in before.items():
+        assert before.get((b, a), 0) == count, (a, b)
