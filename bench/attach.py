@@ -34,7 +34,6 @@ Usage: python bench/attach.py [--n 1000] [--rounds 5] [--per-round 10] [--warmup
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import os
@@ -45,7 +44,7 @@ import time
 from ipaddress import IPv4Address, ip_network
 
 from figures import (CONTEXT, FIXED, NOISE, Row, System, measure, paired, paired_ratios, peer, print_summary,
-                     process_ms, ratio, timed)
+                     process_ms, ratio, sampling_options, timed)
 
 from muslin import kernel
 from muslin.engine import Engine
@@ -362,12 +361,7 @@ def cli_section(args, sizes: list[int], summary: list[Row]) -> None:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n", type=int, default=1000, help="the large bridge size (default 1000)")
-    parser.add_argument("--small", type=int, default=10, help="the small bridge size (default 10)")
-    parser.add_argument("--rounds", type=int, default=5, help="rounds per size (default 5)")
-    parser.add_argument("--per-round", type=int, default=10, help="samples per round and system (default 10)")
-    parser.add_argument("--warmup", type=int, default=5, help="untimed attach/detach cycles first (default 5)")
+    parser = sampling_options(__doc__.splitlines()[0], n=1000, per_round=10, warmup=5)
     parser.add_argument("--settle", type=float, default=20,
                         help="untimed pause (ms) after each sample's detaches (default 20)")
     parser.add_argument("--only", choices=("engine", "cli"), help="run one section")

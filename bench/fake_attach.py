@@ -18,7 +18,6 @@ Usage: python bench/fake_attach.py [--n 10000] [--small 10] [--rounds 5] [--per-
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import os
 import statistics
@@ -29,7 +28,8 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
 
 from fakekernel import FakeKernel, FakeNamespace  # noqa: E402
-from figures import CONTEXT, FIXED, Row, System, measure, paired, print_summary, ratio, timed  # noqa: E402
+from figures import (CONTEXT, FIXED, Row, System, measure, paired, print_summary, ratio,  # noqa: E402
+                     sampling_options, timed)
 from muslin.engine import Engine  # noqa: E402
 
 GROWTH_TARGET = 1.2  # as for the real kernel's attach #1000 / #10: flat, within the noise
@@ -107,12 +107,7 @@ class FakeEngineSystem(System):
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n", type=int, default=10000, help="the large network's size (default 10000)")
-    parser.add_argument("--small", type=int, default=10, help="the small network's size (default 10)")
-    parser.add_argument("--rounds", type=int, default=5, help="rounds (default 5)")
-    parser.add_argument("--per-round", type=int, default=20, help="samples per round and size (default 20)")
-    parser.add_argument("--warmup", type=int, default=20, help="untimed connect/disconnect cycles first (default 20)")
+    parser = sampling_options(__doc__.splitlines()[0], n=10000, per_round=20, warmup=20)
     args = parser.parse_args()
     sizes = [args.small, args.n]
     print(f"engine on the fake kernel: connect #{sizes[0]} and #{sizes[1]}, {args.rounds * args.per_round} samples "

@@ -8,6 +8,7 @@ the machine's load moves the figure against), or nothing (context)."""
 
 from __future__ import annotations
 
+import argparse
 import math
 import statistics
 import subprocess
@@ -117,6 +118,19 @@ class System:
 
     def start_timing(self) -> None:
         """Forget what warm-up recorded (the timed samples start now)."""
+
+
+def sampling_options(description: str, *, n: int, per_round: int, warmup: int) -> argparse.ArgumentParser:
+    """A parser with the options of a steady-state measurement at two sizes (``measure``)."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--n", type=int, default=n, help=f"the large size (default {n})")
+    parser.add_argument("--small", type=int, default=10, help="the small size (default 10)")
+    parser.add_argument("--rounds", type=int, default=5, help="rounds (default 5)")
+    parser.add_argument("--per-round", type=int, default=per_round,
+                        help=f"samples per round, system and size (default {per_round})")
+    parser.add_argument("--warmup", type=int, default=warmup,
+                        help=f"untimed attach/detach cycles first (default {warmup})")
+    return parser
 
 
 def sample_order(systems: list, turn: int) -> list:
