@@ -410,7 +410,7 @@ class Engine:
                 return con, None
         if name is not None and self.store.docs("containers", "name = ?", (name,)):
             raise Conflict(f'Conflict. The container name "/{name}" is already in use')
-        taken = {d["name"] for _, d in self.store.docs("containers")} if name is None else set()
+        taken = self.store.taken_names("containers") if name is None else set()
         con = Container(id=names.new_id(), name=name or names.container_name(taken), created=_now(), netns=path,
                         owns_netns=False, pid=pid, pid_start=pid_start, runtime=runtime)
         self.store.put("containers", con.id, con.name, "active", con.to_doc())
@@ -604,7 +604,7 @@ class Engine:
                 net = self.find_network(network)
             check_endpoint_settings(net, ip, ip6, aliases)
             if name is None:
-                taken = {d["name"] for _, d in self.store.docs("containers")}
+                taken = self.store.taken_names("containers")
             cid = names.new_id()
             con = Container(id=cid, name=name or names.container_name(taken), created=_now(),
                             netns=os.path.join(self.root, "netns", cid), command=list(command),

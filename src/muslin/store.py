@@ -135,6 +135,11 @@ class Store:
                 return rows
         return []
 
+    def taken_names(self, table: str) -> "TakenNames":
+        """The names used in ``table`` (networks, containers), for choosing a free one:
+        ``name in taken_names(...)`` is one indexed lookup, not a read of every row."""
+        return TakenNames(self, table)
+
     def docs(self, table: str, where: str = "1", params: tuple = ()) -> list[tuple[str, dict]]:
         """``(state, doc)`` of every matching row, oldest first."""
         rows = self.read().execute(f"SELECT state, doc FROM {table} WHERE {where} ORDER BY rowid", params)
@@ -185,3 +190,14 @@ class Store:
         with self.transaction() as db:
             db.execute("DELETE FROM addresses WHERE network_id = ?", (network_id,))
             db.execute("DELETE FROM pool_hints WHERE network_id = ?", (network_id,))
+
+
+class TakenNames:
+    """The names of one table, answering ``in`` from its UNIQUE index (see :meth:`Store.taken_names`)."""
+
+    def __init__(self, store: Store, table: str):
+        self._store, self._table = store, table
+
+    def __contains__(self, name: object) -> bool:
+        row = self._store.read().execute(f"SELECT 1 FROM {self._table} WHERE name = ?", (name,)).fetchone()
+        return row is not None

@@ -70,7 +70,7 @@ def test_attach_alternates_every_system_and_size_with_equal_samples():
 
 
 def test_attach_ratio_pairs_samples_taken_in_the_same_turn():
-    attach = bench("attach")
+    attach = bench("figures")
     ours, theirs = attach.Series(), attach.Series()
     ours.rounds, theirs.rounds = [[2.0, 2.0], [3.0, 3.0]], [[1.0, 1.0], [2.0, 2.0]]
     # paired samples: 2/1, 2/1, 3/2, 3/2; the medians alone (2.5 / 1.5) would say 1.67
@@ -150,3 +150,39 @@ def test_startup_compares_with_bare_interpreter_and_the_reference_plugin():
     if Path(startup.CNI_BRIDGE).exists():
         argv, stdin, env = cmds["CNI bridge VERSION"]
         assert env["CNI_COMMAND"] == "VERSION" and json.loads(stdin)["cniVersion"]
+
+
+def test_fake_attach_alternates_sizes_and_takes_the_fake_kernels_time_off(tmp_path):
+    fake_attach = bench("fake_attach")
+    fake_attach.time_fake_calls()
+    systems = []
+    for size in (3, 6):
+        engine = fake_attach.Engine(str(tmp_path / f"root{size}"), kernel=fake_attach.TimedFakeKernel())
+        systems.append(fake_attach.FakeEngineSystem(size, engine))
+    try:
+        results = fake_attach.measure(systems, SimpleNamespace(rounds=2, per_round=3, warmup=1))
+        for s in systems:
+            assert s.engine.kernel.spent > 0  # the engine's calls into the fake were timed
+            assert len(s.fake["connect"]) == len(s.fake["disconnect"]) == 6  # warm-up not counted
+            assert [len(r) for r in results[s.key][0].rounds] == [3, 3]
+        assert len(systems[1].engine.endpoints()) == 5  # container #6 disconnected again after each sample
+    finally:
+        for s in systems:
+            s.engine.close()
+
+
+def test_attach_order_puts_each_system_as_often_just_before_as_just_after_another():
+    """Whoever goes just before a system may leave it warm caches (or kernel work to finish):
+    over the samples, no system may follow a given other more often than it precedes it."""
+    attach = bench("attach")
+    log: list = []
+    systems = [fake_system(label, size, log) for size in (10, 1000) for label in ("engine", "kernel only")]
+    attach.measure(systems, SimpleNamespace(rounds=2, per_round=2 * len(systems), warmup=0))
+    attaches = [key for verb, key in log if verb == "attach"]
+    orders = [attaches[i:i + len(systems)] for i in range(0, len(attaches), len(systems))]
+    before: dict = {}
+    for order in orders:
+        for a, b in zip(order, order[1:]):
+            before[a, b] = before.get((a, b), 0) + 1
+    for (a, b), count in before.items():
+        assert before.get((b, a), 0) == count, (a, b)

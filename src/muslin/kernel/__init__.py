@@ -23,7 +23,8 @@ import threading
 
 from muslin.errors import KernelError
 from muslin.kernel.addresses import Addresses, Interface, address_attrs
-from muslin.kernel.calls import WorkerCalls, family_of, in_worker
+from muslin.kernel.calls import WorkerCalls, in_worker
+from muslin.kernel.families import AF_INET6, family_of
 from muslin.kernel.links import IPVLAN_FLAGS, IPVLAN_MODES, Link, Links, teach_pyroute2_ipvlan_flags
 from muslin.kernel.neighbours import Neighbours
 from muslin.kernel.netns import (SIOCGSKNS, create_netns, inode, netns_alive, netns_id, own_netns, pids_in_netns,
@@ -146,7 +147,7 @@ class Namespace(Links, Addresses, Routes, Neighbours, Sysctls, WorkerCalls):
         for) the address learn at once where it is — for interfaces straight on a segment."""
         self._do("bring up lo", self.ipr.link, "set", index=1, state="up")  # lo is always 1 in a new namespace
         index = self._index(name)
-        if not any(":" in cidr for cidr in addresses):
+        if not any(family_of(cidr) == AF_INET6 for cidr in addresses):
             self.sysctl(f"net.ipv6.conf.{sysctl_name(name)}.disable_ipv6", "1")
         elif announce:
             self.sysctl(f"net.ipv6.conf.{sysctl_name(name)}.ndisc_notify", "1")

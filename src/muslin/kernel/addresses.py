@@ -7,7 +7,8 @@ from __future__ import annotations
 import errno
 from dataclasses import dataclass
 
-from muslin.kernel.calls import FAMILIES, WorkerCalls, errno_of, in_worker, kernel_error
+from muslin.kernel.calls import WorkerCalls, errno_of, in_worker, kernel_error
+from muslin.kernel.families import FAMILIES, is_ipv6
 from muslin.kernel.links import link_of
 
 IFA_F_NODAD = 0x02  # IPv6 address usable at once, as Docker configures it
@@ -80,6 +81,6 @@ def address_attrs(index: int, cidr: str) -> dict:
     """RTM_NEWADDR arguments for ``addr/prefix``; IPv6 without duplicate address detection."""
     addr, _, prefix = cidr.partition("/")
     kwargs = {"index": index, "address": addr, "prefixlen": int(prefix)}
-    if ":" in addr:
+    if is_ipv6(addr):
         kwargs["flags"] = IFA_F_NODAD
     return kwargs

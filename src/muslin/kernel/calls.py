@@ -1,5 +1,5 @@
 """What the per-object modules share: running a method in the namespace's worker thread,
-turning pyroute2's failures into :class:`~muslin.errors.KernelError`, and address families.
+and turning pyroute2's failures into :class:`~muslin.errors.KernelError`.
 
 Each object (links, addresses, routes, neighbours, sysctls) is a mixin of methods that
 :class:`~muslin.kernel.Namespace` inherits: a method reaches the worker's socket as ``self.ipr``
@@ -13,17 +13,8 @@ import errno
 import functools
 import os
 import threading
-from socket import AF_INET, AF_INET6
 
 from muslin.errors import KernelError
-
-FAMILIES = (AF_INET, AF_INET6)  # in this order: IPv4 first wherever both are listed
-
-
-def family_of(address: str) -> int:
-    """The address family of an address or CIDR."""
-    return AF_INET6 if ":" in address else AF_INET
-
 
 def in_worker(method):
     """Run the decorated method in the namespace's worker thread."""

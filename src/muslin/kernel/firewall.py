@@ -60,6 +60,7 @@ from ipaddress import IPv4Network, IPv6Network
 from typing import Iterable
 
 from muslin.errors import InvalidParameter, KernelError
+from muslin.kernel.families import NFT_BRIDGE, NFT_FAMILY, NFT_INET, NFT_IP, NFT_IP6
 from muslin.names import interface_name_problem
 
 TABLE = "muslin"
@@ -147,7 +148,7 @@ def render(networks: Iterable[BridgeRules], table: str = TABLE, *, bridge_meta: 
         seen.add(n.bridge)
 
     cmds: list[dict] = []
-    for family in ("inet", "bridge"):
+    for family in (NFT_INET, NFT_BRIDGE):
         t = {"family": family, "name": table}
         cmds.append({"add": {"table": dict(t)}})
         cmds.append({"flush": {"table": dict(t)}})
@@ -170,7 +171,7 @@ def render(networks: Iterable[BridgeRules], table: str = TABLE, *, bridge_meta: 
     # another through a published port, would need it: it must use a proxy.)
     raw: list[list[dict]] = []
     for n in nets:  # one rule per subnet: a prefix compare is cheap; a concatenated interval set is not
-        for version, proto in ((4, "ip"), (6, "ip6")):
+        for version, proto in NFT_FAMILY.items():
             # a fabric network's subnet is inside the fabric, whose agent exempts all of it in its
             # own table: a second raw chain would cost every packet another hook (~3 % of a stream)
             own = (x for x in n.subnets if x.version == version
@@ -178,7 +179,7 @@ def render(networks: Iterable[BridgeRules], table: str = TABLE, *, bridge_meta: 
             for s in sorted(ipaddress.collapse_addresses(own)):
                 raw.append([_match(_payload(proto, "saddr"), _prefix(s)),
                             _match(_payload(proto, "daddr"), _prefix(s)), {"notrack": None}])
-    chain("inet", "prerouting", "filter", "prerouting", PRIO_RAW, raw)
+    chain(NFT_INET, "prerouting", "filter", "prerouting", PRIO_RAW, raw)
 
     # --- inet forward: ICC off (routed / br_netfilter), isolation, internal
     bridges = [n.bridge for n in nets]
@@ -201,7 +202,7 @@ def render(networks: Iterable[BridgeRules], table: str = TABLE, *, bridge_meta: 
                 _match(_IIF_OIF, _pairs(internal), "!="),
                 _DROP,
             ])
-    chain("inet", "forward", "filter", "forward", PRIO_FILTER, fwd)
+    chain(NFT_INET, "forward", "filter", "forward", PRIO_FILTER, fwd)
 
     # --- inet nat postrouting: masquerade (IPv4 only, as Docker by default)
     nat: list[list[dict]] = []
@@ -210,14 +211,14 @@ def render(networks: Iterable[BridgeRules], table: str = TABLE, *, bridge_meta: 
         if n.masquerade and not n.internal and v4:
             rule = [
                 _match(_meta("oifname"), n.bridge, "!="),
-                _match(_payload("ip", "saddr"), _one_or_set([_prefix(s) for s in v4])),
+                _match(_payload(NFT_IP, "saddr"), _one_or_set([_prefix(s) for s in v4])),
             ]
             exempt = sorted(ipaddress.collapse_addresses(ipaddress.ip_network(x) for x in n.nat_exempt
                                                          if ipaddress.ip_network(x).version == 4))
             if exempt:
-                rule.append(_match(_payload("ip", "daddr"), _one_or_set([_prefix(x) for x in exempt]), "!="))
+                rule.append(_match(_payload(NFT_IP, "daddr"), _one_or_set([_prefix(x) for x in exempt]), "!="))
             nat.append(rule + [{"masquerade": None}])
-    chain("inet", "postrouting", "nat", "postrouting", PRIO_SRCNAT, nat)
+    chain(NFT_INET, "postrouting", "nat", "postrouting", PRIO_SRCNAT, nat)
 
     # --- bridge forward: ICC off between ports of the same bridge
     brf: list[list[dict]] = []
@@ -225,18 +226,18 @@ def render(networks: Iterable[BridgeRules], table: str = TABLE, *, bridge_meta: 
         if bridge_meta:
             brf.append([
                 _match(_meta("ibrname"), _one_or_set(icc_off)),
-                _match(_payload("ether", "type"), {"set": ["ip", "ip6"]}),
+                _match(_payload("ether", "type"), {"set": [NFT_IP, NFT_IP6]}),
                 _DROP,
             ])
         else:
-            for version, proto in ((4, "ip"), (6, "ip6")):
+            for version, proto in NFT_FAMILY.items():
                 subnets = sorted(ipaddress.collapse_addresses(
                     s for n in nets if not n.icc for s in n.subnets if s.version == version))
                 if not subnets:
                     continue
                 for field in ("saddr", "daddr"):
                     brf.append([_match(_payload(proto, field), _one_or_set([_prefix(s) for s in subnets])), _DROP])
-    chain("bridge", "forward", "filter", "forward", PRIO_BRIDGE_FILTER, brf)
+    chain(NFT_BRIDGE, "forward", "filter", "forward", PRIO_BRIDGE_FILTER, brf)
 
     return {"nftables": cmds}
 
@@ -252,12 +253,12 @@ def bridge_meta_supported(nft) -> bool:
     cached = nft.features.get(FEATURE_BRIDGE_META)
     if cached is not None:
         return cached
-    t = {"family": "bridge", "table": "muslin-probe"}
+    t = {"family": NFT_BRIDGE, "table": "muslin-probe"}
     doc = {"nftables": [
-        {"add": {"table": {"family": "bridge", "name": "muslin-probe"}}},
+        {"add": {"table": {"family": NFT_BRIDGE, "name": "muslin-probe"}}},
         {"add": {"chain": dict(t, name="probe")}},
         {"add": {"rule": dict(t, chain="probe", expr=[_match(_meta("ibrname"), "muslin-probe"), _DROP])}},
-        {"delete": {"table": {"family": "bridge", "name": "muslin-probe"}}},
+        {"delete": {"table": {"family": NFT_BRIDGE, "name": "muslin-probe"}}},
     ]}
     try:
         nft.json_cmd(doc)
@@ -283,7 +284,7 @@ def apply(nft, networks: Iterable[BridgeRules], table: str = TABLE, *, bridge_me
 def remove(nft, table: str = TABLE) -> None:
     """Delete muslin's tables; idempotent (add-then-delete in one batch)."""
     cmds = []
-    for family in ("inet", "bridge"):
+    for family in (NFT_INET, NFT_BRIDGE):
         t = {"family": family, "name": table}
         cmds.append({"add": {"table": dict(t)}})
         cmds.append({"delete": {"table": dict(t)}})
@@ -335,15 +336,15 @@ def render_fabric(rules: FabricRules | None, table: str | None = None) -> dict:
     """
     table = table or (rules.table if rules is not None else FABRIC_TABLE)
     cmds: list[dict] = []
-    for family in ("ip", "ip6"):
+    for family in (NFT_IP, NFT_IP6):
         t = {"family": family, "name": table}
         cmds.append({"add": {"table": dict(t)}})
         cmds.append({"delete": {"table": dict(t)}})
     if rules is None:
         return {"nftables": cmds}
     for family, net, own_subnet, own, mcast in (
-            ("ip", rules.network, rules.subnet, rules.own, "224.0.0.0/4"),
-            ("ip6", rules.network6, rules.subnet6, rules.own6, "ff00::/8")):
+            (NFT_IP, rules.network, rules.subnet, rules.own, "224.0.0.0/4"),
+            (NFT_IP6, rules.network6, rules.subnet6, rules.own6, "ff00::/8")):
         if net is None or own_subnet is None:
             continue
         t = {"family": family, "name": table}

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 from muslin.errors import KernelError
 from muslin.kernel.calls import WorkerCalls, errno_of, in_worker, kernel_error
+from muslin.kernel.families import is_ipv6
+from muslin.kernel.sysctl import sysctl_name
 
 log = logging.getLogger("muslin")
 
@@ -64,13 +66,20 @@ class Links(WorkerCalls):
 
     @in_worker
     def link(self, name: str) -> Link | None:
+        """The link ``name``, or None. One RTM_GETLINK by name: pyroute2's ``get_links(ifname=…)``
+        dumps every link and filters them itself, which made each detach from a bridge of 1000
+        ports cost over a second."""
+        msgs = self._link_by_name(name)
+        return link_of(msgs[0]) if msgs else None
+
+    def _link_by_name(self, name: str) -> list:
+        """The RTM_NEWLINK message of ``name`` in a list ([] when there is none)."""
         try:
-            msgs = self.ipr.get_links(ifname=name)
+            return self.ipr.link("get", ifname=name)
         except Exception as exc:
             if errno_of(exc) == errno.ENODEV:
-                return None
+                return []
             raise kernel_error(exc, f"look up link {name}") from None
-        return link_of(msgs[0]) if msgs else None
 
     @in_worker
     def add_bridge(self, name: str, *, mtu: int | None = None, alias: str | None = None, mac: str | None = None) -> Link:
@@ -97,10 +106,15 @@ class Links(WorkerCalls):
     def add_veth(self, name: str, peer: str, peer_netns: str | None, *, peer_mac: str | None = None,
                  mtu: int | None = None, master: str | None = None, alias: str | None = None,
                  isolated: bool = False) -> None:
-        """A veth pair in one request: ``name`` here, up and enslaved to ``master``; ``peer``
-        created directly in ``peer_netns`` under its final name (no rename, no move), or
-        left here, down, when ``peer_netns`` is None.
-        ``isolated`` makes it an isolated bridge port: no traffic to other isolated ports."""
+        """A veth pair: ``name`` here, up and enslaved to ``master``; ``peer`` created directly
+        in ``peer_netns`` under its final name (no rename, no move), or left here, down, when
+        ``peer_netns`` is None. ``isolated`` makes it an isolated bridge port: no traffic to
+        other isolated ports.
+
+        A bridge port gets IPv6 switched off while it is still down and loose: a port needs no
+        address of its own, and otherwise coming up makes the kernel give it a link-local
+        address, routes and multicast groups (and switching it off later takes them all away
+        again, each under the lock every network change in every namespace waits for)."""
         peer_attrs = {"ifname": peer} if peer_netns is None else {"ifname": peer, "net_ns_fd": peer_netns}
         if peer_mac:
             peer_attrs["address"] = peer_mac
@@ -108,16 +122,20 @@ class Links(WorkerCalls):
         if mtu:
             attrs["mtu"] = mtu
             peer_attrs["mtu"] = mtu
-        enslave = {"master": self._index(master)} if master else {}
+        if not master and not alias:
+            self._do(f"create veth {name}", self.ipr.link, "add", flags=IFF_UP, change=IFF_UP, **attrs)
+            return
+        self._do(f"create veth {name}", self.ipr.link, "add", **attrs)
+        settings: dict = {"state": "up"}
+        if master:
+            settings["master"] = self._index(master)
+            self.sysctl(f"net.ipv6.conf.{sysctl_name(name)}.disable_ipv6", "1")
         if alias:  # IFLA_IFALIAS is not applied by RTM_NEWLINK: set with master and up in one request
-            self._do(f"create veth {name}", self.ipr.link, "add", **attrs)
-            self._do(f"bring up {name}", self.ipr.link, "set", index=self._index(name), state="up",
-                     IFLA_IFALIAS=alias, **enslave)
-        else:
-            self._do(f"create veth {name}", self.ipr.link, "add", flags=IFF_UP, change=IFF_UP, **attrs, **enslave)
+            settings["IFLA_IFALIAS"] = alias
+        index = self._index(name)
+        self._do(f"bring up {name}", self.ipr.link, "set", index=index, **settings)
         if isolated:
-            self._do(f"isolate {name}", self.ipr.link, "set", index=self._index(name), kind="bridge_slave",
-                     isolated=1)
+            self._do(f"isolate {name}", self.ipr.link, "set", index=index, kind="bridge_slave", isolated=1)
 
     @in_worker
     def wait_port_forwarding(self, name: str, timeout: float = 2.0) -> bool:
@@ -237,8 +255,8 @@ class Links(WorkerCalls):
         """A vxlan device without learning (the control plane fills its FDB), up. One that
         exists with another VNI, port, local address or lower device is replaced, not kept."""
         index = self._index(dev)
-        local_attr = "IFLA_VXLAN_LOCAL6" if ":" in local else "IFLA_VXLAN_LOCAL"  # the underlay's family
-        msgs = self.ipr.get_links(ifname=name) if self.ipr.link_lookup(ifname=name) else []
+        local_attr = "IFLA_VXLAN_LOCAL6" if is_ipv6(local) else "IFLA_VXLAN_LOCAL"  # the underlay's family
+        msgs = self._link_by_name(name)
         if msgs:
             info = msgs[0].get_attr("IFLA_LINKINFO")
             data = info.get_attr("IFLA_INFO_DATA") if info is not None else None

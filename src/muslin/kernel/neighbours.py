@@ -5,9 +5,8 @@ family AF_BRIDGE): what the fabric's vxlan backend programs per remote lease. A 
 
 from __future__ import annotations
 
-from socket import AF_BRIDGE
-
-from muslin.kernel.calls import FAMILIES, WorkerCalls, in_worker
+from muslin.kernel.calls import WorkerCalls, in_worker
+from muslin.kernel.families import AF_BRIDGE, FAMILIES
 
 NUD_PERMANENT = 0x80
 NTF_SELF = 0x2

@@ -7,9 +7,8 @@ from __future__ import annotations
 
 import errno
 from dataclasses import dataclass
-from socket import AF_INET, AF_INET6
-
-from muslin.kernel.calls import FAMILIES, WorkerCalls, errno_of, family_of, in_worker, kernel_error
+from muslin.kernel.calls import WorkerCalls, errno_of, in_worker, kernel_error
+from muslin.kernel.families import AF_INET, AF_INET6, FAMILIES, family_of
 
 RTNH_F_ONLINK = 0x4
 RT_TABLE_MAIN = 254
