@@ -57,6 +57,18 @@ CREATE TABLE IF NOT EXISTS pool_hints (
     hint       TEXT NOT NULL,
     PRIMARY KEY (network_id, pool)
 );
+-- One row per published host port: the key makes two holders of one port impossible.
+-- "host_ip" is 0.0.0.0 or :: for every address of its family.
+CREATE TABLE IF NOT EXISTS ports (
+    proto          TEXT NOT NULL,
+    family         INTEGER NOT NULL,
+    host_ip        TEXT NOT NULL,
+    host_port      INTEGER NOT NULL,
+    container_id   TEXT NOT NULL,
+    container_port INTEGER NOT NULL,
+    PRIMARY KEY (proto, family, host_ip, host_port)
+);
+CREATE INDEX IF NOT EXISTS ports_by_container ON ports (container_id);
 """
 
 
@@ -185,3 +197,45 @@ class Store:
         with self.transaction() as db:
             db.execute("DELETE FROM addresses WHERE network_id = ?", (network_id,))
             db.execute("DELETE FROM pool_hints WHERE network_id = ?", (network_id,))
+
+    # -- published ports ------------------------------------------------------
+
+    def port_taken(self, proto: str, family: int, host_ip: str, host_port: int, any_ip: str) -> bool:
+        """Whether a host port is held on ``host_ip``, or on every address (``any_ip``) — or,
+        for ``any_ip`` itself, on any address of the family."""
+        where = "proto = ? AND family = ? AND host_port = ?"
+        params: tuple = (proto, family, host_port)
+        if host_ip != any_ip:
+            where += " AND host_ip IN (?, ?)"
+            params += (host_ip, any_ip)
+        return self.read().execute(f"SELECT 1 FROM ports WHERE {where} LIMIT 1", params).fetchone() is not None
+
+    def hold_port(self, container_id: str, proto: str, family: int, host_ip: str, host_port: int,
+                  container_port: int) -> bool:
+        """Hold one host port for a container (call inside a transaction); False when held."""
+        with self.transaction() as db:
+            try:
+                db.execute("INSERT INTO ports (proto, family, host_ip, host_port, container_id, container_port) "
+                           "VALUES (?, ?, ?, ?, ?, ?)", (proto, family, host_ip, host_port, container_id,
+                                                         container_port))
+            except sqlite3.IntegrityError:
+                return False
+        return True
+
+    def held_ports(self, proto: str, family: int, low: int, high: int) -> set[int]:
+        rows = self.read().execute("SELECT host_port FROM ports WHERE proto = ? AND family = ? AND host_port "
+                                   "BETWEEN ? AND ?", (proto, family, low, high))
+        return {port for (port,) in rows}
+
+    def ports(self, container_id: str | None = None) -> list[dict]:
+        """The host ports held (by one container, or all), as bindings."""
+        where, params = ("container_id = ?", (container_id,)) if container_id else ("1", ())
+        rows = self.read().execute(
+            "SELECT container_id, container_port, proto, family, host_ip, host_port FROM ports "
+            f"WHERE {where} ORDER BY container_port, proto, family, host_port", params)
+        return [{"container_id": c, "container_port": cp, "proto": p, "family": f, "host_ip": ip, "host_port": hp}
+                for c, cp, p, f, ip, hp in rows]
+
+    def release_ports(self, container_id: str) -> int:
+        with self.transaction() as db:
+            return db.execute("DELETE FROM ports WHERE container_id = ?", (container_id,)).rowcount

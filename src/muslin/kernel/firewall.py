@@ -64,11 +64,31 @@ from muslin.names import interface_name_problem
 
 TABLE = "muslin"
 PRIO_RAW = -300          # inet "raw": before conntrack
+PRIO_DSTNAT = -100       # inet "dstnat"
 PRIO_FILTER = 0          # inet "filter"
 PRIO_SRCNAT = 100        # inet "srcnat"
 PRIO_BRIDGE_FILTER = -200  # bridge family "filter"
 
 FEATURE_BRIDGE_META = "bridge_meta"
+
+
+@dataclass(frozen=True, order=True)
+class Published:
+    """One host port DNATed to a container: ``host_ip`` "" for every local address of ``family``."""
+
+    proto: str
+    family: int
+    host_ip: str
+    host_port: int
+    address: str   # the container's, of the same family
+    port: int
+
+    def __post_init__(self) -> None:
+        if self.proto not in ("tcp", "udp", "sctp") or self.family not in (4, 6):
+            raise InvalidParameter(f"invalid published port {self}")
+        for a in (self.address, self.host_ip):
+            if a and ipaddress.ip_address(a).version != self.family:
+                raise InvalidParameter(f"invalid published port {self}: address family")
 
 
 @dataclass(frozen=True)
@@ -84,6 +104,10 @@ class BridgeRules:
     # alone (a container seen on another host keeps its own address), and so does notrack
     # here (the fabric agent's table exempts them)
     nat_exempt: tuple[IPv4Network | IPv6Network, ...] = ()
+    # published ports served by this bridge's containers, and the bridge's own addresses (the
+    # source masquerade gives hairpin and localhost flows, whose replies must stay tracked)
+    published: tuple[Published, ...] = ()
+    gateways: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         b = self.bridge
@@ -175,9 +199,17 @@ def render(networks: Iterable[BridgeRules], table: str = TABLE, *, bridge_meta: 
             # own table: a second raw chain would cost every packet another hook (~3 % of a stream)
             own = (x for x in n.subnets if x.version == version
                    and not any(x.version == f.version and x.subnet_of(f) for f in n.nat_exempt))
+            gateways = sorted(g for g in n.gateways if ipaddress.ip_address(g).version == version) \
+                if n.published else []
             for s in sorted(ipaddress.collapse_addresses(own)):
-                raw.append([_match(_payload(proto, "saddr"), _prefix(s)),
-                            _match(_payload(proto, "daddr"), _prefix(s)), {"notrack": None}])
+                rule = [_match(_payload(proto, "saddr"), _prefix(s)), _match(_payload(proto, "daddr"), _prefix(s))]
+                if gateways:
+                    rule.append(_match(_payload(proto, "daddr"), _one_or_set(gateways), "!="))
+                raw.append(rule + [{"notrack": None}])
+    localnet = [n.bridge for n in nets if n.published]
+    if localnet:  # route_localnet on these bridges must not open the host's loopback to containers
+        raw.append([_match(_meta("iifname"), _one_or_set(localnet)),
+                    _match(_payload("ip", "daddr"), _prefix(LOOPBACK)), _DROP])
     chain("inet", "prerouting", "filter", "prerouting", PRIO_RAW, raw)
 
     # --- inet forward: ICC off (routed / br_netfilter), isolation, internal
@@ -217,7 +249,13 @@ def render(networks: Iterable[BridgeRules], table: str = TABLE, *, bridge_meta: 
             if exempt:
                 rule.append(_match(_payload("ip", "daddr"), _one_or_set([_prefix(x) for x in exempt]), "!="))
             nat.append(rule + [{"masquerade": None}])
+    nat.extend(_published_masquerade(nets))
     chain("inet", "postrouting", "nat", "postrouting", PRIO_SRCNAT, nat)
+
+    # --- inet nat prerouting/output: published ports, one map lookup per packet
+    published = sorted({p for n in nets for p in n.published})
+    chain("inet", "dnat-prerouting", "nat", "prerouting", PRIO_DSTNAT, _dnat_rules(published, output=False))
+    chain("inet", "dnat-output", "nat", "output", PRIO_DSTNAT, _dnat_rules(published, output=True))
 
     # --- bridge forward: ICC off between ports of the same bridge
     brf: list[list[dict]] = []
@@ -239,6 +277,59 @@ def render(networks: Iterable[BridgeRules], table: str = TABLE, *, bridge_meta: 
     chain("bridge", "forward", "filter", "forward", PRIO_BRIDGE_FILTER, brf)
 
     return {"nftables": cmds}
+
+
+LOOPBACK = ipaddress.ip_network("127.0.0.0/8")
+_NFPROTO = {4: "ipv4", 6: "ipv6"}
+_FAMILY = {4: "ip", 6: "ip6"}
+
+
+def _dnat_rules(published: list[Published], output: bool) -> list[list[dict]]:
+    """Per family, a rule for ports on one host address (keyed by address, protocol and port)
+    and one for ports on every local address (protocol and port): each an anonymous map, so
+    a packet costs one hash lookup however many ports are published. Addresses given take
+    precedence (their rule comes first). From the host itself (``output``) the same, but
+    IPv6's loopback, which cannot leave the host, is left alone."""
+    rules = []
+    l4 = [_meta("l4proto"), _payload("th", "dport")]
+    for family in (4, 6):
+        ip = _FAMILY[family]
+        for specific in (True, False):
+            chosen = [p for p in published if p.family == family and bool(p.host_ip) == specific]
+            if not chosen:
+                continue
+            key = ([_payload(ip, "daddr")] if specific else []) + l4
+            elements = [[{"concat": ([p.host_ip] if specific else []) + [p.proto, p.host_port]},
+                         {"concat": [p.address, p.port]}] for p in chosen]
+            rule = [_match(_meta("nfproto"), _NFPROTO[family]),
+                    _match({"fib": {"result": "type", "flags": ["daddr"]}}, "local")]
+            if output and family == 6:
+                rule.append(_match(_payload("ip6", "daddr"), "::1", "!="))
+            rule.append({"dnat": {"family": ip, "addr": {"map": {"key": {"concat": key},
+                                                                 "data": {"set": elements}}}}})
+            rules.append(rule)
+    return rules
+
+
+def _published_masquerade(nets: list[BridgeRules]) -> list[list[dict]]:
+    """For bridges with published ports: the host's own loopback flows (127.0.0.0/8 cannot go
+    out on a bridge, and a container could not answer it) and hairpin flows (a container
+    reaching a published port of its own network through a host address: the answer must
+    come back through the host, not straight from the other container)."""
+    rules = []
+    for n in nets:
+        if not n.published:
+            continue
+        rules.append([_match(_meta("oifname"), n.bridge), _match(_payload("ip", "saddr"), _prefix(LOOPBACK)),
+                      {"masquerade": None}])
+        for version, proto in ((4, "ip"), (6, "ip6")):
+            subnets = sorted(ipaddress.collapse_addresses(s for s in n.subnets if s.version == version))
+            if subnets:
+                rules.append([_match(_meta("oifname"), n.bridge),
+                              _match({"ct": {"key": "status"}}, "dnat", "in"),
+                              _match(_payload(proto, "saddr"), _one_or_set([_prefix(s) for s in subnets])),
+                              {"masquerade": None}])
+    return rules
 
 
 # ---------------------------------------------------------------- kernel side

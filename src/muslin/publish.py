@@ -1,0 +1,116 @@
+"""Host ports for published container ports: held in the store, turned into firewall specs.
+
+The store's ``ports`` table is the only record: its key (protocol, family, host address,
+host port) makes one port held twice impossible, and the nftables maps are rendered from it,
+so a daemon killed at any point comes back with exactly the ports the store holds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from muslin.errors import Conflict, Exhausted
+from muslin.kernel.firewall import Published
+from muslin.ports import ANY, Mapping, parse_expose, parse_publish, port_key
+
+# Docker's fallback when the kernel's range cannot be read (portallocator)
+DEFAULT_EPHEMERAL = (49153, 65535)
+# Docker's own words (libnetwork portallocator / bridge driver)
+MSG_ALLOCATED = "Bind for {ip}:{port} failed: port is already allocated"
+MSG_ALL_ALLOCATED = "all ports are allocated"
+
+
+def plan(publish=(), expose=(), publish_all: bool = False) -> tuple[list[Mapping], list[str]]:
+    """``-p``, ``--expose`` and ``-P`` → the mappings to hold and the exposed port keys
+    (``80/tcp``; every published container port is exposed too, as Docker records it)."""
+    mappings = [m for raw in publish for m in parse_publish(raw)]
+    exposed = {(m.container_port, m.proto) for m in mappings}
+    for raw in expose:
+        exposed.update(parse_expose(raw))
+    if publish_all:
+        mapped = {(m.container_port, m.proto) for m in mappings}
+        mappings += [Mapping(port, proto) for port, proto in sorted(exposed - mapped)]
+    return mappings, [port_key(p, proto) for p, proto in sorted(exposed)]
+
+
+def ephemeral_range(text: str | None) -> tuple[int, int]:
+    """``net.ipv4.ip_local_port_range`` ("32768\\t60999") as (low, high)."""
+    try:
+        low, high = (int(x) for x in (text or "").split())
+        if 0 < low <= high <= 65535:
+            return low, high
+    except ValueError:
+        pass
+    return DEFAULT_EPHEMERAL
+
+
+def hold(store, container: str, label: str, mappings: list[Mapping], ephemeral: tuple[int, int]) -> None:
+    """Hold a host port for every mapping (inside the caller's transaction, so that a conflict
+    rolls back everything). A mapping on every address holds the port on ``0.0.0.0`` and
+    ``::``, as Docker does; an address given holds it on that one."""
+    for m in mappings:
+        ips = [m.host_ip] if m.host_ip else [ANY[4], ANY[6]]
+        families = [(6 if ":" in ip else 4, ip) for ip in ips]
+        if m.host_start:
+            candidates = range(m.host_start, m.host_end + 1)
+        else:
+            candidates = range(ephemeral[0], ephemeral[1] + 1)
+        port = _first_free(store, m.proto, families, candidates)
+        if port is None:
+            if m.host_start and m.host_start == m.host_end:
+                ip = next((ip for f, ip in families if _taken(store, m.proto, f, ip, m.host_start)), ips[0])
+                raise Conflict(f"driver failed programming external connectivity on endpoint {label}: "
+                               + MSG_ALLOCATED.format(ip=ip, port=m.host_start))
+            raise Exhausted(f"driver failed programming external connectivity on endpoint {label}: "
+                            + MSG_ALL_ALLOCATED)
+        for family, ip in families:
+            if not store.hold_port(container, m.proto, family, ip, port, m.container_port):
+                raise Conflict(MSG_ALLOCATED.format(ip=ip, port=port))  # a race the transaction excludes
+
+
+def _taken(store, proto: str, family: int, ip: str, port: int) -> bool:
+    return store.port_taken(proto, family, ip, port, ANY[family])
+
+
+def _first_free(store, proto: str, families, candidates: range) -> int | None:
+    if len(candidates) == 1:
+        port = candidates[0]
+        return None if any(_taken(store, proto, f, ip, port) for f, ip in families) else port
+    held = set()
+    for family, _ in families:  # a port held on any address of the family is not offered
+        held |= store.held_ports(proto, family, candidates[0], candidates[-1])
+    return next((p for p in candidates if p not in held), None)
+
+
+def check_network(network, mappings: list[Mapping]) -> str | None:
+    """Why ``mappings`` need nothing on ``network``: a warning for macvlan/ipvlan, whose
+    containers have their own address on the wire (Docker ignores them there too)."""
+    if mappings and network is not None and network.driver != "bridge":
+        return (f"published ports are discarded on {network.driver} network {network.name}: "
+                "the container is reachable on its own address, publishing is not needed")
+    return None
+
+
+def firewall_specs(bindings: list[dict], target: dict) -> list[Published]:
+    """The DNAT specs of the held ports; ``target``: container id → (IPv4, IPv6) of the
+    endpoint that serves its ports (a family the container lacks is not served)."""
+    out = []
+    for b in bindings:
+        addrs = target.get(b["container_id"])
+        if addrs is None:
+            continue
+        address = addrs[0] if b["family"] == 4 else addrs[1]
+        if address is None:
+            continue
+        out.append(Published(proto=b["proto"], family=b["family"],
+                             host_ip="" if b["host_ip"] == ANY[b["family"]] else b["host_ip"],
+                             host_port=b["host_port"], address=address.split("/")[0],
+                             port=b["container_port"]))
+    return out
+
+
+def with_ports(rules, specs: list[Published]):
+    """A bridge's firewall spec with its published ports (other drivers' specs unchanged)."""
+    if not specs or not hasattr(rules, "published"):
+        return rules
+    return dataclasses.replace(rules, published=tuple(sorted(specs)))
