@@ -7,9 +7,7 @@ checked in Docker's order: the address, the container port, the host port, the r
 protocol. The engine, the CLI and the CNI plugin's ``portMappings`` share it.
 
 A :class:`Mapping` is what the user asked for (a host port range to pick from, or none);
-a binding (a dict: ``container_port``, ``proto``, ``family``, ``host_ip``, ``host_port``) is
-what the store holds: one host address (``0.0.0.0`` or ``::`` for "any") and one host port
-per container port, as ``NetworkSettings.Ports`` lists them.
+the store holds what was allocated (``muslin.publish``); the CLI renders it as Docker does.
 """
 
 from __future__ import annotations
@@ -33,6 +31,10 @@ class Mapping:
     host_ip: str = ""
     host_start: int = 0
     host_end: int = 0
+
+
+def port_key(port: int, proto: str) -> str:
+    return f"{port}/{proto}"
 
 
 def split_proto_port(raw: str) -> tuple[str, str]:
@@ -135,75 +137,3 @@ def parse_expose(raw: str) -> list[tuple[int, str]]:
 
 def port_key(port: int, proto: str) -> str:
     return f"{port}/{proto}"
-
-
-def parse_port_key(raw: str) -> tuple[int, str]:
-    """``80`` or ``80/udp`` (``muslin port c 80/udp``)."""
-    proto, port = split_proto_port(raw)
-    try:
-        return _port(port), proto.lower()
-    except ValueError:
-        raise InvalidParameter(f"Invalid containerPort: {port}") from None
-
-
-# ---------------------------------------------------------------- what users see
-
-def binding_address(b: dict) -> str:
-    """``0.0.0.0:8080``, ``:::8080`` (Docker 20.10 joins address and port with a colon)."""
-    return f"{b['host_ip']}:{b['host_port']}"
-
-
-def port_lines(bindings: list[dict], wanted: tuple[int, str] | None = None) -> list[str]:
-    """``docker port``'s lines: ``80/tcp -> 0.0.0.0:8080`` (all, or those of one port)."""
-    rows = sorted(bindings, key=lambda b: (b["container_port"], b["proto"], b["family"], b["host_port"]))
-    if wanted is None:
-        return [f"{port_key(b['container_port'], b['proto'])} -> {binding_address(b)}" for b in rows]
-    return [binding_address(b) for b in rows if (b["container_port"], b["proto"]) == wanted]
-
-
-def settings_ports(exposed: list[str], bindings: list[dict]) -> dict:
-    """``NetworkSettings.Ports``: every exposed or published port, its bindings or null."""
-    out: dict = {key: None for key in exposed}
-    for b in sorted(bindings, key=lambda b: (b["family"], b["host_port"])):
-        out.setdefault(port_key(b["container_port"], b["proto"]), None)
-        key = port_key(b["container_port"], b["proto"])
-        out[key] = (out[key] or []) + [{"HostIp": b["host_ip"], "HostPort": str(b["host_port"])}]
-    return dict(sorted(out.items(), key=lambda kv: _key_order(kv[0])))
-
-
-def _key_order(key: str) -> tuple[int, str]:
-    port, _, proto = key.partition("/")
-    return int(port), proto
-
-
-def ps_ports(exposed: list[str], bindings: list[dict]) -> str:
-    """``docker ps``'s PORTS column: consecutive ports merged into ranges per address and
-    protocol (``0.0.0.0:8000-8002->8000-8002/tcp``), a port published elsewhere alone
-    (``0.0.0.0:8080->80/tcp``), exposed ones as ``80/tcp``."""
-    published = {(b["container_port"], b["proto"]) for b in bindings}
-    rows = [("", 0, port, proto) for port, proto in map(_key_order, exposed)
-            if (port, proto) not in published]
-    rows += [(b["host_ip"], b["host_port"], b["container_port"], b["proto"]) for b in bindings]
-    rows.sort(key=lambda r: (r[2], r[0], r[1], r[3]))
-    groups: dict[tuple[str, str], list[int]] = {}  # (ip, proto) → [first, last], in order of first sight
-    done: list[str] = []
-    alone: list[str] = []
-    for ip, public, private, proto in rows:
-        if ip and public != private:
-            alone.append(f"{ip}:{public}->{private}/{proto}")
-            continue
-        group = groups.get((ip, proto))
-        if group is None:
-            groups[(ip, proto)] = [private, private]
-        elif private == group[1] + 1:
-            group[1] = private
-        else:
-            done.append(_group_text(ip, proto, *group))
-            groups[(ip, proto)] = [private, private]
-    done += [_group_text(ip, proto, *g) for (ip, proto), g in groups.items()]
-    return ", ".join(done + alone)
-
-
-def _group_text(ip: str, proto: str, first: int, last: int) -> str:
-    ports = str(first) if first == last else f"{first}-{last}"
-    return f"{ip}:{ports}->{ports}/{proto}" if ip else f"{ports}/{proto}"

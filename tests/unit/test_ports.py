@@ -3,7 +3,8 @@
 import pytest
 
 from muslin.errors import InvalidParameter
-from muslin.ports import Mapping, parse_expose, parse_publish, port_lines, ps_ports, settings_ports
+from muslin.frontends.cli.render import port_lines, ps_ports, settings_ports
+from muslin.ports import Mapping, parse_expose, parse_publish
 from muslin.publish import ephemeral_range, plan
 
 
@@ -87,3 +88,16 @@ def test_settings_ports_shape():
         "80/tcp": [{"HostIp": "0.0.0.0", "HostPort": "8080"}, {"HostIp": "::", "HostPort": "8080"}],
         "443/tcp": None,
     }
+
+
+def test_run_options_reach_the_daemon_as_given():
+    from muslin.frontends.cli.commands import parse
+
+    plan = parse(["run", "-p", "8080:80", "--publish", "53:53/udp", "-P", "--expose", "443", "--", "true"])
+    (op, args), = plan.requests
+    assert op == "container.create"
+    assert (args["publish"], args["expose"], args["publish_all"]) == (["8080:80", "53:53/udp"], ["443"], True)
+    (op, args), = parse(["run", "true"]).requests
+    assert "publish" not in args and "publish_all" not in args
+    plan = parse(["port", "c1", "80/udp"])
+    assert plan.requests == [("container.inspect", {"name": "c1"})] and plan.opts["port"] == "80/udp"
