@@ -337,7 +337,8 @@ class Engine:
         rules = []
         published = self._published()
         for net in self.networks(("active", "pending")):
-            rules.extend(publishing.with_ports(r, published.get(net.id, [])) for r in self.driver(net.driver).firewall(net))
+            rules.extend(publishing.with_ports(r, published.get(net.id, []))
+                         for r in self.driver(net.driver).firewall(net))
         self.host.apply_firewall(rules, table=self._table())
 
     def _published(self) -> dict:
@@ -352,7 +353,8 @@ class Engine:
                 served[ep.container_id] = ep
         out: dict = {}
         for cid, ep in served.items():
-            specs = publishing.firewall_specs([b for b in bindings if b["container_id"] == cid], {cid: (ep.ipv4, ep.ipv6)})
+            mine = [b for b in bindings if b["container_id"] == cid]
+            specs = publishing.firewall_specs(mine, {cid: (ep.ipv4, ep.ipv6)})
             out.setdefault(ep.network_id, []).extend(specs)
         return out
 

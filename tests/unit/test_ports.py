@@ -101,3 +101,12 @@ def test_run_options_reach_the_daemon_as_given():
     assert "publish" not in args and "publish_all" not in args
     plan = parse(["port", "c1", "80/udp"])
     assert plan.requests == [("container.inspect", {"name": "c1"})] and plan.opts["port"] == "80/udp"
+
+
+def test_run_refuses_a_bad_port_before_asking_the_daemon():
+    from muslin.frontends.cli import CliError
+    from muslin.frontends.cli.commands import parse
+
+    with pytest.raises(CliError) as exc:
+        parse(["run", "-p", "8080:80/xyz", "true"])
+    assert (exc.value.text, exc.value.code) == ("muslin: Invalid proto: xyz.", 125)

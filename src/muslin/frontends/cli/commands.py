@@ -269,8 +269,26 @@ def _plan_network_connect(v: dict, root) -> Plan:
     return Plan("network.connect", [("network.connect", args)], {"named": v["container"] is not None}, root=root)
 
 
+def _check_ports(publish: list[str], expose: list[str]) -> None:
+    """Docker parses -p and --expose in its client: ``docker: Invalid containerPort: abc.``, 125."""
+    if not publish and not expose:
+        return
+    from muslin.errors import InvalidParameter
+    from muslin.frontends.cli.process import run_error_text
+    from muslin.ports import parse_expose, parse_publish
+
+    try:
+        for raw in publish:
+            parse_publish(raw)
+        for raw in expose:
+            parse_expose(raw)
+    except InvalidParameter as e:
+        raise CliError(run_error_text(e.message), 125) from None
+
+
 def _plan_run(v: dict, root) -> Plan:
     command = _command(v["command"], "muslin run")
+    _check_ports(v["publish"], v["expose"])
     args = _compact({
         "name": v["name"],
         "network": v["network"],
