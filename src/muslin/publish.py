@@ -47,39 +47,48 @@ def ephemeral_range(text: str | None) -> tuple[int, int]:
 def hold(store, container: str, label: str, mappings: list[Mapping], ephemeral: tuple[int, int]) -> None:
     """Hold a host port for every mapping (inside the caller's transaction, so that a conflict
     rolls back everything). A mapping on every address holds the port on ``0.0.0.0`` and
-    ``::``, as Docker does; an address given holds it on that one."""
+    ``::``, as Docker does; an address given holds it on that one, and conflicts with the
+    port held on every address (and the reverse)."""
+    held = _Held(store)
+    rows = []
     for m in mappings:
         ips = [m.host_ip] if m.host_ip else [ANY[4], ANY[6]]
         families = [(6 if ":" in ip else 4, ip) for ip in ips]
-        if m.host_start:
-            candidates = range(m.host_start, m.host_end + 1)
-        else:
-            candidates = range(ephemeral[0], ephemeral[1] + 1)
-        port = _first_free(store, m.proto, families, candidates)
+        fixed = bool(m.host_start)
+        candidates = range(m.host_start, m.host_end + 1) if fixed else range(ephemeral[0], ephemeral[1] + 1)
+        port = next((p for p in candidates if all(held.free(m.proto, f, ip, p) for f, ip in families)), None)
         if port is None:
-            if m.host_start and m.host_start == m.host_end:
-                ip = next((ip for f, ip in families if _taken(store, m.proto, f, ip, m.host_start)), ips[0])
+            if fixed and m.host_start == m.host_end:
+                ip = next(ip for f, ip in families if not held.free(m.proto, f, ip, m.host_start))
                 raise Conflict(f"driver failed programming external connectivity on endpoint {label}: "
                                + MSG_ALLOCATED.format(ip=ip, port=m.host_start))
             raise Exhausted(f"driver failed programming external connectivity on endpoint {label}: "
                             + MSG_ALL_ALLOCATED)
         for family, ip in families:
-            if not store.hold_port(container, m.proto, family, ip, port, m.container_port):
-                raise Conflict(MSG_ALLOCATED.format(ip=ip, port=port))  # a race the transaction excludes
+            held.add(m.proto, family, ip, port)
+            rows.append((m.proto, family, ip, port, m.container_port))
+    if rows and not store.hold_ports(container, rows):  # the transaction excludes a race: a backstop
+        raise Conflict(f"driver failed programming external connectivity on endpoint {label}: "
+                       "port is already allocated")
 
 
-def _taken(store, proto: str, family: int, ip: str, port: int) -> bool:
-    return store.port_taken(proto, family, ip, port, ANY[family])
+class _Held:
+    """The host ports held, read once per protocol and family, and those held since."""
 
+    def __init__(self, store):
+        self.store, self.ports = store, {}
 
-def _first_free(store, proto: str, families, candidates: range) -> int | None:
-    if len(candidates) == 1:
-        port = candidates[0]
-        return None if any(_taken(store, proto, f, ip, port) for f, ip in families) else port
-    held = set()
-    for family, _ in families:  # a port held on any address of the family is not offered
-        held |= store.held_ports(proto, family, candidates[0], candidates[-1])
-    return next((p for p in candidates if p not in held), None)
+    def _of(self, proto: str, family: int) -> dict[int, set[str]]:
+        if (proto, family) not in self.ports:
+            self.ports[(proto, family)] = self.store.held_ports(proto, family)
+        return self.ports[(proto, family)]
+
+    def free(self, proto: str, family: int, ip: str, port: int) -> bool:
+        ips = self._of(proto, family).get(port)
+        return not ips or (ip != ANY[family] and ip not in ips and ANY[family] not in ips)
+
+    def add(self, proto: str, family: int, ip: str, port: int) -> None:
+        self._of(proto, family).setdefault(port, set()).add(ip)
 
 
 def check_network(network, mappings: list[Mapping]) -> str | None:

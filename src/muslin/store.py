@@ -200,32 +200,28 @@ class Store:
 
     # -- published ports ------------------------------------------------------
 
-    def port_taken(self, proto: str, family: int, host_ip: str, host_port: int, any_ip: str) -> bool:
-        """Whether a host port is held on ``host_ip``, or on every address (``any_ip``) — or,
-        for ``any_ip`` itself, on any address of the family."""
-        where = "proto = ? AND family = ? AND host_port = ?"
-        params: tuple = (proto, family, host_port)
-        if host_ip != any_ip:
-            where += " AND host_ip IN (?, ?)"
-            params += (host_ip, any_ip)
-        return self.read().execute(f"SELECT 1 FROM ports WHERE {where} LIMIT 1", params).fetchone() is not None
+    def held_ports(self, proto: str, family: int) -> dict[int, set[str]]:
+        """host port → the host addresses it is held on, for one protocol and family."""
+        out: dict[int, set[str]] = {}
+        for port, ip in self.read().execute("SELECT host_port, host_ip FROM ports WHERE proto = ? AND family = ?",
+                                            (proto, family)):
+            out.setdefault(port, set()).add(ip)
+        return out
 
-    def hold_port(self, container_id: str, proto: str, family: int, host_ip: str, host_port: int,
-                  container_port: int) -> bool:
-        """Hold one host port for a container (call inside a transaction); False when held."""
+    def hold_ports(self, container_id: str, rows: list[tuple[str, int, str, int, int]]) -> bool:
+        """Hold host ports ``(proto, family, host_ip, host_port, container_port)`` for a container,
+        all or none; False when one is already held (the key is the backstop)."""
         with self.transaction() as db:
             try:
-                db.execute("INSERT INTO ports (proto, family, host_ip, host_port, container_id, container_port) "
-                           "VALUES (?, ?, ?, ?, ?, ?)", (proto, family, host_ip, host_port, container_id,
-                                                         container_port))
+                db.execute("SAVEPOINT hold_ports")
+                db.executemany("INSERT INTO ports (proto, family, host_ip, host_port, container_port, container_id) "
+                               "VALUES (?, ?, ?, ?, ?, ?)", [row + (container_id,) for row in rows])
             except sqlite3.IntegrityError:
+                db.execute("ROLLBACK TO hold_ports")
                 return False
+            finally:
+                db.execute("RELEASE hold_ports")
         return True
-
-    def held_ports(self, proto: str, family: int, low: int, high: int) -> set[int]:
-        rows = self.read().execute("SELECT host_port FROM ports WHERE proto = ? AND family = ? AND host_port "
-                                   "BETWEEN ? AND ?", (proto, family, low, high))
-        return {port for (port,) in rows}
 
     def ports(self, container_id: str | None = None) -> list[dict]:
         """The host ports held (by one container, or all), as bindings."""

@@ -261,8 +261,18 @@ def test_published_ports_are_one_map_lookup_whatever_their_number():
     many = render([dataclasses.replace(A, published=_published(1000), gateways=("10.1.0.1",))])
     for chain in ("dnat-prerouting", "dnat-output"):
         assert len(_chain_rules(one, chain)) == len(_chain_rules(many, chain)) == 1
-    (rule,) = _chain_rules(many, "dnat-prerouting")
+    (rule,) = _chain_rules(many, "dnat-prerouting")  # a range on the same numbers: one interval
+    assert rule[-1]["dnat"]["addr"]["map"]["data"]["set"] == [[{"concat": ["tcp", {"range": [9000, 9999]}]},
+                                                               "10.1.0.2"]]
+    moved = tuple(Published("tcp", 4, "", 20000 + i, "10.1.0.2", 9000 + i) for i in range(1000))
+    (rule,) = _chain_rules(render([dataclasses.replace(A, published=moved)]), "dnat-prerouting")
     assert len(rule[-1]["dnat"]["addr"]["map"]["data"]["set"]) == 1000
+
+
+def test_a_published_address_that_is_not_one_is_refused():
+    bad = Published("tcp", 4, "", 80, "10.1.0.2; drop", 80)
+    with pytest.raises(InvalidParameter):
+        render([dataclasses.replace(A, published=(bad,))])
 
 
 def test_published_ports_per_address_and_family():

@@ -83,12 +83,23 @@ class Published:
     address: str   # the container's, of the same family
     port: int
 
-    def __post_init__(self) -> None:
-        if self.proto not in ("tcp", "udp", "sctp") or self.family not in (4, 6):
+    def check(self) -> None:
+        """Refuse what must not reach nftables (called once per distinct value by render)."""
+        if self.proto not in ("tcp", "udp", "sctp") or self.family not in (4, 6) \
+                or not 0 < self.host_port < 65536 or not 0 < self.port < 65536:
             raise InvalidParameter(f"invalid published port {self}")
-        for a in (self.address, self.host_ip):
-            if a and ipaddress.ip_address(a).version != self.family:
-                raise InvalidParameter(f"invalid published port {self}: address family")
+
+
+def _check_published(published: list[Published]) -> None:
+    for p in published:
+        p.check()
+    for address, family in {(a, p.family) for p in published for a in (p.address, p.host_ip) if a}:
+        try:
+            ok = ipaddress.ip_address(address).version == family
+        except ValueError:
+            ok = False
+        if not ok:
+            raise InvalidParameter(f"invalid published port address {address!r}")
 
 
 @dataclass(frozen=True)
@@ -254,6 +265,7 @@ def render(networks: Iterable[BridgeRules], table: str = TABLE, *, bridge_meta: 
 
     # --- inet nat prerouting/output: published ports, one map lookup per packet
     published = sorted({p for n in nets for p in n.published})
+    _check_published(published)
     chain("inet", "dnat-prerouting", "nat", "prerouting", PRIO_DSTNAT, _dnat_rules(published, output=False))
     chain("inet", "dnat-output", "nat", "output", PRIO_DSTNAT, _dnat_rules(published, output=True))
 
@@ -285,30 +297,50 @@ _FAMILY = {4: "ip", 6: "ip6"}
 
 
 def _dnat_rules(published: list[Published], output: bool) -> list[list[dict]]:
-    """Per family, a rule for ports on one host address (keyed by address, protocol and port)
-    and one for ports on every local address (protocol and port): each an anonymous map, so
-    a packet costs one hash lookup however many ports are published. Addresses given take
-    precedence (their rule comes first). From the host itself (``output``) the same, but
-    IPv6's loopback, which cannot leave the host, is left alone."""
+    """Per family, rules for ports on one host address (keyed by address, protocol and port)
+    before those on every local address (protocol and port). Each is one anonymous map, so a
+    packet costs one lookup however many ports are published: ports published on the same
+    number are intervals of an address-only map (a range of 1000 ports is one element), ports
+    moved to another number (8080 → 80) elements of an address-and-port map. From the host
+    itself (``output``) the same, but IPv6's loopback, which cannot leave the host, is left alone."""
     rules = []
     l4 = [_meta("l4proto"), _payload("th", "dport")]
     for family in (4, 6):
         ip = _FAMILY[family]
+        head = [_match(_meta("nfproto"), _NFPROTO[family]),
+                _match({"fib": {"result": "type", "flags": ["daddr"]}}, "local")]
+        if output and family == 6:
+            head.append(_match(_payload("ip6", "daddr"), "::1", "!="))
         for specific in (True, False):
             chosen = [p for p in published if p.family == family and bool(p.host_ip) == specific]
-            if not chosen:
-                continue
-            key = ([_payload(ip, "daddr")] if specific else []) + l4
-            elements = [[{"concat": ([p.host_ip] if specific else []) + [p.proto, p.host_port]},
-                         {"concat": [p.address, p.port]}] for p in chosen]
-            rule = [_match(_meta("nfproto"), _NFPROTO[family]),
-                    _match({"fib": {"result": "type", "flags": ["daddr"]}}, "local")]
-            if output and family == 6:
-                rule.append(_match(_payload("ip6", "daddr"), "::1", "!="))
-            rule.append({"dnat": {"family": ip, "addr": {"map": {"key": {"concat": key},
-                                                                 "data": {"set": elements}}}}})
-            rules.append(rule)
+            key = {"concat": ([_payload(ip, "daddr")] if specific else []) + l4}
+            same = _runs([p for p in chosen if p.host_port == p.port])
+            moved = [[{"concat": ([p.host_ip] if specific else []) + [p.proto, p.host_port]},
+                      {"concat": [p.address, p.port]}] for p in chosen if p.host_port != p.port]
+            for elements in (same, moved):
+                if elements:
+                    rules.append(head + [{"dnat": {"family": ip, "addr": {"map": {"key": key,
+                                                                                  "data": {"set": elements}}}}}])
     return rules
+
+
+def _runs(published: list[Published]) -> list[list]:
+    """Ports published on their own number, consecutive ones to one container merged:
+    ``[key, address]`` elements of an interval map."""
+    out: list[list] = []
+    last = None
+    for p in sorted(published, key=lambda p: (p.host_ip, p.proto, p.address, p.port)):
+        group = (p.host_ip, p.proto, p.address)
+        if last is not None and last[0] == group and last[2] + 1 == p.port:
+            last[2] = p.port
+            continue
+        last = [group, p.port, p.port]
+        out.append(last)
+    elements = []
+    for (host_ip, proto, address), low, high in out:
+        port = low if low == high else {"range": [low, high]}
+        elements.append([{"concat": ([host_ip] if host_ip else []) + [proto, port]}, address])
+    return elements
 
 
 def _published_masquerade(nets: list[BridgeRules]) -> list[list[dict]]:
