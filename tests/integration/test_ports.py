@@ -178,3 +178,16 @@ def test_ports_come_back_after_a_daemon_sigkill(hosts):
     assert "0.0.0.0:8080->80/tcp" in h1.muslin("ps").stdout  # the next command starts a daemon: it restores
     assert ask(h2, H1, 8080) == f"web {H2}"
     h1.muslin("rm", "-f", "web")
+
+
+def test_macvlan_needs_no_publishing_and_says_so(hosts):
+    h1, h2 = hosts
+    h1.muslin("network", "create", "-d", "macvlan", "-o", "parent=eth0", "--subnet", "10.88.0.0/24",
+              "--ip-range", "10.88.0.128/25", "mac")
+    run = h1.muslin("run", "-d", "--name", "m", "--network", "mac", "--ip", "10.88.0.130", "-p", "8080:80",
+                    "--", "python3", "-c", SERVER, "80", "m")
+    assert "WARNING: published ports are discarded on macvlan network mac" in run.stderr
+    assert h1.muslin("port", "m").stdout == ""
+    wait_serving(h2, "10.88.0.130", 80)
+    assert ask(h2, "10.88.0.130", 80) == f"m {H2}"  # reached on its own address
+    h1.muslin("rm", "-f", "m")
