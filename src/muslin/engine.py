@@ -347,16 +347,22 @@ class Engine:
         bindings = self.store.ports()
         if not bindings:
             return {}
-        served = {}
-        for ep in self.endpoints(states=("active", "pending")):
-            if ep.default_route or ep.container_id not in served:
-                served[ep.container_id] = ep
+        served = self.serving_endpoints(("active", "pending"))
         out: dict = {}
         for cid, ep in served.items():
             mine = [b for b in bindings if b["container_id"] == cid]
             specs = publishing.firewall_specs(mine, {cid: (ep.ipv4, ep.ipv6)})
             out.setdefault(ep.network_id, []).extend(specs)
         return out
+
+    def serving_endpoints(self, states=("active",)) -> dict:
+        """container id → the endpoint that serves its published ports: the one that carries
+        its default route (its first network), else its first."""
+        served = {}
+        for ep in self.endpoints(states=states):
+            if ep.default_route or ep.container_id not in served:
+                served[ep.container_id] = ep
+        return served
 
     def _table(self) -> str:
         return "muslin"

@@ -191,3 +191,17 @@ def test_macvlan_needs_no_publishing_and_says_so(hosts):
     wait_serving(h2, "10.88.0.130", 80)
     assert ask(h2, "10.88.0.130", 80) == f"m {H2}"  # reached on its own address
     h1.muslin("rm", "-f", "m")
+
+
+def test_ipv6_reaches_an_ipv4_only_container_through_the_proxy(hosts):
+    h1, h2 = hosts
+    h1.muslin("network", "create", "--subnet", "172.29.0.0/24", "v4only")
+    serve(h1, "web4", "-p", "8080:80", "-p", "5353:80/udp", network="v4only")
+    wait_serving(h2, H1, 8080)
+    assert ask(h2, H1, 8080) == f"web4 {H2}"  # IPv4: DNAT, the client's own address
+    wait_serving(h2, H1_6, 8080)
+    assert ask(h2, H1_6, 8080) == "web4 172.29.0.1"  # IPv6: relayed from the gateway, as docker-proxy
+    assert ask(h2, H1_6, 5353, "udp") == "web4 172.29.0.1"
+    h1.muslin("rm", "-f", "web4")
+    wait_until(lambda: h2.sh(["python3", "-c", CLIENT, H1_6, "8080", "tcp"], check=False).returncode != 0,
+               "the proxy to close the port on rm")

@@ -56,8 +56,10 @@ class Service(Protocol):
 
 
 def default_services() -> list[Service]:
-    """The services every daemon runs (DNS and port proxies will be here)."""
-    return []
+    """The services every daemon runs (DNS will be here)."""
+    from muslin.services.portproxy import PortProxy
+
+    return [PortProxy()]
 
 
 _STOP = object()
