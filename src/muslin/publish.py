@@ -92,11 +92,17 @@ class _Held:
 
 
 def check_network(network, mappings: list[Mapping]) -> str | None:
-    """Why ``mappings`` need nothing on ``network``: a warning for macvlan/ipvlan, whose
-    containers have their own address on the wire (Docker ignores them there too)."""
-    if mappings and network is not None and network.driver != "bridge":
+    """Why ``mappings`` are not published on ``network`` (a warning; Docker drops them silently):
+    on macvlan/ipvlan the container has its own address on the wire, and an ``--internal``
+    network has no connectivity outside by definition."""
+    if not mappings or network is None:
+        return None
+    if network.driver != "bridge":
         return (f"published ports are discarded on {network.driver} network {network.name}: "
                 "the container is reachable on its own address, publishing is not needed")
+    if network.internal:
+        return (f"published ports are discarded on internal network {network.name}: "
+                "it has no connectivity outside the host's containers")
     return None
 
 

@@ -103,3 +103,13 @@ def test_no_network_publishes_nothing_and_says_so(fake_engine):
     warnings: list = []
     engine.create_container("c1", "none", publish=["8080:80"], warnings=warnings)
     assert held(engine) == [] and "discarded" in warnings[0]
+
+
+def test_an_internal_network_publishes_nothing_and_says_so(fake_engine):
+    fake, engine = fake_engine
+    engine.create_network("inside", subnets=["10.21.0.0/24"], internal=True)
+    warnings: list = []
+    engine.create_container("c1", "inside", publish=["8080:80"], warnings=warnings)
+    assert held(engine) == [] and published(fake) == []
+    assert warnings == ["published ports are discarded on internal network inside: "
+                        "it has no connectivity outside the host's containers"]
