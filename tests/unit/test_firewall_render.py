@@ -102,9 +102,12 @@ def test_traffic_inside_each_network_is_not_tracked():
         prefix = {"prefix": {"addr": cidr.split("/")[0], "len": int(cidr.split("/")[1])}}
         return [m({"payload": {"protocol": proto, "field": f}}, prefix) for f in ("saddr", "daddr")] + [{"notrack": None}]
 
+    loopback = [m(meta("iifname"), {"set": ["br-a", "br-b"]}),
+                m({"payload": {"protocol": "ip", "field": "daddr"}}, {"prefix": {"addr": "127.0.0.0", "len": 8}}),
+                {"drop": None}]  # route_localnet on the bridges: containers never reach the host's loopback
     assert chain_ops(doc, "inet", "prerouting") == ("present", [
         inside("10.1.0.0/24"), inside("fd00:1::/64"),
-        inside("10.2.0.0/24"), inside("10.3.0.0/24"), inside("fd00:2::/64"),
+        inside("10.2.0.0/24"), inside("10.3.0.0/24"), inside("fd00:2::/64"), loopback,
     ])
 
 
@@ -292,4 +295,4 @@ def test_published_ports_per_address_and_family():
 
 def test_no_published_ports_no_nat_hooks_for_them():
     doc = render([A])
-    assert not _chain_rules(doc, "dnat-prerouting") and "127.0.0.0" not in json.dumps(doc)
+    assert not _chain_rules(doc, "dnat-prerouting") and "127.0.0.0" not in json.dumps(_chain_rules(doc, "postrouting"))

@@ -217,9 +217,8 @@ def render(networks: Iterable[BridgeRules], table: str = TABLE, *, bridge_meta: 
                 if gateways:
                     rule.append(_match(_payload(proto, "daddr"), _one_or_set(gateways), "!="))
                 raw.append(rule + [{"notrack": None}])
-    localnet = [n.bridge for n in nets if n.published]
-    if localnet:  # route_localnet on these bridges must not open the host's loopback to containers
-        raw.append([_match(_meta("iifname"), _one_or_set(localnet)),
+    if nets:  # route_localnet on every bridge (published ports on 127.0.0.1) must not open the host's loopback
+        raw.append([_match(_meta("iifname"), _one_or_set([n.bridge for n in nets])),
                     _match(_payload("ip", "daddr"), _prefix(LOOPBACK)), _DROP])
     chain("inet", "prerouting", "filter", "prerouting", PRIO_RAW, raw)
 
