@@ -205,3 +205,23 @@ def test_ipv6_reaches_an_ipv4_only_container_through_the_proxy(hosts):
     h1.muslin("rm", "-f", "web4")
     wait_until(lambda: h2.sh(["python3", "-c", CLIENT, H1_6, "8080", "tcp"], check=False).returncode != 0,
                "the proxy to close the port on rm")
+
+
+def test_containers_never_reach_the_host_s_loopback(hosts):
+    """route_localnet on the bridges (for published ports on 127.0.0.1) must not let a container
+    send to the host's 127.0.0.1: a container that routes 127.0.0.1 to its gateway reaches nothing."""
+    h1, _ = hosts
+    listener = h1.popen(["python3", "-u", "-c", "import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); "
+                         "s.bind(('127.0.0.1', 7777)); print('ready'); print('got', s.recv(100))"])
+    listener.wait_for_output("ready")
+    h1.muslin("run", "-d", "--name", "sneaky", "--network", "pub", "--", "sleep", "300")
+    netns = json.loads(h1.muslin("inspect", "sneaky").stdout)[0]["NetNS"]
+    for cmd in ("ip route del local 127.0.0.1 dev lo table local", "ip route del local 127.0.0.0/8 dev lo table local",
+                "sysctl -qw net.ipv4.conf.eth0.route_localnet=1", "ip route add 127.0.0.1/32 via 172.30.0.1 dev eth0"):
+        h1.sh(["nsenter", f"--net={netns}", *cmd.split()])
+    send = "import socket; socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b'sneaked', ('127.0.0.1', 7777))"
+    for _ in range(3):
+        h1.sh(["nsenter", f"--net={netns}", "python3", "-c", send])
+    h1.sh(["python3", "-c", send.replace("sneaked", "local")])  # the host's own datagram, sent last, arrives
+    assert listener.wait_for_output("got").strip().splitlines()[-1] == "got b'local'"
+    h1.muslin("rm", "-f", "sneaky")
