@@ -36,9 +36,10 @@ from muslin.engine import Engine
 from muslin.lab import Lab
 
 
-def iperf(client_ns: str, server_ns: str, server_ip: str, seconds: float) -> float:
-    """Gbit/s of one TCP stream from client_ns to server_ip (listening in server_ns)."""
-    server = subprocess.Popen(["nsenter", f"--net={server_ns}", "iperf3", "-s", "-1", "-B", server_ip],
+def iperf(client_ns: str, server_ns: str, server_ip: str, seconds: float, bind: str | None = None) -> float:
+    """Gbit/s of one TCP stream from client_ns to server_ip (listening in server_ns, on ``bind``
+    when the client reaches it through another address: a published port)."""
+    server = subprocess.Popen(["nsenter", f"--net={server_ns}", "iperf3", "-s", "-1", "-B", bind or server_ip],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         for _ in range(100):  # wait for the listener

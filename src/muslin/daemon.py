@@ -67,6 +67,7 @@ def container_view(engine: Engine, con: Container, networks: dict | None = None)
         "state": engine.container_state(con),
         "endpoints": [{"endpoint": ep.to_doc(), "network": networks[ep.network_id]}
                       for ep in engine.endpoints(container=con) if ep.network_id in networks],
+        "ports": [{k: v for k, v in b.items() if k != "container_id"} for b in engine.ports(con)],
     }
 
 
@@ -93,6 +94,12 @@ def _network_connect(engine: Engine, network, container=None, ip=None, ip6=None,
     return {"endpoint": ep.to_doc(), "container": engine.find_container(ep.container_id).name, "warnings": warnings}
 
 
+def _container_create(engine: Engine, name, network, **args):
+    warnings: list[str] = []
+    con = engine.create_container(name, network, warnings=warnings, **args)
+    return {"container": con.to_doc(), "warnings": warnings}
+
+
 def _container_list(engine: Engine, all=False):
     networks = {n.id: n.name for n in engine.networks()}
     views = [container_view(engine, c, networks) for c in engine.containers(("active", "dead"))]
@@ -110,8 +117,8 @@ OPERATIONS = {
     "network.disconnect": lambda e, network, container, force=False: e.disconnect(network, container, force) or {},
     "endpoint.check": lambda e, network, container: {"problems": e.check_endpoint(network, container)},
     "network.gc": lambda e, network, runtime, keep=(): {"removed": e.collect_garbage(network, runtime, keep)},
-    "container.create": lambda e, name=None, network=None, ip=None, ip6=None, aliases=(), command=(): {
-        "container": e.create_container(name, network, ip=ip, ip6=ip6, aliases=aliases, command=command).to_doc()},
+    "container.create": lambda e, name=None, network=None, ip=None, ip6=None, aliases=(), command=(), **ports:
+        _container_create(e, name, network, ip=ip, ip6=ip6, aliases=aliases, command=command, **ports),
     "container.started": lambda e, id, pid, exit_code=None: e.container_started(id, pid, exit_code) and {},
     "container.list": _container_list,
     "container.inspect": lambda e, name: container_view(e, e.find_container(name)),

@@ -28,6 +28,7 @@ import threading
 import time
 
 from muslin import ipam, kernel, names, paths
+from muslin import publish as publishing
 from muslin.drivers import Driver, load
 from muslin.drivers.bridge import predefined_network
 from muslin.errors import Conflict, InvalidParameter, MuslinError, NotFound
@@ -334,9 +335,34 @@ class Engine:
 
     def _apply_firewall(self) -> None:
         rules = []
+        published = self._published()
         for net in self.networks(("active", "pending")):
-            rules.extend(self.driver(net.driver).firewall(net))
+            rules.extend(publishing.with_ports(r, published.get(net.id, []))
+                         for r in self.driver(net.driver).firewall(net))
         self.host.apply_firewall(rules, table=self._table())
+
+    def _published(self) -> dict:
+        """network id → the DNAT specs of the ports its containers publish. A container's ports
+        are served by the endpoint that carries its default route (the network it was run on)."""
+        bindings = self.store.ports()
+        if not bindings:
+            return {}
+        served = self.serving_endpoints(("active", "pending"))
+        out: dict = {}
+        for cid, ep in served.items():
+            mine = [b for b in bindings if b["container_id"] == cid]
+            specs = publishing.firewall_specs(mine, {cid: (ep.ipv4, ep.ipv6)})
+            out.setdefault(ep.network_id, []).extend(specs)
+        return out
+
+    def serving_endpoints(self, states=("active",)) -> dict:
+        """container id → the endpoint that serves its published ports: the one that carries
+        its default route (its first network), else its first."""
+        served = {}
+        for ep in self.endpoints(states=states):
+            if ep.default_route or ep.container_id not in served:
+                served[ep.container_id] = ep
+        return served
 
     def _table(self) -> str:
         return "muslin"
@@ -576,12 +602,17 @@ class Engine:
         checkpoint("disconnect.left")
         self.store.release_owner(ep.id)
         self.store.delete("endpoints", ep.id)
+        if self.store.ports(ep.container_id):  # its published ports lose (or change) their target
+            self._apply_firewall()
         self._announce(Change(ENDPOINT_REMOVED, net, ep))
 
     # -- containers ----------------------------------------------------------------
 
     def create_container(self, name: str | None = None, network: str | None = None, *, ip: str | None = None,
-                         ip6: str | None = None, aliases=(), command=()) -> Container:
+                         ip6: str | None = None, aliases=(), command=(), publish=(), expose=(),
+                         publish_all: bool = False, warnings: list | None = None) -> Container:
+        """``publish``/``expose``/``publish_all``: Docker's ``-p``, ``--expose``, ``-P``."""
+        mappings, exposed = publishing.plan(publish, expose, publish_all)
         with self._lock:
             taken = set()
             if name is not None:
@@ -608,8 +639,12 @@ class Engine:
             cid = names.new_id()
             con = Container(id=cid, name=name or names.container_name(taken), created=_now(),
                             netns=os.path.join(self.root, "netns", cid), command=list(command),
-                            log=os.path.join(self.root, "containers", f"{cid}.log"))
-            self.store.put("containers", con.id, con.name, "pending", con.to_doc())
+                            log=os.path.join(self.root, "containers", f"{cid}.log"), exposed=exposed)
+            mappings = self._publishable(net, mappings, warnings)
+            with self.store.transaction():  # a port already held changes nothing
+                self.store.put("containers", con.id, con.name, "pending", con.to_doc())
+                if mappings:
+                    publishing.hold(self.store, con.id, f"{con.name} ({con.id})", mappings, self._ephemeral_ports())
             with self._journaled("containers", con.id, f"container {con.name}", f"muslin rm -f {con.name}",
                                  self._finish_container_removal, con):
                 checkpoint("run.reserved")
@@ -622,8 +657,34 @@ class Engine:
                 else:
                     with self.kernel.Namespace(con.netns) as sandbox:
                         sandbox.set_link("lo", state="up")
+                if mappings:
+                    self._apply_firewall()
+                    checkpoint("run.published")
                 self.store.set_state("containers", con.id, "active")
             return con
+
+    def _publishable(self, net: Network | None, mappings: list, warnings: list | None) -> list:
+        """The mappings a container's network serves: a bridge's; on macvlan/ipvlan (own address on
+        the wire) and with no network, none — with a warning, where Docker silently drops them."""
+        why = publishing.check_network(net, mappings) if net is not None else (
+            "published ports are discarded: the container has no network" if mappings else None)
+        if why is None:
+            return mappings
+        log.warning("%s", why)
+        if warnings is not None:
+            warnings.append(why)
+        return []
+
+    def _ephemeral_ports(self) -> tuple[int, int]:
+        """The host's range for ports chosen by muslin (``-P``, ``-p 80``), as Docker's allocator."""
+        try:
+            return publishing.ephemeral_range(self.host.sysctl("net.ipv4.ip_local_port_range"))
+        except (OSError, MuslinError):
+            return publishing.DEFAULT_EPHEMERAL
+
+    def ports(self, con: Container) -> list[dict]:
+        """The host ports a container holds (bindings: container_port, proto, family, host_ip, host_port)."""
+        return self.store.ports(con.id)
 
     def container_started(self, ref: str, pid: int, exit_code: int | None = None) -> Container:
         """Record the container's process, and later its exit status. Only a process in the
@@ -704,6 +765,8 @@ class Engine:
             step(self.kernel.remove_netns, con.netns)
             if con.log:
                 _unlink_if_there(con.log)
+        if self.store.release_ports(con.id):
+            step(self._apply_firewall)
         self.store.delete("containers", con.id)
 
     def _kill(self, con: Container) -> None:

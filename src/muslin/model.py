@@ -122,6 +122,7 @@ class Container:
     log: str | None = None
     exit_code: int | None = None  # known when the process exited while muslin run still watched it
     finished: str | None = None   # when that was seen
+    exposed: list[str] = field(default_factory=list)  # "80/tcp": --expose'd and published ports
 
     def to_doc(self) -> dict:
         return _doc(self)

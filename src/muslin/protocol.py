@@ -129,6 +129,7 @@ class Map:
 NAME = Str(MAX_NAME, "a name")
 REF = Str(MAX_NAME, "a name or ID")
 ADDRESS = Str(MAX_ADDRESS, "an address")
+PORT_SPEC = Str(MAX_ADDRESS + 32, "a port specification")  # [IP:][HOST:]CONTAINER[/PROTO], ranges
 PID = Int(1, PID_MAX)
 EXIT_CODE = Int(0, 255)  # as the shell reports it: a signal N is 128 + N
 STRINGS = Map(Str(MAX_KEY), Str(MAX_VALUE, empty=True))
@@ -177,6 +178,9 @@ SCHEMAS: dict[str, dict[str, tuple[object, bool]]] = {
         "ip6": (Optional(ADDRESS), False),
         "aliases": (List(NAME), False),
         "command": (List(Str(MAX_WORD, empty=True), MAX_ARGV), False),
+        "publish": (List(PORT_SPEC), False),   # -p; the engine parses them with Docker's messages
+        "expose": (List(PORT_SPEC), False),
+        "publish_all": (Bool(), False),
     },
     "container.started": {"id": (REF, True), "pid": (PID, True), "exit_code": (EXIT_CODE, False)},
     "container.list": {"all": (Bool(), False)},

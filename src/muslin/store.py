@@ -57,6 +57,18 @@ CREATE TABLE IF NOT EXISTS pool_hints (
     hint       TEXT NOT NULL,
     PRIMARY KEY (network_id, pool)
 );
+-- One row per published host port: the key makes two holders of one port impossible.
+-- "host_ip" is 0.0.0.0 or :: for every address of its family.
+CREATE TABLE IF NOT EXISTS ports (
+    proto          TEXT NOT NULL,
+    family         INTEGER NOT NULL,
+    host_ip        TEXT NOT NULL,
+    host_port      INTEGER NOT NULL,
+    container_id   TEXT NOT NULL,
+    container_port INTEGER NOT NULL,
+    PRIMARY KEY (proto, family, host_ip, host_port)
+);
+CREATE INDEX IF NOT EXISTS ports_by_container ON ports (container_id);
 """
 
 
@@ -191,6 +203,43 @@ class Store:
             db.execute("DELETE FROM addresses WHERE network_id = ?", (network_id,))
             db.execute("DELETE FROM pool_hints WHERE network_id = ?", (network_id,))
 
+    # -- published ports ------------------------------------------------------
+
+    def held_ports(self, proto: str, family: int) -> dict[int, set[str]]:
+        """host port → the host addresses it is held on, for one protocol and family."""
+        out: dict[int, set[str]] = {}
+        for port, ip in self.read().execute("SELECT host_port, host_ip FROM ports WHERE proto = ? AND family = ?",
+                                            (proto, family)):
+            out.setdefault(port, set()).add(ip)
+        return out
+
+    def hold_ports(self, container_id: str, rows: list[tuple[str, int, str, int, int]]) -> bool:
+        """Hold host ports ``(proto, family, host_ip, host_port, container_port)`` for a container,
+        all or none; False when one is already held (the key is the backstop)."""
+        with self.transaction() as db:
+            try:
+                db.execute("SAVEPOINT hold_ports")
+                db.executemany("INSERT INTO ports (proto, family, host_ip, host_port, container_port, container_id) "
+                               "VALUES (?, ?, ?, ?, ?, ?)", [row + (container_id,) for row in rows])
+            except sqlite3.IntegrityError:
+                db.execute("ROLLBACK TO hold_ports")
+                return False
+            finally:
+                db.execute("RELEASE hold_ports")
+        return True
+
+    def ports(self, container_id: str | None = None) -> list[dict]:
+        """The host ports held (by one container, or all), as bindings."""
+        where, params = ("container_id = ?", (container_id,)) if container_id else ("1", ())
+        rows = self.read().execute(
+            "SELECT container_id, container_port, proto, family, host_ip, host_port FROM ports "
+            f"WHERE {where} ORDER BY container_port, proto, family, host_port", params)
+        return [{"container_id": c, "container_port": cp, "proto": p, "family": f, "host_ip": ip, "host_port": hp}
+                for c, cp, p, f, ip, hp in rows]
+
+    def release_ports(self, container_id: str) -> int:
+        with self.transaction() as db:
+            return db.execute("DELETE FROM ports WHERE container_id = ?", (container_id,)).rowcount
 
 class TakenNames:
     """The names of one table, answering ``in`` from its UNIQUE index (see :meth:`Store.taken_names`)."""

@@ -28,7 +28,7 @@ def snapshot(host) -> dict:
     try:
         store = {
             table: sorted(db.execute(f"SELECT * FROM {table}").fetchall())
-            for table in ("networks", "containers", "endpoints", "addresses")
+            for table in ("networks", "containers", "endpoints", "addresses", "ports")
         }
     finally:
         db.close()

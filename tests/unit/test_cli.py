@@ -324,10 +324,10 @@ def test_render_ps():
         container_view("3" * 64, "new", iso(now - 0.5), ["true"], "created"),
     ]
     assert render.render_ps(containers, now=now) == (
-        "CONTAINER ID   NAME      COMMAND                  CREATED                  STATUS                     NETWORKS\n"
-        "333333333333   new       \"true\"                   Less than a second ago   Created                    \n"
-        "222222222222   web       \"python3 -m http.ser…\"   5 seconds ago            Up 5 seconds               front\n"
-        "111111111111   old       \"sleep infinity\"         2 hours ago              Exited (0) 5 minutes ago   a,b\n"
+        "CONTAINER ID   NAME      COMMAND                  CREATED                  STATUS                     PORTS     NETWORKS\n"
+        "333333333333   new       \"true\"                   Less than a second ago   Created                              \n"
+        "222222222222   web       \"python3 -m http.ser…\"   5 seconds ago            Up 5 seconds                         front\n"
+        "111111111111   old       \"sleep infinity\"         2 hours ago              Exited (0) 5 minutes ago             a,b\n"
     )
     assert render.render_ps(containers, quiet=True, now=now) == "333333333333\n222222222222\n111111111111\n"
     assert '"python3 -m http.server 8080"' in render.render_ps(containers, no_trunc=True, now=now)
@@ -713,7 +713,7 @@ def test_run_detached(daemon, capsys):
 
     assert cli.main(["--root", r, "ps", "-a"]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert out[0].split() == ["CONTAINER", "ID", "NAME", "COMMAND", "CREATED", "STATUS", "NETWORKS"]
+    assert out[0].split() == ["CONTAINER", "ID", "NAME", "COMMAND", "CREATED", "STATUS", "PORTS", "NETWORKS"]
     assert out[1].startswith(cid[:12] + "   bg ")
     assert cli.main(["--root", r, "inspect", "bg"]) == 0
     assert json.loads(capsys.readouterr().out)[0]["Id"] == cid
@@ -1093,7 +1093,8 @@ def test_inspect_json_is_docker_s_made_from_the_daemon_s_views(engine):
     net = engine.create_network("n1", subnets=["fd00:1::/64", "10.10.0.0/24"], gateways=["10.10.0.254"],
                                 ip_ranges=["10.10.0.128/25"], aux_addresses={"h": "10.10.0.5"}, ipv6=True,
                                 labels={"a": "b"}, options={"com.docker.network.driver.mtu": "1400"})
-    con = engine.create_container("c1", "n1", ip="10.10.0.200", aliases=["x"], command=["sleep", "1"])
+    con = engine.create_container("c1", "n1", ip="10.10.0.200", aliases=["x"], command=["sleep", "1"],
+                                  publish=["127.0.0.1:8080:80"], expose=["443/udp"])
     ep, = engine.endpoints(container=con)
 
     view, = over_the_wire(engine, "network.inspect", names=["n1"])
@@ -1122,6 +1123,7 @@ def test_inspect_json_is_docker_s_made_from_the_daemon_s_views(engine):
             "NetworkID": net.id, "EndpointID": ep.id, "Gateway": "10.10.0.254", "IPAddress": "10.10.0.200",
             "IPPrefixLen": 24, "IPv6Gateway": "fd00:1::1", "GlobalIPv6Address": "fd00:1::2",
             "GlobalIPv6PrefixLen": 64, "MacAddress": ep.mac, "Aliases": ["x"], "InterfaceName": "eth0"}},
+        "NetworkSettings": {"Ports": {"80/tcp": [{"HostIp": "127.0.0.1", "HostPort": "8080"}], "443/udp": None}},
     }
 
 

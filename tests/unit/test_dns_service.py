@@ -182,10 +182,10 @@ def test_a_restart_opens_every_listener_again(engine, listeners):
         assert open_now == {}
 
 
-def test_default_services_are_the_embedded_dns():
+def test_default_services_are_the_embedded_dns_and_the_port_proxy():
     from muslin.services import default_services
 
-    assert [s.name for s in default_services()] == ["dns"]
+    assert [s.name for s in default_services()] == ["dns", "ports"]
 
 
 def test_the_hosts_loopback_resolvers_are_kept_when_forwards_leave_from_the_hosts_namespace(tmp_path):

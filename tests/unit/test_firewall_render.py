@@ -1,12 +1,13 @@
 """firewall.render is a pure function: check the libnftables JSON it produces."""
 
+import dataclasses
 import json
 from ipaddress import ip_network as N
 
 import pytest
 
 from muslin.errors import InvalidParameter
-from muslin.kernel.firewall import BridgeRules, render
+from muslin.kernel.firewall import BridgeRules, Published, render
 
 A = BridgeRules("br-a", (N("10.1.0.0/24"), N("fd00:1::/64")))
 B = BridgeRules("br-b", (N("10.2.0.0/24"), N("10.3.0.0/24"), N("fd00:2::/64")), icc=False)
@@ -101,9 +102,12 @@ def test_traffic_inside_each_network_is_not_tracked():
         prefix = {"prefix": {"addr": cidr.split("/")[0], "len": int(cidr.split("/")[1])}}
         return [m({"payload": {"protocol": proto, "field": f}}, prefix) for f in ("saddr", "daddr")] + [{"notrack": None}]
 
+    loopback = [m(meta("iifname"), {"set": ["br-a", "br-b"]}),
+                m({"payload": {"protocol": "ip", "field": "daddr"}}, {"prefix": {"addr": "127.0.0.0", "len": 8}}),
+                {"drop": None}]  # route_localnet on the bridges: containers never reach the host's loopback
     assert chain_ops(doc, "inet", "prerouting") == ("present", [
         inside("10.1.0.0/24"), inside("fd00:1::/64"),
-        inside("10.2.0.0/24"), inside("10.3.0.0/24"), inside("fd00:2::/64"),
+        inside("10.2.0.0/24"), inside("10.3.0.0/24"), inside("fd00:2::/64"), loopback,
     ])
 
 
@@ -199,6 +203,8 @@ def test_empty_means_empty_tables():
         ("add", "chain"), ("delete", "chain"),
         ("add", "chain"), ("delete", "chain"),
         ("add", "chain"), ("delete", "chain"),
+        ("add", "chain"), ("delete", "chain"),  # published ports: dnat-prerouting
+        ("add", "chain"), ("delete", "chain"),  # and dnat-output
         ("add", "chain"), ("delete", "chain"),
     ]
 
@@ -240,3 +246,53 @@ def test_hundred_networks_render_constant_forward_rules():
     assert len(fwd) == 4  # icc-off pairs, isolation, internal out, internal in: hash lookups, not O(n) rules
     _, nat = chain_ops(doc, "inet", "postrouting")
     assert len(nat) == 90
+
+
+# ---------------------------------------------------------------- published ports
+
+def _published(n: int) -> tuple:
+    return tuple(Published("tcp", 4, "", 9000 + i, "10.1.0.2", 9000 + i) for i in range(n))
+
+
+def _chain_rules(doc: dict, chain: str) -> list:
+    return [c["add"]["rule"]["expr"] for c in cmds(doc) if "rule" in c.get("add", {})
+            and c["add"]["rule"]["chain"] == chain]
+
+
+def test_published_ports_are_one_map_lookup_whatever_their_number():
+    one = render([dataclasses.replace(A, published=_published(1), gateways=("10.1.0.1",))])
+    many = render([dataclasses.replace(A, published=_published(1000), gateways=("10.1.0.1",))])
+    for chain in ("dnat-prerouting", "dnat-output"):
+        assert len(_chain_rules(one, chain)) == len(_chain_rules(many, chain)) == 1
+    (rule,) = _chain_rules(many, "dnat-prerouting")  # a range on the same numbers: one interval
+    assert rule[-1]["dnat"]["addr"]["map"]["data"]["set"] == [[{"concat": ["tcp", {"range": [9000, 9999]}]},
+                                                               "10.1.0.2"]]
+    moved = tuple(Published("tcp", 4, "", 20000 + i, "10.1.0.2", 9000 + i) for i in range(1000))
+    (rule,) = _chain_rules(render([dataclasses.replace(A, published=moved)]), "dnat-prerouting")
+    assert len(rule[-1]["dnat"]["addr"]["map"]["data"]["set"]) == 1000
+
+
+def test_a_published_address_that_is_not_one_is_refused():
+    bad = Published("tcp", 4, "", 80, "10.1.0.2; drop", 80)
+    with pytest.raises(InvalidParameter):
+        render([dataclasses.replace(A, published=(bad,))])
+
+
+def test_published_ports_per_address_and_family():
+    pubs = (Published("tcp", 4, "127.0.0.1", 8081, "10.1.0.2", 80), Published("tcp", 4, "", 8080, "10.1.0.2", 80),
+            Published("udp", 6, "", 53, "fd00:1::2", 53))
+    doc = render([dataclasses.replace(A, published=pubs, gateways=("10.1.0.1", "fd00:1::1"))])
+    rules = _chain_rules(doc, "dnat-prerouting")
+    assert [r[-1]["dnat"]["family"] for r in rules] == ["ip", "ip", "ip6"]
+    assert rules[0][-1]["dnat"]["addr"]["map"]["data"]["set"] == [
+        [{"concat": ["127.0.0.1", "tcp", 8081]}, {"concat": ["10.1.0.2", 80]}]]  # an address given comes first
+    text = json.dumps(_chain_rules(doc, "postrouting"))
+    assert '"127.0.0.0"' in text and '"dnat"' in text  # localhost and hairpin flows masqueraded
+    # the replies to masqueraded flows come to the gateway: they must stay tracked
+    assert any({"match": {"op": "!=", "left": {"payload": {"protocol": "ip", "field": "daddr"}},
+                          "right": "10.1.0.1"}} in r for r in _chain_rules(doc, "prerouting"))
+
+
+def test_no_published_ports_no_nat_hooks_for_them():
+    doc = render([A])
+    assert not _chain_rules(doc, "dnat-prerouting") and "127.0.0.0" not in json.dumps(_chain_rules(doc, "postrouting"))

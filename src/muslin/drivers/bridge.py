@@ -138,6 +138,9 @@ class BridgeDriver(BaseDriver):
             raise _refused(exc, network) from None
         for cidr in self._gateway_interfaces(network):
             host.add_address(name, cidr)
+        # published ports answer on the host's 127.0.0.1 too (DNAT to a container, as Docker
+        # without its proxy); the firewall drops what containers send to 127.0.0.0/8
+        host.sysctl(f"net.ipv4.conf.{sysctl_name(name)}.route_localnet", "1")
         if not network.internal:
             host.sysctl("net.ipv4.ip_forward", "1")
             if network.ipv6:
@@ -189,4 +192,6 @@ class BridgeDriver(BaseDriver):
             icc=network.option_bool(ICC_OPTION, True),
             internal=network.internal,
             nat_exempt=tuple(ipaddress.ip_network(n) for n in network.driver_state.get("fabric_networks", ())),
+            gateways=tuple(str(p.gateway) for p in network.pools
+                           if p.gateway is not None and (p.version == 4 or network.ipv6)),
         )]

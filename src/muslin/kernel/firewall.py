@@ -65,11 +65,42 @@ from muslin.names import interface_name_problem
 
 TABLE = "muslin"
 PRIO_RAW = -300          # inet "raw": before conntrack
+PRIO_DSTNAT = -100       # inet "dstnat"
 PRIO_FILTER = 0          # inet "filter"
 PRIO_SRCNAT = 100        # inet "srcnat"
 PRIO_BRIDGE_FILTER = -200  # bridge family "filter"
 
 FEATURE_BRIDGE_META = "bridge_meta"
+
+
+@dataclass(frozen=True, order=True)
+class Published:
+    """One host port DNATed to a container: ``host_ip`` "" for every local address of ``family``."""
+
+    proto: str
+    family: int
+    host_ip: str
+    host_port: int
+    address: str   # the container's, of the same family
+    port: int
+
+    def check(self) -> None:
+        """Refuse what must not reach nftables (called once per distinct value by render)."""
+        if self.proto not in ("tcp", "udp", "sctp") or self.family not in (4, 6) \
+                or not 0 < self.host_port < 65536 or not 0 < self.port < 65536:
+            raise InvalidParameter(f"invalid published port {self}")
+
+
+def _check_published(published: list[Published]) -> None:
+    for p in published:
+        p.check()
+    for address, family in {(a, p.family) for p in published for a in (p.address, p.host_ip) if a}:
+        try:
+            ok = ipaddress.ip_address(address).version == family
+        except ValueError:
+            ok = False
+        if not ok:
+            raise InvalidParameter(f"invalid published port address {address!r}")
 
 
 @dataclass(frozen=True)
@@ -85,6 +116,10 @@ class BridgeRules:
     # alone (a container seen on another host keeps its own address), and so does notrack
     # here (the fabric agent's table exempts them)
     nat_exempt: tuple[IPv4Network | IPv6Network, ...] = ()
+    # published ports served by this bridge's containers, and the bridge's own addresses (the
+    # source masquerade gives hairpin and localhost flows, whose replies must stay tracked)
+    published: tuple[Published, ...] = ()
+    gateways: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         b = self.bridge
@@ -176,9 +211,16 @@ def render(networks: Iterable[BridgeRules], table: str = TABLE, *, bridge_meta: 
             # own table: a second raw chain would cost every packet another hook (~3 % of a stream)
             own = (x for x in n.subnets if x.version == version
                    and not any(x.version == f.version and x.subnet_of(f) for f in n.nat_exempt))
+            gateways = sorted(g for g in n.gateways if ipaddress.ip_address(g).version == version) \
+                if n.published else []
             for s in sorted(ipaddress.collapse_addresses(own)):
-                raw.append([_match(_payload(proto, "saddr"), _prefix(s)),
-                            _match(_payload(proto, "daddr"), _prefix(s)), {"notrack": None}])
+                rule = [_match(_payload(proto, "saddr"), _prefix(s)), _match(_payload(proto, "daddr"), _prefix(s))]
+                if gateways:
+                    rule.append(_match(_payload(proto, "daddr"), _one_or_set(gateways), "!="))
+                raw.append(rule + [{"notrack": None}])
+    if nets:  # route_localnet on every bridge (published ports on 127.0.0.1) must not open the host's loopback
+        raw.append([_match(_meta("iifname"), _one_or_set([n.bridge for n in nets])),
+                    _match(_payload(NFT_IP, "daddr"), _prefix(LOOPBACK)), _DROP])
     chain(NFT_INET, "prerouting", "filter", "prerouting", PRIO_RAW, raw)
 
     # --- inet forward: ICC off (routed / br_netfilter), isolation, internal
@@ -218,7 +260,14 @@ def render(networks: Iterable[BridgeRules], table: str = TABLE, *, bridge_meta: 
             if exempt:
                 rule.append(_match(_payload(NFT_IP, "daddr"), _one_or_set([_prefix(x) for x in exempt]), "!="))
             nat.append(rule + [{"masquerade": None}])
+    nat.extend(_published_masquerade(nets))
     chain(NFT_INET, "postrouting", "nat", "postrouting", PRIO_SRCNAT, nat)
+
+    # --- inet nat prerouting/output: published ports, one map lookup per packet
+    published = sorted({p for n in nets for p in n.published})
+    _check_published(published)
+    chain(NFT_INET, "dnat-prerouting", "nat", "prerouting", PRIO_DSTNAT, _dnat_rules(published, output=False))
+    chain(NFT_INET, "dnat-output", "nat", "output", PRIO_DSTNAT, _dnat_rules(published, output=True))
 
     # --- bridge forward: ICC off between ports of the same bridge
     brf: list[list[dict]] = []
@@ -240,6 +289,78 @@ def render(networks: Iterable[BridgeRules], table: str = TABLE, *, bridge_meta: 
     chain(NFT_BRIDGE, "forward", "filter", "forward", PRIO_BRIDGE_FILTER, brf)
 
     return {"nftables": cmds}
+
+
+LOOPBACK = ipaddress.ip_network("127.0.0.0/8")
+_NFPROTO = {4: "ipv4", 6: "ipv6"}
+
+
+def _dnat_rules(published: list[Published], output: bool) -> list[list[dict]]:
+    """Per family, rules for ports on one host address (keyed by address, protocol and port)
+    before those on every local address (protocol and port). Each is one anonymous map, so a
+    packet costs one lookup however many ports are published: ports published on the same
+    number are intervals of an address-only map (a range of 1000 ports is one element), ports
+    moved to another number (8080 → 80) elements of an address-and-port map. From the host
+    itself (``output``) the same, but IPv6's loopback, which cannot leave the host, is left alone."""
+    rules = []
+    l4 = [_meta("l4proto"), _payload("th", "dport")]
+    for family in (4, 6):
+        ip = NFT_FAMILY[family]
+        head = [_match(_meta("nfproto"), _NFPROTO[family]),
+                _match({"fib": {"result": "type", "flags": ["daddr"]}}, "local")]
+        if output and family == 6:
+            head.append(_match(_payload(NFT_IP6, "daddr"), "::1", "!="))
+        for specific in (True, False):
+            chosen = [p for p in published if p.family == family and bool(p.host_ip) == specific]
+            key = {"concat": ([_payload(ip, "daddr")] if specific else []) + l4}
+            same = _runs([p for p in chosen if p.host_port == p.port])
+            moved = [[{"concat": ([p.host_ip] if specific else []) + [p.proto, p.host_port]},
+                      {"concat": [p.address, p.port]}] for p in chosen if p.host_port != p.port]
+            for elements in (same, moved):
+                if elements:
+                    rules.append(head + [{"dnat": {"family": ip, "addr": {"map": {"key": key,
+                                                                                  "data": {"set": elements}}}}}])
+    return rules
+
+
+def _runs(published: list[Published]) -> list[list]:
+    """Ports published on their own number, consecutive ones to one container merged:
+    ``[key, address]`` elements of an interval map."""
+    out: list[list] = []
+    last = None
+    for p in sorted(published, key=lambda p: (p.host_ip, p.proto, p.address, p.port)):
+        group = (p.host_ip, p.proto, p.address)
+        if last is not None and last[0] == group and last[2] + 1 == p.port:
+            last[2] = p.port
+            continue
+        last = [group, p.port, p.port]
+        out.append(last)
+    elements = []
+    for (host_ip, proto, address), low, high in out:
+        port = low if low == high else {"range": [low, high]}
+        elements.append([{"concat": ([host_ip] if host_ip else []) + [proto, port]}, address])
+    return elements
+
+
+def _published_masquerade(nets: list[BridgeRules]) -> list[list[dict]]:
+    """For bridges with published ports: the host's own loopback flows (127.0.0.0/8 cannot go
+    out on a bridge, and a container could not answer it) and hairpin flows (a container
+    reaching a published port of its own network through a host address: the answer must
+    come back through the host, not straight from the other container)."""
+    rules = []
+    for n in nets:
+        if not n.published:
+            continue
+        rules.append([_match(_meta("oifname"), n.bridge), _match(_payload(NFT_IP, "saddr"), _prefix(LOOPBACK)),
+                      {"masquerade": None}])
+        for version, proto in ((4, NFT_IP), (6, NFT_IP6)):
+            subnets = sorted(ipaddress.collapse_addresses(s for s in n.subnets if s.version == version))
+            if subnets:
+                rules.append([_match(_meta("oifname"), n.bridge),
+                              _match({"ct": {"key": "status"}}, "dnat", "in"),
+                              _match(_payload(proto, "saddr"), _one_or_set([_prefix(s) for s in subnets])),
+                              {"masquerade": None}])
+    return rules
 
 
 # ---------------------------------------------------------------- kernel side

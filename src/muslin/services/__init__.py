@@ -56,10 +56,11 @@ class Service(Protocol):
 
 
 def default_services() -> list[Service]:
-    """The services every daemon runs: the embedded DNS (port proxies will be here)."""
+    """The services every daemon runs: the embedded DNS and the port proxy."""
     from muslin.services.dns.service import DnsService  # dnslib and asyncio only for the daemon
+    from muslin.services.portproxy import PortProxy
 
-    return [DnsService()]
+    return [DnsService(), PortProxy()]
 
 
 _STOP = object()

@@ -169,11 +169,17 @@ COMMAND_LINE = Cmd(
                 Opt("--network", "--net", metavar="NETWORK", help="Connect a container to a network"),
                 Opt("--network-alias", metavar="NAME", multiple=True, help=_CONTAINER_ALIAS_HELP),
                 Opt("--rm", help="Automatically remove the container when it exits"),
+                Opt("-p", "--publish", metavar="PORT", multiple=True,
+                    help="Publish a container's port(s) to the host ([IP:][HOSTPORT:]PORT[/PROTO], ranges)"),
+                Opt("-P", "--publish-all", help="Publish all exposed ports to random ports"),
+                Opt("--expose", metavar="PORT", multiple=True, help="Expose a port or a range of ports"),
             ],
             rest=Arg("command", "COMMAND [ARG...]")),
         Cmd("exec", "Execute a command in a running container",
             description="Execute a command in a running container's network namespace",
             args=[Arg("container", "CONTAINER")], rest=Arg("command", "COMMAND [ARG...]")),
+        Cmd("port", "List port mappings or a specific mapping for the container",
+            args=[Arg("container", "CONTAINER"), Arg("port", "PRIVATE_PORT[/PROTO]", nargs="?")]),
         Cmd("ps", "List containers", options=[
             Opt("-a", "--all", help="Show all containers (default shows just running)"),
             Opt("--no-trunc", help="Don't truncate output"),
@@ -271,8 +277,26 @@ def _plan_network_connect(v: dict, root) -> Plan:
     return Plan("network.connect", [("network.connect", args)], {"named": v["container"] is not None}, root=root)
 
 
+def _check_ports(publish: list[str], expose: list[str]) -> None:
+    """Docker parses -p and --expose in its client: ``docker: Invalid containerPort: abc.``, 125."""
+    if not publish and not expose:
+        return
+    from muslin.errors import InvalidParameter
+    from muslin.frontends.cli.process import run_error_text
+    from muslin.ports import parse_expose, parse_publish
+
+    try:
+        for raw in publish:
+            parse_publish(raw)
+        for raw in expose:
+            parse_expose(raw)
+    except InvalidParameter as e:
+        raise CliError(run_error_text(e.message), 125) from None
+
+
 def _plan_run(v: dict, root) -> Plan:
     command = _command(v["command"], "muslin run")
+    _check_ports(v["publish"], v["expose"])
     args = _compact({
         "name": v["name"],
         "network": v["network"],
@@ -280,6 +304,9 @@ def _plan_run(v: dict, root) -> Plan:
         "ip6": v["ip6"],
         "aliases": v["network_alias"],
         "command": command,
+        "publish": v["publish"] or None,
+        "expose": v["expose"] or None,
+        "publish_all": v["publish_all"] or None,
     })
     return Plan("run", [("container.create", args)], {"detach": v["detach"], "rm": v["rm"], "command": command},
                 root=root)
@@ -306,6 +333,8 @@ PLANNERS = {
     ("run",): _plan_run,
     ("exec",): lambda v, root: Plan("exec", [("container.inspect", {"name": v["container"]})],
                                     {"command": _command(v["command"], "muslin exec")}, root=root),
+    ("port",): lambda v, root: Plan("port", [("container.inspect", {"name": v["container"]})],
+                                    {"container": v["container"], "port": v["port"]}, root=root),
     ("ps",): lambda v, root: Plan("ps", [("container.list", {"all": v["all"]})],
                                   {"quiet": v["quiet"], "no_trunc": v["no_trunc"]}, root=root),
     ("inspect",): lambda v, root: Plan("inspect", [("container.inspect", {"name": n}) for n in v["names"]],
@@ -425,6 +454,27 @@ def _cmd_ps(plan: Plan, client) -> int:
     return 0
 
 
+def _cmd_port(plan: Plan, client) -> int:
+    """``docker port``: every mapping, or the host addresses of one container port."""
+    from muslin.frontends.cli.render import port_lines
+
+    (op, args), = plan.requests
+    bindings = (call(client, op, **args) or {}).get("ports") or []
+    wanted = plan.opts["port"]
+    if wanted is None:
+        write_out("".join(line + "\n" for line in port_lines(bindings)))
+        return 0
+    port, _, proto = wanted.partition("/")
+    if not port.isdigit() or int(port) > 65535:
+        raise CliError(f"Error: Invalid containerPort: {port}")  # docker: nat.NewPort's refusal
+    lines = port_lines(bindings, (int(port), (proto or "tcp").lower()))
+    if not lines:
+        raise CliError(f"Error: No public port '{int(port)}/{(proto or 'tcp').lower()}' published for "
+                       f"{plan.opts['container']}")
+    write_out("".join(line + "\n" for line in lines))
+    return 0
+
+
 def _cmd_inspect(plan: Plan, client) -> int:
     from muslin.frontends.cli.render import container_inspect, render_json
 
@@ -490,6 +540,7 @@ COMMANDS = {
     "fabric.docker-opts": "fabric.docker_opts",
     "run": "process.run",
     "exec": "process.exec_",
+    "port": _cmd_port,
     "ps": _cmd_ps,
     "inspect": _cmd_inspect,
     "rm": _each,

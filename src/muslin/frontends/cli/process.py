@@ -118,9 +118,12 @@ def run(plan, client) -> int:
         raise problem
     (op, args), = plan.requests
     try:
-        con = call(client, op, **args)["container"]
+        created = call(client, op, **args)
     except CliError as e:
         raise CliError(run_error_text(e.text), EXIT_RUN_FAILED, e.cause) from None
+    con = created["container"]
+    for warning in created.get("warnings") or ():
+        write_err(f"WARNING: {warning}")
     cid, netns = con["id"], con["netns"]
     # the daemon is up now; never autostart one from inside a container's namespace
     client = Client(client.root, autostart=False)

@@ -159,6 +159,7 @@ def container_inspect(view: dict) -> dict:
         "Log": con["log"],
         "External": not con["owns_netns"],
         "Networks": {item["network"]: endpoint_settings(item["endpoint"]) for item in view["endpoints"]},
+        "NetworkSettings": {"Ports": settings_ports(con.get("exposed") or [], view.get("ports") or [])},
     }
 
 
@@ -260,9 +261,80 @@ def render_ps(views: list[dict], quiet: bool = False, no_trunc: bool = False, no
             _command_text(con["command"], trunc=not no_trunc),
             f"{created} ago" if created else "",
             container_status(view, now),
+            ps_ports(con.get("exposed") or [], view.get("ports") or []),
             ",".join(sorted({item["network"] for item in view["endpoints"]})),
         ])
-    return render_table(["CONTAINER ID", "NAME", "COMMAND", "CREATED", "STATUS", "NETWORKS"], rows)
+    return render_table(["CONTAINER ID", "NAME", "COMMAND", "CREATED", "STATUS", "PORTS", "NETWORKS"], rows)
+
+
+# --------------------------------------------------------------------------- published ports
+# A binding (a container view's "ports"): container_port, proto, family, host_ip (0.0.0.0 or
+# :: for every address), host_port.
+
+
+def port_key(port: int, proto: str) -> str:
+    return f"{port}/{proto}"
+
+
+def binding_address(b: dict) -> str:
+    """``0.0.0.0:8080``, ``:::8080`` (Docker 20.10 joins address and port with a colon)."""
+    return f"{b['host_ip']}:{b['host_port']}"
+
+
+def port_lines(bindings: list[dict], wanted: tuple[int, str] | None = None) -> list[str]:
+    """``docker port``'s lines: ``80/tcp -> 0.0.0.0:8080`` (all, or those of one port)."""
+    rows = sorted(bindings, key=lambda b: (b["container_port"], b["proto"], b["family"], b["host_port"]))
+    if wanted is None:
+        return [f"{port_key(b['container_port'], b['proto'])} -> {binding_address(b)}" for b in rows]
+    return [binding_address(b) for b in rows if (b["container_port"], b["proto"]) == wanted]
+
+
+def settings_ports(exposed: list[str], bindings: list[dict]) -> dict:
+    """``NetworkSettings.Ports``: every exposed or published port, its bindings or null."""
+    out: dict = {key: None for key in exposed}
+    for b in sorted(bindings, key=lambda b: (b["family"], b["host_port"])):
+        out.setdefault(port_key(b["container_port"], b["proto"]), None)
+        key = port_key(b["container_port"], b["proto"])
+        out[key] = (out[key] or []) + [{"HostIp": b["host_ip"], "HostPort": str(b["host_port"])}]
+    return dict(sorted(out.items(), key=lambda kv: _key_order(kv[0])))
+
+
+def _key_order(key: str) -> tuple[int, str]:
+    port, _, proto = key.partition("/")
+    return int(port), proto
+
+
+def ps_ports(exposed: list[str], bindings: list[dict]) -> str:
+    """``docker ps``'s PORTS column: consecutive ports merged into ranges per address and
+    protocol (``0.0.0.0:8000-8002->8000-8002/tcp``), a port published elsewhere alone
+    (``0.0.0.0:8080->80/tcp``), exposed ones as ``80/tcp``."""
+    published = {(b["container_port"], b["proto"]) for b in bindings}
+    rows = [("", 0, port, proto) for port, proto in map(_key_order, exposed)
+            if (port, proto) not in published]
+    rows += [(b["host_ip"], b["host_port"], b["container_port"], b["proto"]) for b in bindings]
+    rows.sort(key=lambda r: (r[2], r[0], r[1], r[3]))
+    groups: dict[tuple[str, str], list[int]] = {}  # (ip, proto) → [first, last], in order of first sight
+    done: list[str] = []
+    alone: list[str] = []
+    for ip, public, private, proto in rows:
+        if ip and public != private:
+            alone.append(f"{ip}:{public}->{private}/{proto}")
+            continue
+        group = groups.get((ip, proto))
+        if group is None:
+            groups[(ip, proto)] = [private, private]
+        elif private == group[1] + 1:
+            group[1] = private
+        else:
+            done.append(_group_text(ip, proto, *group))
+            groups[(ip, proto)] = [private, private]
+    done += [_group_text(ip, proto, *g) for (ip, proto), g in groups.items()]
+    return ", ".join(done + alone)
+
+
+def _group_text(ip: str, proto: str, first: int, last: int) -> str:
+    ports = str(first) if first == last else f"{first}-{last}"
+    return f"{ip}:{ports}->{ports}/{proto}" if ip else f"{ports}/{proto}"
 
 
 # --------------------------------------------------------------------------- the fabric
