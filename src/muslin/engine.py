@@ -341,7 +341,10 @@ class Engine:
     def _predefined_spec(self, options: DaemonOptions | None = None, but: str | None = None) -> dict:
         """The default bridge's arguments of ``create_network`` under the daemon's options,
         beside every network but ``but`` (the id of the default bridge being checked)."""
-        taken = [p.subnet for n in self.networks(IN_USE) if n.id != but for p in n.pools] + self._host_routes()
+        nets = self.networks(IN_USE)
+        own = {p.subnet for n in nets if n.id == but for p in n.pools}  # its own bridge's routes do not count
+        taken = [p.subnet for n in nets if n.id != but for p in n.pools] + \
+            [r for r in self._host_routes() if r not in own]
         return predefined_network(taken, options or self.options)
 
     def refresh_default_network(self) -> bool:
