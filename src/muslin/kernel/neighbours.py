@@ -5,10 +5,9 @@ family AF_BRIDGE): what the fabric's vxlan backend programs per remote lease. A 
 
 from __future__ import annotations
 
-import errno
 from socket import AF_BRIDGE, AF_INET6
 
-from muslin.kernel.calls import FAMILIES, WorkerCalls, errno_of, in_worker, kernel_error
+from muslin.kernel.calls import FAMILIES, WorkerCalls, in_worker
 
 NUD_PERMANENT = 0x80
 NTF_SELF = 0x2
@@ -71,12 +70,11 @@ class Neighbours(WorkerCalls):
         """Answer neighbour solicitations for ``ip`` on ``dev`` (with ``proxy_ndp`` on it),
         as muslin's entry. An entry for it that is already there (muslin's, or typed by hand,
         which then stays somebody else's) is left as it is."""
-        try:
-            self.ipr.neigh("add", dst=ip, ifindex=self._index(dev), family=AF_INET6, flags=NTF_PROXY,
-                           NDA_PROTOCOL=PROXY_PROTO)
-        except Exception as exc:
-            if errno_of(exc) != errno.EEXIST:
-                raise kernel_error(exc, f"add proxy neighbour {ip} on {dev}") from None
+        index = self._index(dev)
+        if ip in self._proxy_entries(index):  # the kernel would take it over, protocol and all
+            return
+        self._do(f"add proxy neighbour {ip} on {dev}", self.ipr.neigh, "add", dst=ip, ifindex=index,
+                 family=AF_INET6, flags=NTF_PROXY, NDA_PROTOCOL=PROXY_PROTO)
 
     @in_worker
     def delete_proxy(self, dev: str, ip: str) -> None:
