@@ -13,15 +13,9 @@ import pytest
 
 from muslin.lab import wait_until
 
+from helpers import start_daemon
+
 pytestmark = pytest.mark.usefixtures("lab")
-
-
-def start_daemon(host, *flags):
-    daemon = host.muslin_popen("daemon", *flags)
-    sock = os.path.join(host.root, "muslin.sock")
-    wait_until(lambda: os.path.exists(sock) or not daemon.running(), "the daemon to listen", timeout=30)
-    assert daemon.running(), daemon.output()[-2000:]
-    return daemon
 
 
 def stop_daemon(host) -> None:
@@ -36,12 +30,12 @@ def run(host, name: str) -> None:
     host.muslin("run", "-d", "--name", name, "--", "sleep", "600")
 
 
-def in_container(host, name: str, *cmd: str, check: bool = True):
+def exec_in(host, name: str, *cmd: str, check: bool = True):
     return host.muslin("exec", name, "--", *cmd, check=check)
 
 
 def global_v6(host, name: str) -> str:
-    out = in_container(host, name, "ip", "-6", "-o", "addr", "show", "dev", "eth0", "scope", "global").stdout
+    out = exec_in(host, name, "ip", "-6", "-o", "addr", "show", "dev", "eth0", "scope", "global").stdout
     return out.split()[3]
 
 
@@ -65,8 +59,8 @@ def test_ipv6_fixed_cidr_v6_and_routes_between_two_hosts(lab):
     assert global_v6(h2, "web2") == "2003:ef11::242:ac11:2/64"
     h1.route("2003:ef11::/64", via="2003:ab11::2")
     h2.route("2003:cd11::/64", via="2003:ab11::1")
-    in_container(h1, "web1", "ping", "-6", "-c", "1", "-W", "3", "2003:ef11::242:ac11:2")
-    in_container(h2, "web2", "ping", "-6", "-c", "1", "-W", "3", "2003:cd11::242:ac11:2")
+    exec_in(h1, "web1", "ping", "-6", "-c", "1", "-W", "3", "2003:ef11::242:ac11:2")
+    exec_in(h2, "web2", "ping", "-6", "-c", "1", "-W", "3", "2003:cd11::242:ac11:2")
 
 
 def test_icc_false_blocks_containers_on_the_default_bridge_for_ipv4_and_ipv6(lab):
@@ -74,10 +68,10 @@ def test_icc_false_blocks_containers_on_the_default_bridge_for_ipv4_and_ipv6(lab
     start_daemon(host, "--icc=false", "--ipv6", "--fixed-cidr-v6=2003:cd11::/64")
     run(host, "web1")
     run(host, "web2")
-    assert in_container(host, "web1", "ping", "-c", "1", "-W", "1", "172.17.0.1").returncode == 0  # the host: yes
-    assert in_container(host, "web1", "ping", "-c", "1", "-W", "1", "172.17.0.3", check=False).returncode != 0
+    assert exec_in(host, "web1", "ping", "-c", "1", "-W", "1", "172.17.0.1").returncode == 0  # the host: yes
+    assert exec_in(host, "web1", "ping", "-c", "1", "-W", "1", "172.17.0.3", check=False).returncode != 0
     # the seed shows Docker letting IPv6 through here; muslin does not
-    assert in_container(host, "web1", "ping", "-6", "-c", "1", "-W", "1", "2003:cd11::242:ac11:3",
+    assert exec_in(host, "web1", "ping", "-6", "-c", "1", "-W", "1", "2003:cd11::242:ac11:3",
                         check=False).returncode != 0
 
 
@@ -114,7 +108,7 @@ def test_a_changed_bip_in_daemon_json_is_applied_by_the_next_start(lab):
     with open(path, "w") as f:
         json.dump({"bip": "10.9.0.1/24", "fixed-cidr": "10.9.0.128/25"}, f)
     run(host, "web1")  # a daemon the CLI starts reads ROOT/daemon.json
-    assert "10.9.0.128/24" in in_container(host, "web1", "ip", "-o", "addr", "show", "dev", "eth0").stdout
+    assert "10.9.0.128/24" in exec_in(host, "web1", "ip", "-o", "addr", "show", "dev", "eth0").stdout
     stop_daemon(host)
     with open(path, "w") as f:
         json.dump({"bip": "10.8.0.1/24"}, f)
@@ -122,5 +116,5 @@ def test_a_changed_bip_in_daemon_json_is_applied_by_the_next_start(lab):
     bridge = host.sh(["ip", "-o", "-4", "addr", "show", "dev", "muslin0"]).stdout
     assert "10.8.0.1/24" in bridge and "10.9.0.1" not in bridge
     # the container was moved onto the new subnet, and reaches its gateway there
-    assert "10.8.0.2/24" in in_container(host, "web1", "ip", "-o", "addr", "show", "dev", "eth0").stdout
-    in_container(host, "web1", "ping", "-c", "1", "-W", "2", "10.8.0.1")
+    assert "10.8.0.2/24" in exec_in(host, "web1", "ip", "-o", "addr", "show", "dev", "eth0").stdout
+    exec_in(host, "web1", "ping", "-c", "1", "-W", "2", "10.8.0.1")

@@ -12,6 +12,8 @@ import pytest
 
 from muslin.lab import wait_until
 
+from helpers import start_daemon
+
 pytestmark = pytest.mark.usefixtures("lab")
 
 WEB1 = "2003:ab11::8000:242:ac11:2"
@@ -25,14 +27,6 @@ def proxies(host, dev: str) -> dict[str, str]:
         words = line.split()
         out[words[0]] = words[words.index("proto") + 1] if "proto" in words else ""
     return out
-
-
-def start_daemon(host, *flags):
-    daemon = host.muslin_popen("daemon", *flags)
-    sock = os.path.join(host.root, "muslin.sock")
-    wait_until(lambda: os.path.exists(sock) or not daemon.running(), "the daemon to listen", timeout=30)
-    assert daemon.running(), daemon.output()[-2000:]
-    return daemon
 
 
 def ping6(host, name: str, addr: str, check: bool = True):
@@ -74,7 +68,6 @@ def test_two_hosts_reach_each_others_containers_with_no_proxy_entry_typed(seed_h
     h1.sh(["ip", "-6", "neigh", "flush", "dev", if1])
     h2.sh(["ip", "-6", "neigh", "flush", "dev", if2])
     start_daemon(h1, "--ipv6", "--fixed-cidr-v6=2003:ab11:0:0:8000::/66", "--ndp-proxy", if1)
-    h1.muslin("ps")  # answered once the new daemon has recovered (the killed one left its socket file)
     assert proxies(h1, if1) == {WEB1: "109"}
     ping6(h2, "web2", WEB1)
 
