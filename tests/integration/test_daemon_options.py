@@ -65,14 +65,18 @@ def test_ipv6_fixed_cidr_v6_and_routes_between_two_hosts(lab):
 
 def test_icc_false_blocks_containers_on_the_default_bridge_for_ipv4_and_ipv6(lab):
     host = lab.host("docker1")
-    start_daemon(host, "--icc=false", "--ipv6", "--fixed-cidr-v6=2003:cd11::/64")
+    start_daemon(host, "--ipv6", "--fixed-cidr-v6=2003:cd11::/64")
     run(host, "web1")
     run(host, "web2")
+    exec_in(host, "web1", "ping", "-c", "1", "-W", "2", "172.17.0.3")  # ICC on: they reach each other
+    exec_in(host, "web1", "ping", "-6", "-c", "1", "-W", "2", "2003:cd11::242:ac11:3")
+    stop_daemon(host)
+    start_daemon(host, "--icc=false", "--ipv6", "--fixed-cidr-v6=2003:cd11::/64")  # as the seed restarts dockerd
     assert exec_in(host, "web1", "ping", "-c", "1", "-W", "1", "172.17.0.1").returncode == 0  # the host: yes
     assert exec_in(host, "web1", "ping", "-c", "1", "-W", "1", "172.17.0.3", check=False).returncode != 0
     # the seed shows Docker letting IPv6 through here; muslin does not
     assert exec_in(host, "web1", "ping", "-6", "-c", "1", "-W", "1", "2003:cd11::242:ac11:3",
-                        check=False).returncode != 0
+                   check=False).returncode != 0
 
 
 def test_a_key_given_as_flag_and_in_daemon_json_is_refused(lab):
@@ -106,9 +110,11 @@ def test_a_changed_bip_in_daemon_json_is_applied_by_the_next_start(lab):
     os.makedirs(host.root, exist_ok=True)
     path = os.path.join(host.root, "daemon.json")
     with open(path, "w") as f:
-        json.dump({"bip": "10.9.0.1/24", "fixed-cidr": "10.9.0.128/25"}, f)
+        json.dump({"bip": "10.9.0.1/24", "fixed-cidr": "10.9.0.128/25", "mtu": 1400}, f)
     run(host, "web1")  # a daemon the CLI starts reads ROOT/daemon.json
-    assert "10.9.0.128/24" in exec_in(host, "web1", "ip", "-o", "addr", "show", "dev", "eth0").stdout
+    eth0 = exec_in(host, "web1", "ip", "-o", "addr", "show", "dev", "eth0").stdout
+    assert "10.9.0.128/24" in eth0
+    assert "mtu 1400" in exec_in(host, "web1", "ip", "-o", "link", "show", "dev", "eth0").stdout
     stop_daemon(host)
     with open(path, "w") as f:
         json.dump({"bip": "10.8.0.1/24"}, f)
