@@ -45,6 +45,13 @@ class DaemonOptions:
     ndp_proxy: str | None = None        # answer NDP for the default bridge's containers on this interface
     config_file: str | None = field(default=None, compare=False)
 
+    def default_bridge(self) -> dict:
+        """The options the default bridge is made from: when they differ from those it was
+        made with, the daemon's start makes it again."""
+        return {"bip": self.bip, "fixed-cidr": self.fixed_cidr, "fixed-cidr-v6": self.fixed_cidr_v6,
+                "ipv6": self.ipv6, "icc": self.icc, "ip-masq": self.ip_masq, "mtu": self.mtu,
+                "ndp-proxy": self.ndp_proxy}
+
 
 # daemon.json key -> (field, kind); the flag is --KEY except for the pools (--default-address-pool)
 KEYS = {
@@ -226,6 +233,9 @@ def check(options: DaemonOptions) -> None:
         fixed6 = _cidr("fixed-cidr-v6", options.fixed_cidr_v6)
         if fixed6.version != 6:
             raise InvalidParameter(f"fixed-cidr-v6: invalid CIDR address: {options.fixed_cidr_v6}")
+    if options.ndp_proxy and not options.ipv6:
+        raise InvalidParameter(f"ndp-proxy {options.ndp_proxy}: the proxy answers for the default bridge's IPv6 "
+                               "addresses: give --ipv6 too")
     if options.mtu is not None and options.mtu < 0:
         raise InvalidParameter(f"invalid default MTU: {options.mtu}")
     if options.mtu and not 68 <= options.mtu <= 65535:

@@ -331,21 +331,12 @@ class Engine:
                 return self.find_network(DEFAULT_BRIDGE)
             except NotFound:
                 pass
-            spec = self._predefined_spec()
-            net = self.create_network(DEFAULT_BRIDGE, "bridge", **spec)
+            taken = [p.subnet for n in self.networks(IN_USE) for p in n.pools] + self._host_routes()
+            net = self.create_network(DEFAULT_BRIDGE, "bridge", **predefined_network(taken, self.options))
             # what it was made from: a daemon started with other options makes it again
-            net.driver_state["predefined"] = spec
+            net.driver_state["daemon_options"] = self.options.default_bridge()
             self.store.put("networks", net.id, net.name, "active", net.to_doc())
             return net
-
-    def _predefined_spec(self, options: DaemonOptions | None = None, but: str | None = None) -> dict:
-        """The default bridge's arguments of ``create_network`` under the daemon's options,
-        beside every network but ``but`` (the id of the default bridge being checked)."""
-        nets = self.networks(IN_USE)
-        own = {p.subnet for n in nets if n.id == but for p in n.pools}  # its own bridge's routes do not count
-        taken = [p.subnet for n in nets if n.id != but for p in n.pools] + \
-            [r for r in self._host_routes() if r not in own]
-        return predefined_network(taken, options or self.options)
 
     def refresh_default_network(self) -> bool:
         """Make the default bridge again when the daemon's options changed since it was made
@@ -361,9 +352,9 @@ class Engine:
                 return False
             if not net.predefined:
                 return False
-            made_from = net.driver_state.get("predefined") or self._predefined_spec(DaemonOptions(), but=net.id)
-            wanted = self._predefined_spec(but=net.id)
-            if made_from == wanted:
+            # made before options were recorded: with the defaults
+            if net.driver_state.get("daemon_options", DaemonOptions().default_bridge()) == \
+                    self.options.default_bridge():
                 return False
             users = []
             for ep in self.endpoints(network=net):

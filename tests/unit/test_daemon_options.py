@@ -93,7 +93,8 @@ def test_bad_file(tmp_path, doc, message):
     ({"mtu": -1}, "invalid default MTU: -1"),
     ({"mtu": 10}, "invalid MTU number: 10"),
     ({"dns": ["8.8.8"]}, "IP address is not correctly formatted: 8.8.8"),
-    ({"ndp-proxy": "a" * 20}, 'invalid value "aaaaaaaaaaaaaaaaaaaa" for ndp-proxy'),
+    ({"ndp-proxy": "a" * 20, "ipv6": True}, 'invalid value "aaaaaaaaaaaaaaaaaaaa" for ndp-proxy'),
+    ({"ndp-proxy": "eth0"}, "ndp-proxy eth0: the proxy answers for the default bridge's IPv6 addresses: give --ipv6"),
     ({"default-address-pool": ["base=10.1.0.0/16,size=8"]}, "invalid size 8 for base 10.1.0.0/16"),
 ])
 def test_bad_values(tmp_path, flags, message):

@@ -98,3 +98,22 @@ def test_ndp_proxy_on_a_missing_interface_is_refused(tmp_path):
     with engine_on(FakeKernel(), tmp_path / "r") as engine:
         with pytest.raises(InvalidParameter, match='invalid value "eth9" for option ndp_proxy: no interface eth9'):
             engine.create_network("v6", subnets=["2003:ab11::/64"], ipv6=True, options={"ndp_proxy": "eth9"})
+
+
+def test_the_default_bridge_is_not_made_again_when_only_other_networks_changed(tmp_path):
+    fake = FakeKernel()
+    with engine_on(fake, tmp_path / "r") as engine:
+        engine.create_network("first", subnets=["172.17.0.0/16"])
+        engine.create_container("c1")  # the default bridge takes the next free pool
+        subnet = [str(p.subnet) for p in engine.find_network("bridge").pools]
+        engine.remove_network("first")
+    with engine_on(fake, tmp_path / "r") as engine:
+        engine.recover()
+        assert engine.refresh_default_network() is False
+        assert [str(p.subnet) for p in engine.find_network("bridge").pools] == subnet == ["172.18.0.0/16"]
+
+
+def test_ndp_proxy_on_a_network_without_ipv6_is_refused(tmp_path):
+    with engine_on(FakeKernel(), tmp_path / "r") as engine:
+        with pytest.raises(InvalidParameter, match="option ndp_proxy needs --ipv6"):
+            engine.create_network("v4", subnets=["10.20.0.0/24"], options={"ndp_proxy": "eth0"})

@@ -145,6 +145,9 @@ class BridgeDriver(BaseDriver):
         if proxy is not None:
             if (problem := names.interface_name_problem(proxy)) is not None:
                 raise InvalidParameter(f'invalid value "{names.shown(proxy)}" for option {NDP_PROXY_OPTION}: {problem}')
+            if not network.ipv6:
+                raise InvalidParameter(f"option {NDP_PROXY_OPTION} needs --ipv6: the proxy answers for the "
+                                       "containers' IPv6 addresses")
             if host.link(proxy) is None:
                 raise InvalidParameter(f'invalid value "{proxy}" for option {NDP_PROXY_OPTION}: no interface {proxy} '
                                        "on this host")
