@@ -97,12 +97,12 @@ def test_a_bad_value_is_refused_and_changes_nothing(lab):
     host = lab.host("docker1")
     run(host, "web1")  # the CLI starts the daemon; the default bridge is made
     stop_daemon(host)
-    before = host.sh(["ip", "-o", "addr", "show", "dev", "muslin0"]).stdout
+    before = host.sh(["ip", "-o", "-4", "addr", "show", "dev", "muslin0"]).stdout
     res = host.muslin("daemon", "--bip", "10.9.0.1", check=False)
     assert (res.returncode, res.stderr.strip()) == (1, "bip: invalid CIDR address: 10.9.0.1")
     res = host.muslin("daemon", "--mtu", "-5", check=False)
     assert (res.returncode, res.stderr.strip()) == (1, "invalid default MTU: -5")
-    assert host.sh(["ip", "-o", "addr", "show", "dev", "muslin0"]).stdout == before
+    assert host.sh(["ip", "-o", "-4", "addr", "show", "dev", "muslin0"]).stdout == before
 
 
 def test_a_changed_bip_in_daemon_json_is_applied_by_the_next_start(lab):
