@@ -356,6 +356,12 @@ class Engine:
             if net.driver_state.get("daemon_options", DaemonOptions().default_bridge()) == \
                     self.options.default_bridge():
                 return False
+            try:
+                self._check_predefined(net)
+            except MuslinError as exc:
+                log.error("the daemon's options cannot apply to the default network %s, which stays as it was: %s",
+                          DEFAULT_BRIDGE, exc.message)
+                return False
             users = []
             for ep in self.endpoints(network=net):
                 users.append((self.find_container(ep.container_id, ("active", "dead")), ep.aliases))
@@ -375,6 +381,15 @@ class Engine:
                 except MuslinError as exc:
                     log.warning("container %s not moved to the new %s network: %s", con.name, DEFAULT_BRIDGE, exc)
             return True
+
+    def _check_predefined(self, old: Network) -> None:
+        """Refuse, before ``old`` is taken down, a default bridge the daemon's options cannot make:
+        one whose subnet another network has."""
+        others = [p.subnet for n in self._other_networks(old) for p in n.pools]
+        spec = predefined_network(others, self.options)
+        pools = ipam.parse_pools(spec["subnets"], spec.get("gateways", ()), spec.get("ip_ranges", ()), {},
+                                 legacy_host_bits=True)
+        ipam.check_no_overlap(pools, others)
 
     def _apply_firewall(self) -> None:
         rules = []

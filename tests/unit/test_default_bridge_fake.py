@@ -117,3 +117,15 @@ def test_ndp_proxy_on_a_network_without_ipv6_is_refused(tmp_path):
     with engine_on(FakeKernel(), tmp_path / "r") as engine:
         with pytest.raises(InvalidParameter, match="option ndp_proxy needs --ipv6"):
             engine.create_network("v4", subnets=["10.20.0.0/24"], options={"ndp_proxy": "eth0"})
+
+
+def test_options_the_default_bridge_cannot_take_leave_it_as_it_was(tmp_path):
+    fake = FakeKernel()
+    with engine_on(fake, tmp_path / "r") as engine:
+        engine.create_network("n1", subnets=["10.9.0.0/24"])
+        con = engine.create_container("c1")
+    with engine_on(fake, tmp_path / "r", DaemonOptions(bip="10.9.0.1/24")) as engine:
+        engine.recover()
+        assert engine.refresh_default_network() is False  # 10.9.0.0/24 is n1's
+        assert "172.17.0.1/16" in fake.host.addresses["muslin0"]
+        assert engine.endpoints(container=engine.find_container(con.id))[0].ipv4 == "172.17.0.2/16"
