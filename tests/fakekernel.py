@@ -68,6 +68,7 @@ class NetnsState:
     routes: list[Route] = field(default_factory=list)
     neighbours: dict[tuple[str, str], str] = field(default_factory=dict)  # (dev, ip) -> mac
     fdb: dict[tuple[str, str], str] = field(default_factory=dict)  # (dev, mac) -> vtep
+    proxies: dict[tuple[str, str], bool] = field(default_factory=dict)  # (dev, ip) -> muslin's (else by hand)
     sysctls: dict[str, str] = field(default_factory=dict)
     tables: dict[str, list] = field(default_factory=dict)  # nftables table -> rule specs
     _indexes: itertools.count = field(default_factory=lambda: itertools.count(1))
@@ -93,6 +94,7 @@ class NetnsState:
             "routes": sorted(map(repr, self.routes)),
             "neighbours": dict(self.neighbours),
             "fdb": dict(self.fdb),
+            "proxies": dict(self.proxies),
             "sysctls": dict(self.sysctls),
             "tables": {t: list(r) for t, r in self.tables.items()},
         }
@@ -246,6 +248,7 @@ def _remove_link(ns: NetnsState, name: str) -> None:
     ns.routes = [r for r in ns.routes if r.dev != name]
     ns.neighbours = {k: v for k, v in ns.neighbours.items() if k[0] != name}
     ns.fdb = {k: v for k, v in ns.fdb.items() if k[0] != name}
+    ns.proxies = {k: v for k, v in ns.proxies.items() if k[0] != name}
     ns.sysctls = {k: v for k, v in ns.sysctls.items() if f".conf.{name.replace('.', '/')}." not in k}
     for other in ns.links.values():
         if other.master == link.index:
@@ -576,6 +579,20 @@ class FakeNamespace:
     @_call
     def fdb(self, dev: str) -> dict[str, str]:
         return {mac: dst for (d, mac), dst in self.ns.fdb.items() if d == dev}
+
+    @_call
+    def add_proxy(self, dev: str, ip: str) -> None:
+        self._index(dev)
+        self.ns.proxies.setdefault((dev, ip), True)  # one already there stays whoever's it is
+
+    @_call
+    def delete_proxy(self, dev: str, ip: str) -> None:
+        if self.ns.proxies.get((dev, ip)):
+            del self.ns.proxies[(dev, ip)]
+
+    @_call
+    def proxies(self, dev: str) -> set[str]:
+        return {ip for (d, ip), ours in self.ns.proxies.items() if d == dev and ours}
 
     # -- sysctls and firewall ------------------------------------------------------------
 

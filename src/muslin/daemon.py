@@ -18,7 +18,9 @@ import sys
 import threading
 
 from muslin import __version__
+from muslin import daemon_options
 from muslin.client import SOCKET_NAME
+from muslin.daemon_options import DaemonOptions
 from muslin.engine import Engine
 from muslin.errors import MuslinError
 from muslin.model import Container, Network
@@ -220,9 +222,10 @@ def _refuse_busy(conn) -> None:
         pass
 
 
-def serve(root: str, services: list | None = None) -> int:
+def serve(root: str, services: list | None = None, options: DaemonOptions | None = None) -> int:
     """Serve ``root`` until SIGTERM/SIGINT. ``services``: the long-lived services to host
-    (None: :func:`muslin.services.default_services`; tests pass their own)."""
+    (None: :func:`muslin.services.default_services`; tests pass their own). ``options``: the
+    daemon's options (None: those of ``ROOT/daemon.json``, as a daemon the CLI starts reads them)."""
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(message)s")
     os.umask(0o077)  # everything the daemon creates (socket, store, pins, logs) is root's alone
     try:
@@ -243,7 +246,13 @@ def serve(root: str, services: list | None = None) -> int:
         return 1
     with open(pid, "w") as f:
         f.write(f"{os.getpid()}\n")
-    engine = Engine(root)
+    if options is None:
+        try:
+            options = daemon_options.load(root)
+        except MuslinError as exc:
+            log.error("%s", exc.message)
+            return 1
+    engine = Engine(root, options=options)
     hosted = start_engine(engine, default_services() if services is None else services)
     path = os.path.join(root, SOCKET_NAME)
     try:
@@ -280,6 +289,10 @@ def start_engine(engine: Engine, services: list) -> Services:
     notify_systemd("STATUS=recovering")
     repaired = engine.recover()
     log.info("muslin %s serving %s (recovery: %s)", __version__, engine.root, repaired)
+    try:
+        engine.refresh_default_network()  # a changed --bip, --fixed-cidr, --icc, … applies now
+    except Exception as exc:  # noqa: BLE001 - the daemon always starts; the log says what is stale
+        log.error("cannot apply the daemon's options to the default network: %s", exc, exc_info=exc)
     hosted = Services(services, on_status=lambda text: notify_systemd(f"STATUS={text}"))
     hosted.start(engine)
     return hosted

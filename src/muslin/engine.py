@@ -30,7 +30,8 @@ import time
 from muslin import ipam, kernel, names, paths
 from muslin import publish as publishing
 from muslin.drivers import Driver, load
-from muslin.drivers.bridge import predefined_network
+from muslin.daemon_options import DaemonOptions
+from muslin.drivers.bridge import MAC_IPV6_OPTION, predefined_network
 from muslin.errors import Conflict, InvalidParameter, MuslinError, NotFound
 from muslin.events import ENDPOINT_CREATED, ENDPOINT_REMOVED, NETWORK_CREATED, NETWORK_REMOVED, Change
 from muslin.faults import checkpoint
@@ -93,7 +94,8 @@ class Engine:
     ``Namespace`` and netns functions (unit tests run the engine on an in-memory one).
     """
 
-    def __init__(self, root: str, netns: str | None = None, kernel=kernel):
+    def __init__(self, root: str, netns: str | None = None, kernel=kernel, options: DaemonOptions | None = None):
+        self.options = options or DaemonOptions()  # the daemon's: the default bridge and the default pools
         self.root = paths.prepare_root(root)
         db = os.path.join(self.root, "muslin.db")
         os.close(paths.open_private(db, os.O_RDWR | os.O_CREAT))  # 0600, and never a link SQLite would follow
@@ -253,10 +255,11 @@ class Engine:
         ipam.check_no_overlap(pools, [p.subnet for n in others for p in n.pools])
         in_use = [p.subnet for n in others for p in n.pools] + self._host_routes()
         auto = []
+        defaults = [(ipaddress.ip_network(p.base), p.size) for p in self.options.default_address_pools]
         if not any(p.version == 4 for p in pools):
-            auto.append(Pool(ipam.default_pool_v4(in_use)))
+            auto.append(Pool(ipam.default_pool_v4(in_use, defaults)))
         if net.ipv6 and not any(p.version == 6 for p in pools):
-            auto.append(Pool(ipam.default_pool_v6(in_use, self.tag.encode())))
+            auto.append(Pool(ipam.default_pool_v6(in_use, self.tag.encode(), defaults)))
         given_gateways = {str(p.gateway) for p in pools if p.gateway}
         net.pools = ipam.with_default_gateways(pools + auto) if drv.assigns_gateway else pools + auto
         net.auto_subnets = [str(p.subnet) for p in auto]
@@ -330,8 +333,64 @@ class Engine:
             except NotFound:
                 pass
             taken = [p.subnet for n in self.networks(IN_USE) for p in n.pools] + self._host_routes()
-            subnets, options = predefined_network(taken)
-            return self.create_network(DEFAULT_BRIDGE, "bridge", subnets=subnets, options=options)
+            net = self.create_network(DEFAULT_BRIDGE, "bridge", **predefined_network(taken, self.options))
+            # what it was made from: a daemon started with other options makes it again
+            net.driver_state["daemon_options"] = self.options.default_bridge()
+            self.store.put("networks", net.id, net.name, "active", net.to_doc())
+            return net
+
+    def refresh_default_network(self) -> bool:
+        """Make the default bridge again when the daemon's options changed since it was made
+        (the daemon's start calls it after recovery). Docker re-addresses docker0 at start and
+        its containers come back on the new subnet when started again; muslin's containers live
+        through a daemon restart, so they are moved to the new bridge at once (new addresses,
+        same names and aliases) rather than left on a bridge that no longer exists. True when
+        it was made again."""
+        with self._lock:
+            try:
+                net = self.find_network(DEFAULT_BRIDGE)
+            except NotFound:
+                return False
+            if not net.predefined:
+                return False
+            # made before options were recorded: with the defaults
+            if net.driver_state.get("daemon_options", DaemonOptions().default_bridge()) == \
+                    self.options.default_bridge():
+                return False
+            try:
+                self._check_predefined(net)
+            except MuslinError as exc:
+                log.error("the daemon's options cannot apply to the default network %s, which stays as it was: %s",
+                          DEFAULT_BRIDGE, exc.message)
+                return False
+            users = []
+            for ep in self.endpoints(network=net):
+                users.append((self.find_container(ep.container_id, ("active", "dead")), ep.aliases))
+                self._disconnect(net, ep)
+            self.store.set_state("networks", net.id, "removing")
+            self._apply_firewall()
+            self.driver(net.driver).delete(self.host, net, self._other_networks(net))
+            self.store.release_network(net.id)
+            self.store.delete("networks", net.id)
+            self._announce(Change(NETWORK_REMOVED, net))
+            new = self.default_network()
+            log.info("default network %s made again with the daemon's new options (%s)", DEFAULT_BRIDGE,
+                     ", ".join(str(p.subnet) for p in new.pools))
+            for con, aliases in users:
+                try:
+                    self._connect(new, con, None, None, list(aliases))
+                except MuslinError as exc:
+                    log.warning("container %s not moved to the new %s network: %s", con.name, DEFAULT_BRIDGE, exc)
+            return True
+
+    def _check_predefined(self, old: Network) -> None:
+        """Refuse, before ``old`` is taken down, a default bridge the daemon's options cannot make:
+        one whose subnet another network has."""
+        others = [p.subnet for n in self._other_networks(old) for p in n.pools]
+        spec = predefined_network(others, self.options)
+        pools = ipam.parse_pools(spec["subnets"], spec.get("gateways", ()), spec.get("ip_ranges", ()), {},
+                                 legacy_host_bits=True)
+        ipam.check_no_overlap(pools, others)
 
     def _apply_firewall(self) -> None:
         rules = []
@@ -519,12 +578,15 @@ class Engine:
                 v4 = self._allocate(net, 4, eid, ip)
             elif ip:
                 raise InvalidParameter(f"network {net.name} has no IPv4 subnet")
+            mac = ipam.docker_mac(ipam.from_int(v4[1], 4) if v4 else None)
             if net.ipv6 and net.pools_of(6):
+                if ip6 is None and net.option_bool(MAC_IPV6_OPTION, False):
+                    ip6 = str(ipam.mac_ipv6(net.pools_of(6)[0].subnet, mac))
                 v6 = self._allocate(net, 6, eid, ip6)
             ep = Endpoint(
                 id=eid, network_id=net.id, container_id=con.id, ifname=ifname,
                 host_ifname=f"veth{eid[:11]}" if self.driver(net.driver).uses_veth else "",
-                mac=ipam.docker_mac(ipam.from_int(v4[1], 4) if v4 else None),
+                mac=mac,
                 ipv4=f"{ipam.from_int(v4[1], 4)}/{v4[0].subnet.prefixlen}" if v4 else None,
                 ipv6=f"{ipam.from_int(v6[1], 6)}/{v6[0].subnet.prefixlen}" if v6 else None,
                 gateway=str(v4[0].gateway) if v4 and v4[0].gateway else None,

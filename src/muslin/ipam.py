@@ -519,15 +519,16 @@ def _used_intervals(in_use: Iterable[Subnet], version: int) -> list[tuple[int, i
     return sorted(_first_last(net) for net in in_use if net.version == version)
 
 
-def default_pool_v4(in_use: Iterable[Subnet]) -> IPv4Network:
+def default_pool_v4(in_use: Iterable[Subnet], pools=None) -> IPv4Network:
     """The subnet Docker gives a network created without ``--subnet``: the first of
     its local default pools (``DEFAULT_POOLS_V4``) that overlaps nothing in
     ``in_use``. Pass the subnets of every other network, and what Docker infers as
     reserved on the host: its on-link IPv4 routes and the nameservers of
     resolv.conf (not the default route). None left: Exhausted, Docker's text.
+    ``pools``: ``(base, size)`` pairs that replace the defaults (``--default-address-pool``).
     """
     used = _used_intervals(in_use, 4)
-    for base, size in DEFAULT_POOLS_V4:
+    for base, size in _pools_of(pools, 4) or DEFAULT_POOLS_V4:
         start = _first_free_block(base, size, used)
         if start is not None:
             return IPv4Network((start, size))
@@ -543,7 +544,11 @@ def ula_base_v6(seed: bytes) -> IPv6Network:
     return IPv6Network(((0xFD << 120) | (global_id << 80), 48))
 
 
-def default_pool_v6(in_use: Iterable[Subnet], seed: bytes) -> IPv6Network:
+def _pools_of(pools, version: int) -> list[tuple[Subnet, int]]:
+    return [(base, size) for base, size in pools or () if base.version == version]
+
+
+def default_pool_v6(in_use: Iterable[Subnet], seed: bytes, pools=None) -> IPv6Network:
     """The IPv6 subnet for a network created with ``--ipv6`` and no IPv6 subnet.
 
     Docker Engine 27 and later (``daemon`` adds ``DeriveULABaseNetwork(hostID)`` to the
@@ -553,13 +558,23 @@ def default_pool_v6(in_use: Iterable[Subnet], seed: bytes) -> IPv6Network:
     so the same host always gets the same /48; with Docker's own host ID as the seed
     the /48 is the one Docker would pick. ``in_use``: other networks' IPv6 subnets
     (Docker infers no reserved IPv6 prefixes from the host's routes; nameservers
-    only). None left: Exhausted.
+    only). None left: Exhausted. IPv6 ``pools`` (``(base, size)``) replace the ULA, as
+    Docker's ``--default-address-pool`` does when one is IPv6.
     """
-    base = ula_base_v6(seed)
-    start = _first_free_block(base, 64, _used_intervals(in_use, 6))
-    if start is None:
-        raise Exhausted(MSG_NO_MORE_SUBNETS)
-    return IPv6Network((start, 64))
+    used = _used_intervals(in_use, 6)
+    for base, size in _pools_of(pools, 6) or [(ula_base_v6(seed), 64)]:
+        start = _first_free_block(base, size, used)
+        if start is not None:
+            return IPv6Network((start, size))
+    raise Exhausted(MSG_NO_MORE_SUBNETS)
+
+
+def mac_ipv6(subnet: IPv6Network, mac: str) -> IPv6Address:
+    """Docker 20.10's address for a container on a default bridge whose ``--fixed-cidr-v6``
+    leaves at least 48 host bits: the subnet's prefix with the MAC in the last 48 bits
+    (02:42:ac:11:00:02 in 2003:cd11::/64 -> 2003:cd11::242:ac11:2)."""
+    raw = bytes(int(b, 16) for b in mac.split(":"))
+    return IPv6Address(int(subnet.network_address) | int.from_bytes(raw, "big"))
 
 
 # --------------------------------------------------------------------------------------

@@ -207,3 +207,17 @@ def differences(expected: dict, actual: dict) -> str:
 
 def dump(obj) -> str:
     return json.dumps(obj, indent=2, sort_keys=True)
+
+
+def start_daemon(host, *flags: str):
+    """``muslin daemon FLAGS`` in the background on ``host``, once it answers (a daemon killed
+    before may have left its socket file: a command waits for the new one's recovery)."""
+    from muslin.lab import wait_until
+
+    daemon = host.muslin_popen("daemon", *flags)
+    sock = os.path.join(host.root, "muslin.sock")
+    wait_until(lambda: os.path.exists(sock) or not daemon.running(), "the daemon to listen", timeout=30)
+    assert daemon.running(), daemon.output()[-2000:]
+    host.muslin("network", "ls")
+    assert daemon.running(), daemon.output()[-2000:]
+    return daemon

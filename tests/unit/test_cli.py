@@ -923,7 +923,7 @@ def test_daemon_subcommand_imports_the_daemon_lazily(monkeypatch, tmp_path):
 
     served = []
     fake = types.ModuleType("muslin.daemon")
-    fake.serve = lambda root: served.append(root) or 0
+    fake.serve = lambda root, options=None: served.append(root) or 0
     monkeypatch.setitem(sys.modules, "muslin.daemon", fake)
     assert cli.main(["--root", str(tmp_path / "state"), "daemon"]) == 0
     assert served == [str(tmp_path / "state")]

@@ -76,22 +76,54 @@ def on_fabric(network: Network) -> None:
 
 
 DEFAULT_SUBNET = "172.17.0.0/16"
+NDP_PROXY_OPTION = "ndp_proxy"  # answer neighbour solicitations for the containers' IPv6 addresses on this link
+MAC_IPV6_OPTION = "muslin.bridge.ipv6_from_mac"  # containers' IPv6 = subnet prefix + MAC (default bridge)
 
 
-def predefined_network(taken: list) -> tuple[list[str], dict]:
-    """The subnets and options of Docker's default ``bridge`` network (docker0, here muslin0):
-    172.17.0.0/16 unless a subnet in ``taken`` overlaps it; on a host where the fabric agent
+def predefined_network(taken: list, daemon=None) -> dict:
+    """How to create Docker's default ``bridge`` network (docker0, here muslin0): the
+    arguments of ``Engine.create_network``, following the daemon's options (``daemon``, a
+    :class:`muslin.daemon_options.DaemonOptions`): ``--bip`` its address and prefix, else
+    172.17.0.0/16 unless a subnet in ``taken`` overlaps it; ``--fixed-cidr`` the range
+    containers get addresses from; ``--ipv6`` with ``--fixed-cidr-v6`` its IPv6 subnet;
+    ``--icc``, ``--ip-masq``, ``--mtu``, ``--ndp-proxy``. On a host where the fabric agent
     runs, the agent's subnet, as docker0 takes it with Flannel."""
+    from muslin.daemon_options import DaemonOptions
+
+    daemon = daemon or DaemonOptions()
     options = {
         BRIDGE_NAME_OPTION: names.DEFAULT_BRIDGE_DEVICE,
         DEFAULT_BRIDGE_OPTION: "true",
-        ICC_OPTION: "true",
+        ICC_OPTION: "true" if daemon.icc else "false",
     }
+    if daemon.ndp_proxy:
+        options[NDP_PROXY_OPTION] = daemon.ndp_proxy
     if os.path.exists(subnet_file_path()):
-        return [], {**options, FABRIC_OPTION: "true"}
-    subnet = ipaddress.ip_network(DEFAULT_SUBNET)
-    free = not any(subnet.overlaps(t) for t in taken if t.version == 4)
-    return [DEFAULT_SUBNET] if free else [], {**options, MASQUERADE_OPTION: "true", MTU_OPTION: "1500"}
+        return {"subnets": [], "options": {**options, FABRIC_OPTION: "true"}, "ipv6": daemon.ipv6}
+    options.update({MASQUERADE_OPTION: "true" if daemon.ip_masq else "false", MTU_OPTION: str(daemon.mtu or 1500)})
+    subnets, gateways, ranges = [], [], []
+    if daemon.bip:
+        bip = ipaddress.ip_interface(daemon.bip)
+        subnets, gateways = [str(bip.network)], [str(bip.ip)]
+    elif daemon.fixed_cidr:
+        subnets = [str(ipaddress.ip_network(daemon.fixed_cidr, strict=False))]
+    else:
+        subnet = ipaddress.ip_network(DEFAULT_SUBNET)
+        if not any(subnet.overlaps(t) for t in taken if t.version == 4):
+            subnets = [DEFAULT_SUBNET]
+    if daemon.fixed_cidr and subnets:
+        ranges = [str(ipaddress.ip_network(daemon.fixed_cidr, strict=False))]
+    if daemon.ipv6 and daemon.fixed_cidr_v6:
+        subnet6 = ipaddress.ip_network(daemon.fixed_cidr_v6, strict=False)
+        subnets.append(str(subnet6))
+        if subnet6.prefixlen <= 80:  # Docker 20.10: the address is made from the MAC (48 host bits needed)
+            options[MAC_IPV6_OPTION] = "true"
+    return {"subnets": subnets, "gateways": gateways, "ip_ranges": ranges, "ipv6": daemon.ipv6, "options": options}
+
+
+def _proxy_link(network: Network) -> str | None:
+    """The link where the host answers NDP for the network's containers (``-o ndp_proxy``)."""
+    return network.options.get(NDP_PROXY_OPTION) if network.ipv6 else None
 
 
 class BridgeDriver(BaseDriver):
@@ -109,6 +141,16 @@ class BridgeDriver(BaseDriver):
         for other in others:
             if other.driver == self.name and bridge_name(other) == name:
                 raise Conflict(f"bridge name {name} is already used by network {other.name}")
+        proxy = network.options.get(NDP_PROXY_OPTION)
+        if proxy is not None:
+            if (problem := names.interface_name_problem(proxy)) is not None:
+                raise InvalidParameter(f'invalid value "{names.shown(proxy)}" for option {NDP_PROXY_OPTION}: {problem}')
+            if not network.ipv6:
+                raise InvalidParameter(f"option {NDP_PROXY_OPTION} needs --ipv6: the proxy answers for the "
+                                       "containers' IPv6 addresses")
+            if host.link(proxy) is None:
+                raise InvalidParameter(f'invalid value "{proxy}" for option {NDP_PROXY_OPTION}: no interface {proxy} '
+                                       "on this host")
         existing = host.link(name)
         if existing is not None and (existing.kind != "bridge" or existing.alias != self.alias):
             # never adopt (nor later delete) a stranger's
@@ -141,10 +183,15 @@ class BridgeDriver(BaseDriver):
         # published ports answer on the host's 127.0.0.1 too (DNAT to a container, as Docker
         # without its proxy); the firewall drops what containers send to 127.0.0.0/8
         host.sysctl(f"net.ipv4.conf.{sysctl_name(name)}.route_localnet", "1")
+        if network.predefined and network.ipv6:
+            host.add_address(name, "fe80::1/64")  # as docker0: a gateway address that never changes
         if not network.internal:
             host.sysctl("net.ipv4.ip_forward", "1")
             if network.ipv6:
                 host.sysctl("net.ipv6.conf.all.forwarding", "1")
+        if _proxy_link(network):
+            # the host answers neighbour solicitations there for the containers' addresses
+            host.sysctl(f"net.ipv6.conf.{sysctl_name(_proxy_link(network))}.proxy_ndp", "1")
 
     def delete(self, host: Namespace, network: Network, others: list[Network]) -> None:
         host.delete_owned_link(bridge_name(network), self.alias)
@@ -158,7 +205,15 @@ class BridgeDriver(BaseDriver):
                       # ICC off: isolated ports cannot reach each other, whatever netfilter the
                       # kernel has (the firewall rules stay as a second line).
                       isolated=not network.option_bool(ICC_OPTION, True))  # and IPv6 off on the port
+        self._proxy(host, network, endpoint, host.add_proxy)
         return peer
+
+    @staticmethod
+    def _proxy(host: Namespace, network: Network, endpoint: Endpoint, step) -> None:
+        """``step(link, address)`` for the endpoint's IPv6 address on the NDP proxy link, if any."""
+        link = _proxy_link(network)
+        if link and endpoint.ipv6:
+            step(link, endpoint.ipv6.split("/")[0])
 
     def configure(self, host: Namespace, sandbox: Namespace, network: Network, endpoint: Endpoint, link: str,
                   default_route: bool) -> None:
@@ -175,9 +230,13 @@ class BridgeDriver(BaseDriver):
             return False
         if port.alias is None and port.kind == "veth":  # a port made before ports were tagged
             host.tag_link(port.name, self.alias)
+        link = _proxy_link(network)
+        if link and endpoint.ipv6 and endpoint.ipv6.split("/")[0] not in host.proxies(link):
+            self._proxy(host, network, endpoint, host.add_proxy)  # deleted by hand, or the link was made again
         return True
 
     def leave(self, host: Namespace, sandbox_path: str | None, network: Network, endpoint: Endpoint) -> None:
+        self._proxy(host, network, endpoint, host.delete_proxy)
         host.delete_owned_link(endpoint.host_ifname, self.alias)  # its peer goes with it, wherever it is
 
     def links(self, network: Network, endpoints: list[Endpoint]) -> set[str]:

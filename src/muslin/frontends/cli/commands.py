@@ -48,6 +48,7 @@ class Plan:
 
 # The command line, declared once: parsing and every --help text come from it (see muslin.argv).
 
+_UNSET = ""  # a daemon flag not given (a boolean given is True or False)
 _CONTAINER_ALIAS_HELP = "Add network-scoped alias for the container"
 _IP_HELP = "IPv4 address (e.g., 172.30.100.104)"
 _IP6_HELP = "IPv6 address (e.g., 2001:db8::33)"
@@ -189,7 +190,22 @@ COMMAND_LINE = Cmd(
         Cmd("rm", "Remove one or more containers", options=[
             Opt("-f", "--force", help="Force the removal of a running container"),
         ], args=[Arg("names", "CONTAINER", nargs="+")]),
-        Cmd("daemon", "Run the muslin daemon in the foreground"),
+        Cmd("daemon", "Run the muslin daemon in the foreground", options=[
+            Opt("--bip", metavar="CIDR", help="Specify default-bridge IP (address and prefix)"),
+            Opt("--config-file", metavar="FILE", help="Daemon configuration file (default ROOT/daemon.json)"),
+            Opt("--default-address-pool", metavar="POOL", multiple=True,
+                help="Default address pools for node specific local networks (base=CIDR,size=N)"),
+            Opt("--dns", metavar="IP", multiple=True, help="DNS server to use"),
+            Opt("--fixed-cidr", metavar="CIDR", help="IPv4 subnet for fixed IPs"),
+            Opt("--fixed-cidr-v6", metavar="CIDR", help="IPv6 subnet for fixed IPs"),
+            Opt("--icc", default=_UNSET, help="Enable inter-container communication (default true)"),
+            Opt("--ip-masq", default=_UNSET, help="Enable IP masquerading (default true)"),
+            Opt("--ipv6", default=_UNSET, help="Enable IPv6 networking"),
+            Opt("--mtu", metavar="INT", type=int, help="Set the containers network MTU"),
+            Opt("--ndp-proxy", metavar="IFACE",
+                help="Answer NDP on IFACE for the default bridge's containers' IPv6 addresses"),
+            Opt("--userland-proxy", default=_UNSET, help="Use userland proxy for loopback traffic (default true)"),
+        ]),
         Cmd("cni", "Manage muslin's CNI plugin", commands=[
             Cmd("install", "Install muslin as the CNI plugin of type muslin",
                 description="Link the plugin into a directory where runtimes look for CNI plugins.",
@@ -220,6 +236,19 @@ def _command(words: list[str], prog: str) -> list[str]:
     if not words:
         raise UsageError(f'"{prog}" requires at least 1 argument (COMMAND)', code=EXIT_ERROR, prog=prog)
     return list(words)
+
+
+_DAEMON_FLAGS = ("bip", "default_address_pool", "dns", "fixed_cidr", "fixed_cidr_v6", "icc", "ip_masq", "ipv6",
+                 "mtu", "ndp_proxy", "userland_proxy")
+
+
+def _plan_daemon(v: dict, root) -> Plan:
+    # only the flags given (by their names): a key also in daemon.json is a conflict, as with dockerd
+    given = {name.replace("_", "-"): v[name] for name in _DAEMON_FLAGS if v[name] not in (None, _UNSET, [])}
+    opts = {"flags": given} if given else {}
+    if v["config_file"]:
+        opts["config_file"] = os.path.abspath(v["config_file"])
+    return Plan("daemon", opts=opts, root=root)
 
 
 def _compact(args: dict) -> dict:
@@ -341,7 +370,7 @@ PLANNERS = {
                                        root=root),
     ("rm",): lambda v, root: Plan("rm", [("container.remove", {"name": n, "force": v["force"]}) for n in v["names"]],
                                   root=root),
-    ("daemon",): lambda v, root: Plan("daemon", root=root),
+    ("daemon",): _plan_daemon,
     ("cni", "install"): lambda v, root: Plan("cni.install", opts=v, root=root),
 }
 
@@ -497,7 +526,15 @@ def _cmd_daemon(plan: Plan, client) -> int:
         from muslin.daemon import serve
     except ImportError as e:
         raise CliError(f"Error: the muslin daemon cannot start: {e}") from None
-    rc = serve(root_dir(plan.root))
+    from muslin import daemon_options
+    from muslin.errors import MuslinError
+
+    root = root_dir(plan.root)
+    try:
+        options = daemon_options.load(root, plan.opts.get("flags"), plan.opts.get("config_file"))
+    except MuslinError as e:
+        raise CliError(e.message) from None
+    rc = serve(root, options=options)
     return int(rc or 0)
 
 
