@@ -158,9 +158,83 @@ def main() -> int:
         show(docker1, "network", "rm", "my_net", "ipv6_bridge", "vault")
         show(docker2, "rm", "-f", "db")
         show(docker1, "network", "ls")
+    ipv6_tour(checks)
     fabric_tour(checks)
     print(f"\nDemo finished: {sum(checks)} of {len(checks)} checks as expected; the labs are gone.")
     return 0 if all(checks) else 1
+
+
+PORT_SERVER = """
+import socket, sys
+s = socket.socket(socket.AF_INET6); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+s.bind(("::", 80)); s.listen(5); print("listening", flush=True)
+while True:
+    c, peer = s.accept(); c.sendall(b"hello from web1\\n"); c.close()
+"""
+
+
+def fetch(address: str, port: int) -> str:
+    return (f"import socket; print(socket.create_connection(({address!r}, {port}), timeout=3)"
+            ".recv(100).decode().strip())")
+
+
+def ipv6_tour(checks: list[bool]) -> None:
+    """Seed 001 chapter 10: IPv6 on the default bridge from the daemon's options, names on a
+    dual-stack network, a published port on both families, and the NDP proxy the seed types
+    by hand for every container, kept by muslin."""
+    with Lab(name="demov6") as lab:
+        say("IPv6 (seed 001 ch.10): docker1 2003:ab11::1 and docker2 2003:ab11::2 on one /64, an outside host")
+        sw = lab.switch("switch")
+        docker1, docker2, outside = lab.host("docker1"), lab.host("docker2"), lab.node("outside")
+        lab.link(docker1, sw, "10.10.10.101/24", "2003:ab11::1/64")
+        lab.link(docker2, sw, "10.10.10.102/24", "2003:ab11::2/64")
+        lab.link(outside, sw, "10.10.10.50/24", "2003:ab11::50/64")
+        for host, half in ((docker1, "8000"), (docker2, "c000")):
+            config = {"ipv6": True, "fixed-cidr-v6": f"2003:ab11:0:0:{half}::/66", "ndp-proxy": "eth0"}
+            with open(f"{host.root}/daemon.json", "w") as f:
+                json.dump(config, f)
+            print(f"{host.name}$ cat {host.root}/daemon.json   (dockerd's keys; or muslin daemon --ipv6 ...)")
+            print("    " + json.dumps(config))
+
+        say("A container on each host's default bridge, addressed from its /66")
+        show(docker1, "run", "-d", "--name", "web1", "--", "sleep", "3600")
+        show(docker2, "run", "-d", "--name", "web2", "--", "sleep", "3600")
+        web1 = json.loads(docker1.muslin("inspect", "web1").stdout)[0]["Networks"]["bridge"]["GlobalIPv6Address"]
+        show(docker1, "exec", "web1", "--", "ip", "-6", "-br", "addr", "show", "eth0")
+        print(f"docker2$ muslin exec web2 -- ping -6 -c 1 {web1}")
+        out = docker2.muslin("exec", "web2", "--", "ping", "-6", "-c", "1", "-W", "2", web1, check=False)
+        checks.append(expect(out.returncode == 0, "web2 on docker2 reaches web1 on docker1 over IPv6, with no "
+                                                  "`ip -6 neigh add proxy` typed by anyone"))
+        print("docker1$ ip -6 neigh show proxy")
+        print("    " + docker1.sh("ip -6 neigh show proxy").stdout.strip().replace("\n", "\n    "))
+        show(docker1, "rm", "-f", "web1")
+        show(docker2, "rm", "-f", "web2")
+
+        say("Names on a user-defined dual-stack network: the embedded DNS answers A and AAAA")
+        show(docker1, "network", "create", "--ipv6", "--subnet", "192.168.127.0/24", "--subnet",
+             "2003:ab11:0:0:c000::/66", "ipv6_bridge", quiet=True)
+        show(docker1, "run", "-d", "--name", "web1", "--network", "ipv6_bridge", "-p", "8080:80", "--",
+             sys.executable, "-c", PORT_SERVER)
+        show(docker1, "run", "-d", "--name", "web2", "--network", "ipv6_bridge", "--", "sleep", "3600")
+        for flag in ("-4", "-6"):
+            out = docker1.muslin("exec", "web2", "--", "ping", flag, "-c", "1", "-W", "2", "web1", check=False)
+            print(f"docker1$ muslin exec web2 -- ping {flag} -c 1 web1")
+            replies = [line for line in out.stdout.splitlines() if "bytes from" in line]
+            print("    " + (replies[0] if replies else out.stderr.strip()))
+            checks.append(expect(out.returncode == 0 and "web1.ipv6_bridge" in out.stdout,
+                                 f"web2 resolves web1 and reaches it over IPv{flag[1]}, the reply named web1.ipv6_bridge"))
+
+        say("A published port, reached from the outside host on both families")
+        show(docker1, "port", "web1")
+        time.sleep(0.5)  # the server in web1 starts listening
+        for address in ("10.10.10.101", "2003:ab11::1"):
+            out = outside.sh([sys.executable, "-c", fetch(address, 8080)], check=False)
+            print(f"outside$ curl -g http://{'[' + address + ']' if ':' in address else address}:8080")
+            print("    " + (out.stdout.strip() or out.stderr.strip()[-200:]))
+            checks.append(expect("hello from web1" in out.stdout, f"the outside host reached web1 through {address}"))
+        show(docker1, "rm", "-f", "web1", "web2")
+        show(docker1, "network", "rm", "ipv6_bridge")
 
 
 def fabric_tour(checks: list[bool]) -> None:

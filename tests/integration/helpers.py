@@ -210,13 +210,28 @@ def dump(obj) -> str:
 
 
 def start_daemon(host, *flags: str):
-    """``muslin daemon FLAGS`` in the background on ``host``, once it answers (a daemon killed
-    before may have left its socket file: a command waits for the new one's recovery)."""
+    """``muslin daemon FLAGS`` in the background on ``host``, once it answers. A daemon killed
+    before may have left its socket file: wait until this daemon wrote its PID and accepts on
+    the socket, so that no command meanwhile finds the old socket dead and starts another."""
+    import socket
+
     from muslin.lab import wait_until
 
     daemon = host.muslin_popen("daemon", *flags)
-    sock = os.path.join(host.root, "muslin.sock")
-    wait_until(lambda: os.path.exists(sock) or not daemon.running(), "the daemon to listen", timeout=30)
+    sock, pidfile = os.path.join(host.root, "muslin.sock"), os.path.join(host.root, "muslin.pid")
+
+    def serving() -> bool:
+        try:
+            with open(pidfile) as f:
+                if int(f.read().strip() or 0) != daemon.pid:
+                    return False
+            with socket.socket(socket.AF_UNIX) as s:
+                s.connect(sock)
+            return True
+        except (OSError, ValueError):
+            return False
+
+    wait_until(lambda: serving() or not daemon.running(), "the daemon to listen", timeout=30)
     assert daemon.running(), daemon.output()[-2000:]
     host.muslin("network", "ls")
     assert daemon.running(), daemon.output()[-2000:]
