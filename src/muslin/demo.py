@@ -187,9 +187,9 @@ def ipv6_tour(checks: list[bool]) -> None:
         say("IPv6 (seed 001 ch.10): docker1 2003:ab11::1 and docker2 2003:ab11::2 on one /64, an outside host")
         sw = lab.switch("switch")
         docker1, docker2, outside = lab.host("docker1"), lab.host("docker2"), lab.node("outside")
-        lab.link(docker1, sw, "10.10.10.101/24", "2003:ab11::1/64")
-        lab.link(docker2, sw, "10.10.10.102/24", "2003:ab11::2/64")
-        lab.link(outside, sw, "10.10.10.50/24", "2003:ab11::50/64")
+        lab.link(docker1, sw, ["10.10.10.101/24", "2003:ab11::1/64"])
+        lab.link(docker2, sw, ["10.10.10.102/24", "2003:ab11::2/64"])
+        lab.link(outside, sw, ["10.10.10.50/24", "2003:ab11::50/64"])
         for host, half in ((docker1, "8000"), (docker2, "c000")):
             config = {"ipv6": True, "fixed-cidr-v6": f"2003:ab11:0:0:{half}::/66", "ndp-proxy": "eth0"}
             with open(f"{host.root}/daemon.json", "w") as f:
@@ -214,8 +214,10 @@ def ipv6_tour(checks: list[bool]) -> None:
         say("Names on a user-defined dual-stack network: the embedded DNS answers A and AAAA")
         show(docker1, "network", "create", "--ipv6", "--subnet", "192.168.127.0/24", "--subnet",
              "2003:ab11:0:0:c000::/66", "ipv6_bridge", quiet=True)
-        show(docker1, "run", "-d", "--name", "web1", "--network", "ipv6_bridge", "-p", "8080:80", "--",
-             sys.executable, "-c", PORT_SERVER)
+        print("docker1$ muslin run -d --name web1 --network ipv6_bridge -p 8080:80 -- "
+              "python3 -c '<answer \"hello from web1\" on port 80>'")
+        docker1.muslin("run", "-d", "--name", "web1", "--network", "ipv6_bridge", "-p", "8080:80", "--",
+                       sys.executable, "-c", PORT_SERVER)
         show(docker1, "run", "-d", "--name", "web2", "--network", "ipv6_bridge", "--", "sleep", "3600")
         for flag in ("-4", "-6"):
             out = docker1.muslin("exec", "web2", "--", "ping", flag, "-c", "1", "-W", "2", "web1", check=False)
