@@ -541,9 +541,10 @@ def test_context_refuses_other_namespace_threads(host):
 # ---------------------------------------------------------------- timing
 
 
-def test_apply_timing(topo, capsys):
-    """Median time of one apply() (re-apply over an existing rule set), in a namespace of its own;
-    it grows with the number of networks no faster than linearly."""
+def test_apply_grows_linearly_with_the_networks(topo, capsys):
+    """apply() over 1, 50 and 200 networks in a namespace of its own: the rule set loads and what
+    it hands the kernel grows no faster than the networks (counted, not timed: the times are
+    printed, as a benchmark prints them, and asserted nowhere)."""
     h = NftHost(topo.ns["time"])
     try:
         h.w.call(fw.bridge_meta_supported, h.nft)  # probe once, outside the timing
@@ -561,13 +562,14 @@ def test_apply_timing(topo, capsys):
             h.remove()
             first = h.w.call(timed)
             runs = [h.w.call(timed) for _ in range(7)]
-            res[count] = (first, statistics.median(runs))
+            size = len(json.dumps(fw.render(nets)))
+            res[count] = (first, statistics.median(runs), size)
         with capsys.disabled():
-            for count, (first, med) in res.items():
+            for count, (first, med, size) in res.items():
                 print(f"\n  apply() with {count:3d} networks: first {first * 1e3:.2f} ms, "
-                      f"re-apply median {med * 1e3:.2f} ms", end="")
-        # 4x the networks: at most 8x the time (twice linear), measured against each other in one run
-        assert res[200][1] < 8 * res[50][1], res
+                      f"re-apply median {med * 1e3:.2f} ms, {size} bytes of rules", end="")
+        # 4x the networks: at most 4x what is handed to the kernel, plus the fixed part
+        assert res[200][2] - res[1][2] <= 4 * (res[50][2] - res[1][2]) * 1.05, res
     finally:
         h.remove()
         h.close()
