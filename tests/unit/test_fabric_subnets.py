@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import random
-import time
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 
 import pytest

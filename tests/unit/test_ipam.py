@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import time
 from ipaddress import IPv4Address, IPv6Network, ip_address, ip_network
 
 import pytest
