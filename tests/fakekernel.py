@@ -71,6 +71,7 @@ class NetnsState:
     proxies: dict[tuple[str, str], bool] = field(default_factory=dict)  # (dev, ip) -> muslin's (else by hand)
     sysctls: dict[str, str] = field(default_factory=dict)
     tables: dict[str, list] = field(default_factory=dict)  # nftables table -> rule specs
+    dns_redirects: dict[tuple[str, int], int] = field(default_factory=dict)  # (address, port) -> listener port
     _indexes: itertools.count = field(default_factory=lambda: itertools.count(1))
 
     def new_link(self, name: str, kind: str | None, **attrs) -> FakeLink:
@@ -361,6 +362,13 @@ class FakeNamespace:
                                     isolated=isolated)
         sandbox_end = other.new_link(peer, "veth", mtu=mtu or 1500, mac=peer_mac or "")
         host_end.peer, sandbox_end.peer = (other, peer), (self.ns, name)
+
+    @_call
+    def redirect_dns(self, address: str, port: int, to_port: int | None) -> None:
+        if to_port is None:
+            self.ns.dns_redirects.pop((address, port), None)
+        else:
+            self.ns.dns_redirects[(address, port)] = to_port
 
     @_call
     def wait_port_forwarding(self, name: str, timeout: float = 2.0) -> bool:

@@ -274,10 +274,43 @@ def test_disconnect_removes_the_name(site):
 
 
 def listens_on_dns(netns: str) -> bool:
-    """Is something listening on 127.0.0.11 port 53 in the namespace, over UDP and TCP?"""
-    out = subprocess.run(["nsenter", f"--net={netns}", "ss", "-Hlnut", "src", "127.0.0.11:53"],
+    """Is the resolver listening on 127.0.0.11 in the namespace, over UDP and TCP (on a port of
+    its own, which port 53 is redirected to)?"""
+    out = subprocess.run(["nsenter", f"--net={netns}", "ss", "-Hlnut", "src", "127.0.0.11"],
                          capture_output=True, text=True, check=True).stdout
-    return out.count("127.0.0.11:53") == 2
+    return out.count("127.0.0.11:") == 2
+
+
+OWN_DNS_SERVER = """
+import socket
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.bind(("0.0.0.0", 53))
+t = socket.socket(); t.bind(("0.0.0.0", 53)); t.listen(1)
+print("bound", flush=True)
+import time; time.sleep(60)
+"""
+
+
+def test_a_container_keeps_port_53_for_a_server_of_its_own(site):
+    """As with Docker: the resolver's port is not 53, port 53 of 127.0.0.11 is redirected to it."""
+    site.muslin("run", "-d", "--name", "dnsd", "--network", "app", "--", sys.executable, "-c", OWN_DNS_SERVER)
+    path = site.inspect("dnsd")["NetNS"]
+
+    def own_server_bound() -> bool:
+        out = subprocess.run(["nsenter", f"--net={path}", "ss", "-Hlnut", "sport", "= :53"],
+                             capture_output=True, text=True, check=True).stdout
+        return out.count("0.0.0.0:53") == 2  # UDP and TCP
+
+    try:
+        wait_until(lambda: listens_on_dns(path) and own_server_bound(), "dnsd's server and the resolver",
+                   timeout=10)
+        answers = subprocess.run(["nsenter", f"--net={path}", "dig", "@127.0.0.11", "+short", "+tries=1", "web1"],
+                                 capture_output=True, text=True).stdout.split()
+        assert answers == [site.inspect("web1")["Networks"]["app"]["IPAddress"]], answers
+        tcp = subprocess.run(["nsenter", f"--net={path}", "dig", "@127.0.0.11", "+tcp", "+short", "+tries=1", "web1"],
+                             capture_output=True, text=True).stdout.split()
+        assert tcp == answers
+    finally:
+        site.muslin("rm", "-f", "dnsd")
 
 
 def test_rm_f_closes_the_listener_and_frees_the_namespace(site):

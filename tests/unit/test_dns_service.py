@@ -34,7 +34,7 @@ def listeners(monkeypatch) -> Listeners:
     open_now, refuse = recorded.open, recorded.refuse
 
     def listen(self, address, port=53, netns=None, container_id=None):
-        assert (address, port) == ("127.0.0.11", 53)
+        assert address == "127.0.0.11" and (20000 <= port < 32000 or port == 0)  # its own, else any: redirected from 53
         if netns in refuse:
             raise KernelError(f"cannot bind {address} port {port} in network namespace {netns}: in use")
         assert container_id not in open_now, "a second listener for one container"

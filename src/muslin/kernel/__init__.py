@@ -183,6 +183,14 @@ class Namespace(Links, Addresses, Routes, Neighbours, Sysctls, WorkerCalls):
         firewall.apply(self.nft(), networks, table)
 
     @in_worker
+    def redirect_dns(self, address: str, port: int, to_port: int | None) -> None:
+        """Queries to ``address``:``port`` here go to ``to_port`` (None: no more); see
+        ``firewall.render_dns_redirect``."""
+        from muslin.kernel import firewall
+
+        self.nft().json_cmd(firewall.render_dns_redirect(address, port, to_port))
+
+    @in_worker
     def apply_fabric_rules(self, rules) -> None:
         """The fabric agent's tables (``firewall.FabricRules``; None removes them)."""
         from muslin.kernel import firewall

@@ -495,3 +495,29 @@ def render_fabric(rules: FabricRules | None, table: str | None = None) -> dict:
                 [_match(saddr, _prefix(net), "!="), _match(daddr, _prefix(net)), masq],
             ])
     return {"nftables": cmds}
+
+
+# ---------------------------------------------------------------- a container's DNS redirect
+
+DNS_TABLE = "muslin-dns"
+PRIO_DSTNAT_OUTPUT = -100
+
+
+def render_dns_redirect(address: str, port: int, to_port: int | None) -> dict:
+    """In a container's namespace: queries to ``address``:``port`` (UDP and TCP) go to
+    ``address``:``to_port``, where the daemon's resolver listens — Docker's way, so that the
+    container keeps port 53 of every address for a server of its own. Conntrack turns the
+    answers back into ``port``'s. ``to_port`` None removes the table; either is idempotent."""
+    family = NFT_IP6 if ":" in address else NFT_IP
+    t = {"family": family, "name": DNS_TABLE}
+    cmds: list[dict] = [{"add": {"table": dict(t)}}]
+    if to_port is None:
+        return {"nftables": cmds + [{"delete": {"table": dict(t)}}]}
+    cmds.append({"flush": {"table": dict(t)}})
+    cmds.append({"add": {"chain": {"family": family, "table": DNS_TABLE, "name": "output", "type": "nat",
+                                   "hook": "output", "prio": PRIO_DSTNAT_OUTPUT, "policy": "accept"}}})
+    for proto in ("udp", "tcp"):
+        expr = [_match(_payload(family, "daddr"), address), _match(_payload(proto, "dport"), port),
+                {"dnat": {"addr": address, "port": to_port}}]
+        cmds.append({"add": {"rule": {"family": family, "table": DNS_TABLE, "chain": "output", "expr": expr}}})
+    return {"nftables": cmds}

@@ -1,13 +1,14 @@
 """The embedded DNS as a daemon service: one :class:`DnsServer` for every container, answering
 on 127.0.0.11 port 53 inside each container that is on a network with names.
 
-Docker's resolver listens on 127.0.0.11 inside the container, on a random port, and DNATs
-port 53 to it. muslin binds 127.0.0.11:53 itself, UDP and TCP, in the container's namespace:
-``lo`` holds all of 127.0.0.0/8 there (the engine brings it up with the first interface), so
-the address is local without being added, and nothing needs rewriting (the integration tests
-query it over both protocols with dig and glibc). The socket is created in the container's
-namespace and served from the daemon's loop; every query on it is that container's, whatever
-its (loopback) source. Other names are forwarded from the daemon's own namespace.
+As Docker's, the resolver listens on 127.0.0.11 inside the container on a port of its own,
+UDP and TCP, and port 53 of that address is redirected to it (nftables, DNAT in the
+container's output hook, table ``muslin-dns``): the container keeps port 53 of every address
+for a DNS server of its own. ``lo`` holds all of 127.0.0.0/8 there (the engine brings it up
+with the first interface), so the address is local without being added. The socket is created
+in the container's namespace and served from the daemon's loop; every query on it is that
+container's, whatever its (loopback) source. Other names are forwarded from the daemon's own
+namespace.
 
 A container gets its listener when it gets its first endpoint on a network with names (every
 user-defined network, whatever its driver: :func:`records.has_dns`) and loses it with its last
@@ -37,6 +38,7 @@ log = logging.getLogger("muslin")
 
 ADDRESS = "127.0.0.11"   # Docker's: what the containers' resolv.conf names
 PORT = 53
+LISTEN_PORTS = (20000, 32000)  # where a container's own listener port is taken from (below the ephemeral range)
 SWEEP_SECONDS = 5.0      # how often the namespaces of the listeners are looked at
 
 _OPEN_ALL = object()     # queued by the start: open the listeners of every container
@@ -128,16 +130,41 @@ class DnsService(ServiceThread):
             if path is None or not self._kernel.netns_alive(path):
                 raise KernelError(f"its network namespace {path} is gone")
             identity = self._kernel.netns_id(path)
-            self.server.listen(self.address, self.port, netns=path, container_id=container_id)
+            port = self._listen(path, container_id)
         except (KernelError, OSError) as exc:  # its own trouble: the other containers keep their names
             log.warning("dns: no listener for container %s: %s", container_id[:12], exc)
             return
         self._listening[container_id] = identity
-        log.debug("dns: answering on %s:%d in container %s", self.address, self.port, container_id[:12])
+        try:
+            with self._kernel.Namespace(path) as sandbox:
+                sandbox.redirect_dns(self.address, self.port, port)
+        except (KernelError, OSError) as exc:
+            log.warning("dns: no redirect of port %d in container %s: %s", self.port, container_id[:12], exc)
+            self._close(container_id)
+            return
+        log.debug("dns: answering on %s:%d (%d) in container %s", self.address, self.port, port, container_id[:12])
+
+    def _listen(self, path: str, container_id: str) -> int:
+        """Listen in the container on its own port, the same across the daemon's restarts: the
+        kernel's connection tracking keeps sending a client's queries where the redirect sent
+        the first one, and a resolver that keeps its source port would otherwise lose its answers
+        until that entry expires. A port the container took itself: any free one."""
+        own = LISTEN_PORTS[0] + int(container_id[:8], 16) % (LISTEN_PORTS[1] - LISTEN_PORTS[0])
+        try:
+            return self.server.listen(self.address, own, netns=path, container_id=container_id)[1]
+        except (KernelError, OSError):
+            return self.server.listen(self.address, 0, netns=path, container_id=container_id)[1]
 
     def _close(self, container_id: str) -> None:
         if self._listening.pop(container_id, None) is not None:
             self.server.unlisten(container_id)
+            path = self._netns.get(container_id)
+            try:  # the redirect goes with the listener, unless the namespace went first
+                if path and self._kernel.netns_alive(path):
+                    with self._kernel.Namespace(path) as sandbox:
+                        sandbox.redirect_dns(self.address, self.port, None)
+            except (KernelError, OSError) as exc:
+                log.debug("dns: redirect in container %s left: %s", container_id[:12], exc)
             log.debug("dns: listener of container %s closed", container_id[:12])
 
     def _tick(self, stop: threading.Event) -> None:
