@@ -108,8 +108,9 @@ OPERATIONS = {
     "network.prune": lambda e: {"removed": e.prune_networks()},
     "network.connect": _network_connect,
     "network.disconnect": lambda e, network, container, force=False: e.disconnect(network, container, force) or {},
-    "container.create": lambda e, name=None, network=None, ip=None, ip6=None, aliases=(), command=(): {
-        "container": e.create_container(name, network, ip=ip, ip6=ip6, aliases=aliases, command=command).to_doc()},
+    "container.create": lambda e, name=None, network=None, ip=None, ip6=None, aliases=(), command=(), **names: {
+        "container": e.create_container(name, network, ip=ip, ip6=ip6, aliases=aliases, command=command,
+                                        **names).to_doc()},
     "container.started": lambda e, id, pid, exit_code=None: e.container_started(id, pid, exit_code) and {},
     "container.list": _container_list,
     "container.inspect": lambda e, name: container_view(e, e.find_container(name)),

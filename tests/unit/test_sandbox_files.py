@@ -1,0 +1,157 @@
+"""A container's resolv.conf, hosts and hostname (muslin.sandbox): Docker's rules, as pure functions."""
+
+from __future__ import annotations
+
+import os
+import stat
+
+import pytest
+
+from muslin import sandbox
+from muslin.sandbox import ResolvConf, SandboxError, Settings, parse_resolv_conf, render_resolv_conf, resolv_conf
+
+HOST = """# written by the host's resolver manager
+nameserver 127.0.0.53
+nameserver 10.1.2.3
+nameserver ::1
+nameserver fd00::53
+nameserver not-an-address
+search corp.example lab.example
+options edns0 timeout:2
+sortlist 10.0.0.0/255.0.0.0
+"""
+
+
+def render(host: str, **kwargs) -> str:
+    settings = kwargs.pop("settings", Settings())
+    return render_resolv_conf(resolv_conf(parse_resolv_conf(host), settings=settings, **kwargs))
+
+
+def test_parse_keeps_what_resolv_conf_means():
+    conf = parse_resolv_conf(HOST + "domain last.example\n; a comment\noptions rotate\n")
+    assert conf.nameservers == ("127.0.0.53", "10.1.2.3", "::1", "fd00::53")
+    assert conf.search == ("last.example",)  # the last search or domain line wins
+    assert conf.options == ("edns0", "timeout:2", "rotate")  # options add up
+    assert conf.other == ("sortlist 10.0.0.0/255.0.0.0",)
+
+
+def test_user_network_names_the_embedded_dns_only():
+    assert render(HOST, internal=True, ipv6=True) == (
+        "nameserver 127.0.0.11\n"
+        "search corp.example lab.example\n"
+        "options edns0 timeout:2 ndots:0\n"
+        "sortlist 10.0.0.0/255.0.0.0\n")
+
+
+def test_embedded_dns_keeps_a_given_ndots_and_drops_a_bad_one():
+    assert render("options ndots:3\n", internal=True, ipv6=False) == "nameserver 127.0.0.11\noptions ndots:3\n"
+    assert render("options ndots:x edns0\n", internal=True, ipv6=False) == (
+        "nameserver 127.0.0.11\noptions edns0 ndots:0\n")
+    given = Settings(dns_options=("ndots:5",))
+    assert "options ndots:5\n" in render("", internal=True, ipv6=False, settings=given)
+
+
+def test_default_bridge_drops_loopback_and_ipv6_without_ipv6():
+    assert render(HOST, internal=False, ipv6=False).splitlines()[:1] == ["nameserver 10.1.2.3"]
+    assert render(HOST, internal=False, ipv6=True).splitlines()[:2] == ["nameserver 10.1.2.3", "nameserver fd00::53"]
+
+
+def test_default_bridge_falls_back_to_public_servers():
+    only_local = "nameserver 127.0.0.53\nnameserver ::1\n"
+    assert render(only_local, internal=False, ipv6=False) == "nameserver 8.8.8.8\nnameserver 8.8.4.4\n"
+    assert render(only_local, internal=False, ipv6=True) == (
+        "nameserver 8.8.8.8\nnameserver 8.8.4.4\nnameserver 2001:4860:4860::8888\nnameserver 2001:4860:4860::8844\n")
+    assert render("", internal=False, ipv6=False).startswith("nameserver 8.8.8.8\n")
+
+
+def test_dns_options_override_the_hosts():
+    given = Settings(dns=("127.0.0.1", "9.9.9.9"), dns_search=("a.example",), dns_options=("attempts:1",))
+    # --dns is taken as given, loopback too (a resolver in the container itself)
+    assert render(HOST, internal=False, ipv6=False, settings=given) == (
+        "nameserver 127.0.0.1\nnameserver 9.9.9.9\nsearch a.example\noptions attempts:1\n"
+        "sortlist 10.0.0.0/255.0.0.0\n")
+    # with the embedded DNS the servers are its upstreams, not the file's
+    assert render(HOST, internal=True, ipv6=False, settings=given).splitlines()[0] == "nameserver 127.0.0.11"
+    # --dns-search . : no search domains at all
+    assert "search" not in render(HOST, internal=False, ipv6=False, settings=Settings(dns_search=(".",)))
+
+
+def test_hosts_as_docker_writes_them():
+    text = sandbox.render_hosts("web", ["db:10.0.0.5", "v6:fd00::5"], ["172.18.0.2/16", "fd18::2/64"])
+    assert text == (
+        "127.0.0.1\tlocalhost\n"
+        "::1\tlocalhost ip6-localhost ip6-loopback\n"
+        "fe00::0\tip6-localnet\n"
+        "ff00::0\tip6-mcastprefix\n"
+        "ff02::1\tip6-allnodes\n"
+        "ff02::2\tip6-allrouters\n"
+        "10.0.0.5\tdb\n"
+        "fd00::5\tv6\n"
+        "172.18.0.2\tweb\n"
+        "fd18::2\tweb\n")
+    assert sandbox.render_hosts("web.lab.example", (), ["10.0.0.2/24"]).endswith(
+        "10.0.0.2\tweb.lab.example web\n")
+    assert sandbox.render_hostname("0123456789ab") == "0123456789ab\n"
+
+
+@pytest.mark.parametrize("value, normal", [
+    ("db:10.0.0.5", "db:10.0.0.5"),
+    ("db=10.0.0.5", "db:10.0.0.5"),
+    ("v6:::1", "v6:::1"),
+    ("v6=[fd00::1]", "v6:fd00::1"),
+    ("gw:host-gateway", "gw:host-gateway"),
+])
+def test_add_host_forms(value, normal):
+    assert sandbox.check_extra_host(value) == normal
+
+
+@pytest.mark.parametrize("check, value, message", [
+    (sandbox.check_extra_host, "db", 'bad format for add-host: "db"'),
+    (sandbox.check_extra_host, ":10.0.0.5", 'bad format for add-host: ":10.0.0.5"'),
+    (sandbox.check_extra_host, "a b:10.0.0.5", 'bad format for add-host: "a b:10.0.0.5"'),
+    (sandbox.check_extra_host, "a\nb:10.0.0.5", 'bad format for add-host: "a\\nb:10.0.0.5"'),
+    (sandbox.check_extra_host, "db:10.0.0.300", 'invalid IP address in add-host: "10.0.0.300"'),
+    (sandbox.check_extra_host, "db:", 'invalid IP address in add-host: ""'),
+    (sandbox.check_dns, "abc", "IP address is not correctly formatted: abc"),
+    (sandbox.check_dns, "fe80::1%eth0", "IP address is not correctly formatted: fe80::1%eth0"),
+    (sandbox.check_dns_search, "1.2.3", "1.2.3 is not a valid domain"),
+    (sandbox.check_dns_search, "-bad.example", "-bad.example is not a valid domain"),
+    (sandbox.check_dns_option, "ndots:1 rotate", 'invalid DNS option "ndots:1 rotate": an option is one word, '
+                                                 "as ndots:2 or edns0"),
+    (sandbox.check_dns_option, "", 'invalid DNS option "": an option is one word, as ndots:2 or edns0'),
+    (sandbox.check_hostname, "a_b", "invalid hostname format: a_b"),
+    (sandbox.check_hostname, "x" * 65, "invalid hostname format: " + "x" * 65),
+    (sandbox.check_hostname, "web\n", "invalid hostname format: web\n"),
+])
+def test_bad_values_are_refused_with_dockers_words(check, value, message):
+    with pytest.raises(SandboxError) as e:
+        check(value)
+    assert str(e.value) == message
+
+
+def test_dns_search_takes_a_trailing_dot_off():
+    assert sandbox.check_dns_search("lab.example.") == "lab.example"
+    assert sandbox.check_dns_search(".") == "."
+
+
+def test_files_are_written_in_place_0644_and_removed(tmp_path):
+    directory = str(tmp_path / "c")
+    os.mkdir(directory, 0o700)
+    sandbox.write(directory, "hosts", "one\n")
+    inode = os.stat(os.path.join(directory, "hosts")).st_ino
+    old = os.umask(0o077)
+    try:
+        sandbox.write(directory, "hosts", "two\n")
+    finally:
+        os.umask(old)
+    st = os.stat(os.path.join(directory, "hosts"))
+    # the same inode: a bind mount of the file sees the new content
+    assert (st.st_ino, stat.S_IMODE(st.st_mode)) == (inode, 0o644)
+    assert open(os.path.join(directory, "hosts")).read() == "two\n"
+    sandbox.remove(directory)
+    sandbox.remove(directory)  # gone already: no error
+    assert not os.path.exists(directory)
+
+
+def test_resolv_conf_of_a_missing_host_file(tmp_path):
+    assert sandbox.read_host_resolv_conf(str(tmp_path / "none")) == ResolvConf()
