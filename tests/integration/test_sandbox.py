@@ -80,6 +80,23 @@ def test_hostname_is_the_short_id_unless_given(host):
     assert host.muslin("run", "-h", "fg", "hostname").stdout == "fg\n"  # muslin's own process becomes it
 
 
+def test_a_container_keeps_no_other_namespace_alive(host):
+    """The container's mount namespace is a copy of the host's, namespace pins included: a pin
+    mounted privately (muslin's own, a lab's) would stay mounted there after its owner removed
+    it, keeping that namespace alive. Only pins that follow the host's (slaves of a shared
+    mount such as /run/netns, which come and go with it) may be there."""
+    host.muslin("run", "-d", "--name", "older", "sleep", "300")
+    pin = _container(host, "older")["NetNS"]
+    host.muslin("run", "-d", "--name", "c1", "sleep", "300")
+    pid = _container(host, "c1")["Pid"]
+    host.muslin("rm", "-f", "older")
+    with open(f"/proc/{pid}/mountinfo") as f:
+        mounts = [line.split() for line in f]
+    assert pin not in [m[4] for m in mounts]
+    kept = [m[4] for m in mounts if m[m.index("-") + 1] == "nsfs" and not any(o.startswith("master:") for o in m[6:])]
+    assert kept == []
+
+
 def test_default_bridge_files(host):
     host.muslin("run", "-d", "--name", "c1", "sleep", "300")
     resolv, hosts, hostname, uts = _exec_show(host, "c1")

@@ -24,6 +24,7 @@ CLONE_NEWUTS = 0x04000000
 MS_BIND = 0x1000
 MS_REC = 0x4000
 MS_SLAVE = 0x80000
+MNT_DETACH = 2
 ETC_FILES = ("resolv.conf", "hosts", "hostname")  # the container's own, from its directory in the root
 
 
@@ -120,6 +121,7 @@ def _make_sandbox(con: dict) -> None:
 
     _libc_call("unshare", c_int(CLONE_NEWNS | CLONE_NEWUTS))
     _libc_call("mount", None, b"/", None, c_ulong(MS_REC | MS_SLAVE), None)
+    _drop_namespace_pins()
     for name in ETC_FILES:
         target = f"/etc/{name}"
         if os.path.exists(target):
@@ -127,6 +129,27 @@ def _make_sandbox(con: dict) -> None:
             _libc_call("mount", source.encode(), target.encode(), None, c_ulong(MS_BIND), None)
     hostname = con["hostname"].encode()
     _libc_call("sethostname", hostname, c_size_t(len(hostname)))
+
+
+def _drop_namespace_pins() -> None:
+    """Detach, in the container's copy of the host's mounts, every namespace pinned there (other
+    containers', other hosts' of a lab): a pin mounted privately is not unmounted here when its
+    owner removes it, and would keep that namespace alive for as long as this container runs."""
+    from ctypes import c_int
+
+    with open("/proc/self/mountinfo", "rb") as f:
+        lines = f.read().splitlines()
+    for line in reversed(lines):  # the last mounted first: mounts on top of others
+        fields = line.split()
+        if fields[fields.index(b"-") + 1] != b"nsfs":
+            continue
+        target = fields[4]
+        for escaped, char in ((b"\\040", b" "), (b"\\011", b"\t"), (b"\\012", b"\n"), (b"\\134", b"\\")):
+            target = target.replace(escaped, char)
+        try:
+            _libc_call("umount2", target, c_int(MNT_DETACH))
+        except OSError:
+            pass  # gone with a mount detached before it: what matters is that it is not here
 
 
 def _sandbox_error(cid: str, e: OSError) -> CliError:
