@@ -155,3 +155,80 @@ def test_files_are_written_in_place_0644_and_removed(tmp_path):
 
 def test_resolv_conf_of_a_missing_host_file(tmp_path):
     assert sandbox.read_host_resolv_conf(str(tmp_path / "none")) == ResolvConf()
+
+
+# -- the engine keeps them (on the in-memory fake kernel) -----------------------------------------
+
+def _engine(tmp_path):
+    from fakekernel import FakeKernel
+
+    from muslin.engine import Engine
+
+    engine = Engine(str(tmp_path / "root"), kernel=FakeKernel())
+    host_file = tmp_path / "host-resolv.conf"
+    host_file.write_text("nameserver 127.0.0.53\nnameserver 10.1.2.3\nsearch lab.example\n")
+    engine.host_resolv_conf = str(host_file)
+    return engine
+
+
+def _read(con, name: str) -> str:
+    with open(os.path.join(con.etc_dir, name)) as f:
+        return f.read()
+
+
+def _own_lines(con) -> list[str]:
+    return _read(con, "hosts").splitlines()[len(sandbox.DEFAULT_HOSTS):]
+
+
+def test_the_engine_writes_the_files_rewrites_them_on_connect_and_removes_them(tmp_path):
+    engine = _engine(tmp_path)
+    engine.create_network("n1", subnets=["10.10.0.0/24"])
+    con = engine.create_container("c1", None, extra_hosts=["db:10.0.0.5"])
+    short = con.id[:12]
+    assert (con.hostname, _read(con, "hostname")) == (short, short + "\n")
+    assert _read(con, "resolv.conf") == "nameserver 10.1.2.3\nsearch lab.example\n"  # the default bridge
+    bridge_ip = engine.endpoints(container=con)[0].ipv4.split("/")[0]
+    assert _own_lines(con) == ["10.0.0.5\tdb", f"{bridge_ip}\t{short}"]
+    engine.connect("n1", "c1")
+    assert _own_lines(con) == ["10.0.0.5\tdb", f"{bridge_ip}\t{short}", f"10.10.0.2\t{short}"]
+    assert _read(con, "resolv.conf") == "nameserver 127.0.0.11\nsearch lab.example\noptions ndots:0\n"
+    engine.disconnect("bridge", "c1")
+    assert _own_lines(con) == ["10.0.0.5\tdb", f"10.10.0.2\t{short}"]
+    engine.remove_container("c1", force=True)
+    assert not os.path.exists(con.etc_dir)
+    engine.close()
+
+
+def test_the_engine_refuses_bad_names_and_changes_nothing(tmp_path):
+    from muslin.errors import InvalidParameter
+
+    engine = _engine(tmp_path)
+    for kwargs, message in [({"hostname": "-x"}, "invalid hostname format: -x"),
+                            ({"dns": ["8.8.8"]}, "IP address is not correctly formatted: 8.8.8"),
+                            ({"dns_search": ["a b"]}, "a b is not a valid domain"),
+                            ({"extra_hosts": ["db 10.0.0.5"]}, 'bad format for add-host: "db 10.0.0.5"')]:
+        with pytest.raises(InvalidParameter) as e:
+            engine.create_container("c1", "none", **kwargs)
+        assert str(e.value) == message
+    assert engine.containers(("active", "pending", "dead")) == []
+    assert engine.networks() == []  # not even the default bridge was made
+    engine.close()
+
+
+def test_host_gateway_is_the_default_bridges_gateway(tmp_path):
+    engine = _engine(tmp_path)
+    con = engine.create_container("c1", "none", extra_hosts=["gw:host-gateway"])
+    gateway = engine.find_network("bridge").pools_of(4)[0].gateway
+    assert con.extra_hosts == [f"gw:{gateway}"]
+    assert f"{gateway}\tgw\n" in _read(con, "hosts")
+    engine.close()
+
+
+def test_a_failed_run_leaves_no_files(tmp_path):
+    engine = _engine(tmp_path)
+    engine.create_network("n1", subnets=["10.10.0.0/24"])
+    engine.kernel.fail("add_veth")
+    with pytest.raises(Exception):
+        engine.create_container("c1", "n1", hostname="web")
+    assert os.listdir(os.path.join(engine.root, "containers")) == []
+    engine.close()
