@@ -224,6 +224,20 @@ def test_host_gateway_is_the_default_bridges_gateway(tmp_path):
     engine.close()
 
 
+def test_recovery_takes_a_forgotten_endpoints_address_out_of_hosts(tmp_path):
+    engine = _engine(tmp_path)
+    engine.create_network("n1", subnets=["10.10.0.0/24"])
+    con = engine.create_container("c1", "n1")
+    engine.create_network("n2", subnets=["10.20.0.0/24"])
+    ep = engine.connect("n2", "c1")
+    engine.store.set_state("endpoints", ep.id, "pending")  # a crash before the connect was done
+    engine.recover()
+    assert engine.endpoints(container=con, states=("active", "pending")) != [] and \
+        all(e.id != ep.id for e in engine.endpoints(container=con, states=("active", "pending")))
+    assert _own_lines(con) == [f"10.10.0.2\t{con.hostname}"]
+    engine.close()
+
+
 def test_a_failed_run_leaves_no_files(tmp_path):
     engine = _engine(tmp_path)
     engine.create_network("n1", subnets=["10.10.0.0/24"])
