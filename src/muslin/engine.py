@@ -789,7 +789,7 @@ class Engine:
             net_states = {d["id"]: s for s, d in self.store.docs("networks")}
             nets = {n.id: n for n in self.networks(("active", "pending", "removing"))}
             cons = {d["id"]: (s, Container.from_doc(d)) for s, d in self.store.docs("containers")}
-            lost = set()  # containers that lost an endpoint: their hosts file names its address
+            owners = {d["id"]: d["container_id"] for _, d in self.store.docs("endpoints")}
             # the networks' own objects first: a parent link must exist before its endpoints
             for net in nets.values():
                 if net_states[net.id] == "active":
@@ -810,7 +810,6 @@ class Engine:
                     if state != "active" or not alive or net is None:
                         self._forget_endpoint(net, ep)
                         done["rolled_back"] += 1
-                        lost.add(ep.container_id)
                     elif self._rejoin(net, con, ep):
                         done["repaired"] += 1
                 except Exception as exc:  # noqa: BLE001 - set aside, never stop the start
@@ -823,7 +822,9 @@ class Engine:
                     self._set_aside("endpoints", doc["id"], f"endpoint {doc['id'][:12]} of container {con.name}",
                                     f"muslin rm -f {con.name}", exc)
                     cons[con.id] = ("dead", con)
-            for cid in lost:
+            # a container that lost an endpoint (rolled back, or not restorable): its hosts names the address
+            kept = {d["id"] for _, d in self.store.docs("endpoints")}
+            for cid in {cid for eid, cid in owners.items() if eid not in kept}:
                 self._rewrite_names(cid)
             for cid, (state, con) in cons.items():
                 try:

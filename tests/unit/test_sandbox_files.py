@@ -246,3 +246,18 @@ def test_a_failed_run_leaves_no_files(tmp_path):
         engine.create_container("c1", "n1", hostname="web")
     assert os.listdir(os.path.join(engine.root, "containers")) == []
     engine.close()
+
+
+def test_recovery_takes_an_endpoint_it_cannot_restore_out_of_hosts(tmp_path):
+    engine = _engine(tmp_path)
+    engine.create_network("n1", subnets=["10.10.0.0/24"])
+    con = engine.create_container("c1", "n1")
+    engine.create_network("n2", subnets=["10.20.0.0/24"])
+    ep = engine.connect("n2", "c1")
+    engine.host.delete_link(ep.host_ifname)  # its veth went away, and a new one cannot be made
+    engine.kernel.fail("add_veth")
+    engine.recover()
+    assert [e.id for e in engine.endpoints(container=con)] != [] and ep.id not in [
+        e.id for e in engine.endpoints(container=con)]
+    assert _own_lines(con) == [f"10.10.0.2\t{con.hostname}"]
+    engine.close()
