@@ -224,20 +224,6 @@ def test_host_gateway_is_the_default_bridges_gateway(tmp_path):
     engine.close()
 
 
-def test_recovery_takes_a_forgotten_endpoints_address_out_of_hosts(tmp_path):
-    engine = _engine(tmp_path)
-    engine.create_network("n1", subnets=["10.10.0.0/24"])
-    con = engine.create_container("c1", "n1")
-    engine.create_network("n2", subnets=["10.20.0.0/24"])
-    ep = engine.connect("n2", "c1")
-    engine.store.set_state("endpoints", ep.id, "pending")  # a crash before the connect was done
-    engine.recover()
-    assert engine.endpoints(container=con, states=("active", "pending")) != [] and \
-        all(e.id != ep.id for e in engine.endpoints(container=con, states=("active", "pending")))
-    assert _own_lines(con) == [f"10.10.0.2\t{con.hostname}"]
-    engine.close()
-
-
 def test_a_failed_run_leaves_no_files(tmp_path):
     engine = _engine(tmp_path)
     engine.create_network("n1", subnets=["10.10.0.0/24"])
@@ -248,16 +234,30 @@ def test_a_failed_run_leaves_no_files(tmp_path):
     engine.close()
 
 
-def test_recovery_takes_an_endpoint_it_cannot_restore_out_of_hosts(tmp_path):
+def _lose_second_endpoint(tmp_path, lose) -> None:
+    """c1 on n1 and n2; ``lose(engine, endpoint)`` makes recovery drop the n2 endpoint: its
+    address must leave c1's hosts."""
     engine = _engine(tmp_path)
     engine.create_network("n1", subnets=["10.10.0.0/24"])
     con = engine.create_container("c1", "n1")
     engine.create_network("n2", subnets=["10.20.0.0/24"])
     ep = engine.connect("n2", "c1")
-    engine.host.delete_link(ep.host_ifname)  # its veth went away, and a new one cannot be made
-    engine.kernel.fail("add_veth")
+    lose(engine, ep)
     engine.recover()
-    assert [e.id for e in engine.endpoints(container=con)] != [] and ep.id not in [
-        e.id for e in engine.endpoints(container=con)]
+    left = [e.id for e in engine.endpoints(container=con, states=("active", "pending"))]
+    assert left and ep.id not in left
     assert _own_lines(con) == [f"10.10.0.2\t{con.hostname}"]
     engine.close()
+
+
+def test_recovery_takes_a_rolled_back_endpoint_out_of_hosts(tmp_path):
+    # a crash before the connect was done
+    _lose_second_endpoint(tmp_path, lambda engine, ep: engine.store.set_state("endpoints", ep.id, "pending"))
+
+
+def test_recovery_takes_an_endpoint_it_cannot_restore_out_of_hosts(tmp_path):
+    def lose(engine, ep):  # its veth went away, and a new one cannot be made
+        engine.host.delete_link(ep.host_ifname)
+        engine.kernel.fail("add_veth")
+
+    _lose_second_endpoint(tmp_path, lose)
