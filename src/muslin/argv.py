@@ -147,7 +147,7 @@ class Cmd:
         """The option named ``--long`` or ``-s`` (or a sub-command by name or alias), or None."""
         if self._index is None:  # built on first use: a run only indexes the commands it goes through
             index = {}
-            for opt in self.options + (HELP,):
+            for opt in (HELP,) + self.options:  # a command's own -h (run's --hostname) comes first
                 for n in opt.names:
                     index[n] = opt
             for c in self.commands:

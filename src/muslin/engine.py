@@ -18,6 +18,7 @@ into what their users know. Services follow its committed changes
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime
 import hashlib
 import ipaddress
@@ -28,6 +29,7 @@ import threading
 import time
 
 from muslin import ipam, kernel, names, paths
+from muslin import sandbox as etc  # a container's /etc names: resolv.conf, hosts, hostname
 from muslin import publish as publishing
 from muslin.drivers import Driver, load
 from muslin.daemon_options import DaemonOptions
@@ -546,6 +548,7 @@ class Engine:
                 if mac and mac != ep.mac:  # ipvlan and macvlan passthru: the parent's
                     ep.mac = mac
                 self.store.put("endpoints", ep.id, None, "active", ep.to_doc(), network_id=net.id, container_id=con.id)
+                self._write_names(con)
         self._announce(Change(ENDPOINT_CREATED, net, ep, con))
         log.info("container %s connected to %s as %s", con.name, net.name, ep.ipv4 or ep.ipv6)
         return ep
@@ -667,15 +670,19 @@ class Engine:
         if self.store.ports(ep.container_id):  # its published ports lose (or change) their target
             self._apply_firewall()
         self._announce(Change(ENDPOINT_REMOVED, net, ep))
+        self._rewrite_names(ep.container_id)
 
     # -- containers ----------------------------------------------------------------
 
     def create_container(self, name: str | None = None, network: str | None = None, *, ip: str | None = None,
                          ip6: str | None = None, aliases=(), command=(), publish=(), expose=(),
-                         publish_all: bool = False, warnings: list | None = None) -> Container:
-        """``publish``/``expose``/``publish_all``: Docker's ``-p``, ``--expose``, ``-P``."""
+                         publish_all: bool = False, warnings: list | None = None, hostname: str | None = None,
+                         dns=(), dns_search=(), dns_options=(), extra_hosts=()) -> Container:
+        """``publish``/``expose``/``publish_all``: Docker's ``-p``, ``--expose``, ``-P``; ``hostname``,
+        ``dns``…``extra_hosts``: the container's names (``muslin.sandbox``)."""
         mappings, exposed = publishing.plan(publish, expose, publish_all)
         with self._lock:
+            given = self._sandbox_settings(hostname, dns, dns_search, dns_options, extra_hosts)
             taken = set()
             if name is not None:
                 names.check_container_name(name)
@@ -696,12 +703,16 @@ class Engine:
             else:
                 net = self.find_network(network)
             check_endpoint_settings(net, ip, ip6, aliases)
+            given = self._resolve_host_gateway(given)
             if name is None:
                 taken = self.store.taken_names("containers")
             cid = names.new_id()
             con = Container(id=cid, name=name or names.container_name(taken), created=_now(),
                             netns=os.path.join(self.root, "netns", cid), command=list(command),
-                            log=os.path.join(self.root, "containers", f"{cid}.log"), exposed=exposed)
+                            log=os.path.join(self.root, "containers", f"{cid}.log"), exposed=exposed,
+                            etc_dir=os.path.join(self.root, "containers", cid), hostname=given.hostname or cid[:12],
+                            dns=list(given.dns), dns_search=list(given.dns_search),
+                            dns_options=list(given.dns_options), extra_hosts=list(given.extra_hosts))
             mappings = self._publishable(net, mappings, warnings)
             with self.store.transaction():  # a port already held changes nothing
                 self.store.put("containers", con.id, con.name, "pending", con.to_doc())
@@ -714,6 +725,7 @@ class Engine:
                 checkpoint("run.netns")
                 paths.private_dir(os.path.dirname(con.log))
                 os.close(paths.open_private(con.log, os.O_WRONLY | os.O_CREAT | os.O_EXCL))
+                self._make_names(con)
                 if net is not None:
                     self._connect(net, con, ip, ip6, list(aliases))
                 else:
@@ -827,9 +839,66 @@ class Engine:
             step(self.kernel.remove_netns, con.netns)
             if con.log:
                 _unlink_if_there(con.log)
+            if con.etc_dir:
+                step(etc.remove, con.etc_dir)
         if self.store.release_ports(con.id):
             step(self._apply_firewall)
         self.store.delete("containers", con.id)
+
+    # -- a container's names: its resolv.conf, hosts and hostname (muslin.sandbox) ----------------
+
+    host_resolv_conf = etc.HOST_RESOLV_CONF  # what the containers' resolv.conf are made from
+
+    @staticmethod
+    def _sandbox_settings(hostname, dns, dns_search, dns_options, extra_hosts) -> etc.Settings:
+        try:
+            return etc.Settings.checked(hostname, dns, dns_search, dns_options, extra_hosts)
+        except etc.SandboxError as exc:
+            raise InvalidParameter(str(exc)) from None
+
+    def _resolve_host_gateway(self, given: etc.Settings) -> etc.Settings:
+        """``--add-host NAME:host-gateway`` names the default bridge's gateway, as Docker's does."""
+        if not any(h.endswith(":" + etc.HOST_GATEWAY) for h in given.extra_hosts):
+            return given
+        gateway = next((str(p.gateway) for p in self.default_network().pools_of(4) if p.gateway), None)
+        if gateway is None:
+            raise InvalidParameter("unable to derive the IP value for host-gateway")
+        hosts = tuple(h.rpartition(":")[0] + ":" + gateway if h.endswith(":" + etc.HOST_GATEWAY) else h
+                      for h in given.extra_hosts)
+        return dataclasses.replace(given, extra_hosts=hosts)
+
+    def _make_names(self, con: Container) -> None:
+        """The container's directory and its three files (hosts without addresses yet)."""
+        paths.private_dir(con.etc_dir)
+        etc.write(con.etc_dir, "hostname", etc.render_hostname(con.hostname))
+        self._write_names(con)
+
+    def _write_names(self, con: Container) -> None:
+        """Write the container's hosts (with the addresses it has now) and resolv.conf (the
+        embedded DNS's once it is on a user-defined network, as Docker's)."""
+        if not con.etc_dir:
+            return  # another runtime's container: its runtime writes its files
+        eps = self.endpoints(container=con)
+        nets = {n.id: n for n in self.networks()}
+        joined = [nets[e.network_id] for e in eps if e.network_id in nets]
+        settings = etc.Settings(con.hostname, tuple(con.dns), tuple(con.dns_search), tuple(con.dns_options),
+                                    tuple(con.extra_hosts))
+        conf = etc.resolv_conf(etc.read_host_resolv_conf(self.host_resolv_conf),
+                                   internal=any(not n.predefined for n in joined),
+                                   ipv6=any(n.ipv6 for n in joined), settings=settings)
+        etc.write(con.etc_dir, "resolv.conf", etc.render_resolv_conf(conf))
+        etc.write(con.etc_dir, "hosts", etc.render_hosts(con.hostname, con.extra_hosts,
+                                                                 [a for e in eps for a in e.addresses()]))
+
+    def _rewrite_names(self, cid: str) -> None:
+        """After a disconnect: the files of a container that stays. The network change is made
+        whatever happens here."""
+        for state, doc in self.store.docs("containers", "id = ?", (cid,)):
+            if state == "active":
+                try:
+                    self._write_names(Container.from_doc(doc))
+                except (OSError, MuslinError) as exc:
+                    log.warning("container %s: cannot rewrite its hosts and resolv.conf: %s", doc["name"], exc)
 
     def _kill(self, con: Container) -> None:
         """SIGKILL every process of the container: the recorded one (only if it still is the one
@@ -886,6 +955,7 @@ class Engine:
             net_states = {d["id"]: s for s, d in self.store.docs("networks")}
             nets = {n.id: n for n in self.networks(("active", "pending", "removing"))}
             cons = {d["id"]: (s, Container.from_doc(d)) for s, d in self.store.docs("containers")}
+            owners = {d["id"]: d["container_id"] for _, d in self.store.docs("endpoints")}
             # the networks' own objects first: a parent link must exist before its endpoints
             for net in nets.values():
                 if net_states[net.id] == "active":
@@ -918,6 +988,10 @@ class Engine:
                     self._set_aside("endpoints", doc["id"], f"endpoint {doc['id'][:12]} of container {con.name}",
                                     f"muslin rm -f {con.name}", exc)
                     cons[con.id] = ("dead", con)
+            # a container that lost an endpoint (rolled back, or not restorable): its hosts names the address
+            kept = {d["id"] for _, d in self.store.docs("endpoints")}
+            for cid in {cid for eid, cid in owners.items() if eid not in kept}:
+                self._rewrite_names(cid)
             for cid, (state, con) in cons.items():
                 try:
                     if state in ("pending", "removing"):

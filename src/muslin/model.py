@@ -123,6 +123,13 @@ class Container:
     exit_code: int | None = None  # known when the process exited while muslin run still watched it
     finished: str | None = None   # when that was seen
     exposed: list[str] = field(default_factory=list)  # "80/tcp": --expose'd and published ports
+    # its own names (muslin.sandbox): None for another runtime's container, whose runtime makes them
+    etc_dir: str | None = None    # its resolv.conf, hosts and hostname, bind-mounted over /etc's by `run`
+    hostname: str | None = None
+    dns: list[str] = field(default_factory=list)  # --dns: with the embedded DNS, the servers it forwards to
+    dns_search: list[str] = field(default_factory=list)
+    dns_options: list[str] = field(default_factory=list)
+    extra_hosts: list[str] = field(default_factory=list)  # --add-host, as NAME:IP
 
     def to_doc(self) -> dict:
         return _doc(self)

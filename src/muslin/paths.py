@@ -108,11 +108,12 @@ def private_dir(path: str) -> None:
             raise UnsafeRoot(f"{path} is not a directory; muslin does not follow links in its root") from None
 
 
-def open_private(path: str, flags: int) -> int:
-    """``os.open`` of a file only its owner may read: created 0600, never through a symlink
-    (ELOOP), an existing file's mode tightened. Returns the descriptor (close-on-exec)."""
+def open_private(path: str, flags: int, mode: int = FILE_MODE) -> int:
+    """``os.open`` of a file only its owner may change: created 0600 (or ``mode``: a container's
+    /etc files are 0644), never through a symlink (ELOOP), an existing file's mode tightened.
+    Returns the descriptor (close-on-exec)."""
     try:
-        fd = os.open(path, flags | _OPEN_FLAGS, FILE_MODE)
+        fd = os.open(path, flags | _OPEN_FLAGS, mode)
     except OSError as exc:
         if exc.errno == errno.ELOOP:
             raise UnsafeRoot(f"{path} is a symlink; muslin does not follow links in its root") from None
@@ -121,8 +122,8 @@ def open_private(path: str, flags: int) -> int:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             raise UnsafeRoot(f"{path} is not a regular file")
-        if stat.S_IMODE(st.st_mode) & 0o077:
-            os.fchmod(fd, FILE_MODE)
+        if stat.S_IMODE(st.st_mode) & 0o077 & ~mode:
+            os.fchmod(fd, mode)
     except BaseException:
         os.close(fd)
         raise

@@ -22,6 +22,8 @@ MAX_PATH = 4096  # PATH_MAX
 MAX_IFNAME = 64  # an envelope: the engine applies the kernel's 15 bytes with its own message
 MAX_KEY = 255
 MAX_VALUE = 4096
+MAX_HOSTNAME = 255  # an envelope: the engine applies the kernel's 64 bytes with Docker's message
+MAX_DOMAIN = 255  # a DNS name
 MAX_ITEMS = 256  # subnets, aliases, labels, options, names per request
 MAX_ARGV = 4096  # words of a container's command
 MAX_GC = 65536  # attachments a runtime may list as still valid
@@ -181,6 +183,11 @@ SCHEMAS: dict[str, dict[str, tuple[object, bool]]] = {
         "publish": (List(PORT_SPEC), False),   # -p; the engine parses them with Docker's messages
         "expose": (List(PORT_SPEC), False),
         "publish_all": (Bool(), False),
+        "hostname": (Optional(Str(MAX_HOSTNAME, "a hostname")), False),
+        "dns": (List(ADDRESS), False),
+        "dns_search": (List(Str(MAX_DOMAIN, "a domain")), False),
+        "dns_options": (List(Str(MAX_KEY, "an option")), False),
+        "extra_hosts": (List(Str(MAX_DOMAIN + MAX_ADDRESS, "NAME:IP")), False),
     },
     "container.started": {"id": (REF, True), "pid": (PID, True), "exit_code": (EXIT_CODE, False)},
     "container.list": {"all": (Bool(), False)},

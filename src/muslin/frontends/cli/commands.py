@@ -163,7 +163,13 @@ COMMAND_LINE = Cmd(
             description="Create a container (a network namespace) and run COMMAND in it. Options after "
                         "COMMAND are the command's; put -- before COMMAND if it starts with a dash.",
             options=[
+                Opt("--add-host", metavar="HOST:IP", multiple=True, help="Add a custom host-to-IP mapping (host:ip)"),
                 Opt("-d", "--detach", help="Run in background and print container ID"),
+                Opt("--dns", metavar="IP", multiple=True, help="Set custom DNS servers"),
+                Opt("--dns-option", "--dns-opt", metavar="OPTION", multiple=True, dest="dns_option",
+                    help="Set DNS options"),
+                Opt("--dns-search", metavar="DOMAIN", multiple=True, help="Set custom DNS search domains"),
+                Opt("-h", "--hostname", metavar="NAME", help="Container host name"),
                 Opt("--ip", metavar="IP", help=_IP_HELP),
                 Opt("--ip6", metavar="IP", help=_IP6_HELP),
                 Opt("--name", metavar="NAME", help="Assign a name to the container"),
@@ -323,6 +329,36 @@ def _check_ports(publish: list[str], expose: list[str]) -> None:
         raise CliError(run_error_text(e.message), 125) from None
 
 
+# run's options for the container's names: flag → (request argument, check in muslin.sandbox)
+_SANDBOX_OPTIONS = {
+    "--hostname": ("hostname", "check_hostname"),
+    "--dns": ("dns", "check_dns"),
+    "--dns-search": ("dns_search", "check_dns_search"),
+    "--dns-option": ("dns_options", "check_dns_option"),
+    "--add-host": ("extra_hosts", "check_extra_host"),
+}
+
+
+def _sandbox_args(v: dict) -> dict:
+    """The names options given, checked here with Docker's flag errors (the daemon checks them
+    again); muslin.sandbox (re, ipaddress) is imported only when one is given."""
+    out = {}
+    for flag, (arg, check) in _SANDBOX_OPTIONS.items():
+        given = v[flag[2:].replace("-", "_")]
+        if not given:
+            continue
+        from muslin import sandbox
+
+        checked = []
+        for value in given if isinstance(given, list) else [given]:
+            try:
+                checked.append(getattr(sandbox, check)(value))
+            except sandbox.SandboxError as e:
+                raise UsageError(f'invalid argument "{value}" for "{flag}" flag: {e}') from None
+        out[arg] = checked if isinstance(given, list) else checked[0]
+    return out
+
+
 def _plan_run(v: dict, root) -> Plan:
     command = _command(v["command"], "muslin run")
     _check_ports(v["publish"], v["expose"])
@@ -337,6 +373,7 @@ def _plan_run(v: dict, root) -> Plan:
         "expose": v["expose"] or None,
         "publish_all": v["publish_all"] or None,
     })
+    args.update(_sandbox_args(v))
     return Plan("run", [("container.create", args)], {"detach": v["detach"], "rm": v["rm"], "command": command},
                 root=root)
 
