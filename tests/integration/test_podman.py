@@ -81,6 +81,15 @@ def test_podman_run_gets_its_address_from_muslin(podman):
     assert podman.exec("c1", "cat", "/etc/resolv.conf").stdout.startswith("nameserver 127.0.0.11\n")
 
 
+def test_podman_run_ip_asks_muslin_for_that_address(podman):
+    muslin_net(podman)
+    cid = run(podman, "c1", "podnet", "--ip", "10.88.7.50")
+    assert settings(podman, "c1")["IPAddress"] == "10.88.7.50"
+    assert attached(podman) == {cid: "10.88.7.50/24"}
+    run(podman, "c2")  # the pool still starts at its lowest free address
+    assert settings(podman, "c2")["IPAddress"] == "10.88.7.2"
+
+
 def test_two_podman_containers_reach_each_other(podman):
     muslin_net(podman)
     run(podman, "c1")
@@ -192,5 +201,6 @@ def test_podman_publishes_a_port_through_muslin(podman):
 
 def fetch(node, url: str) -> str:
     """A page fetched from inside a lab node (busybox's own wget crashes on this machine)."""
-    script = "import sys, urllib.request; sys.stdout.write(urllib.request.urlopen(sys.argv[1], timeout=5).read().decode())"
+    script = ("import sys, urllib.request\n"
+              "sys.stdout.write(urllib.request.urlopen(sys.argv[1], timeout=5).read().decode())")
     return node.sh([sys.executable, "-c", script, url], check=False).stdout
