@@ -174,6 +174,15 @@ def test_podman_keeps_its_state_in_the_lab_and_leaves_nothing_running(podman):
     podman.close()  # again: nothing to do
 
 
+def test_closing_stops_the_containers_even_when_podman_cannot_run_any_more(podman):
+    muslin_net(podman)
+    run(podman, "c1")
+    pid = podman.inspect("c1")["State"]["Pid"]
+    podman.keeper.stop()  # the mount namespace lives on in conmon; podman cannot be called
+    podman.close()
+    assert not pid_alive(pid)
+
+
 def _shape(doc: dict) -> dict:
     """Which fields are set (and to what type), not their values."""
     return {k: type(v).__name__ for k, v in doc.items() if v not in ("", 0, None, [], {}, False)}

@@ -33,6 +33,7 @@ from . import commands
 from ._sys import ns_id, pid_alive, pids_in_namespaces, terminate
 from .commands import LabError
 from .nodes import Host
+from .processes import wait_until
 
 REFERENCE_PLUGINS = "/usr/lib/cni"
 BUSYBOX = "/bin/busybox"
@@ -73,6 +74,8 @@ class Podman:
         self.config_dir = os.path.join(directory, "net.d")
         self.image = IMAGE
         self.keeper = None
+        self._mount_ns = None
+        self._closed = False
         self.env = {
             "CONTAINERS_CONF": os.path.join(directory, "containers.conf"),
             "CONTAINERS_STORAGE_CONF": os.path.join(directory, "storage.conf"),
@@ -131,12 +134,13 @@ network_config_dir = "{self.config_dir}"
         self.keeper = self.host.popen(["unshare", "--mount", "--propagation", "private",
                                        "sh", "-c", _MOUNTS, "keeper", self.dir])
         self.keeper.wait_for_output("ready", timeout=30)
+        self._mount_ns = _mnt_ns(self.keeper.pid)
 
     def _start_muslin(self) -> None:
         """muslin's daemon runs where Podman's namespace pins are seen: in the mount namespace."""
         self.muslin("network", "ls")
         pid = _daemon_pid(self.host)
-        if pid is None or _mnt_ns(pid) != self.mount_ns:
+        if pid is None or _mnt_ns(pid) != self._mount_ns:
             raise LabError(f"{self.host.name}: muslin's daemon (pid {pid}) runs outside podman's mount namespace; "
                            "start podman on a host before running muslin there")
 
@@ -162,10 +166,6 @@ network_config_dir = "{self.config_dir}"
         self("import", "--change", "CMD=/bin/sh", tarball, self.image, timeout=120)
 
     # --- use -------------------------------------------------------------------------
-
-    @property
-    def mount_ns(self) -> tuple[int, int]:
-        return _mnt_ns(self.keeper.pid)
 
     def _argv(self, *argv: str) -> list[str]:
         if self.keeper is None or not self.keeper.running():
@@ -207,30 +207,44 @@ network_config_dir = "{self.config_dir}"
 
     def close(self) -> None:
         """Remove every container (Podman tears its network down through the plugins), then stop
-        whatever is left in the mount namespace or in the network namespaces Podman pinned there,
-        and the keeper. Idempotent; the lab's teardown removes the files."""
-        if self.keeper is None or not self.keeper.running():
+        what is left: the processes in the mount namespace (but muslin's daemon, which the lab
+        stops), what runs in the network namespaces Podman pinned there, all their descendants
+        (a container's processes are conmon's), and the keeper. Also when the keeper is gone;
+        idempotent. The lab's teardown removes the files."""
+        if self.keeper is None or self._closed:
             return
-        errors = []
-        done = self("rm", "--all", "--force", "--time", "0", check=False, timeout=180)
-        if done.returncode != 0:
-            errors.append(f"podman rm --all: {done.stderr.strip()}")
-        daemon = _daemon_pid(self.host)
-        mine = _pids_in_mount_ns(self.mount_ns) - {self.keeper.pid, daemon}
-        terminate(pids_in_namespaces(self._pinned_netns()) + sorted(mine), 3.0)
+        self._closed = True
+        problems = []
+        if self.keeper.running():
+            done = self("rm", "--all", "--force", "--time", "0", check=False, timeout=180)
+            if done.returncode != 0:
+                problems.append(f"podman rm --all: {done.stderr.strip()}")
+        inside = _pids_in_mount_ns(self._mount_ns) - {self.keeper.pid, _daemon_pid(self.host)}
+        inside |= set(pids_in_namespaces(self._pinned_netns(inside | {self.keeper.pid})))
+        doomed = sorted(inside | _descendants(inside))
+        terminate(doomed, 3.0)
         self.keeper.stop()
-        if errors:
-            raise LabError(f"{self.host.name}: podman cleanup: " + "; ".join(errors))
+        # a container's first process ignores SIGTERM (it is its PID namespace's init) and takes a
+        # moment to die of SIGKILL
+        try:
+            wait_until(lambda: not any(pid_alive(p) for p in doomed), "podman's processes to end")
+        except AssertionError:
+            problems.append(f"still running: {[p for p in doomed if pid_alive(p)]}")
+        if problems:
+            raise LabError(f"{self.host.name}: podman cleanup: " + "; ".join(problems))
 
-    def _pinned_netns(self) -> set[tuple[int, int]]:
-        """The network namespaces Podman pinned under its /run/netns (seen through the keeper)."""
-        pins = f"/proc/{self.keeper.pid}/root/run/netns"
+    def _pinned_netns(self, pids: set[int]) -> set[tuple[int, int]]:
+        """The network namespaces Podman pinned under its /run/netns, seen through a live
+        process of its mount namespace."""
         ids = set()
-        for name in os.listdir(pins) if os.path.isdir(pins) else []:
-            try:
-                ids.add(ns_id(os.path.join(pins, name)))
-            except OSError:
-                pass
+        for pid in sorted(p for p in pids if _mnt_ns(p) == self._mount_ns):
+            pins = f"/proc/{pid}/root/run/netns"
+            for name in os.listdir(pins) if os.path.isdir(pins) else []:
+                try:
+                    ids.add(ns_id(os.path.join(pins, name)))
+                except OSError:
+                    pass
+            break
         return ids - self.host.lab.root_ids - {self.host.ident}
 
 
@@ -250,6 +264,26 @@ def _pids_in_mount_ns(ident) -> set[int]:
     me = os.getpid()
     return {int(e) for e in os.listdir("/proc")
             if e.isdigit() and int(e) != me and _mnt_ns(int(e)) == ident and pid_alive(int(e))}
+
+
+def _descendants(pids: set[int]) -> set[int]:
+    """Every live process whose chain of parents leads to one of `pids`."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    ppid = int(f.read().rpartition(")")[2].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            children.setdefault(ppid, []).append(int(entry))
+    found, todo = set(), list(pids)
+    while todo:
+        for child in children.get(todo.pop(), []):
+            if child not in found and child not in pids:
+                found.add(child)
+                todo.append(child)
+    return {p for p in found if pid_alive(p)}
 
 
 def _daemon_pid(host: Host) -> int | None:
