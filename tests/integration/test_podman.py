@@ -12,6 +12,7 @@ import sys
 
 import pytest
 
+from muslin.lab import LabError
 from muslin.lab import podman as lab_podman
 from muslin.lab._sys import pid_alive
 
@@ -23,12 +24,17 @@ HOST_IP, PEER_IP = "10.77.5.250", "10.77.5.251"
 CAPABILITIES = {"portMappings": True, "ips": True, "aliases": True}
 
 
-@pytest.fixture
-def podman(lab):
-    """Host h1 (eth0 on switch sw, with a peer node there) running its own Podman."""
+def needs_podman() -> None:
+    """Skip, with the reason (a warning in the summary), where Podman cannot run in a lab."""
     reason = lab_podman.problem()
     if reason:
         pytest.skip(f"podman tests skipped: {reason}")
+
+
+@pytest.fixture
+def podman(lab):
+    """Host h1 (eth0 on switch sw, with a peer node there) running its own Podman."""
+    needs_podman()
     host, sw = lab.host("h1"), lab.switch("sw")
     lab.link(host, sw, f"{HOST_IP}/24")
     lab.link(lab.node("peer"), sw, f"{PEER_IP}/24")
@@ -181,6 +187,15 @@ def test_closing_stops_the_containers_even_when_podman_cannot_run_any_more(podma
     podman.keeper.stop()  # the mount namespace lives on in conmon; podman cannot be called
     podman.close()
     assert not pid_alive(pid)
+
+
+def test_podman_refuses_a_host_whose_muslin_daemon_runs_outside_its_mount_namespace(lab):
+    needs_podman()
+    host = lab.host("h1")
+    host.muslin("network", "ls")  # the daemon starts in the machine's mount namespace
+    with pytest.raises(LabError, match="start podman on a host before running muslin there"):
+        lab_podman.Podman.start(host, image=False)
+    assert not any(p.running() for p in lab.processes)  # the keeper of its mount namespace is stopped
 
 
 def _shape(doc: dict) -> dict:
