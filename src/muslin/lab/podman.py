@@ -89,7 +89,10 @@ class Podman:
         reason = problem()
         if reason:
             raise LabError(f"cannot run podman: {reason}")
-        podman = cls(host, os.path.join(host.lab.workdir, f"{host.name}-podman"))
+        directory = os.path.join(host.lab.workdir, f"{host.name}-podman")
+        if os.path.exists(directory):
+            raise LabError(f"{host.name} has a podman already")
+        podman = cls(host, directory)
         try:
             podman._write_config()
             podman._enter()
@@ -97,8 +100,11 @@ class Podman:
             podman._install_plugins()
             if image:
                 podman._import_image()
-        except BaseException:
-            podman.close()
+        except BaseException as exc:
+            try:
+                podman.close()
+            except LabError as also:
+                exc.add_note(str(also))
             raise
         return podman
 
