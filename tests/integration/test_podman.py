@@ -166,6 +166,16 @@ def test_podman_run_on_two_muslin_networks_gets_an_interface_on_each(podman):
     assert attached(podman) == {cid: "10.88.7.2/24"} and attached(podman, "macnet") == {cid: "10.77.5.2/24"}
 
 
+@pytest.mark.xfail(strict=False, reason="the engine gives the default route to the network a container joins "
+                   "first (Podman sets its networks up in name order) even when that network has no gateway; "
+                   "Docker takes the first network that has one")
+def test_the_default_route_comes_from_a_network_with_a_gateway(podman):
+    muslin_net(podman)
+    muslin_net(podman, "anet", driver="macvlan", subnet=SEGMENT, options={"parent": "eth0"})  # no gateway
+    run(podman, "c1", "podnet,anet")
+    assert f"default via {GATEWAY} dev eth0" in podman.exec("c1", "ip", "route").stdout
+
+
 def test_podman_network_connect_and_disconnect_a_running_container(podman):
     muslin_net(podman)
     mac_net(podman)
