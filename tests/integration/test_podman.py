@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 
 import pytest
 
-from muslin.lab import LabError
+from muslin.lab import LabError, wait_until
 from muslin.lab import podman as lab_podman
 from muslin.lab._sys import pid_alive
 
@@ -134,6 +135,31 @@ def test_network_reload_and_restart_keep_the_container_working(podman):
     assert settings(podman, "c1")["IPAddress"] == "10.88.7.2"
     assert pings(podman, "c2", "10.88.7.2") and pings(podman, "c1", "10.88.7.3")
     assert attached(podman)[first] == "10.88.7.2/24"
+
+
+def test_a_dual_stack_network_gives_podman_both_addresses(podman):
+    muslin_net(podman, subnet=[SUBNET, "fd00:88:7::/64"], ipv6=True)
+    run(podman, "c1")
+    run(podman, "c2")
+    net = settings(podman, "c2")
+    assert (net["IPAddress"], net["GlobalIPv6Address"], net["GlobalIPv6PrefixLen"]) == ("10.88.7.3", "fd00:88:7::3", 64)
+    assert net["IPv6Gateway"] == "fd00:88:7::1"
+    assert pings(podman, "c2", "fd00:88:7::2") and pings(podman, "c1", "fd00:88:7::1")
+
+
+def test_podman_removes_a_container_after_muslins_daemon_stopped(podman):
+    muslin_net(podman)
+    run(podman, "c1")
+    run(podman, "c2")
+    with open(podman.host.pidfile) as f:
+        pid = int(f.read().split()[0])
+    os.kill(pid, signal.SIGTERM)
+    wait_until(lambda: not pid_alive(pid), "muslin's daemon to exit")
+    assert pings(podman, "c1", "10.88.7.3")  # the data path does not need the daemon
+    podman("rm", "-f", "c2")  # the plugin starts the daemon again, in Podman's mount namespace
+    assert attached(podman) == {podman.inspect("c1")["Id"]: "10.88.7.2/24"}
+    run(podman, "c3")
+    assert settings(podman, "c3")["IPAddress"] == "10.88.7.3"
 
 
 def test_macvlan_network_with_host_access_through_the_same_plugin(podman):
