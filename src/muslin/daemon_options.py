@@ -29,8 +29,10 @@ class AddressPool:
 
 @dataclass(frozen=True)
 class DaemonOptions:
-    """What the daemon was told. ``userland_proxy`` and ``dns`` are recorded only, for the
-    services that use them (published ports, the containers' resolvers)."""
+    """What the daemon was told. ``dns``: the servers containers' other names go to (their
+    resolv.conf on the default bridge, the embedded DNS's upstreams elsewhere), unless a
+    container has its own. ``userland_proxy`` is recorded only: published ports work for
+    every client either way."""
 
     bip: str | None = None              # the default bridge's address and prefix: 172.17.0.1/16
     fixed_cidr: str | None = None       # the part of its subnet containers get addresses from

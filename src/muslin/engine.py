@@ -881,7 +881,8 @@ class Engine:
         eps = self.endpoints(container=con)
         nets = {n.id: n for n in self.networks()}
         joined = [nets[e.network_id] for e in eps if e.network_id in nets]
-        settings = etc.Settings(con.hostname, tuple(con.dns), tuple(con.dns_search), tuple(con.dns_options),
+        dns = tuple(con.dns or self.options.dns)  # run --dns, else the daemon's --dns
+        settings = etc.Settings(con.hostname, dns, tuple(con.dns_search), tuple(con.dns_options),
                                     tuple(con.extra_hosts))
         conf = etc.resolv_conf(etc.read_host_resolv_conf(self.host_resolv_conf),
                                    internal=any(not n.predefined for n in joined),

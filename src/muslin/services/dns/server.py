@@ -80,6 +80,7 @@ class DnsServer:
         self.records = records if records is not None else Records()
         self.upstreams = Upstreams(path=None if upstreams is not None else resolv_conf,
                                    servers=list(upstreams or []), loopback=upstream_netns is None)
+        self._upstreams_of: dict[str, Upstreams] = {}  # a container's own (--dns), by its querier key
         self.upstream_netns = upstream_netns
         self.upstream_port = upstream_port
         self.upstream_timeout = upstream_timeout
@@ -103,6 +104,17 @@ class DnsServer:
     def add(self, network: Network, endpoint: Endpoint, container: Container) -> None:
         with self._lock:
             self.records.add(network, endpoint, container)
+
+    def set_upstreams(self, container_id: str, servers) -> None:
+        """The servers a container's other names go to (``run --dns``), instead of the
+        responder's; empty: the responder's again."""
+        with self._lock:
+            key = f"container:{container_id}"
+            if servers:
+                self._upstreams_of[key] = Upstreams(servers=list(servers))
+            else:
+                self._upstreams_of.pop(key, None)
+            self._cache.clear()
 
     def remove(self, endpoint_id: str) -> None:
         with self._lock:
@@ -313,7 +325,8 @@ class DnsServer:
                 send(_reply(DNSRecord.parse(data), RCODE.REFUSED).pack())
                 return True
             self._forwards += 1
-            task = asyncio.get_running_loop().create_task(self._forward(data, tcp, send))
+            upstreams = self._upstreams_of.get(querier, self.upstreams)
+            task = asyncio.get_running_loop().create_task(self._forward(data, tcp, send, upstreams))
             self._tasks.add(task)
             task.add_done_callback(self._forward_done)
             return True
@@ -326,18 +339,18 @@ class DnsServer:
         self._forwards -= 1
         self._tasks.discard(task)
 
-    async def _forward(self, data: bytes, tcp: bool, send) -> None:
+    async def _forward(self, data: bytes, tcp: bool, send, upstreams: Upstreams) -> None:
         try:
-            reply = await self._ask_upstreams(data, tcp)
+            reply = await self._ask_upstreams(data, tcp, upstreams)
         except Exception:  # noqa: BLE001 - whatever went wrong, the client hears SERVFAIL, not silence
             log.exception("forwarding a query failed")
             reply = None
         send(reply or _reply(DNSRecord.parse(data), RCODE.SERVFAIL).pack())
 
-    async def _ask_upstreams(self, data: bytes, tcp: bool) -> bytes | None:
+    async def _ask_upstreams(self, data: bytes, tcp: bool, upstreams: Upstreams) -> bytes | None:
         """The first usable reply of the upstreams tried in turn, with the client's ID."""
         question = _question(data)
-        for server in self.upstreams.alive():
+        for server in upstreams.alive():
             try:
                 if tcp:
                     reply = await asyncio.wait_for(self._exchange_tcp(server, data), self.upstream_timeout)
@@ -345,22 +358,22 @@ class DnsServer:
                     channel = self._channel(server)
                     reply = await asyncio.wait_for(channel.exchange(data, question), self.upstream_timeout)
             except asyncio.TimeoutError:
-                self.upstreams.timed_out(server)
+                upstreams.timed_out(server)
                 continue
             except (OSError, KernelError) as exc:  # refused, unreachable, or no socket to reach it with
                 log.debug("upstream %s: %s", server, exc)
-                self.upstreams.refused(server)
+                upstreams.refused(server)
                 continue
             if reply[3] & 0xF in (RCODE.SERVFAIL, RCODE.REFUSED):
                 continue  # as Docker: the next one may know better
-            self.upstreams.succeeded(server)
+            upstreams.succeeded(server)
             return data[:2] + reply[2:]
         return None
 
     def _channel(self, server: str) -> "_UpstreamChannel":
         channel = self._channels.get(server)
         if channel is None:
-            listed = self.upstreams.current()
+            listed = set(self.upstreams.current()).union(*(u.servers for u in self._upstreams_of.values()))
             for gone in [s for s in self._channels if s not in listed]:
                 self._channels.pop(gone).close()
             channel = self._channels[server] = _UpstreamChannel(server, self.upstream_port, self.upstream_netns)

@@ -71,8 +71,14 @@ class DnsService(ServiceThread):
         self._kernel = engine.kernel
         containers = engine.containers()
         self._netns = {c.id: c.netns for c in containers}
+        # other names go to the daemon's --dns servers when it has them, else the host's resolvers;
+        # a container's own --dns servers to those
+        daemon_dns = list(getattr(getattr(engine, "options", None), "dns", None) or [])
         self.server = DnsServer(Records.build(engine.networks(), containers, engine.endpoints()),
-                                resolv_conf=self.resolv_conf)
+                                resolv_conf=self.resolv_conf, upstreams=daemon_dns or None)
+        for con in containers:
+            if con.dns:
+                self.server.set_upstreams(con.id, con.dns)
         self.server.start()
         # each listener takes a few milliseconds (a thread enters the namespace): the service's
         # thread opens them, so that the daemon is not kept from serving by many containers
@@ -92,6 +98,7 @@ class DnsService(ServiceThread):
         self.server.apply(change)
         if change.container is not None:
             self._netns[change.container.id] = change.container.netns
+            self.server.set_upstreams(change.container.id, change.container.dns)
         if change.action == events.NETWORK_REMOVED:
             for container_id in list(self._listening):
                 self._sync(container_id)
