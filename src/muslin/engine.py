@@ -883,13 +883,13 @@ class Engine:
         joined = [nets[e.network_id] for e in eps if e.network_id in nets]
         dns = tuple(con.dns or self.options.dns)  # run --dns, else the daemon's --dns
         settings = etc.Settings(con.hostname, dns, tuple(con.dns_search), tuple(con.dns_options),
-                                    tuple(con.extra_hosts))
+                                tuple(con.extra_hosts))
         conf = etc.resolv_conf(etc.read_host_resolv_conf(self.host_resolv_conf),
-                                   internal=any(not n.predefined for n in joined),
-                                   ipv6=any(n.ipv6 for n in joined), settings=settings)
+                               internal=any(not n.predefined for n in joined),
+                               ipv6=any(n.ipv6 for n in joined), settings=settings)
         etc.write(con.etc_dir, "resolv.conf", etc.render_resolv_conf(conf))
         etc.write(con.etc_dir, "hosts", etc.render_hosts(con.hostname, con.extra_hosts,
-                                                                 [a for e in eps for a in e.addresses()]))
+                                                         [a for e in eps for a in e.addresses()]))
 
     def _rewrite_names(self, cid: str) -> None:
         """After a disconnect: the files of a container that stays. The network change is made
