@@ -133,7 +133,3 @@ def parse_expose(raw: str) -> list[tuple[int, str]]:
     if proto.lower() not in PROTOCOLS:
         raise InvalidParameter(f"Invalid proto: {proto}")
     return [(p, proto.lower()) for p in range(start, end + 1)]
-
-
-def port_key(port: int, proto: str) -> str:
-    return f"{port}/{proto}"

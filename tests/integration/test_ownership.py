@@ -20,6 +20,7 @@ from test_daemon import _daemon_pid
 import muslin.engine
 from muslin import faults
 from muslin.client import Client
+from muslin.engine.common import process_start
 from muslin.errors import MuslinError
 from muslin.lab import wait_until
 from muslin.lab._sys import pid_alive
@@ -100,14 +101,14 @@ def test_bridge_name_of_a_link_muslin_did_not_make_is_refused_and_changes_nothin
 def test_a_failed_create_leaves_a_link_that_appeared_meanwhile(host, engine, monkeypatch):
     """The name was free when checked; somebody made it before the bridge was: the rollback
     must not delete their link."""
-    real = muslin.engine.checkpoint
+    real = faults.checkpoint
 
     def somebody_takes_the_name(step):
         if step == "create.reserved":
             host.ip("link add late0 type bridge")
         real(step)
 
-    monkeypatch.setattr(muslin.engine, "checkpoint", somebody_takes_the_name)
+    monkeypatch.setattr(faults, "checkpoint", somebody_takes_the_name)
     with pytest.raises(MuslinError, match="cannot create bridge late0: a link with that name already exists"):
         engine.create_network("x", options={BRIDGE_NAME_OPTION: "late0"})
     assert "late0" in _links(host)
@@ -360,7 +361,7 @@ def test_a_container_with_a_bad_pid_is_removed_and_never_blocks_the_start(host, 
         host.muslin("rm", "-f", "c1")
     assert "c1" not in host.muslin("ps", "-a").stdout
     assert snapshot(host) == before
-    if muslin.engine._process_start(first) is not None:
+    if process_start(first) is not None:
         os.kill(first, signal.SIGKILL)
 
 
@@ -373,7 +374,7 @@ def test_a_create_whose_rollback_fails_reports_its_own_error_and_sets_the_networ
         if step in ("create.firewall", "forget.network"):
             raise faults.InjectedFault(f"injected fault at {step}")
 
-    monkeypatch.setattr(muslin.engine, "checkpoint", failing)
+    monkeypatch.setattr(faults, "checkpoint", failing)
     with pytest.raises(faults.InjectedFault, match="create.firewall"):
         engine.create_network("x", subnets=["172.30.15.0/24"])
     net = engine.find_network("x", states=("dead",))

@@ -192,7 +192,7 @@ def test_podman_run_on_two_muslin_networks_gets_an_interface_on_each(podman):
     assert attached(podman) == {cid: "10.88.7.2/24"} and attached(podman, "macnet") == {cid: "10.77.5.2/24"}
 
 
-@pytest.mark.xfail(strict=False, reason="the engine gives the default route to the network a container joins "
+@pytest.mark.xfail(strict=True, reason="the engine gives the default route to the network a container joins "
                    "first (Podman sets its networks up in name order) even when that network has no gateway; "
                    "Docker takes the first network that has one")
 def test_the_default_route_comes_from_a_network_with_a_gateway(podman):
@@ -217,7 +217,7 @@ def test_podman_network_connect_and_disconnect_a_running_container(podman):
     assert attached(podman) == {cid: "10.88.7.2/24"} and pings(podman, "c1", GATEWAY)
 
 
-@pytest.mark.xfail(strict=False, reason="a requested MAC is not honoured: the CNI plugin reads neither "
+@pytest.mark.xfail(strict=True, reason="a requested MAC is not honoured: the CNI plugin reads neither "
                    "runtimeConfig.mac nor MAC= in CNI_ARGS, and network.connect takes no MAC")
 def test_podman_run_mac_address_gets_that_mac(podman):
     muslin_net(podman)
@@ -278,8 +278,6 @@ def _shape(doc: dict) -> dict:
     return {k: type(v).__name__ for k, v in doc.items() if v not in ("", 0, None, [], {}, False)}
 
 
-@pytest.mark.xfail(strict=False, reason="needs muslin's embedded DNS answering on 127.0.0.11 in every "
-                   "container, also those a runtime attached through the CNI plugin (the DNS service's work)")
 def test_podman_containers_resolve_each_others_names(podman):
     muslin_net(podman)
     run(podman, "c1")
@@ -289,7 +287,7 @@ def test_podman_containers_resolve_each_others_names(podman):
     assert pings(podman, "c2", "c1")
 
 
-@pytest.mark.xfail(strict=False, reason="needs the CNI plugin's portMappings capability served by muslin's "
+@pytest.mark.xfail(strict=True, reason="needs the CNI plugin's portMappings capability served by muslin's "
                    "published ports (the ports service's work)")
 def test_podman_publishes_a_port_through_muslin(podman):
     muslin_net(podman)

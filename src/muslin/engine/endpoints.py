@@ -1,0 +1,244 @@
+"""Endpoints: a container joined to a network (muslin's own, or another runtime's namespace
+by PID or path, with the interface name it asks for), left, checked (CNI's CHECK) and
+collected (CNI's GC).
+
+A part of :class:`muslin.engine.Engine`, which it is mixed into."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from muslin import faults, ipam, names
+from muslin.drivers import Driver
+from muslin.drivers.bridge import MAC_IPV6_OPTION
+from muslin.errors import Conflict, InvalidParameter, NotFound
+from muslin.events import ENDPOINT_CREATED, ENDPOINT_REMOVED, Change
+from muslin.kernel import Namespace
+from muslin.model import Container, Endpoint, Network, check_endpoint_settings
+from muslin.engine.common import now, process_start
+
+log = logging.getLogger("muslin")
+
+
+class Endpoints:
+    # -- endpoints ---------------------------------------------------------------
+
+    def connect(self, network: str, container: str | None = None, *, ip: str | None = None,
+                ip6: str | None = None, aliases=(), pid: int | None = None, netns: str | None = None,
+                ifname: str | None = None, runtime: str = "", warnings: list | None = None) -> Endpoint:
+        """Connect a container (or another runtime's, by ``pid`` or ``netns``, recorded as
+        attached by ``runtime``) through an interface named ``ifname`` (default: the first
+        free ``eth<i>``, as Docker); what the user should know about the result is appended
+        to ``warnings``."""
+        with self._lock:
+            net = self.find_network(network)
+            joined = None
+            if pid is not None or netns is not None:
+                con, joined = self._foreign_container(container, pid, netns, runtime)
+            elif container is None:
+                raise InvalidParameter("a container name, --pid or --netns is required")
+            else:
+                con = self.find_container(container)
+            try:
+                return self._connect(net, con, ip, ip6, list(aliases), warnings, ifname)
+            except BaseException:
+                if joined is not None:
+                    self.store.delete("containers", joined.id)
+                raise
+
+    def _foreign_container(self, name: str | None, pid: int | None, netns: str | None, runtime: str = ""):
+        """The record of another runtime's container; ``(container, new_record_or_None)``."""
+        if pid is not None:
+            start = process_start(pid)
+            if start is None:
+                raise NotFound(f"no process with PID {pid}")
+            path, pid_start = f"/proc/{pid}/ns/net", start
+        else:
+            path, pid_start = os.path.abspath(netns), None
+        if not self.kernel.netns_alive(path):
+            raise InvalidParameter(f"{path} is not a network namespace")
+        if self._is_host_netns(path):
+            what = f"process {pid}" if pid is not None else path
+            raise InvalidParameter(f"{what} is in the host's own network namespace, not in a container's: "
+                                   "muslin does not connect the host itself")
+        for state, doc in self.store.docs("containers", "json_extract(doc, '$.netns') = ?", (path,)):
+            con = Container.from_doc(doc)
+            if state == "active" and con.pid_start == pid_start and (name is None or con.name == name):
+                return con, None
+        if name is not None and self.store.docs("containers", "name = ?", (name,)):
+            raise Conflict(f'Conflict. The container name "/{name}" is already in use')
+        taken = self.store.taken_names("containers") if name is None else set()
+        con = Container(id=names.new_id(), name=name or names.container_name(taken), created=now(), netns=path,
+                        owns_netns=False, pid=pid, pid_start=pid_start, runtime=runtime)
+        self.store.put("containers", con.id, con.name, "active", con.to_doc())
+        return con, con
+
+    def _is_host_netns(self, path: str) -> bool:
+        """Is ``path`` the namespace this engine serves, the one it runs in, or the init
+        process's (compared by namespace identity, whatever path names it)."""
+        target = self.kernel.netns_id(path)
+        hosts = [self.host.path or self.kernel.own_netns(), self.kernel.own_netns(), "/proc/1/ns/net"]
+        return any(self.kernel.netns_alive(h) and self.kernel.netns_id(h) == target for h in hosts)
+
+    def _default_route_wanted(self, con: Container, sandbox: Namespace, first: bool,
+                              warnings: list | None = None) -> bool:
+        """A container's first network gives it its default route — in a namespace of another
+        runtime only when it has none: its own routing is not muslin's to replace."""
+        if first and not con.owns_netns and sandbox.has_default_route():
+            text = (f"container {con.name} keeps its own default route: muslin does not replace one "
+                    "in a network namespace it did not create")
+            log.warning("%s", text)
+            if warnings is not None:
+                warnings.append(text)
+            return False
+        return first
+
+    def _connect(self, net: Network, con: Container, ip, ip6, aliases, warnings: list | None = None,
+                 ifname: str | None = None) -> Endpoint:
+        check_endpoint_settings(net, ip, ip6, aliases)
+        if ifname is not None and (problem := names.interface_name_problem(ifname)) is not None:
+            raise InvalidParameter(f'invalid interface name "{names.shown(ifname)}": {problem}')
+        if not self.kernel.netns_alive(con.netns):
+            raise Conflict(f"container {con.name} is not running")
+        for ep in self.endpoints(container=con, states=("active", "pending", "removing")):
+            if ep.network_id == net.id:
+                raise Conflict(f"endpoint with name {con.name} already exists in network {net.name}")
+        if ip6 and not net.ipv6:
+            raise InvalidParameter(f"network {net.name} does not have IPv6 enabled: --ip6 {ip6} cannot be used")
+        driver = self.driver(net.driver)
+        with self.kernel.Namespace(con.netns) as sandbox:
+            ep = self._reserve_endpoint(net, con, ip, ip6, aliases, self._interface_name(con, sandbox, ifname))
+            with self._journaled("endpoints", ep.id, f"endpoint {ep.id[:12]} of container {con.name}",
+                                 f"muslin rm -f {con.name}", self._forget_endpoint, net, ep):
+                faults.checkpoint("connect.reserved")
+                first = not any(e.id != ep.id for e in self.endpoints(container=con, states=("active", "pending")))
+                ep.default_route = self._default_route_wanted(con, sandbox, first, warnings)
+                mac = self._join(driver, net, con, ep, sandbox)
+                faults.checkpoint("connect.joined")
+                if mac and mac != ep.mac:  # ipvlan and macvlan passthru: the parent's
+                    ep.mac = mac
+                self.store.put("endpoints", ep.id, None, "active", ep.to_doc(), network_id=net.id, container_id=con.id)
+                self._write_names(con)
+        self._announce(Change(ENDPOINT_CREATED, net, ep, con))
+        log.info("container %s connected to %s as %s", con.name, net.name, ep.ipv4 or ep.ipv6)
+        return ep
+
+    def _join(self, driver: Driver, net: Network, con: Container, ep: Endpoint, sandbox: Namespace) -> str | None:
+        """The driver's two steps: the link, made in the sandbox, then configured there."""
+        link = driver.make_link(self.host, net, ep, sandbox)
+        return driver.configure(self.host, sandbox, net, ep, link, ep.default_route)
+
+    def _interface_name(self, con: Container, sandbox: Namespace, wanted: str | None) -> str:
+        """``wanted``, or the first ``eth<i>`` the container does not use — in a namespace of
+        another runtime, nor has already."""
+        used = {e.ifname for e in self.endpoints(container=con, states=("active", "pending", "removing"))}
+
+        def taken(name: str) -> bool:
+            return name in used or (not con.owns_netns and sandbox.link(name) is not None)
+
+        if wanted is None:
+            return next(name for name in (f"eth{i}" for i in range(len(used) + 64)) if not taken(name))
+        if taken(wanted):
+            raise Conflict(f"container {con.name} already has an interface {wanted}")
+        return wanted
+
+    def _reserve_endpoint(self, net: Network, con: Container, ip, ip6, aliases, ifname: str) -> Endpoint:
+        """Write the endpoint as ``pending``, its addresses held, before any kernel work."""
+        eid = names.new_id()
+        with self.store.transaction():
+            v4 = v6 = None
+            if net.pools_of(4):
+                v4 = self._allocate(net, 4, eid, ip)
+            elif ip:
+                raise InvalidParameter(f"network {net.name} has no IPv4 subnet")
+            mac = ipam.docker_mac(ipam.from_int(v4[1], 4) if v4 else None)
+            if net.ipv6 and net.pools_of(6):
+                if ip6 is None and net.option_bool(MAC_IPV6_OPTION, False):
+                    ip6 = str(ipam.mac_ipv6(net.pools_of(6)[0].subnet, mac))
+                v6 = self._allocate(net, 6, eid, ip6)
+            ep = Endpoint(
+                id=eid, network_id=net.id, container_id=con.id, ifname=ifname,
+                host_ifname=f"veth{eid[:11]}" if self.driver(net.driver).uses_veth else "",
+                mac=mac,
+                ipv4=f"{ipam.from_int(v4[1], 4)}/{v4[0].subnet.prefixlen}" if v4 else None,
+                ipv6=f"{ipam.from_int(v6[1], 6)}/{v6[0].subnet.prefixlen}" if v6 else None,
+                gateway=str(v4[0].gateway) if v4 and v4[0].gateway else None,
+                gateway6=str(v6[0].gateway) if v6 and v6[0].gateway else None,
+                aliases=aliases,
+            )
+            self.store.put("endpoints", ep.id, None, "pending", ep.to_doc(), network_id=net.id, container_id=con.id)
+        return ep
+
+    def _sandbox_path(self, ep: Endpoint) -> str | None:
+        for _, doc in self.store.docs("containers", "id = ?", (ep.container_id,)):
+            return doc["netns"]
+        return None
+
+    def _forget_endpoint(self, net: Network | None, ep: Endpoint) -> None:
+        if net is not None:
+            self.driver(net.driver).leave(self.host, self._sandbox_path(ep), net, ep)
+        self.store.release_owner(ep.id)
+        self.store.delete("endpoints", ep.id)
+
+    def disconnect(self, network: str, container: str, force: bool = False) -> None:
+        with self._lock:
+            net = self.find_network(network)
+            con = self.find_container(container)
+            eps = [e for e in self.endpoints(container=con, states=("active", "pending", "removing"))
+                   if e.network_id == net.id]
+            if not eps:
+                raise Conflict(f"container {con.id} is not connected to network {net.name}")
+            self._disconnect(net, eps[0])
+            if not con.owns_netns and not self.endpoints(container=con, states=("active", "pending", "removing")):
+                self.store.delete("containers", con.id)  # nothing of another runtime's container is left to track
+
+    def check_endpoint(self, network: str, container: str) -> list[str]:
+        """What is no longer as the connect left it — the interface, its addresses, its
+        default routes, its host side — one line each; [] when nothing (CNI's CHECK)."""
+        with self._lock:
+            net = self.find_network(network)
+            con = self.find_container(container)
+            eps = [e for e in self.endpoints(container=con) if e.network_id == net.id]
+            if not eps:
+                raise NotFound(f"container {con.name} is not connected to network {net.name}")
+            ep = eps[0]
+            if not self.kernel.netns_alive(con.netns):
+                return [f"the network namespace {con.netns} is gone"]
+            with self.kernel.Namespace(con.netns) as sandbox:
+                if sandbox.link(ep.ifname) is None:
+                    return [f"interface {ep.ifname} is missing"]
+                present = set(sandbox.addresses(ep.ifname))
+                problems = [f"address {a} is missing from {ep.ifname}" for a in ep.addresses() if a not in present]
+                if ep.default_route and not net.internal and not sandbox.has_default_route():
+                    problems.append("the default route is missing")
+            if not self.driver(net.driver).joined(self.host, con.netns, net, ep):
+                problems.append(f"the host side of {ep.ifname} is missing")
+            return problems
+
+    def collect_garbage(self, network: str, runtime: str, keep) -> list[str]:
+        """Disconnect from ``network`` every container ``runtime`` attached whose (name,
+        interface) is not in ``keep`` (CNI's GC with its valid attachments); their names."""
+        wanted = {(name, ifname) for name, ifname in keep}
+        removed = []
+        with self._lock:
+            net = self.find_network(network)
+            theirs = {c.id: c for c in self.containers() if c.runtime == runtime and runtime}
+            for ep in self.endpoints(network=net, states=("active", "pending")):
+                con = theirs.get(ep.container_id)
+                if con is not None and (con.name, ep.ifname) not in wanted:
+                    self.disconnect(net.id, con.id)
+                    removed.append(con.name)
+        return removed
+
+    def _disconnect(self, net: Network, ep: Endpoint) -> None:
+        self.store.set_state("endpoints", ep.id, "removing")
+        faults.checkpoint("disconnect.marked")
+        self.driver(net.driver).leave(self.host, self._sandbox_path(ep), net, ep)
+        faults.checkpoint("disconnect.left")
+        self.store.release_owner(ep.id)
+        self.store.delete("endpoints", ep.id)
+        if self.store.ports(ep.container_id):  # its published ports lose (or change) their target
+            self._apply_firewall()
+        self._announce(Change(ENDPOINT_REMOVED, net, ep))
+        self._rewrite_names(ep.container_id)
