@@ -116,7 +116,8 @@ def repeatable(monkeypatch):
     """Make the engine's object IDs and creation times repeatable. Calling the returned
     function starts the same sequence of IDs again: two hosts set up the same way then hold
     the same state, so that an interrupted operation can be compared with a clean run."""
-    from muslin import engine, names
+    from muslin import names
+    from muslin.engine import common
 
     counter = iter(())
 
@@ -126,7 +127,7 @@ def repeatable(monkeypatch):
 
     restart()
     monkeypatch.setattr(names, "new_id", lambda: hashlib.sha256(b"%d" % next(counter)).hexdigest())
-    monkeypatch.setattr(engine, "_now", lambda: "2026-01-01T00:00:00.000000Z")
+    monkeypatch.setattr(common, "now", lambda: "2026-01-01T00:00:00.000000Z")
     return restart
 
 

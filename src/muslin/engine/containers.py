@@ -15,7 +15,8 @@ from muslin import publish as publishing
 from muslin import sandbox as etc  # a container's /etc names: resolv.conf, hosts, hostname
 from muslin.errors import Conflict, InvalidParameter, MuslinError, NotFound
 from muslin.model import DEFAULT_BRIDGE, Container, Network, check_endpoint_settings
-from muslin.engine.common import now, do, process_start, unlink_if_there, in_netns
+from muslin.engine import common  # its clock is looked up at each call: tests fix it
+from muslin.engine.common import do, in_netns, process_start, unlink_if_there
 
 log = logging.getLogger("muslin")
 
@@ -56,7 +57,7 @@ class Containers:
             if name is None:
                 taken = self.store.taken_names("containers")
             cid = names.new_id()
-            con = Container(id=cid, name=name or names.container_name(taken), created=now(),
+            con = Container(id=cid, name=name or names.container_name(taken), created=common.now(),
                             netns=os.path.join(self.root, "netns", cid), command=list(command),
                             log=os.path.join(self.root, "containers", f"{cid}.log"), exposed=exposed,
                             etc_dir=os.path.join(self.root, "containers", cid), hostname=given.hostname or cid[:12],
@@ -133,9 +134,9 @@ class Containers:
                         raise InvalidParameter(f"process {pid} is not in the network namespace of container {con.name}")
                 con.pid, con.pid_start = pid, start
             if exit_code is not None:
-                con.exit_code, con.finished = int(exit_code), now()
+                con.exit_code, con.finished = int(exit_code), common.now()
             elif process_start(pid) is None:
-                con.finished = now()
+                con.finished = common.now()
             self.store.put("containers", con.id, con.name, "active", con.to_doc())
             return con
 

@@ -16,7 +16,8 @@ from muslin.errors import Conflict, InvalidParameter, NotFound
 from muslin.events import ENDPOINT_CREATED, ENDPOINT_REMOVED, Change
 from muslin.kernel import Namespace
 from muslin.model import Container, Endpoint, Network, check_endpoint_settings
-from muslin.engine.common import now, process_start
+from muslin.engine import common  # its clock is looked up at each call: tests fix it
+from muslin.engine.common import process_start
 
 log = logging.getLogger("muslin")
 
@@ -69,7 +70,7 @@ class Endpoints:
         if name is not None and self.store.docs("containers", "name = ?", (name,)):
             raise Conflict(f'Conflict. The container name "/{name}" is already in use')
         taken = self.store.taken_names("containers") if name is None else set()
-        con = Container(id=names.new_id(), name=name or names.container_name(taken), created=now(), netns=path,
+        con = Container(id=names.new_id(), name=name or names.container_name(taken), created=common.now(), netns=path,
                         owns_netns=False, pid=pid, pid_start=pid_start, runtime=runtime)
         self.store.put("containers", con.id, con.name, "active", con.to_doc())
         return con, con

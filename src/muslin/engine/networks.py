@@ -16,7 +16,8 @@ from muslin.errors import Conflict, InvalidParameter, MuslinError, NotFound
 from muslin.events import NETWORK_CREATED, NETWORK_REMOVED, Change
 from muslin.ipam import Pool
 from muslin.model import DEFAULT_BRIDGE, DEFAULT_BRIDGE_OPTION, IPV6_OPTION, TRUE_WORDS, Network
-from muslin.engine.common import IN_USE, now, do
+from muslin.engine import common  # its clock is looked up at each call: tests fix it
+from muslin.engine.common import IN_USE, do
 
 log = logging.getLogger("muslin")
 
@@ -86,7 +87,7 @@ class Networks:
         drv = self.driver(driver)
         # Host bits in --subnet are masked off, as Docker did until 25 (the seeds rely on it).
         pools = ipam.parse_pools(subnets, gateways, ip_ranges, aux, legacy_host_bits=True)
-        net = Network(id=names.new_id(), name=name, driver=driver, created=now(), pools=pools, ipv6=ipv6,
+        net = Network(id=names.new_id(), name=name, driver=driver, created=common.now(), pools=pools, ipv6=ipv6,
                       internal=internal, options=options, labels=labels)
         others = self.networks(IN_USE)
         drv.prepare(self.host, net, others)  # may supply pools (a network on the fabric)
