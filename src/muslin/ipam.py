@@ -724,6 +724,17 @@ def no_free_address(version: int, network_name: str, network_id: str) -> Exhaust
 # --------------------------------------------------------------------------------------
 
 
+def check_mac(mac: str) -> str:
+    """A MAC address an endpoint may take (``--mac-address``, CNI's ``mac``): six bytes in
+    hex, unicast; lower-cased. Docker's message otherwise."""
+    parts = mac.split(":")
+    if len(parts) != 6 or not all(len(p) == 2 and all(c in "0123456789abcdefABCDEF" for c in p) for p in parts):
+        raise InvalidParameter(f"{mac} is not a valid mac address")
+    if int(parts[0], 16) & 1:
+        raise InvalidParameter(f"{mac} is not a valid mac address: it is a multicast address")
+    return mac.lower()
+
+
 def docker_mac(ipv4: IPv4Address | None) -> str:
     """Docker's legacy MAC for an endpoint: ``02:42`` followed by the four bytes of
     its IPv4 address; with no IPv4 address, a random locally administered unicast

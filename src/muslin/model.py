@@ -152,7 +152,7 @@ class Endpoint:
     gateway: str | None = None
     gateway6: str | None = None
     aliases: list[str] = field(default_factory=list)
-    default_route: bool = False  # the container's default routes go through it
+    default_route: bool | None = None  # the container's default routes go through it (None: not recorded)
 
     def to_doc(self) -> dict:
         return _doc(self)

@@ -164,6 +164,7 @@ SCHEMAS: dict[str, dict[str, tuple[object, bool]]] = {
         "pid": (Optional(PID), False),
         "netns": (Optional(Str(MAX_PATH, "a path")), False),
         "ifname": (Optional(Str(MAX_IFNAME, "an interface name")), False),  # CNI_IFNAME; the engine checks it
+        "mac": (Optional(Str(MAX_ADDRESS, "a MAC address")), False),
         "runtime": (Str(MAX_KEY, "a runtime's name", empty=True), False),
     },
     "endpoint.check": {"network": (REF, True), "container": (REF, True)},

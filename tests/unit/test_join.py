@@ -140,3 +140,27 @@ def test_the_engine_knows_nothing_of_the_fabric_nor_of_front_ends():
         imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
         imported |= {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
         assert not {m for m in imported if m and m.startswith(("muslin.fabric", "muslin.frontends"))}, part.name
+
+
+def test_the_default_route_goes_to_the_first_network_with_a_way_out(fake_engine):
+    """As Docker picks the gateway: an internal network, or one without a gateway, leaves the
+    container's default routes to the next network it joins."""
+    fake, engine = fake_engine
+    engine.create_network("quiet", subnets=["10.22.0.0/24"], internal=True)
+    con = engine.create_container("c1", "quiet")
+    engine.connect("n1", "c1")
+    by_net = {engine.find_network(e.network_id).name: e.default_route for e in engine.endpoints(container=con)}
+    assert by_net == {"quiet": False, "n1": True}
+    assert [r for r in fake.state(con.netns).routes if r.dst in ("default", "0.0.0.0/0")]
+
+
+def test_a_join_takes_the_mac_address_it_is_given_and_refuses_a_bad_one(fake_engine):
+    fake, engine = fake_engine
+    fake.create_netns("/run/netns/pod")
+    before = fake.snapshot()
+    for bad in ("02:42:ac:11:00", "zz:42:ac:11:00:02", "01:00:5e:00:00:01"):
+        with pytest.raises(InvalidParameter, match="is not a valid mac address"):
+            engine.connect("n1", "pod", netns="/run/netns/pod", mac=bad)
+    assert fake.snapshot() == before and engine.containers() == []
+    ep = engine.connect("n1", "pod", netns="/run/netns/pod", mac="02:AA:BB:CC:DD:EE")
+    assert ep.mac == "02:aa:bb:cc:dd:ee" and fake.state("/run/netns/pod").links["eth0"].mac == "02:aa:bb:cc:dd:ee"

@@ -27,11 +27,12 @@ class Endpoints:
 
     def connect(self, network: str, container: str | None = None, *, ip: str | None = None,
                 ip6: str | None = None, aliases=(), pid: int | None = None, netns: str | None = None,
-                ifname: str | None = None, runtime: str = "", warnings: list | None = None) -> Endpoint:
+                ifname: str | None = None, mac: str | None = None, runtime: str = "",
+                warnings: list | None = None) -> Endpoint:
         """Connect a container (or another runtime's, by ``pid`` or ``netns``, recorded as
         attached by ``runtime``) through an interface named ``ifname`` (default: the first
-        free ``eth<i>``, as Docker); what the user should know about the result is appended
-        to ``warnings``."""
+        free ``eth<i>``, as Docker) with the MAC address ``mac`` (default: Docker's, from the
+        IPv4 address); what the user should know about the result is appended to ``warnings``."""
         with self._lock:
             net = self.find_network(network)
             joined = None
@@ -42,7 +43,7 @@ class Endpoints:
             else:
                 con = self.find_container(container)
             try:
-                return self._connect(net, con, ip, ip6, list(aliases), warnings, ifname)
+                return self._connect(net, con, ip, ip6, list(aliases), warnings, ifname, mac)
             except BaseException:
                 if joined is not None:
                     self.store.delete("containers", joined.id)
@@ -82,6 +83,16 @@ class Endpoints:
         hosts = [self.host.path or self.kernel.own_netns(), self.kernel.own_netns(), "/proc/1/ns/net"]
         return any(self.kernel.netns_alive(h) and self.kernel.netns_id(h) == target for h in hosts)
 
+    def _gives_way_out(self, driver: Driver, net: Network, con: Container, ep: Endpoint) -> bool:
+        """Does this endpoint carry the container's default routes: the first of its networks
+        with a way out (a gateway, or an ipvlan l3 link), as Docker picks the gateway — a
+        network with none (internal, or no gateway) leaves them to the next one."""
+        if net.internal or not (ep.gateway or ep.gateway6 or driver.link_is_gateway(net)):
+            return False
+        others = [e for e in self.endpoints(container=con, states=("active", "pending")) if e.id != ep.id]
+        # None: recorded before endpoints said so; such a container keeps the routes it has
+        return not any(e.default_route or e.default_route is None for e in others)
+
     def _default_route_wanted(self, con: Container, sandbox: Namespace, first: bool,
                               warnings: list | None = None) -> bool:
         """A container's first network gives it its default route — in a namespace of another
@@ -96,10 +107,12 @@ class Endpoints:
         return first
 
     def _connect(self, net: Network, con: Container, ip, ip6, aliases, warnings: list | None = None,
-                 ifname: str | None = None) -> Endpoint:
+                 ifname: str | None = None, mac: str | None = None) -> Endpoint:
         check_endpoint_settings(net, ip, ip6, aliases)
         if ifname is not None and (problem := names.interface_name_problem(ifname)) is not None:
             raise InvalidParameter(f'invalid interface name "{names.shown(ifname)}": {problem}')
+        if mac is not None:
+            mac = ipam.check_mac(mac)
         if not self.kernel.netns_alive(con.netns):
             raise Conflict(f"container {con.name} is not running")
         for ep in self.endpoints(container=con, states=("active", "pending", "removing")):
@@ -109,12 +122,12 @@ class Endpoints:
             raise InvalidParameter(f"network {net.name} does not have IPv6 enabled: --ip6 {ip6} cannot be used")
         driver = self.driver(net.driver)
         with self.kernel.Namespace(con.netns) as sandbox:
-            ep = self._reserve_endpoint(net, con, ip, ip6, aliases, self._interface_name(con, sandbox, ifname))
+            ep = self._reserve_endpoint(net, con, ip, ip6, aliases, self._interface_name(con, sandbox, ifname), mac)
             with self._journaled("endpoints", ep.id, f"endpoint {ep.id[:12]} of container {con.name}",
                                  f"muslin rm -f {con.name}", self._forget_endpoint, net, ep):
                 faults.checkpoint("connect.reserved")
-                first = not any(e.id != ep.id for e in self.endpoints(container=con, states=("active", "pending")))
-                ep.default_route = self._default_route_wanted(con, sandbox, first, warnings)
+                ep.default_route = self._default_route_wanted(con, sandbox, self._gives_way_out(driver, net, con, ep),
+                                                              warnings)
                 mac = self._join(driver, net, con, ep, sandbox)
                 faults.checkpoint("connect.joined")
                 if mac and mac != ep.mac:  # ipvlan and macvlan passthru: the parent's
@@ -144,7 +157,8 @@ class Endpoints:
             raise Conflict(f"container {con.name} already has an interface {wanted}")
         return wanted
 
-    def _reserve_endpoint(self, net: Network, con: Container, ip, ip6, aliases, ifname: str) -> Endpoint:
+    def _reserve_endpoint(self, net: Network, con: Container, ip, ip6, aliases, ifname: str,
+                          mac: str | None = None) -> Endpoint:
         """Write the endpoint as ``pending``, its addresses held, before any kernel work."""
         eid = names.new_id()
         with self.store.transaction():
@@ -153,7 +167,7 @@ class Endpoints:
                 v4 = self._allocate(net, 4, eid, ip)
             elif ip:
                 raise InvalidParameter(f"network {net.name} has no IPv4 subnet")
-            mac = ipam.docker_mac(ipam.from_int(v4[1], 4) if v4 else None)
+            mac = mac or ipam.docker_mac(ipam.from_int(v4[1], 4) if v4 else None)
             if net.ipv6 and net.pools_of(6):
                 if ip6 is None and net.option_bool(MAC_IPV6_OPTION, False):
                     ip6 = str(ipam.mac_ipv6(net.pools_of(6)[0].subnet, mac))

@@ -25,7 +25,7 @@ import sys
 
 from muslin.frontends.cni.config import (IO_FAILURE, MUSLIN_REFUSED, NOT_AVAILABLE, SUPPORTED_VERSIONS, TRY_LATER,
                                          UNKNOWN_CONTAINER, CniError, aliases, container_name, network_name,
-                                         network_request, read_call, static_addresses)
+                                         network_request, read_call, static_addresses, static_mac)
 from muslin.frontends.cni.result import error, result
 
 RUNTIME = "cni"  # how the engine records the containers this plugin attached (GC takes only those)
@@ -100,8 +100,8 @@ def cmd_add(call) -> dict:
     view = _network(client, call)
     ip, ip6 = static_addresses(call)
     reply = _ask(client, "network.connect", network=view["network"]["id"], container=container_name(call),
-                 netns=call.netns, ifname=call.ifname, ip=ip, ip6=ip6, aliases=aliases(call, network_name(call.config)),
-                 runtime=RUNTIME)
+                 netns=call.netns, ifname=call.ifname, ip=ip, ip6=ip6, mac=static_mac(call),
+                 aliases=aliases(call, network_name(call.config)), runtime=RUNTIME)
     return result(call.version, reply["endpoint"], call.netns, _has_dns(view))
 
 

@@ -180,6 +180,14 @@ def static_addresses(call: Call) -> tuple[str | None, str | None]:
     return (v4[0] if v4 else None), (v6[0] if v6 else None)
 
 
+def static_mac(call: Call) -> str | None:
+    """The MAC address asked for: the ``mac`` capability, else ``MAC=`` in CNI_ARGS."""
+    mac = runtime_config(call).get("mac") or call.args.get("MAC")
+    if mac is not None and not isinstance(mac, str):
+        raise CniError(INVALID_CONFIG, "runtimeConfig.mac must be a string")
+    return mac or None
+
+
 def aliases(call: Call, network: str) -> list[str]:
     """The DNS names the runtime gives the container on this network (the ``aliases``
     capability: ``{network: [names]}``)."""
