@@ -383,6 +383,23 @@ def test_a_resolver_on_the_hosts_loopback_is_an_upstream_too(site):
         local.stop()
 
 
+def test_a_container_run_with_dns_has_its_other_names_forwarded_to_those_servers(site):
+    """``run --dns``: the embedded DNS still answers the container's names and forwards the rest
+    to the servers given (Docker's behaviour), not to the host's. (Before the restart tests:
+    a daemon the CLI starts again reads the machine's resolv.conf, not the site's.)"""
+    site.up.ip("addr add 10.89.2.3/24 dev eth0")
+    site.upstream.listen("10.89.2.3", 53, netns=site.up.netns)
+    site.muslin("run", "-d", "--name", "own1", "--network", "app", "--dns", "10.89.2.3", "--", "sleep", "3000")
+    site.muslin("run", "-d", "--name", "own2", "--network", "app", "--dns", "10.89.2.99", "--", "sleep", "3000")
+    try:
+        assert addresses(dig(site.node("own1"), "far.outside")[1]) == [FAR]
+        assert dig(site.node("own2"), "far.outside")[0] == "SERVFAIL"  # nobody at 10.89.2.99
+        assert addresses(dig(site.node("own2"), "web1")[1]) == [site.address("web1", "app")]  # names still answered
+        assert addresses(dig(site.node("web1"), "far.outside")[1]) == [FAR]  # the others keep the host's
+    finally:
+        site.muslin("rm", "-f", "own1", "own2")
+
+
 def test_nothing_is_forwarded_from_an_internal_network(site):
     site.muslin("network", "create", "--internal", "--subnet", "10.89.3.0/24", "sealed")
     try:
@@ -472,18 +489,3 @@ def test_answers_come_back_after_a_sigkill_with_the_next_cli_command(site):
     gap = time_without_answers(site, signal.SIGKILL, lambda: site.muslin("network", "ls"))
     print(f"\nSIGKILL + next CLI command: longest time without an answer {gap * 1000:.0f} ms")
 
-
-def test_a_container_run_with_dns_has_its_other_names_forwarded_to_those_servers(site):
-    """``run --dns``: the embedded DNS still answers the container's names and forwards the rest
-    to the servers given (Docker's behaviour), not to the host's."""
-    site.up.ip("addr add 10.89.2.3/24 dev eth0")
-    site.upstream.listen("10.89.2.3", 53, netns=site.up.netns)
-    site.muslin("run", "-d", "--name", "own1", "--network", "app", "--dns", "10.89.2.3", "--", "sleep", "3000")
-    site.muslin("run", "-d", "--name", "own2", "--network", "app", "--dns", "10.89.2.99", "--", "sleep", "3000")
-    try:
-        assert addresses(dig(site.node("own1"), "far.outside")[1]) == [FAR]
-        assert dig(site.node("own2"), "far.outside")[0] == "SERVFAIL"  # nobody at 10.89.2.99
-        assert addresses(dig(site.node("own2"), "web1")[1]) == [site.address("web1", "app")]  # names still answered
-        assert addresses(dig(site.node("web1"), "far.outside")[1]) == [FAR]  # the others keep the host's
-    finally:
-        site.muslin("rm", "-f", "own1", "own2")
