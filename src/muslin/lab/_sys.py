@@ -131,6 +131,54 @@ def terminate(pids: Iterable[int], timeout: float, reap=None) -> list[int]:
     return pids
 
 
+def mount_ns(pid: int) -> tuple[int, int] | None:
+    try:
+        return ns_id(f"/proc/{pid}/ns/mnt")
+    except OSError:
+        return None
+
+
+def pids_in_mount_ns(ident) -> set[int]:
+    me = os.getpid()
+    return {int(e) for e in os.listdir("/proc")
+            if e.isdigit() and int(e) != me and mount_ns(int(e)) == ident and pid_alive(int(e))}
+
+
+def descendants(pids: set[int]) -> set[int]:
+    """Every live process whose chain of parents leads to one of `pids`."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    ppid = int(f.read().rpartition(")")[2].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            children.setdefault(ppid, []).append(int(entry))
+    found, todo = set(), list(pids)
+    while todo:
+        for child in children.get(todo.pop(), []):
+            if child not in found and child not in pids:
+                found.add(child)
+                todo.append(child)
+    return {p for p in found if pid_alive(p)}
+
+
+
+def pinned_netns(pids: set[int], mount_ident, directory: str) -> set[tuple[int, int]]:
+    """The network namespaces pinned under `directory` as seen in the mount namespace
+    `mount_ident`, looked at through one live process of it among `pids`."""
+    ids = set()
+    for pid in sorted(p for p in pids if mount_ns(p) == mount_ident):
+        pins = f"/proc/{pid}/root{directory}"
+        for name in os.listdir(pins) if os.path.isdir(pins) else []:
+            try:
+                ids.add(ns_id(os.path.join(pins, name)))
+            except OSError:
+                pass
+        break
+    return ids
+
 # --- signals -----------------------------------------------------------------------------
 
 

@@ -163,6 +163,14 @@ class Host(Node):
         """Where muslin's daemon writes its PID; the lab stops that process at teardown."""
         return os.path.join(self.root, "muslin.pid")
 
+    def daemon_pid(self) -> int | None:
+        """The PID in the daemon's pidfile, if there is one."""
+        try:
+            with open(self.pidfile) as f:
+                return int(f.read().split()[0])
+        except (OSError, ValueError, IndexError):
+            return None
+
     def muslin_argv(self, *args: str) -> list[str]:
         return [sys.executable, "-m", "muslin", "--root", self.root, *args]
 

@@ -30,13 +30,13 @@ import shutil
 import subprocess
 
 from . import commands
-from ._sys import ns_id, pid_alive, pids_in_namespaces, terminate
+from ._sys import descendants, mount_ns, pid_alive, pids_in_mount_ns, pids_in_namespaces, pinned_netns, terminate
+from .images import busybox_problem, busybox_tarball
 from .commands import LabError
 from .nodes import Host
 from .processes import wait_until
 
 REFERENCE_PLUGINS = "/usr/lib/cni"
-BUSYBOX = "/bin/busybox"
 IMAGE = "localhost/busybox:latest"
 NEEDED = ("podman", "conmon", "crun", "unshare", "nsenter", "tar")
 
@@ -59,9 +59,7 @@ def problem() -> str | None:
     missing = [tool for tool in NEEDED if shutil.which(tool) is None]
     if missing:
         return f"missing: {', '.join(missing)} (./scripts/setup installs the Debian package podman)"
-    if not os.access(BUSYBOX, os.X_OK):
-        return f"no {BUSYBOX} for the image (Debian package busybox-static)"
-    return None
+    return busybox_problem()
 
 
 class Podman:
@@ -140,13 +138,13 @@ network_config_dir = "{self.config_dir}"
         self.keeper = self.host.popen(["unshare", "--mount", "--propagation", "private",
                                        "sh", "-c", _MOUNTS, "keeper", self.dir])
         self.keeper.wait_for_output("ready", timeout=30)
-        self._mount_ns = _mnt_ns(self.keeper.pid)
+        self._mount_ns = mount_ns(self.keeper.pid)
 
     def _start_muslin(self) -> None:
         """muslin's daemon runs where Podman's namespace pins are seen: in the mount namespace."""
         self.muslin("network", "ls")
-        pid = _daemon_pid(self.host)
-        if pid is None or _mnt_ns(pid) != self._mount_ns:
+        pid = self.host.daemon_pid()
+        if pid is None or mount_ns(pid) != self._mount_ns:
             raise LabError(f"{self.host.name}: muslin's daemon (pid {pid}) runs outside podman's mount namespace; "
                            "start podman on a host before running muslin there")
 
@@ -157,18 +155,7 @@ network_config_dir = "{self.config_dir}"
                 os.symlink(os.path.join(REFERENCE_PLUGINS, name), os.path.join(self.plugins, name))
 
     def _import_image(self) -> None:
-        rootfs = os.path.join(self.dir, "rootfs")
-        for sub in ("bin", "etc", "root", "tmp"):
-            os.makedirs(os.path.join(rootfs, sub))
-        shutil.copy2(BUSYBOX, os.path.join(rootfs, "bin", "busybox"))
-        applets = commands.run([BUSYBOX, "--list"]).stdout.split()
-        for applet in applets:
-            if applet != "busybox":
-                os.symlink("busybox", os.path.join(rootfs, "bin", applet))
-        _write(os.path.join(rootfs, "etc", "passwd"), "root:x:0:0:root:/root:/bin/sh\n")
-        _write(os.path.join(rootfs, "etc", "group"), "root:x:0:\n")
-        tarball = os.path.join(self.dir, "rootfs.tar")
-        commands.run(["tar", "-C", rootfs, "-cf", tarball, "."])
+        tarball = busybox_tarball(self.dir)
         self("import", "--change", "CMD=/bin/sh", tarball, self.image, timeout=120)
 
     # --- use -------------------------------------------------------------------------
@@ -225,9 +212,10 @@ network_config_dir = "{self.config_dir}"
             done = self("rm", "--all", "--force", "--time", "0", check=False, timeout=180)
             if done.returncode != 0:
                 problems.append(f"podman rm --all: {done.stderr.strip()}")
-        inside = _pids_in_mount_ns(self._mount_ns) - {self.keeper.pid, _daemon_pid(self.host)}
-        inside |= set(pids_in_namespaces(self._pinned_netns(inside | {self.keeper.pid})))
-        doomed = sorted(inside | _descendants(inside))
+        inside = pids_in_mount_ns(self._mount_ns) - {self.keeper.pid, self.host.daemon_pid()}
+        pinned = pinned_netns(inside | {self.keeper.pid}, self._mount_ns, "/run/netns")
+        inside |= set(pids_in_namespaces(pinned - self.host.lab.root_ids - {self.host.ident}))
+        doomed = sorted(inside | descendants(inside))
         terminate(doomed, 3.0)
         self.keeper.stop()
         # a container's first process ignores SIGTERM (it is its PID namespace's init) and takes a
@@ -239,62 +227,7 @@ network_config_dir = "{self.config_dir}"
         if problems:
             raise LabError(f"{self.host.name}: podman cleanup: " + "; ".join(problems))
 
-    def _pinned_netns(self, pids: set[int]) -> set[tuple[int, int]]:
-        """The network namespaces Podman pinned under its /run/netns, seen through a live
-        process of its mount namespace."""
-        ids = set()
-        for pid in sorted(p for p in pids if _mnt_ns(p) == self._mount_ns):
-            pins = f"/proc/{pid}/root/run/netns"
-            for name in os.listdir(pins) if os.path.isdir(pins) else []:
-                try:
-                    ids.add(ns_id(os.path.join(pins, name)))
-                except OSError:
-                    pass
-            break
-        return ids - self.host.lab.root_ids - {self.host.ident}
-
 
 def _write(path: str, text: str) -> None:
     with open(path, "w") as f:
         f.write(text)
-
-
-def _mnt_ns(pid: int) -> tuple[int, int] | None:
-    try:
-        return ns_id(f"/proc/{pid}/ns/mnt")
-    except OSError:
-        return None
-
-
-def _pids_in_mount_ns(ident) -> set[int]:
-    me = os.getpid()
-    return {int(e) for e in os.listdir("/proc")
-            if e.isdigit() and int(e) != me and _mnt_ns(int(e)) == ident and pid_alive(int(e))}
-
-
-def _descendants(pids: set[int]) -> set[int]:
-    """Every live process whose chain of parents leads to one of `pids`."""
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    ppid = int(f.read().rpartition(")")[2].split()[1])
-            except (OSError, ValueError, IndexError):
-                continue
-            children.setdefault(ppid, []).append(int(entry))
-    found, todo = set(), list(pids)
-    while todo:
-        for child in children.get(todo.pop(), []):
-            if child not in found and child not in pids:
-                found.add(child)
-                todo.append(child)
-    return {p for p in found if pid_alive(p)}
-
-
-def _daemon_pid(host: Host) -> int | None:
-    try:
-        with open(host.pidfile) as f:
-            return int(f.read().split()[0])
-    except (OSError, ValueError, IndexError):
-        return None
