@@ -112,7 +112,7 @@ OPERATIONS = {
     "ping": lambda e: {"Version": __version__, "Pid": os.getpid()},
     "network.create": _network_create,
     "network.list": lambda e: network_views(e, e.networks(("active", "dead"))),
-    "network.inspect": lambda e, names: network_views(e, [e.find_network(n, ("active", "dead")) for n in names]),
+    "network.inspect": lambda e, names: network_views(e, [e.network_named(n, ("active", "dead")) for n in names]),
     "network.remove": lambda e, name: _removed(e.remove_network(name)),
     "network.prune": lambda e: {"removed": e.prune_networks()},
     "network.connect": _network_connect,

@@ -159,6 +159,7 @@ def main() -> int:
         show(docker2, "rm", "-f", "db")
         show(docker1, "network", "ls")
     ipv6_tour(checks)
+    runtimes_tour(checks)
     fabric_tour(checks)
     print(f"\nDemo finished: {sum(checks)} of {len(checks)} checks as expected; the labs are gone.")
     return 0 if all(checks) else 1
@@ -239,6 +240,73 @@ def ipv6_tour(checks: list[bool]) -> None:
         show(docker1, "network", "rm", "ipv6_bridge")
 
 
+def runtimes_tour(checks: list[bool]) -> None:
+    """Podman's containers on a muslin network through the CNI plugin, next to muslin's own:
+    a macvlan network on the host's segment, with the host access the cookbook builds by hand."""
+    from muslin.lab import podman as lab_podman
+
+    reason = lab_podman.problem()
+    if reason:
+        say(f"Podman on muslin's CNI plugin: skipped ({reason})")
+        checks.append(expect(False, "podman can run here"))
+        return
+    with Lab(name="demort") as lab:
+        say("Podman (CNI) on muslin: docker1 10.10.10.101 runs Podman, a neighbour 10.10.10.50 on its switch")
+        sw = lab.switch("switch")
+        docker1, neighbour = lab.host("docker1"), lab.node("neighbour")
+        lab.link(docker1, sw, "10.10.10.101/24")
+        lab.link(neighbour, sw, "10.10.10.50/24")
+        podman = lab_podman.Podman.start(docker1)
+        try:
+            _podman_on_macvlan(podman, neighbour, checks)
+        finally:
+            podman.close()
+
+
+def _podman_on_macvlan(podman, neighbour, checks: list[bool]) -> None:
+    docker1 = podman.host
+
+    def muslin(*args: str) -> str:
+        print(f"docker1$ muslin {' '.join(args)}", flush=True)
+        text = podman.muslin(*args).stdout.rstrip()
+        if text:
+            print("    " + text.replace("\n", "\n    "), flush=True)
+        return text
+
+    muslin("cni", "install", "--dir", podman.plugins)
+    muslin("network", "create", "-d", "macvlan", "--subnet", "10.10.10.0/24", "--ip-range", "10.10.10.64/27",
+           "--gateway", "10.10.10.1", "--aux-address", "host=10.10.10.100", "-o", "parent=eth0",
+           "-o", "host_access=true", "macnet")
+    conf = podman.conflist("macnet", {"type": "muslin", "network": "macnet", "root": docker1.root,
+                                      "capabilities": {"ips": True, "aliases": True}})
+    print(f"docker1$ cat /etc/cni/net.d/macnet.conflist   (here: {podman.config_dir})")
+    print("    " + json.dumps(conf, indent=2).replace("\n", "\n    "))
+    print(f"docker1$ podman run -d --name pod1 --network macnet {podman.image} sleep 3600")
+    podman("run", "-d", "--name", "pod1", "--network", "macnet", podman.image, "sleep", "3600")
+    muslin("run", "-d", "--name", "own1", "--network", "macnet", "--", "sleep", "3600")
+    address = podman.inspect("pod1")["NetworkSettings"]["Networks"]["macnet"]["IPAddress"]
+    print("docker1$ podman exec pod1 ip -4 addr show eth0")
+    lines = podman.exec("pod1", "ip", "-4", "addr", "show", "eth0").stdout.splitlines()
+    print("    " + "\n    ".join(line.strip() for line in lines if "inet" in line))
+    checks.append(expect(address.startswith("10.10.10.6"), f"Podman's container got {address} from muslin's IPAM"))
+    out = podman.exec("pod1", "ping", "-c", "1", "-W", "2", "own1")
+    print("docker1$ podman exec pod1 ping -c 1 own1")
+    checks.append(expect(out.returncode == 0, "pod1 (Podman) resolves and reaches own1 (muslin's own container)"))
+    print(f"docker1$ ping -c 1 {address}")
+    checks.append(expect(bool(docker1.ping(address)), "the host reaches its Podman container on the macvlan"))
+    print(f"neighbour$ ping -c 1 {address}")
+    checks.append(expect(bool(neighbour.ping(address)), "so does a neighbour on the segment, with no NAT"))
+    print("docker1$ muslin network inspect macnet   (its containers)")
+    inspect = json.loads(podman.muslin("network", "inspect", "macnet").stdout)[0]
+    for container in inspect["Containers"].values():
+        print(f"    {container['Name']:<16} {container['IPv4Address']}")
+    checks.append(expect(len(inspect["Containers"]) == 2, "muslin knows both, Podman's and its own"))
+    print("docker1$ podman rm -f pod1")
+    podman("rm", "-f", "pod1", "--time", "0")
+    muslin("rm", "-f", "own1")
+    muslin("network", "rm", "macnet")
+
+
 def fabric_tour(checks: list[bool]) -> None:
     """The cookbook's Flannel chapter: four hosts on two segments, etcd, an agent on each."""
     import shutil
@@ -279,8 +347,37 @@ def fabric_tour(checks: list[bool]) -> None:
         print(f"docker4$ muslin exec web2 -- ping -c 1 {web1}")
         checks.append(expect(out.returncode == 0, "web2 on docker4 reaches web1 on docker1 by its own address, "
                                                   "across the router, with no published port"))
+        _podman_on_the_fabric(f, f.hosts[2], web1, checks)
         for host, name in ((d1, "web1"), (d4, "web2")):
             f.muslin(host, "rm", "-f", name)
+
+
+def _podman_on_the_fabric(f, host, web1: str, checks: list[bool]) -> None:
+    """A Podman container on docker3's fabric lease, through muslin's CNI plugin (as flannel-cni
+    gives Kubernetes pods the host's lease), reaching muslin's web1 on docker1."""
+    from muslin.lab import podman as lab_podman
+
+    if lab_podman.problem():
+        return  # the runtimes tour said why
+    say("A Podman container on docker3's lease, through muslin's CNI plugin (as flannel-cni does)")
+    podman = lab_podman.Podman.start(host, muslin_env=f.env(host))
+    try:
+        conf = podman.conflist("fabric", {"type": "muslin", "network": "bridge", "root": host.root})
+        print(f"docker3$ cat /etc/cni/net.d/fabric.conflist   (muslin's default bridge, on the lease)")
+        print("    " + json.dumps(conf))
+        print(f"docker3$ podman run -d --name pod3 --network fabric {podman.image} sleep 3600")
+        podman("run", "-d", "--name", "pod3", "--network", "fabric", podman.image, "sleep", "3600")
+        address = podman.inspect("pod3")["NetworkSettings"]["Networks"]["fabric"]["IPAddress"]
+        lease = open(f.subnet_file(host)).read()
+        print(f"    pod3 has {address}; docker3's subnet.env: "
+              + " ".join(line for line in lease.split() if line.startswith("FLANNEL_SUBNET")))
+        out = podman.exec("pod3", "ping", "-c", "1", "-W", "2", web1)
+        print(f"docker3$ podman exec pod3 ping -c 1 {web1}")
+        checks.append(expect(out.returncode == 0, "pod3 (Podman on docker3) reaches web1 (muslin on docker1) "
+                                                  "over the fabric"))
+        podman("rm", "-f", "--time", "0", "pod3")
+    finally:
+        podman.close()
 
 
 if __name__ == "__main__":

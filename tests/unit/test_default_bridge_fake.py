@@ -129,3 +129,18 @@ def test_options_the_default_bridge_cannot_take_leave_it_as_it_was(tmp_path):
         assert engine.refresh_default_network() is False  # 10.9.0.0/24 is n1's
         assert "172.17.0.1/16" in fake.host.addresses["muslin0"]
         assert engine.endpoints(container=engine.find_container(con.id))[0].ipv4 == "172.17.0.2/16"
+
+
+def test_the_default_bridge_is_there_for_a_runtime_that_names_it_first(tmp_path):
+    """A CNI configuration may name ``bridge`` before any muslin container ran: Docker always
+    has it, so connecting to it or inspecting it makes it; other names are still not found."""
+    from muslin.errors import NotFound
+
+    fake = FakeKernel()
+    with engine_on(fake, tmp_path / "r") as engine:
+        fake.create_netns("/run/netns/pod")
+        ep = engine.connect("bridge", netns="/run/netns/pod", runtime="cni")
+        assert ep.ipv4 == "172.17.0.2/16"
+        assert engine.network_named("bridge").predefined and engine.network_named("bridge").id == ep.network_id
+        with pytest.raises(NotFound):
+            engine.network_named("bridgee")

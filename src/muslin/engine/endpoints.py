@@ -34,7 +34,7 @@ class Endpoints:
         free ``eth<i>``, as Docker) with the MAC address ``mac`` (default: Docker's, from the
         IPv4 address); what the user should know about the result is appended to ``warnings``."""
         with self._lock:
-            net = self.find_network(network)
+            net = self.network_named(network)
             joined = None
             if pid is not None or netns is not None:
                 con, joined = self._foreign_container(container, pid, netns, runtime)

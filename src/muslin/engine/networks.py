@@ -167,6 +167,16 @@ class Networks:
                 pass
         return removed
 
+    def network_named(self, ref: str, states=("active",)) -> Network:
+        """:meth:`find_network`, except that ``bridge``, which Docker always has, is made on
+        first use: a runtime's configuration may name it before any muslin container ran."""
+        try:
+            return self.find_network(ref, states)
+        except NotFound:
+            if ref != DEFAULT_BRIDGE:
+                raise
+        return self.default_network()
+
     def default_network(self) -> Network:
         """The default ``bridge`` network (172.17.0.0/16 like docker0), created on first use."""
         with self._lock:

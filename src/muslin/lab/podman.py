@@ -74,6 +74,7 @@ class Podman:
         self.keeper = None
         self._mount_ns = None
         self._closed = False
+        self.muslin_extra_env: dict[str, str] = {}
         self.env = {
             "CONTAINERS_CONF": os.path.join(directory, "containers.conf"),
             "CONTAINERS_STORAGE_CONF": os.path.join(directory, "storage.conf"),
@@ -81,9 +82,10 @@ class Podman:
         }
 
     @classmethod
-    def start(cls, host: Host, image: bool = True) -> Podman:
-        """Podman's configuration and mount namespace for `host`, muslin's daemon started in it,
-        the CNI plugin directory and (unless `image` is false) the busybox image."""
+    def start(cls, host: Host, image: bool = True, muslin_env: dict[str, str] | None = None) -> Podman:
+        """Podman's configuration and mount namespace for `host`, muslin's daemon started in it
+        (with `muslin_env` added to its environment), the CNI plugin directory and (unless
+        `image` is false) the busybox image."""
         reason = problem()
         if reason:
             raise LabError(f"cannot run podman: {reason}")
@@ -91,6 +93,7 @@ class Podman:
         if os.path.exists(directory):
             raise LabError(f"{host.name} has a podman already")
         podman = cls(host, directory)
+        podman.muslin_extra_env = dict(muslin_env or {})
         try:
             podman._write_config()
             podman._enter()
@@ -175,7 +178,7 @@ network_config_dir = "{self.config_dir}"
     def muslin(self, *args: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess:
         """``muslin ARGS`` in the host, in Podman's mount namespace."""
         return commands.run(self._argv(*self.host.muslin_argv(*args)), check=check, timeout=timeout,
-                            env=self.host.muslin_env())
+                            env=self.host.muslin_env(self.muslin_extra_env))
 
     def conflist(self, name: str, *plugins: dict, version: str = "0.4.0") -> dict:
         """Write the network configuration list `name` (cniVersion 0.4.0, as Podman writes them)

@@ -101,7 +101,7 @@ def cmd_add(call) -> dict:
     ip, ip6 = static_addresses(call)
     reply = _ask(client, "network.connect", network=view["network"]["id"], container=container_name(call),
                  netns=call.netns, ifname=call.ifname, ip=ip, ip6=ip6, mac=static_mac(call),
-                 aliases=aliases(call, network_name(call.config)), runtime=RUNTIME)
+                 aliases=aliases(call, network_name(call.config)) if _has_dns(view) else [], runtime=RUNTIME)
     return result(call.version, reply["endpoint"], call.netns, _has_dns(view))
 
 
