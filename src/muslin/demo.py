@@ -362,8 +362,8 @@ def _podman_on_the_fabric(f, host, web1: str, checks: list[bool]) -> None:
     say("A Podman container on docker3's lease, through muslin's CNI plugin (as flannel-cni does)")
     podman = lab_podman.Podman.start(host, muslin_env=f.env(host))
     try:
-        conf = podman.conflist("fabric", {"type": "muslin", "network": "bridge", "root": host.root})
-        print(f"docker3$ cat /etc/cni/net.d/fabric.conflist   (muslin's default bridge, on the lease)")
+        conf = podman.conflist("fabric", {"type": "muslin", "network": "pods", "fabric": True, "root": host.root})
+        print("docker3$ cat /etc/cni/net.d/fabric.conflist   (a network on the host's lease, made by the first ADD)")
         print("    " + json.dumps(conf))
         print(f"docker3$ podman run -d --name pod3 --network fabric {podman.image} sleep 3600")
         podman("run", "-d", "--name", "pod3", "--network", "fabric", podman.image, "sleep", "3600")

@@ -37,6 +37,7 @@ from .nodes import Host
 from .processes import wait_until
 
 REFERENCE_PLUGINS = "/usr/lib/cni"
+STANDARD_PLUGIN_DIR, STANDARD_CONFIG_DIR = "/opt/cni/bin", "/etc/cni/net.d"
 IMAGE = "localhost/busybox:latest"
 NEEDED = ("podman", "conmon", "crun", "unshare", "nsenter", "tar")
 
@@ -47,6 +48,10 @@ mount -t tmpfs -o mode=0755 muslin-podman-run /run
 mkdir -p /run/netns /run/lock
 mount -t tmpfs -o mode=1777 muslin-podman-shm /dev/shm
 mount -t overlay -o lowerdir=/var/lib,upperdir="$1/var-lib",workdir="$1/var-lib.work" muslin-podman-var /var/lib
+if [ "$2" = standard ]; then
+  mount -t tmpfs -o mode=0755 muslin-podman-cni-bin /opt/cni/bin
+  mount -t tmpfs -o mode=0755 muslin-podman-cni-conf /etc/cni/net.d
+fi
 echo ready
 exec sleep infinity
 """
@@ -65,11 +70,13 @@ def problem() -> str | None:
 class Podman:
     """Podman for one lab host; call it with podman's arguments."""
 
-    def __init__(self, host: Host, directory: str):
+    def __init__(self, host: Host, directory: str, standard_dirs: bool = False):
         self.host = host
         self.dir = directory
-        self.plugins = os.path.join(directory, "cni-bin")
-        self.config_dir = os.path.join(directory, "net.d")
+        # as seen in the mount namespace: the standard directories are fresh tmpfs there
+        self.standard_dirs = standard_dirs
+        self.plugins = STANDARD_PLUGIN_DIR if standard_dirs else os.path.join(directory, "cni-bin")
+        self.config_dir = STANDARD_CONFIG_DIR if standard_dirs else os.path.join(directory, "net.d")
         self.image = IMAGE
         self.keeper = None
         self._mount_ns = None
@@ -82,17 +89,20 @@ class Podman:
         }
 
     @classmethod
-    def start(cls, host: Host, image: bool = True, muslin_env: dict[str, str] | None = None) -> Podman:
+    def start(cls, host: Host, image: bool = True, muslin_env: dict[str, str] | None = None,
+              standard_dirs: bool = False) -> Podman:
         """Podman's configuration and mount namespace for `host`, muslin's daemon started in it
         (with `muslin_env` added to its environment), the CNI plugin directory and (unless
-        `image` is false) the busybox image."""
-        reason = problem()
+        `image` is false) the busybox image. With `standard_dirs`, Podman keeps its default CNI
+        directories, which are /opt/cni/bin and /etc/cni/net.d made empty and private to it,
+        and muslin's plugin is installed the way a cluster's nodes get it: ``muslin cni install``."""
+        reason = problem() or (standard_dirs and _standard_dirs_problem())
         if reason:
             raise LabError(f"cannot run podman: {reason}")
         directory = os.path.join(host.lab.workdir, f"{host.name}-podman")
         if os.path.exists(directory):
             raise LabError(f"{host.name} has a podman already")
-        podman = cls(host, directory)
+        podman = cls(host, directory, standard_dirs)
         podman.muslin_extra_env = dict(muslin_env or {})
         try:
             podman._write_config()
@@ -129,9 +139,10 @@ image_copy_tmp_dir = "{d}/tmp"
 
 [network]
 network_backend = "cni"
+""" + ("" if self.standard_dirs else f"""\
 cni_plugin_dirs = ["{self.plugins}"]
 network_config_dir = "{self.config_dir}"
-""")
+"""))
         _write(self.env["CONTAINERS_STORAGE_CONF"],
                f'[storage]\ndriver = "vfs"\ngraphroot = "{d}/storage"\nrunroot = "{d}/runroot"\n')
         _write(self.env["CONTAINERS_REGISTRIES_CONF"], "unqualified-search-registries = []\n")
@@ -139,7 +150,8 @@ network_config_dir = "{self.config_dir}"
     def _enter(self) -> None:
         """The keeper: a process in the host's namespace that holds the private mount namespace."""
         self.keeper = self.host.popen(["unshare", "--mount", "--propagation", "private",
-                                       "sh", "-c", _MOUNTS, "keeper", self.dir])
+                                       "sh", "-c", _MOUNTS, "keeper", self.dir,
+                                       "standard" if self.standard_dirs else "own"])
         self.keeper.wait_for_output("ready", timeout=30)
         self._mount_ns = mount_ns(self.keeper.pid)
 
@@ -152,6 +164,9 @@ network_config_dir = "{self.config_dir}"
                            "start podman on a host before running muslin there")
 
     def _install_plugins(self) -> None:
+        if self.standard_dirs:
+            self.muslin("cni", "install")  # Podman looks in /usr/lib/cni for the reference plugins
+            return
         self.muslin("cni", "install", "--dir", self.plugins)
         for name in sorted(os.listdir(REFERENCE_PLUGINS)):
             if name != "muslin":
@@ -184,8 +199,12 @@ network_config_dir = "{self.config_dir}"
         """Write the network configuration list `name` (cniVersion 0.4.0, as Podman writes them)
         into Podman's configuration directory; returns it."""
         conf = {"cniVersion": version, "name": name, "plugins": list(plugins)}
-        _write(os.path.join(self.config_dir, f"{name}.conflist"), json.dumps(conf, indent=2) + "\n")
+        _write(self.outside(os.path.join(self.config_dir, f"{name}.conflist")), json.dumps(conf, indent=2) + "\n")
         return conf
+
+    def outside(self, path: str) -> str:
+        """Where a path of Podman's mount namespace is reached from the lab's."""
+        return f"/proc/{self.keeper.pid}/root{path}" if self.standard_dirs else path
 
     def inspect(self, container: str) -> dict:
         return json.loads(self("inspect", container).stdout)[0]
@@ -229,6 +248,13 @@ network_config_dir = "{self.config_dir}"
             problems.append(f"still running: {[p for p in doomed if pid_alive(p)]}")
         if problems:
             raise LabError(f"{self.host.name}: podman cleanup: " + "; ".join(problems))
+
+
+def _standard_dirs_problem() -> str | None:
+    missing = [d for d in (STANDARD_PLUGIN_DIR, STANDARD_CONFIG_DIR) if not os.path.isdir(d)]
+    if missing:
+        return f"no {' or '.join(missing)} to hide (./scripts/setup runs muslin cni install)"
+    return None
 
 
 def _write(path: str, text: str) -> None:
