@@ -116,7 +116,8 @@ OPERATIONS = {
     "network.remove": lambda e, name: _removed(e.remove_network(name)),
     "network.prune": lambda e: {"removed": e.prune_networks()},
     "network.connect": _network_connect,
-    "network.disconnect": lambda e, network, container, force=False: e.disconnect(network, container, force) or {},
+    "network.disconnect": lambda e, network, container=None, force=False, pid=None, netns=None:
+        e.disconnect(network, container, force, pid=pid, netns=netns) or {},
     "endpoint.check": lambda e, network, container: {"problems": e.check_endpoint(network, container)},
     "network.gc": lambda e, network, runtime, keep=(): {"removed": e.collect_garbage(network, runtime, keep)},
     "container.create": lambda e, name=None, network=None, ip=None, ip6=None, aliases=(), command=(), **ports:

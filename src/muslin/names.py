@@ -43,6 +43,17 @@ def new_id() -> str:
     return os.urandom(32).hex()
 
 
+def joined_container_name(path: str, pid: int | None, taken) -> str:
+    """The name of another runtime's container that joined by its namespace: what a user can
+    guess — the namespace's name (``/run/netns/NAME``), or ``pid-PID`` — else a generated one."""
+    guess = f"pid-{pid}" if pid is not None else os.path.basename(path.rstrip("/"))
+    if path.startswith("/proc/") and pid is None:
+        guess = ""  # /proc/PID/ns/net: "net" says nothing
+    if guess and NAME_RE.fullmatch(guess) and len(guess) <= NAME_MAX and guess not in taken:
+        return guess
+    return container_name(taken)
+
+
 def container_name(taken) -> str:
     while True:
         name = f"{random.choice(_LEFT)}_{random.choice(_RIGHT)}"

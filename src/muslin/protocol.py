@@ -173,7 +173,13 @@ SCHEMAS: dict[str, dict[str, tuple[object, bool]]] = {
         "runtime": (Str(MAX_KEY, "a runtime's name"), True),
         "keep": (List(Pair(Str(MAX_NAME)), MAX_GC), False),  # [container name, interface name]
     },
-    "network.disconnect": {"network": (REF, True), "container": (REF, True), "force": (Bool(), False)},
+    "network.disconnect": {
+        "network": (REF, True),
+        "container": (Optional(REF), False),
+        "force": (Bool(), False),
+        "pid": (Optional(PID), False),
+        "netns": (Optional(Str(MAX_PATH, "a path")), False),
+    },
     "container.create": {
         "name": (Optional(NAME), False),
         "network": (Optional(REF), False),

@@ -71,6 +71,23 @@ def test_foreign_namespace_joins_by_pid(host, lab):
     assert "172.29.0.2" not in other.sh(["ip", "-br", "addr"]).stdout
 
 
+def test_another_runtimes_namespace_is_named_after_it_and_left_by_it(host, lab):
+    """``connect --netns /run/netns/NAME`` without a container name: the container is NAME
+    (``--pid P``: pid-P), and ``disconnect --netns``/``--pid`` finds it again."""
+    host.muslin("network", "create", "--subnet", "172.29.1.0/24", "nsnet")
+    other, third = lab.node("runtime"), lab.node("third")
+    assert host.muslin("network", "connect", "--netns", other.netns, "nsnet").stdout.strip() == other.ns_name
+    proc = third.popen(["sleep", "300"])
+    assert host.muslin("network", "connect", "--pid", str(proc.pid), "nsnet").stdout.strip() == f"pid-{proc.pid}"
+    ps = host.muslin("ps").stdout
+    assert other.ns_name in ps and f"pid-{proc.pid}" in ps
+    host.muslin("network", "disconnect", "nsnet", "--netns", other.netns)
+    host.muslin("network", "disconnect", "nsnet", "--pid", str(proc.pid))
+    assert "172.29.1." not in other.sh(["ip", "-br", "addr"]).stdout + third.sh(["ip", "-br", "addr"]).stdout
+    gone = host.muslin("network", "disconnect", "nsnet", "--netns", other.netns, check=False)
+    assert gone.returncode != 0 and f"no container joined by {other.netns}" in gone.stderr
+
+
 def _daemon_pid(host) -> int:
     with open(host.pidfile) as f:
         return int(f.read())

@@ -97,7 +97,8 @@ def test_bad_key_value_is_a_local_flag_error(argv, message):
      "Error: invalid argument \"maybe\" for \"--ipv6\" flag: expected true or false. "
      "See 'muslin network create --help'."),
     (["network", "disconnect", "n"], 1,
-     "Error: the following arguments are required: CONTAINER. See 'muslin network disconnect --help'."),
+     "Error: \"muslin network disconnect\" requires a CONTAINER unless --pid or --netns is given. "
+     "See 'muslin network disconnect --help'."),
     (["network", "connect", "n", "c", "extra", "more"], 1,
      "Error: unexpected argument: extra more. See 'muslin network connect --help'."),
     (["network", "create", "--root", "/x", "n"], 125,  # global options go before the command, as docker's

@@ -17,7 +17,7 @@ import pytest
 from fakekernel import HOST, INIT, FakeKernel
 from muslin.daemon import network_views
 from muslin.engine import Engine
-from muslin.errors import Conflict, Exhausted, InvalidParameter, KernelError
+from muslin.errors import Conflict, Exhausted, InvalidParameter, KernelError, NotFound
 
 SUBNET = "10.10.0.0/24"
 
@@ -217,6 +217,24 @@ def test_another_runtimes_namespace_is_connected_and_forgotten_on_disconnect(fak
     assert fake.state("/run/netns/theirs").addresses["eth0"] == [ep.ipv4]
     engine.disconnect("n1", "web")
     assert engine.containers() == [] and set(fake.state("/run/netns/theirs").links) == {"lo"}
+
+
+def test_a_namespace_joined_without_a_name_is_named_after_it_and_disconnected_by_it(fake_engine):
+    fake, engine = fake_engine
+    engine.create_network("n1", subnets=[SUBNET])
+    for path in ("/run/netns/blue", "/var/run/other/blue", "/run/netns/bad name"):
+        fake.create_netns(path)
+    assert engine.find_container(engine.connect("n1", netns="/run/netns/blue").container_id).name == "blue"
+    # the name is taken, or not a container name: a generated one
+    for path in ("/var/run/other/blue", "/run/netns/bad name"):
+        name = engine.find_container(engine.connect("n1", netns=path).container_id).name
+        assert name not in ("blue", "bad name") and "_" in name
+    with pytest.raises(NotFound) as err:
+        engine.disconnect("n1", netns="/run/netns/green")
+    assert str(err.value) == "no container joined by /run/netns/green"
+    engine.disconnect("n1", netns="/run/netns/blue")
+    assert set(fake.state("/run/netns/blue").links) == {"lo"}
+    assert "blue" not in [c.name for c in engine.containers()] and len(engine.containers()) == 2
 
 
 # -- a set-aside ("dead") row -------------------------------------------------------------------

@@ -49,29 +49,42 @@ class Endpoints:
                     self.store.delete("containers", joined.id)
                 raise
 
+    @staticmethod
+    def _joined_by(pid: int | None, netns: str | None) -> tuple[str, int | None]:
+        """The namespace path another runtime's container joins by, and its process's start time."""
+        if pid is None:
+            return os.path.abspath(netns), None
+        start = process_start(pid)
+        if start is None:
+            raise NotFound(f"no process with PID {pid}")
+        return f"/proc/{pid}/ns/net", start
+
+    def _joined_container(self, name: str | None, pid: int | None, netns: str | None) -> Container | None:
+        """The active record of the container that joined by this namespace, if any."""
+        path, pid_start = self._joined_by(pid, netns)
+        for state, doc in self.store.docs("containers", "json_extract(doc, '$.netns') = ?", (path,)):
+            con = Container.from_doc(doc)
+            if state == "active" and con.pid_start == pid_start and (name is None or con.name == name):
+                return con
+        return None
+
     def _foreign_container(self, name: str | None, pid: int | None, netns: str | None, runtime: str = ""):
         """The record of another runtime's container; ``(container, new_record_or_None)``."""
-        if pid is not None:
-            start = process_start(pid)
-            if start is None:
-                raise NotFound(f"no process with PID {pid}")
-            path, pid_start = f"/proc/{pid}/ns/net", start
-        else:
-            path, pid_start = os.path.abspath(netns), None
+        path, pid_start = self._joined_by(pid, netns)
         if not self.kernel.netns_alive(path):
             raise InvalidParameter(f"{path} is not a network namespace")
         if self._is_host_netns(path):
             what = f"process {pid}" if pid is not None else path
             raise InvalidParameter(f"{what} is in the host's own network namespace, not in a container's: "
                                    "muslin does not connect the host itself")
-        for state, doc in self.store.docs("containers", "json_extract(doc, '$.netns') = ?", (path,)):
-            con = Container.from_doc(doc)
-            if state == "active" and con.pid_start == pid_start and (name is None or con.name == name):
-                return con, None
+        known = self._joined_container(name, pid, netns)
+        if known is not None:
+            return known, None
         if name is not None and self.store.docs("containers", "name = ?", (name,)):
             raise Conflict(f'Conflict. The container name "/{name}" is already in use')
-        taken = self.store.taken_names("containers") if name is None else set()
-        con = Container(id=names.new_id(), name=name or names.container_name(taken), created=common.now(), netns=path,
+        if name is None:
+            name = names.joined_container_name(path, pid, self.store.taken_names("containers"))
+        con = Container(id=names.new_id(), name=name, created=common.now(), netns=path,
                         owns_netns=False, pid=pid, pid_start=pid_start, runtime=runtime)
         self.store.put("containers", con.id, con.name, "active", con.to_doc())
         return con, con
@@ -196,10 +209,19 @@ class Endpoints:
         self.store.release_owner(ep.id)
         self.store.delete("endpoints", ep.id)
 
-    def disconnect(self, network: str, container: str, force: bool = False) -> None:
+    def disconnect(self, network: str, container: str | None = None, force: bool = False, *,
+                   pid: int | None = None, netns: str | None = None) -> None:
+        """Disconnect a container, named or (another runtime's) by the ``pid`` or ``netns`` it
+        joined by."""
         with self._lock:
             net = self.find_network(network)
-            con = self.find_container(container)
+            if pid is None and netns is None:
+                con = self.find_container(container)
+            else:
+                con = self._joined_container(container, pid, netns)
+                if con is None:
+                    what = f"process {pid}" if pid is not None else os.path.abspath(netns)
+                    raise NotFound(f"no container joined by {what}")
             eps = [e for e in self.endpoints(container=con, states=("active", "pending", "removing"))
                    if e.network_id == net.id]
             if not eps:

@@ -103,9 +103,16 @@ COMMAND_LINE = Cmd(
                 Opt("--subnet", metavar="CIDR", multiple=True,
                     help="Subnet in CIDR format that represents a network segment"),
             ], args=[Arg("name", "NETWORK")]),
-            Cmd("disconnect", "Disconnect a container from a network", options=[
-                Opt("-f", "--force", help="Force the container to disconnect from a network"),
-            ], args=[Arg("network", "NETWORK"), Arg("container", "CONTAINER")]),
+            Cmd("disconnect", "Disconnect a container from a network",
+                description="Disconnect a container from a network. CONTAINER may be left out with "
+                            "--pid/--netns (the container that joined by them).",
+                options=[
+                    Opt("-f", "--force", help="Force the container to disconnect from a network"),
+                    Opt("--netns", metavar="PATH", help="the container that joined by this network namespace file"),
+                    Opt("--pid", metavar="PID", type=int, help="the container that joined by this process"),
+                ],
+                args=[Arg("network", "NETWORK"), Arg("container", "CONTAINER", nargs="?")],
+                exclusive=[("pid", "netns")]),
             Cmd("inspect", "Display detailed information on one or more networks",
                 args=[Arg("names", "NETWORK", nargs="+")]),
             Cmd("ls", "List networks", aliases=["list"], options=[
@@ -296,18 +303,23 @@ def _plan_network_create(v: dict, root) -> Plan:
     return Plan("network.create", [("network.create", args)], root=root)
 
 
-def _plan_network_connect(v: dict, root) -> Plan:
+def _joined_by(v: dict, verb: str) -> dict:
+    """The container of ``network connect/disconnect``: named, or by --pid / --netns."""
     if v["container"] is None and v["pid"] is None and v["netns"] is None:
-        prog = "muslin network connect"
+        prog = f"muslin network {verb}"
         raise UsageError(f'"{prog}" requires a CONTAINER unless --pid or --netns is given', code=EXIT_ERROR, prog=prog)
+    return {"container": v["container"], "pid": v["pid"],
+            # the daemon has another working directory
+            "netns": os.path.abspath(v["netns"]) if v["netns"] else None}
+
+
+def _plan_network_connect(v: dict, root) -> Plan:
     args = _compact({
+        **_joined_by(v, "connect"),
         "network": v["network"],
-        "container": v["container"],
         "ip": v["ip"],
         "ip6": v["ip6"],
         "aliases": v["alias"],
-        "pid": v["pid"],
-        "netns": os.path.abspath(v["netns"]) if v["netns"] else None,  # the daemon has another working directory
     })
     return Plan("network.connect", [("network.connect", args)], {"named": v["container"] is not None}, root=root)
 
@@ -389,8 +401,8 @@ PLANNERS = {
     ("network", "prune"): lambda v, root: Plan("network.prune", [("network.prune", {})], {"force": v["force"]},
                                                root=root),
     ("network", "connect"): _plan_network_connect,
-    ("network", "disconnect"): lambda v, root: Plan("network.disconnect", [("network.disconnect", {
-        "network": v["network"], "container": v["container"], "force": v["force"]})], root=root),
+    ("network", "disconnect"): lambda v, root: Plan("network.disconnect", [("network.disconnect", _compact({
+        **_joined_by(v, "disconnect"), "network": v["network"], "force": v["force"]}))], root=root),
     ("fabric", "config", "get"): lambda v, root: Plan("fabric.config.get", opts=v, root=root),
     ("fabric", "config", "set"): lambda v, root: Plan("fabric.config.set", opts=v, root=root),
     ("fabric", "leases"): lambda v, root: Plan("fabric.leases", opts=v, root=root),
