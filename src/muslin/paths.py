@@ -128,3 +128,14 @@ def open_private(path: str, flags: int, mode: int = FILE_MODE) -> int:
         os.close(fd)
         raise
     return fd
+
+
+def write_private(path: str, text: str) -> None:
+    """Replace the file ``path`` with ``text``, atomically, 0600 (never through a link)."""
+    temporary = f"{path}.{os.getpid()}.tmp"
+    fd = open_private(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(temporary, path)

@@ -198,6 +198,10 @@ class Store:
                            (hexaddr(addr), network_id, pool, hexaddr(addr)))
         return out
 
+    def release_address(self, network_id: str, address: int) -> None:
+        with self.transaction() as db:
+            db.execute("DELETE FROM addresses WHERE network_id = ? AND address = ?", (network_id, hexaddr(address)))
+
     def release_network(self, network_id: str) -> None:
         with self.transaction() as db:
             db.execute("DELETE FROM addresses WHERE network_id = ?", (network_id,))

@@ -17,7 +17,7 @@ def test_kernel_error_without_errno_says_none():
 # The facade other layers use: splitting the kernel layer by object must keep every one of these.
 NAMESPACE_METHODS = {
     "add_address", "add_bridge", "add_dummy", "add_ipvlan", "add_macvlan", "add_proxy", "add_route", "add_veth",
-    "add_vlan", "delete_proxy", "proxies",
+    "add_vlan", "add_vxlan_into", "delete_proxy", "enslave", "proxies",
     "addresses", "apply_fabric_rules", "apply_firewall", "close", "configure_interface",
     "default_route_interface", "delete_fdb", "delete_link", "delete_neighbour", "delete_owned_link",
     "delete_route", "ensure_vxlan", "fdb", "has_default_route", "interfaces", "link", "links", "nft",

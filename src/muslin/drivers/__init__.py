@@ -28,6 +28,7 @@ class Driver(Protocol):
     name: str
     assigns_gateway: bool  # does IPAM give a pool without --gateway one (bridge: the host is it)
     uses_veth: bool         # does an endpoint have a host-side link (``Endpoint.host_ifname``)
+    routes_out: bool        # does the network's gateway lead out (a container's default route)
 
     def prepare(self, host: Namespace, network: Network, others: list[Network]) -> None:
         """Check the network's options against the host and the other networks, complete what
@@ -77,9 +78,11 @@ class Driver(Protocol):
         the upstream router needs), for front ends to show."""
 
 
-def load(name: str, tag: str, kernel) -> Driver:
+def load(name: str, tag: str, kernel, *, netns_dir: str | None = None, vtep=None) -> Driver:
     """The driver called ``name``; ``tag`` marks the links it creates as this muslin root's;
-    ``kernel`` is what it opens sandboxes through (:mod:`muslin.kernel`, or a fake)."""
+    ``kernel`` is what it opens sandboxes through (:mod:`muslin.kernel`, or a fake);
+    ``netns_dir`` is where a driver pins namespaces of its own (overlay), ``vtep()`` the host's
+    tunnel end (its cluster address and interface) or None outside a cluster."""
     if name == "bridge":
         from muslin.drivers.bridge import BridgeDriver
 
@@ -92,4 +95,8 @@ def load(name: str, tag: str, kernel) -> Driver:
         from muslin.drivers.ipvlan import IpvlanDriver
 
         return IpvlanDriver(tag, kernel)
+    if name == "overlay":
+        from muslin.drivers.overlay import OverlayDriver
+
+        return OverlayDriver(tag, kernel, netns_dir, vtep)
     raise NotFound(f'plugin "{name}" not found')

@@ -19,6 +19,8 @@ class BaseDriver:
     uses_veth = False        # does an endpoint have a host-side link (``Endpoint.host_ifname``)
     announce = False         # interfaces straight on a segment announce their addresses when up
     on_fabric = False        # can the network take its subnet from the fabric agent (-o fabric)
+    routes_out = True        # does the network's gateway lead out (a container's default route)
+    scope = "local"          # "global": one network for the whole cluster, in its store
     # options whose value names a link, and whether muslin creates that link (then it must
     # not take a name muslin derives for links of its own)
     link_options: tuple[tuple[str, bool], ...] = ()

@@ -30,6 +30,7 @@ from muslin.errors import Conflict, NotFound
 from muslin.events import Change
 from muslin.model import Container, Endpoint, Network
 from muslin.store import Store
+from muslin.engine.cluster_networks import ClusterNetworks
 from muslin.engine.container_names import ContainerNames
 from muslin.engine.containers import Containers
 from muslin.engine.endpoints import Endpoints
@@ -41,7 +42,7 @@ log = logging.getLogger("muslin")
 __all__ = ["Engine", "IN_USE"]
 
 
-class Engine(Networks, Endpoints, Containers, ContainerNames, Recovery):
+class Engine(Networks, ClusterNetworks, Endpoints, Containers, ContainerNames, Recovery):
     """The state of one muslin root, applied to one host network namespace.
 
     ``netns`` names the host namespace (None: the one this process runs in);
@@ -62,6 +63,7 @@ class Engine(Networks, Endpoints, Containers, ContainerNames, Recovery):
         self._drivers: dict[str, Driver] = {}
         self._lock = threading.RLock()
         self._listeners: list = []
+        self.cluster = None  # the cluster this host is a member of (muslin.cluster), for overlay networks
 
     def subscribe(self, listener) -> None:
         """Call ``listener(change)`` after every committed change (:mod:`muslin.events`). It runs
@@ -92,7 +94,8 @@ class Engine(Networks, Endpoints, Containers, ContainerNames, Recovery):
 
     def driver(self, name: str) -> Driver:
         if name not in self._drivers:
-            self._drivers[name] = load(name, self.tag, self.kernel)
+            self._drivers[name] = load(name, self.tag, self.kernel, netns_dir=os.path.join(self.root, "netns"),
+                                       vtep=self.cluster.vtep if self.cluster is not None else None)
         return self._drivers[name]
 
     # -- reading state ---------------------------------------------------------

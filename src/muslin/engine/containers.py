@@ -183,7 +183,7 @@ class Containers:
             else:
                 step(self._forget_endpoint, None, ep)
             if best_effort:  # the rows go even when the kernel said no
-                self.store.release_owner(ep.id)
+                self._release_addresses(ep.id)
                 self.store.delete("endpoints", ep.id)
         if con.owns_netns:
             step(self.kernel.remove_netns, con.netns)

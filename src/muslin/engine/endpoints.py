@@ -100,7 +100,7 @@ class Endpoints:
         """Does this endpoint carry the container's default routes: the first of its networks
         with a way out (a gateway, or an ipvlan l3 link), as Docker picks the gateway — a
         network with none (internal, or no gateway) leaves them to the next one."""
-        if net.internal or not (ep.gateway or ep.gateway6 or driver.link_is_gateway(net)):
+        if net.internal or not driver.routes_out or not (ep.gateway or ep.gateway6 or driver.link_is_gateway(net)):
             return False
         others = [e for e in self.endpoints(container=con, states=("active", "pending")) if e.id != ep.id]
         # None: recorded before endpoints said so; such a container keeps the routes it has
@@ -174,17 +174,26 @@ class Endpoints:
                           mac: str | None = None) -> Endpoint:
         """Write the endpoint as ``pending``, its addresses held, before any kernel work."""
         eid = names.new_id()
+        claims: list = []
+        try:
+            return self._reserve(net, con, ip, ip6, aliases, ifname, mac, eid, claims)
+        except BaseException:
+            self._unclaim(claims)  # what the cluster's store holds for the rolled-back rows
+            raise
+
+    def _reserve(self, net: Network, con: Container, ip, ip6, aliases, ifname: str, mac: str | None, eid: str,
+                 claims: list) -> Endpoint:
         with self.store.transaction():
             v4 = v6 = None
             if net.pools_of(4):
-                v4 = self._allocate(net, 4, eid, ip)
+                v4 = self._allocate(net, 4, eid, ip, claims)
             elif ip:
                 raise InvalidParameter(f"network {net.name} has no IPv4 subnet")
             mac = mac or ipam.docker_mac(ipam.from_int(v4[1], 4) if v4 else None)
             if net.ipv6 and net.pools_of(6):
                 if ip6 is None and net.option_bool(MAC_IPV6_OPTION, False):
                     ip6 = str(ipam.mac_ipv6(net.pools_of(6)[0].subnet, mac))
-                v6 = self._allocate(net, 6, eid, ip6)
+                v6 = self._allocate(net, 6, eid, ip6, claims)
             ep = Endpoint(
                 id=eid, network_id=net.id, container_id=con.id, ifname=ifname,
                 host_ifname=f"veth{eid[:11]}" if self.driver(net.driver).uses_veth else "",
@@ -206,7 +215,7 @@ class Endpoints:
     def _forget_endpoint(self, net: Network | None, ep: Endpoint) -> None:
         if net is not None:
             self.driver(net.driver).leave(self.host, self._sandbox_path(ep), net, ep)
-        self.store.release_owner(ep.id)
+        self._release_addresses(ep.id)
         self.store.delete("endpoints", ep.id)
 
     def disconnect(self, network: str, container: str | None = None, force: bool = False, *,
@@ -273,7 +282,7 @@ class Endpoints:
         faults.checkpoint("disconnect.marked")
         self.driver(net.driver).leave(self.host, self._sandbox_path(ep), net, ep)
         faults.checkpoint("disconnect.left")
-        self.store.release_owner(ep.id)
+        self._release_addresses(ep.id)
         self.store.delete("endpoints", ep.id)
         if self.store.ports(ep.container_id):  # its published ports lose (or change) their target
             self._apply_firewall()

@@ -10,7 +10,9 @@ import logging
 
 from muslin import faults, ipam, names
 from muslin import publish as publishing
+from muslin.cluster import GLOBAL_POOL
 from muslin.daemon_options import DaemonOptions
+from muslin.drivers.overlay import FIRST_VNI, MAX_VNI, VNI_OPTION
 from muslin.drivers.bridge import predefined_network
 from muslin.errors import Conflict, InvalidParameter, MuslinError, NotFound
 from muslin.events import NETWORK_CREATED, NETWORK_REMOVED, Change
@@ -32,26 +34,39 @@ class Networks:
             net = self._plan_network(name, driver, list(subnets), list(gateways), list(ip_ranges),
                                      dict(aux_addresses or {}), bool(ipv6), bool(internal),
                                      dict(options or {}), dict(labels or {}))
-            with self.store.transaction():
+            if not self._in_cluster(net):
+                return self._make_network(net)
+            # the cluster's first: its name, VXLAN id and chosen subnet are claimed there, once
+            self.cluster.create_network(net.to_doc(), int(net.options[VNI_OPTION]), net.auto_subnets)
+            try:
+                return self._make_network(net)
+            except BaseException:
+                self._best_effort(self.cluster.remove_network, net.to_doc(), int(net.options[VNI_OPTION]))
+                raise
+
+    def _make_network(self, net: Network) -> Network:
+        """Write the planned ``net`` (pending), hold its reserved addresses, make its kernel
+        objects and firewall, and mark it active; a failure on the way leaves nothing."""
+        with self.store.transaction():
+            self.store.put("networks", net.id, net.name, "pending", net.to_doc())
+            for pool in net.pools:
+                for addr, owner in ipam.reserved(pool):
+                    if not self.store.hold(net.id, str(pool.subnet), ipam.to_int(addr), owner):
+                        raise InvalidParameter(f"address {addr} is reserved twice in subnet {pool.subnet}")
+            if self.driver(net.driver).needs_host_address(net):
+                net.driver_state["host_addresses"] = self._host_addresses(net)
                 self.store.put("networks", net.id, net.name, "pending", net.to_doc())
-                for pool in net.pools:
-                    for addr, owner in ipam.reserved(pool):
-                        if not self.store.hold(net.id, str(pool.subnet), ipam.to_int(addr), owner):
-                            raise InvalidParameter(f"address {addr} is reserved twice in subnet {pool.subnet}")
-                if self.driver(net.driver).needs_host_address(net):
-                    net.driver_state["host_addresses"] = self._host_addresses(net)
-                    self.store.put("networks", net.id, net.name, "pending", net.to_doc())
-            with self._journaled("networks", net.id, f"network {net.name}", f"muslin network rm {net.name}",
-                                 self._forget_network, net):
-                faults.checkpoint("create.reserved")
-                self.driver(net.driver).create(self.host, net)
-                faults.checkpoint("create.kernel")
-                self._apply_firewall()
-                faults.checkpoint("create.firewall")
-                self.store.set_state("networks", net.id, "active")
-            self._announce(Change(NETWORK_CREATED, net))
-            log.info("network %s created (%s)", net.name, net.id[:12])
-            return net
+        with self._journaled("networks", net.id, f"network {net.name}", f"muslin network rm {net.name}",
+                             self._forget_network, net):
+            faults.checkpoint("create.reserved")
+            self.driver(net.driver).create(self.host, net)
+            faults.checkpoint("create.kernel")
+            self._apply_firewall()
+            faults.checkpoint("create.firewall")
+            self.store.set_state("networks", net.id, "active")
+        self._announce(Change(NETWORK_CREATED, net))
+        log.info("network %s created (%s)", net.name, net.id[:12])
+        return net
 
     def _host_addresses(self, net: Network) -> list[str]:
         """One address per family for the host itself (a macvlan shim): the aux address
@@ -85,6 +100,13 @@ class Networks:
             raise Conflict(f"network with name {name} is being removed")
         names.check_not_an_id("network", name, (d["id"] for _, d in self.store.docs("networks")))
         drv = self.driver(driver)
+        cluster_wide = getattr(drv, "scope", "local") == "global"
+        if cluster_wide:
+            self._require_cluster()
+            if self.cluster.network_named(name) is not None:
+                raise Conflict(f"network with name {name} already exists")
+            if VNI_OPTION not in options:
+                options[VNI_OPTION] = str(self.cluster.free_vni(FIRST_VNI, MAX_VNI))
         # Host bits in --subnet are masked off, as Docker did until 25 (the seeds rely on it).
         pools = ipam.parse_pools(subnets, gateways, ip_ranges, aux, legacy_host_bits=True)
         net = Network(id=names.new_id(), name=name, driver=driver, created=common.now(), pools=pools, ipv6=ipv6,
@@ -94,10 +116,15 @@ class Networks:
         pools = net.pools
         if drv.assigns_gateway:
             ipam.check_gateway_subnets(pools)
-        ipam.check_no_overlap(pools, [p.subnet for n in others for p in n.pools])
-        in_use = [p.subnet for n in others for p in n.pools] + self._host_routes()
+        if cluster_wide:
+            # its own namespace on every host: it may overlap any network, chosen ones only
+            # the cluster's, from Docker's pool for cluster-wide networks
+            in_use, defaults = self.cluster.subnets_in_use(), [GLOBAL_POOL]
+        else:
+            ipam.check_no_overlap(pools, [p.subnet for n in others for p in n.pools])
+            in_use = [p.subnet for n in others for p in n.pools] + self._host_routes()
+            defaults = [(ipaddress.ip_network(p.base), p.size) for p in self.options.default_address_pools]
         auto = []
-        defaults = [(ipaddress.ip_network(p.base), p.size) for p in self.options.default_address_pools]
         if not any(p.version == 4 for p in pools):
             auto.append(Pool(ipam.default_pool_v4(in_use, defaults)))
         if net.ipv6 and not any(p.version == 6 for p in pools):
@@ -139,6 +166,10 @@ class Networks:
                 users = ", ".join(sorted(self._container_name(e.container_id) for e in eps))
                 raise Conflict(f"error while removing network: network {net.name} id {net.id} has active endpoints ({users})")
             step = self._best_effort if dead else do
+            if self._in_cluster(net) and not dead:
+                self._require_cluster()
+                self.cluster.remove_network(net.to_doc(), int(net.options[VNI_OPTION]))  # everywhere
+                self.cluster.forget(net.id)
             self.store.set_state("networks", net.id, "removing")
             faults.checkpoint("rm.marked")
             step(self._apply_firewall)
@@ -280,8 +311,13 @@ class Networks:
 
     # -- addresses ---------------------------------------------------------------
 
-    def _allocate(self, net: Network, version: int, owner: str, static: str | None) -> tuple[Pool, int]:
-        """Hold one address of ``net`` for ``owner`` (call inside a store transaction)."""
+    def _allocate(self, net: Network, version: int, owner: str, static: str | None,
+                  claims: list | None = None) -> tuple[Pool, int]:
+        """Hold one address of ``net`` for ``owner`` (call inside a store transaction); for a
+        cluster network also in the cluster's store, noted in ``claims`` (for a roll-back)."""
+        if self._in_cluster(net):
+            self._require_cluster()
+            return self._allocate_in_cluster(net, version, owner, static, claims)
         if static:
             pool = ipam.pool_for_static(net.user_pools(version), static, family=version)
             addr = ipam.to_int(ipaddress.ip_address(static))

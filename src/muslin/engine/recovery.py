@@ -58,7 +58,7 @@ class Recovery:
                     done["set_aside"] += 1
                     if con is None:  # nothing to show it by: forget the row, a tagged link left is an orphan
                         log.error("cannot roll back endpoint %s: %s; forgotten", doc["id"][:12], exc, exc_info=exc)
-                        self.store.release_owner(doc["id"])
+                        self._release_addresses(doc["id"])
                         self.store.delete("endpoints", doc["id"])
                         continue
                     self._set_aside("endpoints", doc["id"], f"endpoint {doc['id'][:12]} of container {con.name}",

@@ -209,6 +209,12 @@ class Links(WorkerCalls):
         self._do(f"set {name}", self.ipr.link, "set", index=self._index(name), **settings)
 
     @in_worker
+    def enslave(self, name: str, master: str) -> None:
+        """Make ``name`` a port of the bridge ``master`` and bring it up."""
+        self._do(f"enslave {name} to {master}", self.ipr.link, "set", index=self._index(name),
+                 master=self._index(master), state="up")
+
+    @in_worker
     def tag_link(self, name: str, alias: str) -> None:
         """Mark an existing link as ``alias``'s (IFLA_IFALIAS)."""
         self._do("set alias of " + name, self.ipr.link, "set", index=self._index(name), IFLA_IFALIAS=alias)
@@ -281,6 +287,21 @@ class Links(WorkerCalls):
             settings["IFLA_IFALIAS"] = alias
         self._do(f"configure vxlan {name}", self.ipr.link, "set", index=self._index(name), **settings)
         return self.link(name)
+
+
+    @in_worker
+    def add_vxlan_into(self, name: str, netns: str, *, vni: int, port: int, local: str, dev: str,
+                       mtu: int | None = None) -> None:
+        """A vxlan device made here and living in ``netns`` (down): its UDP socket is this
+        namespace's, its frames are that one's — an overlay network's own namespace, as
+        Docker's. Learning off and ARP/ND answered from its own neighbour table (proxy): the
+        control plane fills both that table and the FDB, nothing is flooded."""
+        local_attr = "vxlan_local6" if is_ipv6(local) else "vxlan_local"
+        attrs = {"ifname": name, "kind": "vxlan", "vxlan_id": vni, "vxlan_port": port, local_attr: local,
+                 "vxlan_link": self._index(dev), "vxlan_learning": 0, "vxlan_proxy": 1, "net_ns_fd": netns}
+        if mtu:
+            attrs["mtu"] = mtu
+        self._do(f"create vxlan {name}", self.ipr.link, "add", **attrs)
 
 
 @functools.cache

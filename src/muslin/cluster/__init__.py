@@ -1,0 +1,270 @@
+"""A cluster of muslin daemons that share a key-value store: the overlay networks' control plane.
+
+A daemon started with ``--cluster-store`` and ``--cluster-advertise`` (classic Docker's
+options, from before Swarm) is a member; what every member must agree on lives in the store
+(:mod:`muslin.kv`: etcd, or the embedded store on one machine), under ``/muslin/cluster/v1``:
+
+====================================  ===============================================  ==============
+key                                   value                                            lifetime
+====================================  ===============================================  ==============
+``nodes/<node>``                      ``{"address", "name"}``                          the node's lease
+``networks/<id>``                     the network's document (:meth:`Network.to_doc`)  until removed
+``names/<name>``                      ``<id>``: a name is the cluster's, once          until removed
+``vnis/<vni>``                        ``<id>``                                         until removed
+``subnets/<cidr>``                    ``<id>``, for subnets the cluster chose           until removed
+``addresses/<id>/<ip>``               ``{"node", "owner"}``                            the node's lease
+``endpoints/<id>/<endpoint>``         :class:`Peer` as JSON                            the node's lease
+====================================  ===============================================  ==============
+
+Creating keys with ``create_all`` (all or none, only where absent) is what makes names, VNIs,
+chosen subnets and addresses unique under races between hosts. A node that stops renewing its
+lease (stopped, cut off, dead) loses its node key, its addresses and its endpoints together:
+the others then remove its peers, and its addresses are free again. A daemon that restarts
+in time keeps its lease (the lease's id is kept in the root's ``cluster.json``).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import logging
+import os
+import socket
+import threading
+from dataclasses import asdict, dataclass, field
+
+from muslin import names, paths
+from muslin.errors import Conflict, InvalidParameter
+
+log = logging.getLogger("muslin.cluster")
+
+PREFIX = "/muslin/cluster/v1/"
+DEFAULT_TTL = 60.0        # classic Docker's discovery.ttl
+DEFAULT_HEARTBEAT = 20.0  # and discovery.heartbeat
+GLOBAL_POOL = (ipaddress.ip_network("10.0.0.0/8"), 24)  # Docker's default for cluster-wide networks
+
+
+@dataclass(frozen=True)
+class Peer:
+    """An endpoint of an overlay network as every member sees it."""
+    network: str
+    endpoint: str
+    node: str
+    vtep: str
+    mac: str
+    ipv4: str | None = None
+    ipv6: str | None = None
+    name: str = ""
+    aliases: tuple[str, ...] = field(default_factory=tuple)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> Peer:
+        doc = json.loads(text)
+        doc["aliases"] = tuple(doc.get("aliases") or ())
+        return cls(**doc)
+
+
+def key(*parts: str) -> str:
+    return PREFIX + "/".join(parts)
+
+
+def _subnet_key(subnet) -> str:
+    return key("subnets", str(subnet).replace("/", "_"))
+
+
+class Cluster:
+    """This host's membership: its node id, its VTEP (the advertised address and the
+    interface that has it), its lease, and the store operations of overlay networks."""
+
+    def __init__(self, store, node: str, address: str, device: str, *, ttl: float = DEFAULT_TTL,
+                 state_file: str | None = None, name: str | None = None):
+        self.store = store
+        self.node = node
+        self.address = address
+        self.device = device
+        self.ttl = ttl
+        self.name = name or socket.gethostname()
+        self.state_file = state_file
+        self.lease: int | None = None
+        self._held: dict[str, set[str]] = {}  # network id -> addresses held in the cluster (a cache)
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"<Cluster node {self.node[:12]} at {self.address}>"
+
+    def vtep(self) -> tuple[str, str]:
+        return self.address, self.device
+
+    # -- membership ----------------------------------------------------------------------
+
+    def join(self) -> bool:
+        """Register this node under its lease: the one it had (a restart in time), else a new
+        one. True when the lease is new: what it held is gone and must be published again."""
+        saved = self._saved_lease()
+        if saved is not None and self.store.keepalive(saved):
+            self.lease, fresh = saved, False
+        else:
+            self.lease, fresh = self.store.grant(self.ttl), True
+            self._save_lease(self.lease)
+        self.store.put(key("nodes", self.node), json.dumps({"address": self.address, "name": self.name}), self.lease)
+        return fresh
+
+    def renew(self) -> bool:
+        """Keep the lease alive; False when it is gone (the store expired it): join again."""
+        return self.lease is not None and self.store.keepalive(self.lease)
+
+    def nodes(self) -> dict[str, str]:
+        """node id -> advertised address, for every live member."""
+        items, _ = self.store.range(key("nodes", ""))
+        return {i.key.rsplit("/", 1)[1]: json.loads(i.value)["address"] for i in items}
+
+    def _saved_lease(self) -> int | None:
+        if self.state_file is None:
+            return None
+        try:
+            with open(self.state_file) as f:
+                doc = json.load(f)
+            return int(doc["lease"]) if doc.get("node") == self.node and doc.get("store") == self.store_id() else None
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+    def _save_lease(self, lease: int) -> None:
+        if self.state_file is not None:
+            paths.write_private(self.state_file, json.dumps({"node": self.node, "lease": lease,
+                                                             "store": self.store_id()}) + "\n")
+
+    def store_id(self) -> str:
+        return repr(self.store)
+
+    # -- networks ------------------------------------------------------------------------
+
+    def networks(self) -> tuple[list[dict], int]:
+        """Every cluster network's document, and the store's revision when they were read."""
+        items, revision = self.store.range(key("networks", ""))
+        return [json.loads(i.value) for i in items], revision
+
+    def network_named(self, name: str) -> str | None:
+        item = self.store.get(key("names", name))
+        return item.value if item else None
+
+    def free_vni(self, first: int, last: int) -> int:
+        items, _ = self.store.range(key("vnis", ""))
+        taken = {int(i.key.rsplit("/", 1)[1]) for i in items}
+        vni = first
+        while vni in taken:
+            vni += 1
+        if vni > last:
+            raise InvalidParameter("no VXLAN id left for an overlay network")
+        return vni
+
+    def subnets_in_use(self) -> list:
+        """The subnets of every cluster network (what a chosen subnet must not overlap)."""
+        docs, _ = self.networks()
+        return [ipaddress.ip_network(p["subnet"]) for d in docs for p in d.get("pools", [])]
+
+    def create_network(self, doc: dict, vni: int, chosen_subnets: list[str]) -> None:
+        """Claim the network's name, VNI and chosen subnets and write its document, all or
+        nothing. Conflict names what was taken."""
+        net_id, name = doc["id"], doc["name"]
+        items = {key("names", name): net_id, key("vnis", str(vni)): net_id, key("networks", net_id): json.dumps(doc)}
+        items.update({_subnet_key(s): net_id for s in chosen_subnets})
+        if self.store.create_all(items):
+            return
+        if self.store.get(key("names", name)) is not None:
+            raise Conflict(f"network with name {name} already exists")
+        other = self.store.get(key("vnis", str(vni)))
+        if other is not None:
+            raise Conflict(f"vxlan id {vni} is already used by network {self._name_of(other.value)}")
+        raise Conflict("the subnet chosen for the network was taken meanwhile: try again")
+
+    def _name_of(self, net_id: str) -> str:
+        item = self.store.get(key("networks", net_id))
+        return json.loads(item.value)["name"] if item else net_id[:12]
+
+    def remove_network(self, doc: dict, vni: int) -> None:
+        """Remove the network from the cluster; Conflict while any member has an endpoint on it."""
+        users = self.endpoints(doc["id"])
+        if users:
+            shown = ", ".join(sorted(f"{p.name or p.endpoint[:12]} on {p.node[:12]}" for p in users))
+            raise Conflict(f"error while removing network: network {doc['name']} id {doc['id']} has active "
+                           f"endpoints ({shown})")
+        self.store.delete(key("networks", doc["id"]))
+        self.store.delete(key("names", doc["name"]))
+        self.store.delete(key("vnis", str(vni)))
+        for subnet in doc.get("auto_subnets", []):
+            self.store.delete(_subnet_key(subnet))
+        self.store.delete_prefix(key("addresses", doc["id"], ""))  # the gateways' and what a dead node left
+
+    # -- addresses -----------------------------------------------------------------------
+
+    def held(self, net_id: str) -> set[str]:
+        """The addresses of ``net_id`` held anywhere in the cluster (read once, then kept
+        current by :meth:`saw` and by this node's own claims)."""
+        with self._lock:
+            cached = self._held.get(net_id)
+        if cached is None:
+            items, _ = self.store.range(key("addresses", net_id, ""))
+            cached = {i.key.rsplit("/", 1)[1] for i in items}
+            with self._lock:
+                self._held[net_id] = cached
+        return cached
+
+    def claim_address(self, net_id: str, address: str, owner: str) -> bool:
+        """Hold ``address`` for ``owner`` of this node; False when another holds it."""
+        won = self.store.create(key("addresses", net_id, address), json.dumps({"node": self.node, "owner": owner}),
+                                self.lease)
+        self.held(net_id).add(address)
+        return won
+
+    def release_address(self, net_id: str, address: str) -> None:
+        self.store.delete(key("addresses", net_id, address))
+        self.held(net_id).discard(address)
+
+    def saw(self, event) -> None:
+        """Keep the address cache current from the store's watch."""
+        parts = event.item.key[len(PREFIX):].split("/")
+        if parts[0] != "addresses" or len(parts) != 3:
+            return
+        with self._lock:
+            cached = self._held.get(parts[1])
+            if cached is None:
+                return
+            if event.kind == "put":
+                cached.add(parts[2])
+            else:
+                cached.discard(parts[2])
+
+    def forget(self, net_id: str) -> None:
+        with self._lock:
+            self._held.pop(net_id, None)
+
+    # -- endpoints -----------------------------------------------------------------------
+
+    def publish(self, peer: Peer) -> None:
+        self.store.put(key("endpoints", peer.network, peer.endpoint), peer.to_json(), self.lease)
+
+    def withdraw(self, net_id: str, endpoint_id: str) -> None:
+        self.store.delete(key("endpoints", net_id, endpoint_id))
+
+    def endpoints(self, net_id: str | None = None) -> list[Peer]:
+        """Every published endpoint (of one network)."""
+        items, _ = self.store.range(key("endpoints", net_id, "") if net_id else key("endpoints", ""))
+        return [Peer.from_json(i.value) for i in items]
+
+
+def node_id(root: str) -> str:
+    """This root's node id, made once and kept in ``ROOT/cluster-node``."""
+    path = os.path.join(root, "cluster-node")
+    try:
+        with open(path) as f:
+            found = f.read().strip()
+        if names.ID_RE.fullmatch(found):
+            return found
+    except OSError:
+        pass
+    new = names.new_id()
+    paths.write_private(path, new + "\n")
+    return new

@@ -1,0 +1,129 @@
+"""The engine's part for networks that span the cluster (overlay): their addresses are held in
+the cluster's store as well as in this root's, and the networks other members create or
+remove are made or removed here (:meth:`adopt_network`, :meth:`drop_network`, called by the
+cluster service). A mixin of :class:`~muslin.engine.Engine`; see :mod:`muslin.cluster`."""
+
+from __future__ import annotations
+
+import heapq
+import ipaddress
+import logging
+
+from muslin import ipam
+from muslin.errors import Conflict, InvalidParameter
+from muslin.events import NETWORK_REMOVED, Change
+from muslin.ipam import Pool
+from muslin.model import Network
+
+log = logging.getLogger("muslin.engine")
+
+NOT_A_MEMBER = ("overlay networks need this host in a cluster: start the daemon with --cluster-store "
+                "(etcd://HOST:2379 or embedded://DIR) and --cluster-advertise (an interface or an address)")
+
+
+class ClusterNetworks:
+    def _in_cluster(self, net: Network) -> bool:
+        return getattr(self.driver(net.driver), "scope", "local") == "global"
+
+    def _require_cluster(self) -> None:
+        if self.cluster is None:
+            raise InvalidParameter(NOT_A_MEMBER)
+
+    # -- addresses ---------------------------------------------------------------------
+
+    def _allocate_in_cluster(self, net: Network, version: int, owner: str, static: str | None,
+                             claims: list | None) -> tuple[Pool, int]:
+        """One address of ``net`` held in the cluster's store (first) and in this root's: the
+        store decides races between hosts, this root's table between this host's requests."""
+        if static:
+            pool = ipam.pool_for_static(net.user_pools(version), static, family=version)
+            addr = ipam.to_int(ipaddress.ip_address(static))
+            if not self.store.hold(net.id, str(pool.subnet), addr, owner):
+                raise Conflict(ipam.MSG_ADDRESS_IN_USE)
+            self._claim(net, pool, addr, owner, claims)
+            return pool, addr
+        for pool in net.pools_of(version):
+            first, last = ipam.bounds(pool)
+            start = first
+            while True:
+                elsewhere = sorted(a for a in map(ipam.to_int, map(ipaddress.ip_address, self.cluster.held(net.id)))
+                                   if a >= start)
+                addr = ipam.first_free(start, last, heapq.merge(self.store.held_from(net.id, start), elsewhere))
+                if addr is None:
+                    break
+                if not self.store.hold(net.id, str(pool.subnet), addr, owner):
+                    raise Conflict(ipam.MSG_ADDRESS_IN_USE)
+                try:
+                    self._claim(net, pool, addr, owner, claims)
+                    return pool, addr
+                except Conflict:
+                    self.store.release_address(net.id, addr)  # another host took it meanwhile: the next one
+                    start = addr + 1
+        raise ipam.no_free_address(version, net.name, net.id)
+
+    def _claim(self, net: Network, pool: Pool, addr: int, owner: str, claims: list | None) -> None:
+        address = str(ipam.from_int(addr, pool.version))
+        if not self.cluster.claim_address(net.id, address, owner):
+            raise Conflict(ipam.MSG_ADDRESS_IN_USE)
+        if claims is not None:
+            claims.append((net.id, address))
+
+    def _unclaim(self, claims: list) -> None:
+        """Give back what the cluster's store holds for an allocation that was rolled back."""
+        for net_id, address in claims:
+            try:
+                self.cluster.release_address(net_id, address)
+            except Exception as exc:  # noqa: BLE001 - the cluster service's reconciliation retries it
+                log.warning("address %s of network %s stays held in the cluster store: %s", address, net_id[:12], exc)
+
+    def _release_addresses(self, owner: str) -> None:
+        """Release what ``owner`` holds, here and, for cluster networks, in the cluster's store."""
+        released = self.store.release_owner(owner)
+        if self.cluster is None:
+            return
+        for net_id, pool, addr in released:
+            if self._network_driver(net_id) == "overlay":
+                version = ipaddress.ip_network(pool).version
+                self._unclaim([(net_id, str(ipam.from_int(addr, version)))])
+
+    def _network_driver(self, net_id: str) -> str | None:
+        for _, doc in self.store.docs("networks", "id = ?", (net_id,)):
+            return doc["driver"]
+        return None
+
+    # -- networks other members made or removed ------------------------------------------
+
+    def adopt_network(self, doc: dict) -> Network | None:
+        """Make here a network another member created (same id, same document). None when it
+        is here already, or cannot be (a local network has its name: logged)."""
+        with self._lock:
+            net = Network.from_doc(doc)
+            if self.store.docs("networks", "id = ?", (net.id,)):
+                return None
+            if self.store.docs("networks", "name = ?", (net.name,)):
+                log.error("cluster network %s (%s) is not made here: a network of this host has its name",
+                          net.name, net.id[:12])
+                return None
+            self._make_network(net)
+            log.info("cluster network %s (%s) made here", net.name, net.id[:12])
+            return net
+
+    def drop_network(self, net_id: str) -> bool:
+        """Remove here a network the cluster no longer has; kept (and logged) while containers
+        of this host are still on it."""
+        with self._lock:
+            docs = self.store.docs("networks", "id = ?", (net_id,))
+            if not docs:
+                return False
+            net = Network.from_doc(docs[0][1])
+            if self.endpoints(network=net, states=("active", "pending", "removing")):
+                log.error("cluster network %s was removed elsewhere while containers here are on it: kept",
+                          net.name)
+                return False
+            self.store.set_state("networks", net.id, "removing")
+            self._forget_network(net)
+            if self.cluster is not None:
+                self.cluster.forget(net.id)
+            self._announce(Change(NETWORK_REMOVED, net))
+            log.info("cluster network %s (%s) removed here", net.name, net.id[:12])
+            return True

@@ -1,0 +1,204 @@
+"""The cluster service: keeps this host's part of the cluster's store and the store's part of
+this host in step (see :mod:`muslin.cluster` for the keys).
+
+* Membership: the node's lease is renewed every heartbeat; a lease the store let expire (an
+  outage longer than its TTL) is replaced, and everything this host holds is written again.
+* Outward: each endpoint of this host on a cluster network is published when it joins and
+  withdrawn when it leaves (from the engine's changes); a full pass corrects what a store
+  outage made the two miss.
+* Inward: the store is watched. A network created or removed on another member is made or
+  removed here (``Engine.adopt_network`` / ``drop_network``); another member's endpoint
+  becomes a peer of this host's overlay data plane (a neighbour and an FDB entry in the
+  network's namespace) and stops being one when its key goes — also when its host died and
+  its lease expired. After any gap in the watch, a full pass puts the kernel's entries equal
+  to the store's, so none is left stale.
+
+The data plane never waits for the store: while it is unreachable, traffic between existing
+endpoints goes on, and the service retries with a back-off.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+
+from muslin.cluster import PREFIX, Peer, key
+from muslin.events import ENDPOINT_CREATED, ENDPOINT_REMOVED, Change
+from muslin.runtime import spawn
+from muslin.services import ServiceThread
+
+log = logging.getLogger("muslin.cluster")
+
+RETRY = 1.0       # seconds before the first retry after the store failed us
+MAX_RETRY = 10.0
+
+
+class ClusterService(ServiceThread):
+    name = "cluster"
+
+    def __init__(self, heartbeat: float = 20.0):
+        super().__init__()
+        self.heartbeat = heartbeat
+        self.engine = None
+        self.cluster = None
+        self.revision = 0
+        self._peers: dict[str, Peer] = {}   # endpoints/<net>/<ep> -> what it said, to undo it when it goes
+        self._stop = threading.Event()
+        self._resync_wanted = threading.Event()
+        self._pass_lock = threading.Lock()
+        self._threads: list[threading.Thread] = []
+
+    # -- the service's life ----------------------------------------------------------------
+
+    def reconcile(self, engine) -> None:
+        self.engine, self.cluster = engine, engine.cluster
+        self._stop.clear()
+        if self.cluster.join():
+            log.info("joined the cluster as node %s (%s)", self.cluster.node[:12], self.cluster.address)
+        self.full_pass()
+        self._threads = [spawn("cluster-watch", self._watch, self._died),
+                         spawn("cluster-heartbeat", self._beat, self._died)]
+
+    def close(self) -> None:
+        self._stop.set()
+        self._resync_wanted.set()  # wakes the heartbeat
+        for thread in self._threads:
+            if thread is not threading.current_thread():
+                thread.join(5.0)
+        self._threads = []
+
+    def apply(self, change: Change) -> None:
+        if change.network.driver != "overlay" or change.endpoint is None:
+            return
+        try:
+            if change.action == ENDPOINT_CREATED:
+                self.cluster.publish(self._peer_of(change.network.id, change.endpoint, change.container))
+            elif change.action == ENDPOINT_REMOVED:
+                self.cluster.withdraw(change.network.id, change.endpoint.id)
+        except Exception as exc:  # noqa: BLE001 - the store is away: the next full pass catches up
+            log.warning("cluster store: %s of endpoint %s postponed: %s", change.action, change.endpoint.id[:12], exc)
+            self._resync_wanted.set()
+
+    # -- the full pass -----------------------------------------------------------------------
+
+    def full_pass(self) -> None:
+        """Networks, this host's keys and the kernel's peers made equal to the store's."""
+        with self._pass_lock:
+            docs, revision = self.cluster.networks()
+            known = {d["id"]: d for d in docs}
+            for doc in docs:
+                self.engine.adopt_network(doc)
+            local = {n.id: n for n in self.engine.networks() if n.driver == "overlay"}
+            for net_id in set(local) - set(known):
+                self.engine.drop_network(net_id)
+                local.pop(net_id, None)
+            peers = self.cluster.endpoints()
+            self._publish_mine(local, peers)
+            self._peers = {key("endpoints", p.network, p.endpoint): p for p in peers}
+            for net in local.values():
+                self._set_peers(net, [p for p in peers if p.network == net.id])
+            self.revision = revision
+            self._resync_wanted.clear()
+
+    def _publish_mine(self, local: dict, published: list[Peer]) -> None:
+        """Publish this host's endpoints the store lacks; withdraw its keys for endpoints gone."""
+        mine = {}
+        for net in local.values():
+            for ep in self.engine.endpoints(network=net):
+                con = self.engine.find_container(ep.container_id)
+                mine[(net.id, ep.id)] = self._peer_of(net.id, ep, con)
+        for peer in published:
+            if peer.node == self.cluster.node and (peer.network, peer.endpoint) not in mine:
+                self.cluster.withdraw(peer.network, peer.endpoint)
+        shown = {(p.network, p.endpoint): p for p in published}
+        for ident, peer in mine.items():
+            if shown.get(ident) != peer:
+                for address in filter(None, (peer.ipv4, peer.ipv6)):
+                    self.cluster.claim_address(peer.network, address.split("/")[0], peer.endpoint)
+                self.cluster.publish(peer)
+
+    def _set_peers(self, net, peers: list[Peer]) -> None:
+        driver = self.engine.driver("overlay")
+        wanted = {(a.split("/")[0], p.mac, p.vtep) for p in peers if p.node != self.cluster.node
+                  for a in (p.ipv4, p.ipv6) if a}
+        present = driver.peers(net)
+        for address, mac, vtep in present - wanted:
+            driver.delete_peer(net, address, mac, vtep)
+        for address, mac, vtep in wanted - present:
+            driver.add_peer(net, address, mac, vtep)
+
+    def _peer_of(self, net_id: str, ep, con) -> Peer:
+        return Peer(network=net_id, endpoint=ep.id, node=self.cluster.node, vtep=self.cluster.address, mac=ep.mac,
+                    ipv4=ep.ipv4, ipv6=ep.ipv6, name=con.name if con is not None else "",
+                    aliases=tuple(ep.aliases or ()))
+
+    # -- the watch ---------------------------------------------------------------------------
+
+    def _watch(self) -> None:
+        delay = RETRY
+        while not self._stop.is_set():
+            try:
+                for event in self.cluster.store.watch(PREFIX, self.revision, self._stop):
+                    self._follow(event)
+                    self.revision = max(self.revision, event.revision)
+                    delay = RETRY
+            except Exception as exc:  # noqa: BLE001 - the store went away (or compacted): list again
+                if self._stop.is_set():
+                    return
+                log.warning("cluster store watch: %s; listing again, watching again in %.0f s", exc, delay)
+                self._resync_wanted.set()
+                self._stop.wait(delay)
+                delay = min(delay * 2, MAX_RETRY)
+
+    def _follow(self, event) -> None:
+        parts = event.item.key[len(PREFIX):].split("/")
+        self.cluster.saw(event)
+        if parts[0] == "networks" and len(parts) == 2:
+            if event.kind == "put":
+                self.engine.adopt_network(json.loads(event.item.value))
+            else:
+                self.engine.drop_network(parts[1])
+        elif parts[0] == "endpoints" and len(parts) == 3:
+            self._follow_endpoint(event, parts[1])
+        elif parts[0] == "nodes" and event.kind == "delete":
+            log.info("cluster node %s left (or its lease expired)", parts[1][:12])
+
+    def _follow_endpoint(self, event, net_id: str) -> None:
+        driver = self.engine.driver("overlay")
+        nets = {n.id: n for n in self.engine.networks() if n.id == net_id}
+        old = self._peers.pop(event.item.key, None)
+        new = Peer.from_json(event.item.value) if event.kind == "put" else None
+        if new is not None:
+            self._peers[event.item.key] = new
+        net = nets.get(net_id)
+        if net is None:
+            return
+        for peer, step in ((old, driver.delete_peer), (new, driver.add_peer)):
+            if peer is not None and peer.node != self.cluster.node:
+                for address in filter(None, (peer.ipv4, peer.ipv6)):
+                    step(net, address.split("/")[0], peer.mac, peer.vtep)
+
+    # -- the heartbeat -----------------------------------------------------------------------
+
+    def _beat(self) -> None:
+        """Renew the lease every heartbeat; run a full pass whenever one is wanted (a watch
+        gap, a change the store missed, a new lease), retrying while the store is away."""
+        renew_at = time.monotonic() + self.heartbeat
+        while not self._stop.is_set():
+            self._resync_wanted.wait(max(0.0, renew_at - time.monotonic()))
+            if self._stop.is_set():
+                return
+            try:
+                if time.monotonic() >= renew_at:
+                    renew_at = time.monotonic() + self.heartbeat
+                    if not self.cluster.renew():
+                        log.warning("the cluster store let this node's lease expire: joining again")
+                        self.cluster.join()
+                        self._resync_wanted.set()
+                if self._resync_wanted.is_set():
+                    self.full_pass()
+            except Exception as exc:  # noqa: BLE001 - keep going: the data plane does not need the store
+                log.warning("cluster store: %s; retrying in %.0f s", exc, RETRY)
+                self._stop.wait(RETRY)
