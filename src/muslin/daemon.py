@@ -17,7 +17,7 @@ import socketserver
 import sys
 import threading
 
-from muslin import __version__
+from muslin import __version__, cluster
 from muslin import daemon_options
 from muslin.client import SOCKET_NAME
 from muslin.daemon_options import DaemonOptions
@@ -28,6 +28,7 @@ from muslin.paths import UnsafeRoot, open_private, prepare_root
 from muslin.protocol import MAX_LINE, Invalid, parse_request
 from muslin.runtime import notify_systemd
 from muslin.services import Services, default_services
+from muslin.services.cluster import ClusterService
 
 log = logging.getLogger("muslin")
 
@@ -53,6 +54,7 @@ def network_views(engine: Engine, nets: list[Network]) -> list[dict]:
 def _network_view(engine: Engine, net: Network, dead: bool, names: dict[str, str]) -> dict:
     return {
         "network": net.to_doc(),
+        "scope": engine.driver(net.driver).scope,  # "global": the cluster's, on every member
         "state": "dead" if dead else "active",
         "endpoints": [{"endpoint": ep.to_doc(), "container": names.get(ep.container_id, ep.container_id[:12])}
                       for ep in engine.endpoints(network=net)],
@@ -77,10 +79,10 @@ def container_view(engine: Engine, con: Container, networks: dict | None = None)
 
 
 def _network_create(engine: Engine, name, driver="bridge", subnets=(), gateways=(), ip_ranges=(),
-                    aux_addresses=None, ipv6=False, internal=False, options=None, labels=None):
+                    aux_addresses=None, ipv6=False, internal=False, options=None, labels=None, attachable=False):
     net = engine.create_network(name, driver, subnets=subnets, gateways=gateways, ip_ranges=ip_ranges,
                                 aux_addresses=aux_addresses, ipv6=ipv6, internal=internal,
-                                options=options, labels=labels)
+                                options=options, labels=labels, attachable=attachable)
     return {"id": net.id, "warnings": engine.driver(net.driver).warnings(net)}
 
 
@@ -254,7 +256,17 @@ def serve(root: str, services: list | None = None, options: DaemonOptions | None
             log.error("%s", exc.message)
             return 1
     engine = Engine(root, options=options)
-    hosted = start_engine(engine, default_services() if services is None else services)
+    services = default_services() if services is None else services
+    try:
+        membership = cluster.member(root, options, engine.host)
+    except MuslinError as exc:
+        log.error("%s", exc.message)
+        engine.close()
+        return 1
+    if membership is not None:
+        engine.cluster, heartbeat = membership
+        services = [*services, ClusterService(heartbeat)]
+    hosted = start_engine(engine, services)
     path = os.path.join(root, SOCKET_NAME)
     try:
         os.unlink(path)

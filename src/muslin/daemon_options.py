@@ -45,6 +45,9 @@ class DaemonOptions:
     default_address_pools: tuple[AddressPool, ...] = ()
     dns: tuple[str, ...] = ()
     ndp_proxy: str | None = None        # answer NDP for the default bridge's containers on this interface
+    cluster_store: str | None = None    # etcd://HOST:PORT[,…] or embedded://DIR: overlay networks' store
+    cluster_advertise: str | None = None  # this host's tunnel end: an interface, or an address (:port ignored)
+    cluster_store_opts: tuple[tuple[str, str], ...] = ()  # kv.cacertfile, kv.certfile, kv.keyfile, discovery.*
     config_file: str | None = field(default=None, compare=False)
 
     def default_bridge(self) -> dict:
@@ -68,8 +71,14 @@ KEYS = {
     "default-address-pools": ("default_address_pools", "pools"),
     "dns": ("dns", "list"),
     "ndp-proxy": ("ndp_proxy", "str"),
+    "cluster-store": ("cluster_store", "str"),
+    "cluster-advertise": ("cluster_advertise", "str"),
+    "cluster-store-opts": ("cluster_store_opts", "map"),
 }
-FLAG_KEYS = {"default-address-pool": "default-address-pools"}  # flag name -> file key, where they differ
+FLAG_KEYS = {"default-address-pool": "default-address-pools", "cluster-store-opt": "cluster-store-opts"}
+# classic dockerd's --cluster-store-opt keys muslin takes
+CLUSTER_STORE_OPTS = ("kv.cacertfile", "kv.certfile", "kv.keyfile", "kv.username", "kv.password",
+                      "discovery.heartbeat", "discovery.ttl")  # flag name -> file key, where they differ
 
 
 def config_path(root: str, config_file: str | None = None) -> str:
@@ -91,7 +100,12 @@ def load(root: str, flags: dict | None = None, config_file: str | None = None) -
         values[KEYS[key][0]] = _from_file(key, value, path)
     for flag, value in flags.items():
         key = FLAG_KEYS.get(flag, flag)
-        values[KEYS[key][0]] = parse_pools(value) if key == "default-address-pools" else _plain(key, value)
+        if key == "default-address-pools":
+            values[KEYS[key][0]] = parse_pools(value)
+        elif key == "cluster-store-opts":
+            values[KEYS[key][0]] = parse_store_opts(value)
+        else:
+            values[KEYS[key][0]] = _plain(key, value)
     options = DaemonOptions(**values, config_file=path)
     check(options)
     return options
@@ -146,7 +160,7 @@ def _conflicts(flags: dict, from_file: dict) -> str | None:
 def _from_file(key: str, value, path: str):
     """A file value of the JSON type the key takes (as Go's decoder would insist)."""
     kind = KEYS[key][1]
-    wanted = {"str": str, "bool": bool, "int": int, "list": list, "pools": list}[kind]
+    wanted = {"str": str, "bool": bool, "int": int, "list": list, "pools": list, "map": dict}[kind]
     if not isinstance(value, wanted) or (kind == "int" and isinstance(value, bool)):
         raise InvalidParameter(f"unable to configure the muslin daemon with file {path}: json: cannot unmarshal "
                                f"{_json_type(value)} into option {key} of type {_go_type(kind)}")
@@ -155,6 +169,11 @@ def _from_file(key: str, value, path: str):
             raise InvalidParameter(f"unable to configure the muslin daemon with file {path}: json: cannot unmarshal "
                                    f"{_json_type(value)} into option {key} of type []string")
         return tuple(value)
+    if kind == "map":
+        if not all(isinstance(v, str) for v in value.values()):
+            raise InvalidParameter(f"unable to configure the muslin daemon with file {path}: json: cannot unmarshal "
+                                   f"{_json_type(value)} into option {key} of type map[string]string")
+        return tuple(sorted(value.items()))
     if kind == "pools":
         pools = []
         for item in value:
@@ -173,7 +192,8 @@ def _json_type(value) -> str:
 
 
 def _go_type(kind: str) -> str:
-    return {"str": "string", "bool": "bool", "int": "int", "list": "[]string", "pools": "[]PoolsOpt"}[kind]
+    return {"str": "string", "bool": "bool", "int": "int", "list": "[]string", "pools": "[]PoolsOpt",
+            "map": "map[string]string"}[kind]
 
 
 def _plain(key: str, value):
@@ -207,6 +227,17 @@ def parse_pools(values) -> tuple[AddressPool, ...]:
                                        f"unexpected field key '{key}'")
         pools.append(AddressPool(base or "", size or 0))
     return tuple(pools)
+
+
+def parse_store_opts(values) -> tuple[tuple[str, str], ...]:
+    """``--cluster-store-opt KEY=VALUE`` (repeatable)."""
+    out = {}
+    for text in values:
+        key, sep, value = text.partition("=")
+        if not sep or not key:
+            raise InvalidParameter(f'invalid argument "{text}" for "--cluster-store-opt" flag: expected KEY=VALUE')
+        out[key.strip()] = value.strip()
+    return tuple(sorted(out.items()))
 
 
 def _cidr(key: str, text: str):
@@ -255,5 +286,33 @@ def check(options: DaemonOptions) -> None:
         if not base.prefixlen <= pool.size <= base.max_prefixlen:
             raise InvalidParameter(f"default-address-pools: invalid size {pool.size} for base {pool.base}: "
                                    f"between {base.prefixlen} and {base.max_prefixlen}")
+    _check_cluster(options)
     if options.ndp_proxy is not None and (problem := names.interface_name_problem(options.ndp_proxy)) is not None:
         raise InvalidParameter(f'invalid value "{names.shown(options.ndp_proxy)}" for ndp-proxy: {problem}')
+
+
+def _check_cluster(options: DaemonOptions) -> None:
+    if options.cluster_advertise and not options.cluster_store:
+        raise InvalidParameter("invalid cluster configuration. --cluster-advertise must be accompanied by "
+                               "--cluster-store configuration")
+    if options.cluster_store and not options.cluster_advertise:
+        raise InvalidParameter("invalid cluster configuration. --cluster-store must be accompanied by "
+                               "--cluster-advertise configuration (an interface or an address of this host)")
+    if options.cluster_store_opts and not options.cluster_store:
+        raise InvalidParameter("invalid cluster configuration. --cluster-store-opt must be accompanied by "
+                               "--cluster-store configuration")
+    for key, value in options.cluster_store_opts:
+        if key not in CLUSTER_STORE_OPTS:
+            raise InvalidParameter(f"unsupported cluster store option {key}: muslin takes {', '.join(CLUSTER_STORE_OPTS)}")
+        if key.startswith("discovery."):
+            try:
+                seconds = float(value.rstrip("s"))
+            except ValueError:
+                raise InvalidParameter(f"invalid value {value!r} for cluster store option {key}: seconds") from None
+            if not 1 <= seconds <= 3600:
+                raise InvalidParameter(f"invalid value {value!r} for cluster store option {key}: "
+                                       "between 1 and 3600 seconds")
+    store = options.cluster_store
+    if store and not store.startswith(("etcd://", "embedded://")):
+        raise InvalidParameter(f"unsupported cluster store {store}: muslin takes etcd://HOST:PORT[,HOST:PORT…] "
+                               "or embedded://DIR")

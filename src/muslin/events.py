@@ -16,6 +16,10 @@ NETWORK_CREATED = "network.created"
 NETWORK_REMOVED = "network.removed"
 ENDPOINT_CREATED = "endpoint.created"    # a container joined a network (its interface is up)
 ENDPOINT_REMOVED = "endpoint.removed"
+# an endpoint of another member of the cluster, on a cluster network this host has: names only
+# (its container is not here: ``container.netns`` is empty)
+PEER_ADDED = "peer.added"
+PEER_REMOVED = "peer.removed"
 
 
 @dataclass(frozen=True)

@@ -46,6 +46,7 @@ class Network:
     options: dict[str, str] = field(default_factory=dict)
     labels: dict[str, str] = field(default_factory=dict)
     driver_state: dict = field(default_factory=dict)  # what the driver decided at creation (its parent, …)
+    attachable: bool = False  # may containers join it by hand (Docker's --attachable; overlay needs it)
 
     def pools_of(self, version: int) -> list[Pool]:
         return [p for p in self.pools if p.version == version]

@@ -150,6 +150,7 @@ SCHEMAS: dict[str, dict[str, tuple[object, bool]]] = {
         "internal": (Bool(), False),
         "options": (STRINGS, False),
         "labels": (STRINGS, False),
+        "attachable": (Bool(), False),
     },
     "network.list": {},
     "network.inspect": {"names": (List(REF), True)},

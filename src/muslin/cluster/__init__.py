@@ -35,6 +35,7 @@ from dataclasses import asdict, dataclass, field
 
 from muslin import names, paths
 from muslin.errors import Conflict, InvalidParameter
+from muslin.model import Container, Endpoint
 
 log = logging.getLogger("muslin.cluster")
 
@@ -56,6 +57,15 @@ class Peer:
     ipv6: str | None = None
     name: str = ""
     aliases: tuple[str, ...] = field(default_factory=tuple)
+    container: str = ""  # its container's id (DNS answers its short id)
+
+    def as_endpoint(self) -> tuple[Endpoint, Container]:
+        """The peer in the model's terms, for services that follow endpoints (names)."""
+        endpoint = Endpoint(id=self.endpoint, network_id=self.network, container_id=self.container or self.endpoint,
+                            ifname="eth0", host_ifname="", mac=self.mac, ipv4=self.ipv4, ipv6=self.ipv6,
+                            aliases=list(self.aliases))
+        container = Container(id=endpoint.container_id, name=self.name, created="", netns="", owns_netns=False)
+        return endpoint, container
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -89,6 +99,7 @@ class Cluster:
         self.name = name or socket.gethostname()
         self.state_file = state_file
         self.lease: int | None = None
+        self.peers: dict[str, Peer] = {}  # endpoints/<net>/<ep> -> every member's endpoints, as last seen
         self._held: dict[str, set[str]] = {}  # network id -> addresses held in the cluster (a cache)
         self._lock = threading.Lock()
 
@@ -249,6 +260,10 @@ class Cluster:
     def withdraw(self, net_id: str, endpoint_id: str) -> None:
         self.store.delete(key("endpoints", net_id, endpoint_id))
 
+    def remote_peers(self) -> list[Peer]:
+        """Other members' endpoints, as last seen (the cluster service keeps ``peers``)."""
+        return [p for p in list(self.peers.values()) if p.node != self.node]
+
     def endpoints(self, net_id: str | None = None) -> list[Peer]:
         """Every published endpoint (of one network)."""
         items, _ = self.store.range(key("endpoints", net_id, "") if net_id else key("endpoints", ""))
@@ -268,3 +283,52 @@ def node_id(root: str) -> str:
     new = names.new_id()
     paths.write_private(path, new + "\n")
     return new
+
+
+def advertised(host, text: str) -> tuple[str, str]:
+    """``--cluster-advertise``: an interface (its first address, IPv4 first) or an address of
+    this host (a ``:port`` after it is ignored, as muslin needs none) -> (address, interface)."""
+    spec = text.strip()
+    if spec.startswith("[") and "]" in spec:          # [v6]:port
+        spec = spec[1:spec.index("]")]
+    elif spec.count(":") == 1:                        # v4:port or iface:port
+        spec = spec.split(":")[0]
+    interfaces = host.interfaces()
+    try:
+        wanted = ipaddress.ip_address(spec)
+    except ValueError:
+        for interface in interfaces:
+            if interface.name == spec:
+                usable = [a.split("/")[0] for a in interface.addresses
+                          if not ipaddress.ip_interface(a).ip.is_link_local]
+                if not usable:
+                    raise InvalidParameter(f"cluster advertise: interface {spec} has no address to advertise")
+                return usable[0], spec
+        raise InvalidParameter(f"cluster advertise: no interface {names.shown(spec)} on this host")
+    for interface in interfaces:
+        if any(ipaddress.ip_interface(a).ip == wanted for a in interface.addresses):
+            return str(wanted), interface.name
+    raise InvalidParameter(f"cluster advertise: {wanted} is not an address of this host")
+
+
+def member(root: str, options, host) -> tuple[Cluster, float] | None:
+    """This host's membership from the daemon's options (None without --cluster-store), and
+    the heartbeat. Opening the store does not reach it: an unreachable store is the cluster
+    service's to retry."""
+    if not options.cluster_store:
+        return None
+    from muslin.kv import open_store
+
+    opts = dict(options.cluster_store_opts)
+    address, device = advertised(host, options.cluster_advertise)
+    store = open_store(options.cluster_store, ca_file=opts.get("kv.cacertfile"), cert_file=opts.get("kv.certfile"),
+                       key_file=opts.get("kv.keyfile"), username=opts.get("kv.username"),
+                       password=opts.get("kv.password"))
+    ttl = _seconds(opts.get("discovery.ttl"), DEFAULT_TTL)
+    heartbeat = _seconds(opts.get("discovery.heartbeat"), min(DEFAULT_HEARTBEAT, ttl / 3))
+    cluster = Cluster(store, node_id(root), address, device, ttl=ttl, state_file=os.path.join(root, "cluster.json"))
+    return cluster, heartbeat
+
+
+def _seconds(text: str | None, default: float) -> float:
+    return default if text is None else float(text.rstrip("s"))  # checked with the daemon's options

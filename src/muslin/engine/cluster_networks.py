@@ -10,13 +10,16 @@ import ipaddress
 import logging
 
 from muslin import ipam
-from muslin.errors import Conflict, InvalidParameter
-from muslin.events import NETWORK_REMOVED, Change
+from muslin.errors import Conflict, InvalidParameter, NotFound
+from muslin.events import NETWORK_REMOVED, PEER_ADDED, Change
 from muslin.ipam import Pool
-from muslin.model import Network
+from muslin.model import BRIDGE_NAME_OPTION, ICC_OPTION, MASQUERADE_OPTION, Container, Endpoint, Network
 
 log = logging.getLogger("muslin.engine")
 
+# Docker's gateway bridge: a way out for containers on overlay networks, with ICC off (they
+# meet on the overlay, not here); its device is muslin's, beside a docker on the same host
+GATEWAY_BRIDGE, GATEWAY_BRIDGE_DEVICE = "docker_gwbridge", "muslin_gwbridge"
 NOT_A_MEMBER = ("overlay networks need this host in a cluster: start the daemon with --cluster-store "
                 "(etcd://HOST:2379 or embedded://DIR) and --cluster-advertise (an interface or an address)")
 
@@ -127,3 +130,61 @@ class ClusterNetworks:
             self._announce(Change(NETWORK_REMOVED, net))
             log.info("cluster network %s (%s) removed here", net.name, net.id[:12])
             return True
+
+    # -- the gateway bridge ----------------------------------------------------------------
+
+    def _gateway_bridge(self) -> Network:
+        try:
+            return self.find_network(GATEWAY_BRIDGE)
+        except NotFound:
+            return self.create_network(GATEWAY_BRIDGE, "bridge", options={
+                BRIDGE_NAME_OPTION: GATEWAY_BRIDGE_DEVICE, ICC_OPTION: "false", MASQUERADE_OPTION: "true"})
+
+    def _needs_way_out(self, net: Network) -> bool:
+        return net.driver == "overlay" and not net.internal
+
+    def _join_gateway_bridge(self, net: Network, con: Container, ep: Endpoint) -> None:
+        """A container joining an overlay network (not internal) also gets an interface on the
+        gateway bridge, with its default route, as Docker gives it; undone with the join."""
+        if not self._needs_way_out(net):
+            return
+        gateway = self._gateway_bridge()
+        if any(e.network_id == gateway.id for e in self.endpoints(container=con, states=("active", "pending"))):
+            return
+        try:
+            self._connect(gateway, con, None, None, [])
+        except BaseException:
+            self._disconnect(net, ep)
+            raise
+
+    def _leave_gateway_bridge(self, net: Network, container_id: str) -> None:
+        """When a container's last overlay network with a way out is gone, so is its gateway
+        bridge interface."""
+        if not self._needs_way_out(net):
+            return
+        eps = [Endpoint.from_doc(d) for s, d in self.store.docs("endpoints", "container_id = ?", (container_id,))
+               if s in ("active", "pending")]
+        nets = {n.id: n for n in self.networks(("active", "pending", "removing"))}
+        if any(e.network_id in nets and self._needs_way_out(nets[e.network_id]) for e in eps):
+            return
+        for ep in eps:
+            if ep.network_id in nets and nets[ep.network_id].name == GATEWAY_BRIDGE:
+                self._disconnect(nets[ep.network_id], ep)
+
+    # -- other members' endpoints ------------------------------------------------------------
+
+    def peers(self) -> list[Change]:
+        """A PEER_ADDED change for each other member's endpoint on a cluster network of this
+        host (what a service that starts reads)."""
+        if self.cluster is None:
+            return []
+        nets = {n.id: n for n in self.networks() if self._in_cluster(n)}
+        return [Change(PEER_ADDED, nets[p.network], *p.as_endpoint()) for p in self.cluster.remote_peers()
+                if p.network in nets]
+
+    def announce_peer(self, action: str, peer) -> None:
+        """Tell the services that another member's endpoint appeared or went (the cluster
+        service calls this)."""
+        docs = self.store.docs("networks", "id = ?", (peer.network,))
+        if docs:
+            self._announce(Change(action, Network.from_doc(docs[0][1]), *peer.as_endpoint()))

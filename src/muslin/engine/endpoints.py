@@ -122,6 +122,9 @@ class Endpoints:
     def _connect(self, net: Network, con: Container, ip, ip6, aliases, warnings: list | None = None,
                  ifname: str | None = None, mac: str | None = None) -> Endpoint:
         check_endpoint_settings(net, ip, ip6, aliases)
+        if self._in_cluster(net) and not net.attachable:
+            raise Conflict(f"Could not attach to network {net.name}: network {net.name} not manually attachable "
+                           "(create it with --attachable)")
         if ifname is not None and (problem := names.interface_name_problem(ifname)) is not None:
             raise InvalidParameter(f'invalid interface name "{names.shown(ifname)}": {problem}')
         if mac is not None:
@@ -149,6 +152,7 @@ class Endpoints:
                 self._write_names(con)
         self._announce(Change(ENDPOINT_CREATED, net, ep, con))
         log.info("container %s connected to %s as %s", con.name, net.name, ep.ipv4 or ep.ipv6)
+        self._join_gateway_bridge(net, con, ep)
         return ep
 
     def _join(self, driver: Driver, net: Network, con: Container, ep: Endpoint, sandbox: Namespace) -> str | None:
@@ -287,4 +291,5 @@ class Endpoints:
         if self.store.ports(ep.container_id):  # its published ports lose (or change) their target
             self._apply_firewall()
         self._announce(Change(ENDPOINT_REMOVED, net, ep))
+        self._leave_gateway_bridge(net, ep.container_id)
         self._rewrite_names(ep.container_id)

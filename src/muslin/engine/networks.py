@@ -29,11 +29,12 @@ class Networks:
 
     def create_network(self, name: str, driver: str = "bridge", *, subnets=(), gateways=(), ip_ranges=(),
                        aux_addresses: dict | None = None, ipv6: bool = False, internal: bool = False,
-                       options: dict | None = None, labels: dict | None = None) -> Network:
+                       options: dict | None = None, labels: dict | None = None, attachable: bool = False) -> Network:
         with self._lock:
             net = self._plan_network(name, driver, list(subnets), list(gateways), list(ip_ranges),
                                      dict(aux_addresses or {}), bool(ipv6), bool(internal),
                                      dict(options or {}), dict(labels or {}))
+            net.attachable = bool(attachable)
             if not self._in_cluster(net):
                 return self._make_network(net)
             # the cluster's first: its name, VXLAN id and chosen subnet are claimed there, once

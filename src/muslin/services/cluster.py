@@ -25,7 +25,7 @@ import threading
 import time
 
 from muslin.cluster import PREFIX, Peer, key
-from muslin.events import ENDPOINT_CREATED, ENDPOINT_REMOVED, Change
+from muslin.events import ENDPOINT_CREATED, ENDPOINT_REMOVED, PEER_ADDED, PEER_REMOVED, Change
 from muslin.runtime import spawn
 from muslin.services import ServiceThread
 
@@ -44,7 +44,6 @@ class ClusterService(ServiceThread):
         self.engine = None
         self.cluster = None
         self.revision = 0
-        self._peers: dict[str, Peer] = {}   # endpoints/<net>/<ep> -> what it said, to undo it when it goes
         self._stop = threading.Event()
         self._resync_wanted = threading.Event()
         self._pass_lock = threading.Lock()
@@ -96,7 +95,7 @@ class ClusterService(ServiceThread):
                 local.pop(net_id, None)
             peers = self.cluster.endpoints()
             self._publish_mine(local, peers)
-            self._peers = {key("endpoints", p.network, p.endpoint): p for p in peers}
+            self._replace_peers({key("endpoints", p.network, p.endpoint): p for p in peers})
             for net in local.values():
                 self._set_peers(net, [p for p in peers if p.network == net.id])
             self.revision = revision
@@ -119,6 +118,19 @@ class ClusterService(ServiceThread):
                     self.cluster.claim_address(peer.network, address.split("/")[0], peer.endpoint)
                 self.cluster.publish(peer)
 
+    def _replace_peers(self, new: dict[str, Peer]) -> None:
+        """Take the store's endpoints as the cluster's peers; tell the services which of other
+        members' came or went."""
+        old, self.cluster.peers = self.cluster.peers, new
+        for ident in set(old) | set(new):
+            before, after = old.get(ident), new.get(ident)
+            if before == after:
+                continue
+            if before is not None and before.node != self.cluster.node:
+                self.engine.announce_peer(PEER_REMOVED, before)
+            if after is not None and after.node != self.cluster.node:
+                self.engine.announce_peer(PEER_ADDED, after)
+
     def _set_peers(self, net, peers: list[Peer]) -> None:
         driver = self.engine.driver("overlay")
         wanted = {(a.split("/")[0], p.mac, p.vtep) for p in peers if p.node != self.cluster.node
@@ -132,7 +144,7 @@ class ClusterService(ServiceThread):
     def _peer_of(self, net_id: str, ep, con) -> Peer:
         return Peer(network=net_id, endpoint=ep.id, node=self.cluster.node, vtep=self.cluster.address, mac=ep.mac,
                     ipv4=ep.ipv4, ipv6=ep.ipv6, name=con.name if con is not None else "",
-                    aliases=tuple(ep.aliases or ()))
+                    aliases=tuple(ep.aliases or ()), container=ep.container_id)
 
     # -- the watch ---------------------------------------------------------------------------
 
@@ -168,10 +180,13 @@ class ClusterService(ServiceThread):
     def _follow_endpoint(self, event, net_id: str) -> None:
         driver = self.engine.driver("overlay")
         nets = {n.id: n for n in self.engine.networks() if n.id == net_id}
-        old = self._peers.pop(event.item.key, None)
+        old = self.cluster.peers.pop(event.item.key, None)
         new = Peer.from_json(event.item.value) if event.kind == "put" else None
         if new is not None:
-            self._peers[event.item.key] = new
+            self.cluster.peers[event.item.key] = new
+        for peer, action in ((old, PEER_REMOVED), (new, PEER_ADDED)):
+            if peer is not None and peer.node != self.cluster.node:
+                self.engine.announce_peer(action, peer)
         net = nets.get(net_id)
         if net is None:
             return

@@ -18,6 +18,7 @@ import threading
 import time
 
 from muslin.errors import KernelError
+from muslin.events import PEER_ADDED, PEER_REMOVED
 from muslin.kernel import sockets
 from muslin.services import ServiceThread
 
@@ -63,6 +64,8 @@ class PortProxy(ServiceThread):
                     log.warning("port proxy for %s [%s]:%d: %s", key[0], key[1], key[2], exc)
 
     def apply(self, change) -> None:
+        if change.action in (PEER_ADDED, PEER_REMOVED):
+            return  # another host's container publishes nothing here
         self.reconcile(self._engine)
 
     def close(self) -> None:

@@ -91,6 +91,7 @@ COMMAND_LINE = Cmd(
                 args=[Arg("network", "NETWORK"), Arg("container", "CONTAINER", nargs="?")],
                 exclusive=[("pid", "netns")]),
             Cmd("create", "Create a network", options=[
+                Opt("--attachable", help="Enable manual container attachment"),
                 Opt("--aux-address", metavar="NAME=IP", multiple=True,
                     help="Auxiliary IPv4 or IPv6 addresses used by Network driver"),
                 Opt("-d", "--driver", metavar="DRIVER", default="bridge", help="Driver to manage the Network"),
@@ -205,6 +206,11 @@ COMMAND_LINE = Cmd(
         ], args=[Arg("names", "CONTAINER", nargs="+")]),
         Cmd("daemon", "Run the muslin daemon in the foreground", options=[
             Opt("--bip", metavar="CIDR", help="Specify default-bridge IP (address and prefix)"),
+            Opt("--cluster-advertise", metavar="IFACE|IP",
+                help="Address or interface name to advertise (the overlay networks' tunnel end)"),
+            Opt("--cluster-store", metavar="URL",
+                help="URL of the distributed storage backend (etcd://HOST:2379[,…] or embedded://DIR)"),
+            Opt("--cluster-store-opt", metavar="KEY=VALUE", multiple=True, help="Set cluster store options"),
             Opt("--config-file", metavar="FILE", help="Daemon configuration file (default ROOT/daemon.json)"),
             Opt("--default-address-pool", metavar="POOL", multiple=True,
                 help="Default address pools for node specific local networks (base=CIDR,size=N)"),
@@ -251,7 +257,7 @@ def _command(words: list[str], prog: str) -> list[str]:
     return list(words)
 
 
-_DAEMON_FLAGS = ("bip", "default_address_pool", "dns", "fixed_cidr", "fixed_cidr_v6", "icc", "ip_masq", "ipv6",
+_DAEMON_FLAGS = ("bip", "cluster_advertise", "cluster_store", "cluster_store_opt", "default_address_pool", "dns", "fixed_cidr", "fixed_cidr_v6", "icc", "ip_masq", "ipv6",
                  "mtu", "ndp_proxy", "userland_proxy")
 
 
@@ -300,6 +306,8 @@ def _plan_network_create(v: dict, root) -> Plan:
         "options": _kv(v["opt"], "--opt", "KEY", require_value=True),
         "labels": _kv(v["label"], "--label", "KEY", require_value=False),
     }
+    if v["attachable"]:
+        args["attachable"] = True
     return Plan("network.create", [("network.create", args)], root=root)
 
 

@@ -54,11 +54,12 @@ def _natural_key(s: str):
 
 
 def render_network_ls(views: list[dict], quiet: bool = False, no_trunc: bool = False) -> str:
-    nets = sorted((v["network"] for v in views), key=lambda n: _natural_key(n["name"]))
+    views = sorted(views, key=lambda v: _natural_key(v["network"]["name"]))
     ident = (lambda n: n["id"]) if no_trunc else (lambda n: truncate_id(n["id"]))
     if quiet:
-        return "".join(ident(n) + "\n" for n in nets)
-    rows = [[ident(n), n["name"], n["driver"], "local"] for n in nets]
+        return "".join(ident(v["network"]) + "\n" for v in views)
+    rows = [[ident(v["network"]), v["network"]["name"], v["network"]["driver"], v.get("scope", "local")]
+            for v in views]
     return render_table(["NETWORK ID", "NAME", "DRIVER", "SCOPE"], rows)
 
 
@@ -92,12 +93,12 @@ def network_inspect(view: dict) -> dict:
         "Name": net["name"],
         "Id": net["id"],
         "Created": net["created"],
-        "Scope": "local",
+        "Scope": view.get("scope", "local"),
         "Driver": net["driver"],
         "EnableIPv6": net["ipv6"],
         "IPAM": {"Driver": "default", "Options": {}, "Config": ipam_config(net)},
         "Internal": net["internal"],
-        "Attachable": False,
+        "Attachable": net.get("attachable", False),
         "Ingress": False,
         "ConfigFrom": {"Network": ""},
         "ConfigOnly": False,

@@ -170,6 +170,10 @@ class Records:
             self.add(change.network, change.endpoint, change.container)
         elif change.action == events.ENDPOINT_REMOVED:
             self.remove(change.endpoint.id)
+        elif change.action == events.PEER_ADDED:
+            self.add(change.network, change.endpoint, change.container)
+        elif change.action == events.PEER_REMOVED:
+            self.remove(change.endpoint.id)
 
     # -- queries -----------------------------------------------------------------
 

@@ -79,6 +79,8 @@ class DnsService(ServiceThread):
         for con in containers:
             if con.dns:
                 self.server.set_upstreams(con.id, con.dns)
+        for change in engine.peers():  # other hosts' containers on this host's cluster networks
+            self.server.apply(change)
         self.server.start()
         # each listener takes a few milliseconds (a thread enters the namespace): the service's
         # thread opens them, so that the daemon is not kept from serving by many containers
@@ -96,6 +98,8 @@ class DnsService(ServiceThread):
             self._sweep()
             return
         self.server.apply(change)
+        if change.action in (events.PEER_ADDED, events.PEER_REMOVED):
+            return  # another host's container: names only, no listener here
         if change.container is not None:
             self._netns[change.container.id] = change.container.netns
             self.server.set_upstreams(change.container.id, change.container.dns)
