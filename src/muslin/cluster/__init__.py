@@ -199,7 +199,7 @@ class Cluster:
         """Remove the network from the cluster; Conflict while any member has an endpoint on it."""
         users = self.endpoints(doc["id"])
         if users:
-            shown = ", ".join(sorted(f"{p.name or p.endpoint[:12]} on {p.node[:12]}" for p in users))
+            shown = ", ".join(sorted(f"{p.name or p.endpoint[:12]} on {p.vtep}" for p in users))
             raise Conflict(f"error while removing network: network {doc['name']} id {doc['id']} has active "
                            f"endpoints ({shown})")
         self.store.delete(key("networks", doc["id"]))
