@@ -39,6 +39,7 @@ FIRST_VNI, MAX_VNI = 4096, (1 << 24) - 1   # Docker allocates from 4096 up; 24 b
 VXLAN_OVERHEAD = 50          # outer IPv4 + UDP + VXLAN + inner Ethernet
 DEFAULT_MTU = 1500 - VXLAN_OVERHEAD
 BRIDGE = "br0"
+ENCRYPTED_OPTION = "encrypted"
 
 
 def vxlan_name(network: Network) -> str:
@@ -100,6 +101,9 @@ class OverlayDriver(BaseDriver):
     # -- planning ------------------------------------------------------------------------
 
     def prepare(self, host: Namespace, network: Network, others: list[Network]) -> None:
+        if ENCRYPTED_OPTION in network.options:
+            raise InvalidParameter("encrypted overlay networks (-o encrypted) are not supported by muslin yet: "
+                                   "IPsec between the hosts is still to be built")
         network.options.setdefault(MTU_OPTION, str(DEFAULT_MTU))
         super().prepare(host, network, others)
         if VNI_OPTION not in network.options:

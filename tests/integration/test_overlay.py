@@ -1,0 +1,162 @@
+"""Overlay networks across hosts on the cluster store (seed 003), with real daemons in the
+cookbook's lab: four hosts on two segments joined by a router, etcd on docker1, each daemon
+started with ``--cluster-store etcd://…`` and ``--cluster-advertise eth0``."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import pytest
+
+from helpers import start_daemon
+from muslin.lab import wait_until
+from muslin.lab.fabric import FabricLab
+
+pytestmark = pytest.mark.kernel
+
+SEED = ("--subnet", "10.3.1.0/8", "--gateway", "10.1.1.1", "--attachable")
+FAST = ("--cluster-store-opt", "discovery.ttl=4", "--cluster-store-opt", "discovery.heartbeat=1")
+
+
+@pytest.fixture
+def cluster(lab):
+    """The four hosts, each with a daemon in the cluster."""
+    fabric = FabricLab(lab)
+    store = f"etcd://{fabric.etcd.endpoint.split('://')[-1]}"
+    daemons = {h.name: start_daemon(h, "--cluster-store", store, "--cluster-advertise", "eth0", *FAST)
+               for h in fabric.hosts}
+    fabric.store, fabric.daemons = store, daemons
+    return fabric
+
+
+def networks(host) -> dict[str, str]:
+    """name -> scope of ``network ls``."""
+    rows = host.muslin("network", "ls").stdout.splitlines()[1:]
+    return {r.split()[1]: r.split()[3] for r in rows}
+
+
+def run(host, name: str, network: str = "overlay", *extra: str) -> str:
+    host.muslin("run", "-d", "--name", name, "--network", network, *extra, "--", "sleep", "3600")
+    return address(host, name, network)
+
+
+def address(host, name: str, network: str = "overlay") -> str:
+    return json.loads(host.muslin("inspect", name).stdout)[0]["Networks"][network]["IPAddress"]
+
+
+def pings(host, name: str, target: str, *options: str) -> bool:
+    out = host.muslin("exec", name, "--", "ping", "-c", "1", "-W", "2", *options, target, check=False)
+    return out.returncode == 0
+
+
+def test_the_seeds_overlay_spans_four_hosts_by_address_and_name(cluster):
+    d1, d2, d3, d4 = cluster.hosts
+    d1.muslin("network", "create", "-d", "overlay", *SEED, "overlay")
+    for host in cluster.hosts:
+        assert wait_until(lambda h=host: networks(h).get("overlay") == "global", f"overlay on {host.name}")
+    inspect = json.loads(d3.muslin("network", "inspect", "overlay").stdout)[0]
+    assert inspect["Scope"] == "global" and inspect["Attachable"] is True
+    assert inspect["IPAM"]["Config"] == [{"Subnet": "10.0.0.0/8", "Gateway": "10.1.1.1"}]
+    assert inspect["Options"]["com.docker.network.driver.overlay.vxlanid_list"] == "4096"
+    addresses = {h.name: run(h, f"c{i + 1}") for i, h in enumerate(cluster.hosts)}
+    assert len(set(addresses.values())) == 4
+    # across the router, both ways, by address; by name through the embedded DNS
+    assert wait_until(lambda: pings(d1, "c1", addresses["docker4"]), "c1 -> c4")
+    assert pings(d4, "c4", addresses["docker1"]) and pings(d3, "c3", addresses["docker2"])
+    assert pings(d1, "c1", "c4") and pings(d2, "c2", "c3.overlay")
+    # the full MTU of the overlay, 1450, without fragmenting
+    assert pings(d1, "c1", addresses["docker3"], "-M", "do", "-s", "1422")
+    assert not pings(d1, "c1", addresses["docker3"], "-M", "do", "-s", "1423")
+    # a way out through the gateway bridge, as Docker's docker_gwbridge
+    assert networks(d1)["docker_gwbridge"] == "local"
+    assert "default via" in d1.muslin("exec", "c1", "--", "ip", "route").stdout
+    for i, host in enumerate(cluster.hosts):
+        host.muslin("rm", "-f", f"c{i + 1}")
+    d2.muslin("network", "rm", "overlay")
+    for host in cluster.hosts:
+        assert wait_until(lambda h=host: "overlay" not in networks(h), f"overlay gone from {host.name}")
+        assert not [n for n in host.sh("ls " + host.root + "/netns").stdout.split() if n.startswith("ov-")]
+
+
+def test_two_overlays_with_the_same_subnet_are_isolated(cluster):
+    d1, d2 = cluster.hosts[:2]
+    for name in ("blue", "red"):
+        d1.muslin("network", "create", "-d", "overlay", "--attachable", "--subnet", "10.20.0.0/24", name)
+    wait_until(lambda: {"blue", "red"} <= set(networks(d2)), "both networks on docker2")
+    blue1, red1 = run(d1, "b1", "blue"), run(d1, "r1", "red", "--ip", "10.20.0.9")
+    blue2 = run(d2, "b2", "blue", "--ip", "10.20.0.9")
+    assert wait_until(lambda: pings(d2, "b2", blue1), "b2 -> b1")
+    assert not pings(d2, "b2", red1) or red1 == blue1  # same address space, another network
+    assert pings(d1, "b1", blue2) and blue2 == "10.20.0.9"
+    # r1 holds 10.20.0.9 on red, b2 the same address on blue: both answer only their own
+    assert not pings(d1, "r1", blue1)
+
+
+def test_an_internal_overlay_has_no_way_out_and_one_without_attachable_refuses_containers(cluster):
+    d1 = cluster.hosts[0]
+    d1.muslin("network", "create", "-d", "overlay", "--internal", "--attachable", "--subnet", "10.30.0.0/24", "vault")
+    run(d1, "v1", "vault")
+    assert "default" not in d1.muslin("exec", "v1", "--", "ip", "route").stdout
+    d1.muslin("network", "create", "-d", "overlay", "--subnet", "10.31.0.0/24", "swarmonly")
+    out = d1.muslin("run", "-d", "--name", "s1", "--network", "swarmonly", "--", "sleep", "10", check=False)
+    assert out.returncode != 0 and "network swarmonly not manually attachable" in out.stderr
+
+
+def test_cluster_wide_ipam_gives_fifty_concurrent_containers_distinct_addresses(cluster):
+    cluster.hosts[0].muslin("network", "create", "-d", "overlay", "--attachable", "--subnet", "10.40.0.0/24", "busy")
+    for host in cluster.hosts:
+        wait_until(lambda h=host: "busy" in networks(h), f"busy on {host.name}")
+    failures: list[str] = []
+
+    def start(host, names):
+        for name in names:
+            out = host.muslin("run", "-d", "--name", name, "--network", "busy", "--", "sleep", "3600", check=False)
+            if out.returncode != 0:
+                failures.append(out.stderr)
+
+    threads = [threading.Thread(target=start, args=(h, [f"{h.name}-{j}" for j in range(i, 50, 4)]))
+               for i, h in enumerate(cluster.hosts)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert failures == []
+    seen = [ep["IPv4Address"] for h in cluster.hosts
+            for ep in json.loads(h.muslin("network", "inspect", "busy").stdout)[0]["Containers"].values()]
+    assert len(seen) == 50 and len(set(seen)) == 50
+
+
+def test_a_network_with_containers_on_another_host_is_not_removed(cluster):
+    d1, d4 = cluster.hosts[0], cluster.hosts[3]
+    d1.muslin("network", "create", "-d", "overlay", "--attachable", "--subnet", "10.50.0.0/24", "shared")
+    wait_until(lambda: "shared" in networks(d4), "shared on docker4")
+    run(d4, "far", "shared")
+    out = d1.muslin("network", "rm", "shared", check=False)
+    assert out.returncode != 0 and "has active endpoints (far on 192.168.50.102)" in out.stderr
+    assert "shared" in networks(d1)
+
+
+def test_a_killed_host_is_dropped_by_its_peers_once_its_lease_expires(cluster):
+    d1, d2 = cluster.hosts[:2]
+    d1.muslin("network", "create", "-d", "overlay", "--attachable", "--subnet", "10.60.0.0/24", "ttl")
+    wait_until(lambda: "ttl" in networks(d2), "ttl on docker2")
+    run(d1, "near", "ttl")
+    far = run(d2, "far", "ttl")
+
+    def peer_of_d1() -> bool:
+        return far in d1.sh(f"ip netns exec {d1.root}/netns/ov-* ip neigh show 2>/dev/null || true").stdout
+
+    assert wait_until(lambda: pings(d1, "near", far), "near -> far")
+    cluster.daemons["docker2"].kill()
+    assert wait_until(lambda: not pings(d1, "near", far, "-W", "1"), "far unreachable", timeout=15)
+
+
+def test_invalid_overlay_requests_change_nothing(lab):
+    host = lab.host("solo")
+    start_daemon(host)
+    out = host.muslin("network", "create", "-d", "overlay", "--subnet", "10.70.0.0/24", "nope", check=False)
+    assert out.returncode != 0 and "overlay networks need this host in a cluster" in out.stderr
+    assert "nope" not in networks(host)
+    bad = host.muslin("daemon", "--cluster-advertise", "eth0", check=False)
+    assert bad.returncode != 0 and "--cluster-advertise must be accompanied by --cluster-store" in bad.stderr
