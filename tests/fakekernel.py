@@ -72,6 +72,7 @@ class NetnsState:
     sysctls: dict[str, str] = field(default_factory=dict)
     tables: dict[str, list] = field(default_factory=dict)  # nftables table -> rule specs
     dns_redirects: dict[tuple[str, int], int] = field(default_factory=dict)  # (address, port) -> listener port
+    vxlan_sockets: dict[tuple[int, int], tuple] = field(default_factory=dict)  # (vni, port) -> (netns, its link)
     _indexes: itertools.count = field(default_factory=lambda: itertools.count(1))
 
     def new_link(self, name: str, kind: str | None, **attrs) -> FakeLink:
@@ -426,6 +427,26 @@ class FakeNamespace:
     def _add_upper(self, lower: FakeLink, kind: str, name: str, ns: NetnsState, **attrs) -> None:
         link = self._new(f"create {kind}", name, kind, ns=ns, lower=lower.index, parent=lower, **attrs)
         lower.uppers.append((ns, link))
+
+    @_call
+    def add_vxlan_into(self, name: str, netns: str, *, vni: int, port: int, local: str, dev: str,
+                       mtu: int | None = None) -> None:
+        """As the kernel: one vxlan per VNI and port among the namespace's sockets (EEXIST)."""
+        self._index(dev)
+        target = self._kernel.namespaces.get(netns)
+        if target is None:
+            raise _error(f"create vxlan {name}", errno.ENOENT)
+        held = self.ns.vxlan_sockets.get((vni, port))
+        if held is not None and held[0].links.get(held[1].name) is held[1]:
+            raise _error(f"create vxlan {name}", errno.EEXIST)
+        link = self._new("create vxlan", name, "vxlan", ns=target, mtu=mtu or 1500)
+        self.ns.vxlan_sockets[(vni, port)] = (target, link)
+
+    @_call
+    def enslave(self, name: str, master: str) -> None:
+        self._index(name)
+        self.ns.links[name].master = self._index(master)
+        _bring_up(self.ns, name)
 
     @_call
     def addresses(self, name: str) -> list[str]:

@@ -1,0 +1,110 @@
+"""Overlay networks on the fake kernel and the in-memory store: two engines, one cluster. A
+network made on one host is adopted by the other through the cluster service's pass, each
+host's containers become the other's peers (neighbour + FDB entries on the network's vxlan,
+in its own namespace), addresses are never handed out twice, and every refusal changes nothing."""
+
+from __future__ import annotations
+
+import pytest
+
+from fakekernel import FakeKernel
+from fakekv import FakeKV
+from muslin.cluster import Cluster, node_id
+from muslin.drivers.overlay import VNI_OPTION, vxlan_name
+from muslin.engine import Engine
+from muslin.errors import Conflict, InvalidParameter
+from muslin.services.cluster import ClusterService
+
+
+class Host:
+    def __init__(self, store, root, n: int):
+        self.fake = FakeKernel()
+        self.fake.host.new_link("eth0", None, up=True)
+        self.fake.host.addresses["eth0"] = [f"10.10.10.{100 + n}/24"]
+        self.engine = Engine(str(root), kernel=self.fake)
+        self.engine.cluster = Cluster(store, node_id(str(root)), f"10.10.10.{100 + n}", "eth0")
+        self.service = ClusterService(heartbeat=3600)
+        self.service.reconcile(self.engine)  # the pass, without the threads: the test drives it
+        self.service._stop.set()
+
+    def sync(self) -> None:
+        self.service.full_pass()
+
+    def peers(self, name: str) -> set:
+        net = self.engine.find_network(name)
+        ns = self.fake.state(self.engine.driver("overlay").sandbox_path(net))
+        vx = vxlan_name(net)
+        return {(ip, mac, ns.fdb.get((vx, mac))) for (dev, ip), mac in ns.neighbours.items() if dev == vx}
+
+
+@pytest.fixture
+def hosts(tmp_path):
+    store = FakeKV()
+    made = [Host(store, tmp_path / f"h{n}", n) for n in (1, 2)]
+    yield made
+    for host in made:
+        host.service.close()
+        host.engine.close()
+
+
+def test_a_network_made_on_one_host_is_made_on_the_other_and_their_containers_are_peers(hosts):
+    a, b = hosts
+    net = a.engine.create_network("ov", "overlay", subnets=["10.3.0.0/24"], attachable=True)
+    assert net.options[VNI_OPTION] == "4096"
+    b.sync()
+    assert b.engine.find_network("ov").id == net.id
+    c1 = a.engine.create_container("c1", "ov")
+    c2 = b.engine.create_container("c2", "ov")
+    ep1 = next(e for e in a.engine.endpoints(container=c1) if e.network_id == net.id)
+    ep2 = next(e for e in b.engine.endpoints(container=c2) if e.network_id == net.id)
+    assert (ep1.ipv4, ep2.ipv4) == ("10.3.0.2/24", "10.3.0.3/24")
+    for host in (*hosts, *hosts):  # each publishes its own, then sees the other's
+        host.sync()
+    assert a.peers("ov") == {("10.3.0.3", ep2.mac, "10.10.10.102")}
+    assert b.peers("ov") == {("10.3.0.2", ep1.mac, "10.10.10.101")}
+    b.engine.remove_container("c2", force=True)
+    b.sync()  # withdraws it (the running service does on the engine's change)
+    a.sync()
+    assert a.peers("ov") == set()
+
+
+def test_each_container_of_an_overlay_also_gets_the_gateway_bridge_with_the_default_route(hosts):
+    a, _ = hosts
+    a.engine.create_network("ov", "overlay", subnets=["10.3.0.0/24"], attachable=True)
+    con = a.engine.create_container("c1", "ov")
+    eps = {a.engine.find_network(e.network_id).name: e for e in a.engine.endpoints(container=con)}
+    assert set(eps) == {"ov", "docker_gwbridge"}
+    assert eps["docker_gwbridge"].default_route and not eps["ov"].default_route
+    a.engine.disconnect("ov", "c1")
+    assert a.engine.endpoints(container=con) == []
+
+
+def test_an_address_taken_on_another_host_is_skipped(hosts):
+    a, b = hosts
+    a.engine.create_network("ov", "overlay", subnets=["10.3.0.0/24"], attachable=True)
+    b.sync()
+    a.engine.create_container("c1", "ov", ip="10.3.0.2")
+    con = b.engine.create_container("c2", "ov")
+    assert [e.ipv4 for e in b.engine.endpoints(container=con) if e.ipv4.startswith("10.3.")] == ["10.3.0.3/24"]
+    with pytest.raises(Conflict):
+        b.engine.create_container("c3", "ov", ip="10.3.0.2")
+    assert [c.name for c in b.engine.containers()] == ["c2"]
+
+
+def test_refusals_change_nothing(hosts, tmp_path):
+    a, b = hosts
+    a.engine.create_network("ov", "overlay", subnets=["10.3.0.0/24"])
+    before = sorted(a.engine.cluster.store.items)
+    with pytest.raises(Conflict, match="network with name ov already exists"):
+        b.engine.create_network("ov", "overlay", subnets=["10.4.0.0/24"])
+    with pytest.raises(InvalidParameter, match="vxlan id 99999999 out of range"):
+        a.engine.create_network("big", "overlay", options={VNI_OPTION: "99999999"})
+    with pytest.raises(InvalidParameter, match="encrypted overlay networks"):
+        a.engine.create_network("secret", "overlay", options={"encrypted": ""})
+    with pytest.raises(Conflict, match="not manually attachable"):
+        a.engine.create_container("c1", "ov")
+    assert sorted(a.engine.cluster.store.items) == before
+    lone = Engine(str(tmp_path / "lone"), kernel=FakeKernel())
+    with pytest.raises(InvalidParameter, match="overlay networks need this host in a cluster"):
+        lone.create_network("ov", "overlay")
+    lone.close()
