@@ -31,14 +31,14 @@ class FakeKV:
         old = self.items.get(key)
         item = Item(key, value, self.revision, old.create_revision if old else self.revision, lease or None)
         self.items[key] = item
-        self.history.append(Event("put", item, self.revision))
+        self.history.append(Event("put", key, item, self.revision))
         self._lock.notify_all()
         return self.revision
 
     def _delete(self, key: str) -> None:
         old = self.items.pop(key)
         self.revision += 1
-        self.history.append(Event("delete", Item(key, "", self.revision, old.create_revision, None), self.revision))
+        self.history.append(Event("delete", key, old, self.revision))
         self._lock.notify_all()
 
     def get(self, key: str) -> Item | None:
@@ -121,7 +121,7 @@ class FakeKV:
         while not stop.is_set():
             with self._lock:
                 self._up()
-                fresh = [e for e in self.history if e.revision > seen and e.item.key.startswith(prefix)]
+                fresh = [e for e in self.history if e.revision > seen and e.key.startswith(prefix)]
                 if not fresh:
                     self._lock.wait(0.05)
                     continue

@@ -236,7 +236,7 @@ class Cluster:
 
     def saw(self, event) -> None:
         """Keep the address cache current from the store's watch."""
-        parts = event.item.key[len(PREFIX):].split("/")
+        parts = event.key[len(PREFIX):].split("/")
         if parts[0] != "addresses" or len(parts) != 3:
             return
         with self._lock:

@@ -21,5 +21,6 @@ class Item:
 @dataclass(frozen=True)
 class Event:
     kind: str  # "put" or "delete"
-    item: Item
+    key: str
+    item: Item | None
     revision: int

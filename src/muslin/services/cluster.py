@@ -165,7 +165,7 @@ class ClusterService(ServiceThread):
                 delay = min(delay * 2, MAX_RETRY)
 
     def _follow(self, event) -> None:
-        parts = event.item.key[len(PREFIX):].split("/")
+        parts = event.key[len(PREFIX):].split("/")
         self.cluster.saw(event)
         if parts[0] == "networks" and len(parts) == 2:
             if event.kind == "put":
@@ -180,10 +180,10 @@ class ClusterService(ServiceThread):
     def _follow_endpoint(self, event, net_id: str) -> None:
         driver = self.engine.driver("overlay")
         nets = {n.id: n for n in self.engine.networks() if n.id == net_id}
-        old = self.cluster.peers.pop(event.item.key, None)
+        old = self.cluster.peers.pop(event.key, None)
         new = Peer.from_json(event.item.value) if event.kind == "put" else None
         if new is not None:
-            self.cluster.peers[event.item.key] = new
+            self.cluster.peers[event.key] = new
         for peer, action in ((old, PEER_REMOVED), (new, PEER_ADDED)):
             if peer is not None and peer.node != self.cluster.node:
                 self.engine.announce_peer(action, peer)
