@@ -174,7 +174,7 @@ class Cluster:
     def subnets_in_use(self) -> list:
         """The subnets of every cluster network (what a chosen subnet must not overlap)."""
         docs, _ = self.networks()
-        return [ipaddress.ip_network(p["subnet"]) for d in docs for p in d.get("pools", [])]
+        return [ipaddress.ip_network(p["Subnet"]) for d in docs for p in d.get("pools", [])]
 
     def create_network(self, doc: dict, vni: int, chosen_subnets: list[str]) -> None:
         """Claim the network's name, VNI and chosen subnets and write its document, all or
