@@ -167,3 +167,57 @@ def test_invalid_overlay_requests_change_nothing(lab):
     assert "nope" not in networks(host)
     bad = host.muslin("daemon", "--cluster-advertise", "eth0", check=False)
     assert bad.returncode != 0 and "--cluster-advertise must be accompanied by --cluster-store" in bad.stderr
+
+
+def ping_while(host, name: str, target: str, action, seconds: float) -> tuple[int, int]:
+    """(sent, received) of pings every 50 ms for ``seconds`` from ``name`` to ``target``, with
+    ``action()`` run meanwhile."""
+    netns = os.path.join(host.root, "netns", json.loads(host.muslin("inspect", name).stdout)[0]["Id"])
+    proc = host.popen(["nsenter", f"--net={netns}", "ping", "-i", "0.05", "-W", "1", "-w", str(seconds), target])
+    action()
+    proc.wait(seconds + 10)
+    stats = next(line for line in proc.output().splitlines() if "packets transmitted" in line)
+    return int(stats.split()[0]), int(stats.split()[3])
+
+
+def test_a_daemon_restart_keeps_its_endpoints_and_its_peers_entries(cluster):
+    d1, d2 = cluster.hosts[:2]
+    d1.muslin("network", "create", "-d", "overlay", "--attachable", "--subnet", "10.80.0.0/24", "steady")
+    wait_until(lambda: "steady" in networks(d2), "steady on docker2")
+    run(d1, "a1", "steady")
+    far = run(d2, "a2", "steady")
+    assert wait_until(lambda: pings(d1, "a1", far), "a1 -> a2")
+
+    def restart() -> None:
+        cluster.daemons["docker2"].stop()
+        cluster.daemons["docker2"] = start_daemon(d2, "--cluster-store", cluster.store, "--cluster-advertise",
+                                                  "eth0", *FAST)
+        d2.muslin("network", "ls")
+
+    sent, received = ping_while(d1, "a1", far, restart, 8)
+    assert sent >= 5 and received == sent, (sent, received)
+    assert pings(d2, "a2", run(d1, "a3", "steady"))  # changes go on after the restart
+
+
+def test_the_store_down_for_a_while_stops_nothing_that_runs_and_changes_resume(cluster):
+    d1, d2 = cluster.hosts[:2]
+    d1.muslin("network", "create", "-d", "overlay", "--attachable", "--subnet", "10.90.0.0/24", "calm")
+    wait_until(lambda: "calm" in networks(d2), "calm on docker2")
+    run(d1, "s1", "calm")
+    far = run(d2, "s2", "calm")
+    assert wait_until(lambda: pings(d1, "s1", far), "s1 -> s2")
+
+    def outage() -> None:
+        cluster.etcd.stop()
+        import time
+
+        time.sleep(6)  # longer than the nodes' TTL (4 s): their leases run out meanwhile
+        cluster.etcd.restart()
+
+    sent, received = ping_while(d1, "s1", far, outage, 12)
+    assert received == sent, (sent, received)
+    # after the outage the members join again and publish what they hold: a new container is
+    # reached, and the old ones still are
+    late = run(d2, "s3", "calm")
+    assert wait_until(lambda: pings(d1, "s1", late), "s1 -> s3 after the outage", timeout=20)
+    assert wait_until(lambda: pings(d1, "s1", far), "s1 -> s2 after the outage", timeout=20)
