@@ -180,3 +180,24 @@ def test_traffic_keeps_passing_after_dockerd_restarts_and_a_lost_rule_comes_back
         assert "-P FORWARD DROP" in forward_chain(side.host)
         assert len(ours(side.host)) == 2, forward_chain(side.host)
     assert_traffic_passes(recipe)
+
+
+def test_forward_rules_are_kept_on_exit_removed_when_asked_or_switched_off_and_never_anothers(lab):
+    fabric = FabricLab(lab, hosts=1)
+    host = fabric.hosts[0]
+    fabric.set_config(CONFIGS["vxlan"])
+    anothers = f"-A FORWARD -s {NETWORK} -j ACCEPT"  # the same accept, without muslin's comment
+    host.sh(["iptables", *shlex.split(anothers)])
+
+    def run_agent(*args: str) -> None:
+        agent = fabric.start_all(*args, hosts=[host])[host.name]
+        assert until(lambda: len(ours(host)) == (0 if "--iptables-forward-rules=false" in args else 2))
+        assert agent.stop() == 0
+
+    run_agent()
+    assert len(ours(host)) == 2  # kept: a restarted agent drops no traffic meanwhile
+    run_agent("--iptables-forward-rules=false")  # takes away what an earlier run added
+    assert ours(host) == []
+    run_agent("--iptables-cleanup")
+    assert ours(host) == []
+    assert anothers in forward_chain(host)
