@@ -138,6 +138,15 @@ def ours(host) -> list[str]:
     return [line for line in forward_chain(host) if f'--comment "{COMMENT}"' in line]
 
 
+def established_accepts(host) -> int:
+    """Packets Docker's ``-o docker0 -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT`` took."""
+    for line in host.sh("iptables -v -x -n -L FORWARD").stdout.splitlines():
+        words = line.split()
+        if len(words) > 6 and words[2] == "ACCEPT" and words[6] == "docker0" and "RELATED,ESTABLISHED" in line:
+            return int(words[0])
+    raise AssertionError("dockerd's RELATED,ESTABLISHED accept is not in FORWARD")
+
+
 def assert_traffic_passes(recipe: Recipe) -> None:
     """Both ways: busybox ping, ping at the full MTU with DF, TCP (busybox nc), UDP."""
     for me, peer in (recipe.sides, recipe.sides[::-1]):
@@ -156,7 +165,12 @@ def assert_traffic_passes(recipe: Recipe) -> None:
 def test_docker_containers_reach_each_other_across_hosts_past_dockerds_drop_policy(recipe):
     for side in recipe.sides:
         assert "-P FORWARD DROP" in forward_chain(side.host)  # dockerd's, on a fresh machine
+    before = {side.host.name: established_accepts(side.host) for side in recipe.sides}
     assert_traffic_passes(recipe)
+    for side in recipe.sides:
+        # the fabric's traffic is tracked: replies are what dockerd's stateful accept takes them for
+        assert established_accepts(side.host) > before[side.host.name]
+        assert "notrack" not in side.host.sh("nft list table ip muslin-fabric").stdout
     for side in recipe.sides:
         chain = forward_chain(side.host)
         assert ours(side.host) == [f'-A FORWARD -s {NETWORK} -m comment --comment "{COMMENT}" -j ACCEPT',

@@ -127,3 +127,9 @@ def test_resync_and_cleanup_options():
         agent_options({"iptables_resync": "0"}, {})
     assert agent_options({}, {}).iptables_cleanup is False
     assert agent_options({"iptables_cleanup": True}, {}).iptables_cleanup is True
+
+
+def test_the_conntrack_exemption_is_off_unless_asked():
+    assert agent_options({}, {}).notrack is False
+    assert agent_options({"notrack": True}, {}).notrack is True
+    assert agent_options({}, {"FLANNELD_NOTRACK": "true"}).notrack is True

@@ -13,7 +13,9 @@ until SIGTERM/SIGINT, each in its own thread:
   to DROP, which no accept of muslin's own nftables tables can overrule. Appended, checked
   every ``--iptables-resync`` seconds (dockerd rewrites its chains when it restarts) and put
   back, only ever these rules touched; ``--iptables-forward-rules=false`` leaves iptables
-  alone (and removes the ones an earlier run added).
+  alone (and removes the ones an earlier run added). The fabric's traffic stays tracked by
+  conntrack, for dockerd's ``RELATED,ESTABLISHED`` accept and masquerade; ``--notrack``
+  exempts it (``firewall.render_fabric`` says what that costs and saves).
 
 Readiness: ``READY=1`` to systemd (``Type=notify``) once the lease is held and the
 backend configured, with ``STATUS=`` lines while it waits; the health endpoint
@@ -85,6 +87,7 @@ class AgentOptions:
     iptables_forward_rules: bool = True
     iptables_resync: float = IPTABLES_RESYNC  # seconds
     iptables_cleanup: bool = False  # remove the FORWARD accepts on exit
+    notrack: bool = False  # exempt traffic inside the fabric from conntrack (see firewall.render_fabric)
 
 
 def firewall_table(prefix: str) -> str:
@@ -355,7 +358,8 @@ class Agent:
         self.host.apply_fabric_rules(FabricRules(
             network=c.network if lease.v4 else None, subnet=lease.v4, own=own,
             network6=c.ipv6_network if lease.v6 else None, subnet6=lease.v6, own6=own6,
-            masquerade=self.options.ip_masq, tunnel_port=tunnel, table=firewall_table(self.registry.prefix)))
+            masquerade=self.options.ip_masq, tunnel_port=tunnel, table=firewall_table(self.registry.prefix),
+            notrack=self.options.notrack))
         self._forward = [n for n in (c.network if lease.v4 else None, c.ipv6_network if lease.v6 else None) if n]
         self._ensure_forward_rules()
 

@@ -46,6 +46,7 @@ AGENT_OPTIONS = {
     "iptables_forward_rules": "FLANNELD_IPTABLES_FORWARD_RULES",
     "iptables_resync": "FLANNELD_IPTABLES_RESYNC",
     "iptables_cleanup": "FLANNELD_IPTABLES_CLEANUP",
+    "notrack": "FLANNELD_NOTRACK",
 }
 
 
@@ -118,6 +119,7 @@ def agent_options(values: Mapping, environ: Mapping[str, str] | None = None):
         iptables_forward_rules=switch("iptables_forward_rules", True),
         iptables_resync=resync,
         iptables_cleanup=switch("iptables_cleanup", False),
+        notrack=switch("notrack", False),
     )
 
 

@@ -154,6 +154,9 @@ COMMAND_LINE = Cmd(
                         help="check (and put back) the FORWARD rules this often (default 5)"),
                     Opt("--iptables-cleanup", default=_UNSET,
                         help="remove the FORWARD accept rules on exit (default: kept, as the routes)"),
+                    Opt("--notrack", default=_UNSET,
+                        help="exempt traffic inside the fabric from conntrack: a little faster, but "
+                             "stateful rules of others (dockerd's) no longer see it (default false)"),
                 ]),
             Cmd("docker-opts", "Write Docker daemon options from subnet.env (as mk-docker-opts.sh)", options=[
                 Opt("-f", metavar="FILE", dest="flannel_env", default="/run/flannel/subnet.env",
