@@ -2,8 +2,10 @@
 
 etcd, ``muslin fabric run`` on each host, ``muslin fabric docker-opts -c`` given to dockerd 20.10,
 a busybox container on each host: the containers reach each other across hosts, for each
-backend (vxlan and udp across the router, host-gw on one segment), both ways, over ICMP, TCP and
-UDP, at the full FLANNEL_MTU, and still after dockerd restarts.
+backend (vxlan and udp across the router, host-gw on one segment; vxlan also with the agent's
+``--ip-masq``, dockerd's then off), both ways, over ICMP, TCP and UDP, at the full FLANNEL_MTU,
+and still after dockerd restarts. The replies are tracked: dockerd's RELATED,ESTABLISHED accept
+takes them.
 
 The hosts start as a fresh machine does, with IPv4 forwarding off: dockerd then switches it on
 and sets iptables' FORWARD policy to DROP, which only the agent's accept rules get past.
@@ -32,6 +34,9 @@ CONFIGS = {
     "host-gw": '{"Network":"10.100.0.0/16","Backend":{"Type":"host-gw"}}',
     "udp": '{"Network":"10.100.0.0/16","Backend":{"Type":"udp"}}',
 }
+# each lab: its backend, and the agents' options (with --ip-masq the agent masquerades, dockerd not)
+RECIPES = {"vxlan": ("vxlan", ()), "host-gw": ("host-gw", ()), "udp": ("udp", ()),
+           "vxlan-ip-masq": ("vxlan", ("--ip-masq",))}
 NETWORK = "10.100.0.0/16"
 COMMENT = "muslin-fabric forward"
 PORT = 7007
@@ -101,12 +106,12 @@ def start_container(side: Side) -> None:
     side.node.popen(["python3", "-c", ECHO_SERVER]).wait_for_output("ready", timeout=20)
 
 
-@pytest.fixture(scope="module", params=list(CONFIGS))
+@pytest.fixture(scope="module", params=list(RECIPES))
 def recipe(kernel_env, request):
     reason = lab_docker.problem()
     if reason:
         pytest.skip(f"dockerd tests skipped: {reason}")
-    backend = request.param
+    backend, agent_args = RECIPES[request.param]
     with Lab(name="fabdocker") as lab:
         # host-gw needs its hosts on one segment; vxlan and udp go through the router
         fabric = FabricLab(lab, hosts=2 if backend == "host-gw" else 3)
@@ -114,13 +119,14 @@ def recipe(kernel_env, request):
         for host in hosts:  # a fresh machine: dockerd switches forwarding on and sets FORWARD to DROP
             host.sysctl("net.ipv4.ip_forward=0")
         fabric.set_config(CONFIGS[backend])
-        fabric.start_all(hosts=hosts)
+        fabric.start_all(*agent_args, hosts=hosts)
         recipe = Recipe(backend, fabric)
         try:
             for host in hosts:
                 env = fabric.wait_for_lease(host)
                 opts = docker_opts(fabric, host)
-                assert f"--bip={env['FLANNEL_SUBNET']}" in opts and "--ip-masq=true" in opts
+                assert f"--bip={env['FLANNEL_SUBNET']}" in opts
+                assert f"--ip-masq={'false' if agent_args else 'true'}" in opts
                 side = Side(host, lab_docker.Docker.start(host, *opts), opts, int(env["FLANNEL_MTU"]))
                 recipe.sides.append(side)
                 start_container(side)
