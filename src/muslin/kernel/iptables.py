@@ -73,7 +73,7 @@ def _ours(rule: list[str], comment: str) -> bool:
 def ensure_forward_accepts(networks: list[IPv4Network | IPv6Network], comment: str) -> list[str]:
     """Make muslin's rules of ``comment`` in ``FORWARD`` exactly the accepts of ``networks``,
     in order, for both families; another's rules are left alone, whatever they do. When one of
-    ours is missing or out of place, all of ours go and come back at the end of the chain (as
+    ours is missing or out of order, all of ours go and come back at the end of the chain (as
     Flannel does). Returns what was done, for the log (empty: all was right)."""
     done = []
     for version in (4, 6):
