@@ -138,6 +138,9 @@ class Docker:
         containers keep running only with ``--live-restore``."""
         if self.dockerd is not None and self.dockerd.running():
             terminate([self.dockerd.pid], timeout, reap=lambda _pid: self.dockerd.running())
+            # a multi-threaded process shows as a zombie while its other threads still exit, and
+            # cannot be reaped until they have: wait for that, or a restart finds it "running"
+            self.dockerd.wait(timeout=10)
 
     # --- use -------------------------------------------------------------------------
 

@@ -154,6 +154,16 @@ COMMAND_LINE = Cmd(
                     Opt("--healthz-ip", metavar="IP", help="address of the health endpoint (default 0.0.0.0)"),
                     Opt("--healthz-port", metavar="PORT",
                         help="port of the health endpoint, GET /healthz (default 0: none)"),
+                    Opt("--iptables-forward-rules", default=_UNSET,
+                        help="append accept rules for the fabric's network to iptables' FORWARD chain, "
+                             "which dockerd sets to DROP (default true)"),
+                    Opt("--iptables-resync", metavar="SECONDS",
+                        help="check (and put back) the FORWARD rules this often (default 5)"),
+                    Opt("--iptables-cleanup", default=_UNSET,
+                        help="remove the FORWARD accept rules on exit (default: kept, as the routes)"),
+                    Opt("--notrack", default=_UNSET,
+                        help="exempt traffic inside the fabric from conntrack: a little faster, but "
+                             "stateful rules of others (dockerd's) no longer see it (default false)"),
                 ]),
             Cmd("docker-opts", "Write Docker daemon options from subnet.env (as mk-docker-opts.sh)", options=[
                 Opt("-f", metavar="FILE", dest="flannel_env", default="/run/flannel/subnet.env",
