@@ -7,8 +7,8 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import signal
 import socket
-import time
 
 import pytest
 
@@ -51,7 +51,7 @@ class Plugged:
     def muslin_json(self, *args):
         return json.loads(self.docker.muslin(*args).stdout)
 
-    def call(self, method: str, body: bytes | str, headers=None) -> tuple[int, dict]:
+    def call(self, method: str, body: bytes | str | None, headers=None) -> tuple[int, dict]:
         """POST to the plugin socket as dockerd does (from the host's mount namespace through
         the keeper's root)."""
         path = f"/proc/{self.docker.keeper.pid}/root{SOCKET}"
@@ -59,8 +59,14 @@ class Plugged:
         conn.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         conn.sock.settimeout(30)
         conn.sock.connect(path)
-        data = body.encode() if isinstance(body, str) else body
-        conn.request("POST", "/" + method, body=data, headers=headers or {})
+        if body is None:  # the headers alone (a body the server refuses by its length)
+            conn.putrequest("POST", "/" + method)
+            for key, value in (headers or {}).items():
+                conn.putheader(key, value)
+            conn.endheaders()
+        else:
+            data = body.encode() if isinstance(body, str) else body
+            conn.request("POST", "/" + method, body=data, headers=headers or {})
         resp = conn.getresponse()
         raw = resp.read()
         conn.close()
@@ -122,3 +128,120 @@ def test_docker_networks_and_containers_through_muslin(plugged):
     docker("network", "rm", "dnet", "other")
     listed = docker.muslin("network", "ls").stdout
     assert "dnet" not in listed and docker_id[:12] not in listed
+
+
+def link_details(docker, container, dev="eth0") -> str:
+    """``ip -d link show`` in the container, by iproute2 from outside (busybox's ip has no -d)."""
+    from muslin.lab import commands
+
+    pid = docker.inspect(container)["State"]["Pid"]
+    return commands.run(["nsenter", f"--net=/proc/{pid}/ns/net", "ip", "-d", "link", "show", dev]).stdout
+
+
+def test_dockers_default_ipam_on_a_muslin_network(plugged):
+    """-d muslin alone: Docker's IPAM picks the addresses, muslin holds them and makes the links."""
+    docker = plugged.docker
+    docker("network", "create", "-d", "muslin", "--subnet", "10.33.0.0/24", "--gateway", "10.33.0.254", "dflt")
+    docker_id = docker("network", "inspect", "-f", "{{.Id}}", "dflt").stdout.strip()
+    net = plugged.muslin_json("network", "inspect", docker_id[:12])[0]  # named after Docker's short ID
+    assert net["IPAM"]["Config"][0]["Gateway"] == "10.33.0.254"
+    docker("run", "-d", "--name", "c1", "--network", "dflt", "--ip", "10.33.0.77", docker.image, "sleep", "100000")
+    assert addr_of(docker, "c1") == "10.33.0.77/24"
+    assert "default via 10.33.0.254" in docker.exec("c1", "ip", "route").stdout
+    assert docker.exec("c1", "ping", "-c1", "-W2", "10.33.0.254").returncode == 0
+    docker("rm", "-f", "c1")
+    docker("network", "rm", "dflt")
+
+
+def state(plugged) -> tuple[str, str]:
+    return plugged.docker.muslin("network", "ls").stdout, plugged.docker.muslin("ps", "-a").stdout
+
+
+def test_bad_calls_at_the_socket_get_their_error_and_change_nothing(plugged):
+    docker = plugged.docker
+    docker("network", "create", "-d", "muslin", "--ipam-driver", "muslin", "--subnet", "10.34.0.0/24", "bad")
+    docker_id = docker("network", "inspect", "-f", "{{.Id}}", "bad").stdout.strip()
+    before = state(plugged)
+    status, reply = plugged.call("NetworkDriver.CreateNetwork", "{not json")
+    assert status == 400 and "not JSON" in reply["Err"]
+    status, reply = plugged.call("NetworkDriver.CreateNetwork", json.dumps({"NetworkID": 5}))
+    assert status == 400 and reply["Err"] == "NetworkDriver.CreateNetwork: NetworkID must be a string, not a number"
+    status, reply = plugged.call("NetworkDriver.CreateNetwork", json.dumps(
+        {"NetworkID": "c" * 64, "Options": {"com.docker.network.generic": {"muslin.driver": "overlay9"}},
+         "IPv4Data": [{"Pool": "10.35.0.0/24"}]}))
+    assert status == 400 and "overlay9" in reply["Err"]
+    status, reply = plugged.call("NetworkDriver.CreateNetwork", None, {"Content-Length": str(2 << 20)})
+    assert status == 413 and "too large" in reply["Err"]  # answered before a byte of it is read
+    status, reply = plugged.call("NetworkDriver.Frobnicate", "{}")
+    assert status == 404 and "Frobnicate" in reply["Err"]
+    status, reply = plugged.call("IpamDriver.Frobnicate", "{}")
+    assert status == 404 and "Frobnicate" in reply["Error"]
+    status, reply = plugged.call("NetworkDriver.CreateEndpoint", json.dumps(
+        {"NetworkID": "d" * 64, "EndpointID": "e" * 64, "Interface": None, "Options": None}))
+    assert status == 200 and reply["Err"] == f"network {'d' * 12} not found"
+    status, reply = plugged.call("NetworkDriver.Join", json.dumps(
+        {"NetworkID": docker_id, "EndpointID": "e" * 64, "SandboxKey": "/var/run/docker/netns/x", "Options": None}))
+    assert status == 200 and reply["Err"] == f"endpoint {'e' * 12} not found in network {docker_id[:12]}"
+    status, reply = plugged.call("IpamDriver.RequestAddress", json.dumps({"PoolID": "muslin/10.99.0.0/24"}))
+    assert status == 200 and reply["Error"] == "cannot find address pool for poolID:muslin/10.99.0.0/24"
+    status, reply = plugged.call("IpamDriver.RequestPool", json.dumps({"Pool": "10.34.0.0/25", "V6": False}))
+    assert status == 200 and "overlaps" in reply["Error"]
+    assert state(plugged) == before
+    # Docker's client: no Content-Type, "Options": null
+    status, reply = plugged.call("Plugin.Activate", "")
+    assert status == 200 and reply == {"Implements": ["NetworkDriver", "IpamDriver"]}
+    docker("network", "rm", "bad")
+
+
+def test_restarts_of_muslin_and_of_dockerd(plugged):
+    docker = plugged.docker
+    docker("network", "create", "-d", "muslin", "--ipam-driver", "muslin", "--subnet", "10.36.0.0/24", "rnet")
+    docker("network", "create", "-d", "muslin", "--ipam-driver", "muslin", "--subnet", "10.37.0.0/24", "rnet2")
+    docker("run", "-d", "--name", "c1", "--network", "rnet", docker.image, "sleep", "100000")
+    docker("run", "-d", "--name", "c2", "--network", "rnet", docker.image, "sleep", "100000")
+    # muslin's daemon killed: the containers keep their network; a restart replaces the stale socket
+    os.kill(plugged.daemon.pid, signal.SIGKILL)
+    plugged.daemon.wait(10)
+    assert plugged.inside("test", "-S", SOCKET).returncode == 0  # left behind by the crash
+    assert docker.exec("c1", "ping", "-c1", "-W2", "c2").returncode == 0
+    plugged.start_muslin()
+    assert docker.exec("c1", "ping", "-c1", "-W2", "c2").returncode == 0  # recovery left them alone
+    docker("network", "connect", "rnet2", "c1")
+    assert addr_of(docker, "c1", "eth1") == "10.37.0.2/24"
+    docker("run", "-d", "--name", "c3", "--network", "rnet", docker.image, "sleep", "100000")
+    assert addr_of(docker, "c3") == "10.36.0.4/24"  # never one handed out before the restart
+    # dockerd restarted: its networks are still muslin's, its containers come back on them
+    docker.stop_dockerd()
+    docker.start_dockerd()
+    docker("start", "c1", "c2")
+    assert {addr_of(docker, "c1"), addr_of(docker, "c2")} <= {"10.36.0.2/24", "10.36.0.3/24", "10.36.0.4/24",
+                                                              "10.36.0.5/24"}
+    assert docker.exec("c1", "ping", "-c1", "-W2", "c2").returncode == 0
+    docker("rm", "-f", "c1", "c2", "c3")
+    docker("network", "rm", "rnet", "rnet2")
+    assert "rnet" not in docker.muslin("network", "ls").stdout
+
+
+def test_macvlan_with_host_access_for_docker_containers(lab):
+    needs_docker()
+    sw = lab.switch("sw")
+    p = Plugged(lab)
+    try:
+        uplink = lab.link(p.host, sw, ["10.41.0.250/24"])
+        parent = uplink.ifname(p.host)
+        docker = p.docker
+        docker("network", "create", "-d", "muslin", "--ipam-driver", "muslin", "--subnet", "10.41.0.0/24",
+               "--aux-address", "host=10.41.0.223", "-o", "muslin.driver=macvlan", "-o", f"parent={parent}",
+               "-o", "host_access=true", "-o", "muslin.name=pub", "pub")
+        docker("run", "-d", "--name", "m1", "--network", "pub", docker.image, "sleep", "100000")
+        addr = addr_of(docker, "m1")
+        assert addr and addr.startswith("10.41.0.")
+        assert "macvlan mode bridge" in link_details(docker, "m1")
+        assert p.host.ping(addr.split("/")[0])  # the host reaches its own macvlan container
+        assert docker.exec("m1", "ping", "-c1", "-W2", "10.41.0.223").returncode == 0
+        docker("rm", "-f", "m1")
+        assert f"{addr.split('/')[0]} dev" not in p.host.sh(["ip", "route"]).stdout
+        docker("network", "rm", "pub")
+        assert "pub" not in docker.muslin("network", "ls").stdout
+    finally:
+        p.close()

@@ -208,7 +208,7 @@ class Handoff:
                     if addr is None or addr not in p.subnet:
                         raise InvalidParameter(f"invalid address {address}: not in pool {p.subnet}")
                     n = int(addr)
-                    if any(n in self._network_holds(p, n, n)) or not self.store.hold(space, str(p.subnet), n,
+                    if n in self._network_holds(p, n, n) or not self.store.hold(space, str(p.subnet), n,
                                                                                      owner.format(n)):
                         raise Conflict(ipam.MSG_ADDRESS_IN_USE)
                 else:

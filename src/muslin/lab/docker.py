@@ -138,6 +138,10 @@ class Docker:
         containers keep running only with ``--live-restore``."""
         if self.dockerd is not None and self.dockerd.running():
             terminate([self.dockerd.pid], timeout, reap=lambda _pid: self.dockerd.running())
+            try:  # a SIGKILL sent at the end of the wait may take a moment: it is over once reaped
+                self.dockerd.wait(10)
+            except subprocess.TimeoutExpired:
+                raise LabError(f"{self.host.name}: dockerd (pid {self.dockerd.pid}) does not end") from None
 
     # --- use -------------------------------------------------------------------------
 
