@@ -245,3 +245,29 @@ def test_macvlan_with_host_access_for_docker_containers(lab):
         assert "pub" not in docker.muslin("network", "ls").stdout
     finally:
         p.close()
+
+
+@pytest.mark.kernel_features("ipvlan")
+def test_ipvlan_l3_for_docker_containers(lab):
+    """ipvlan l3: Docker is told to route out through the link itself (a connected default route)."""
+    needs_docker()
+    sw = lab.switch("sw")
+    p = Plugged(lab)
+    try:
+        uplink = lab.link(p.host, sw, ["10.42.0.250/24"])
+        docker = p.docker
+        docker("network", "create", "-d", "muslin", "--ipam-driver", "muslin", "--subnet", "10.43.0.0/24",
+               "-o", "muslin.driver=ipvlan", "-o", f"parent={uplink.ifname(p.host)}", "-o", "ipvlan_mode=l3",
+               "-o", "muslin.name=l3net", "l3net")
+        docker("run", "-d", "--name", "i1", "--network", "l3net", docker.image, "sleep", "100000")
+        docker("run", "-d", "--name", "i2", "--network", "l3net", docker.image, "sleep", "100000")
+        assert "ipvlan  mode l3" in link_details(docker, "i1")
+        assert "default dev eth0" in docker.exec("i1", "ip", "route").stdout
+        assert docker.exec("i1", "ping", "-c1", "-W2", addr_of(docker, "i2").split("/")[0]).returncode == 0
+        # what the upstream router needs, as muslin shows it for its own ipvlan l3 networks
+        routes = p.muslin_json("network", "inspect", "l3net")[0]["UpstreamRoutes"]
+        assert routes == [{"Destination": "10.43.0.0/24", "Gateway": "10.42.0.250"}]
+        docker("rm", "-f", "i1", "i2")
+        docker("network", "rm", "l3net")
+    finally:
+        p.close()
