@@ -222,52 +222,52 @@ def test_restarts_of_muslin_and_of_dockerd(plugged):
     assert "rnet" not in docker.muslin("network", "ls").stdout
 
 
-def test_macvlan_with_host_access_for_docker_containers(lab):
+@pytest.fixture
+def on_segment(lab):
+    """A plugged host whose eth0 (10.42.0.250/24 and 10.41.0.250/24) is on a switch: a parent."""
     needs_docker()
     sw = lab.switch("sw")
     p = Plugged(lab)
     try:
-        uplink = lab.link(p.host, sw, ["10.41.0.250/24"])
-        parent = uplink.ifname(p.host)
-        docker = p.docker
-        docker("network", "create", "-d", "muslin", "--ipam-driver", "muslin", "--subnet", "10.41.0.0/24",
-               "--aux-address", "host=10.41.0.223", "-o", "muslin.driver=macvlan", "-o", f"parent={parent}",
-               "-o", "host_access=true", "-o", "muslin.name=pub", "pub")
-        docker("run", "-d", "--name", "m1", "--network", "pub", docker.image, "sleep", "100000")
-        addr = addr_of(docker, "m1")
-        assert addr and addr.startswith("10.41.0.")
-        assert "macvlan mode bridge" in link_details(docker, "m1")
-        assert p.host.ping(addr.split("/")[0])  # the host reaches its own macvlan container
-        assert docker.exec("m1", "ping", "-c1", "-W2", "10.41.0.223").returncode == 0
-        docker("rm", "-f", "m1")
-        assert f"{addr.split('/')[0]} dev" not in p.host.sh(["ip", "route"]).stdout
-        docker("network", "rm", "pub")
-        assert "pub" not in docker.muslin("network", "ls").stdout
+        uplink = lab.link(p.host, sw, ["10.42.0.250/24", "10.41.0.250/24"])
+        yield p, uplink.ifname(p.host)
     finally:
         p.close()
+
+
+def test_macvlan_with_host_access_for_docker_containers(on_segment):
+    p, parent = on_segment
+    docker = p.docker
+    docker("network", "create", "-d", "muslin", "--ipam-driver", "muslin", "--subnet", "10.41.0.0/24",
+           "--aux-address", "host=10.41.0.223", "-o", "muslin.driver=macvlan", "-o", f"parent={parent}",
+           "-o", "host_access=true", "-o", "muslin.name=pub", "pub")
+    docker("run", "-d", "--name", "m1", "--network", "pub", docker.image, "sleep", "100000")
+    addr = addr_of(docker, "m1")
+    assert addr and addr.startswith("10.41.0.")
+    assert "macvlan mode bridge" in link_details(docker, "m1")
+    assert p.host.ping(addr.split("/")[0])  # the host reaches its own macvlan container
+    assert docker.exec("m1", "ping", "-c1", "-W2", "10.41.0.223").returncode == 0
+    docker("rm", "-f", "m1")
+    assert f"{addr.split('/')[0]} dev" not in p.host.sh(["ip", "route"]).stdout
+    docker("network", "rm", "pub")
+    assert "pub" not in docker.muslin("network", "ls").stdout
 
 
 @pytest.mark.kernel_features("ipvlan")
-def test_ipvlan_l3_for_docker_containers(lab):
+def test_ipvlan_l3_for_docker_containers(on_segment):
     """ipvlan l3: Docker is told to route out through the link itself (a connected default route)."""
-    needs_docker()
-    sw = lab.switch("sw")
-    p = Plugged(lab)
-    try:
-        uplink = lab.link(p.host, sw, ["10.42.0.250/24"])
-        docker = p.docker
-        docker("network", "create", "-d", "muslin", "--ipam-driver", "muslin", "--subnet", "10.43.0.0/24",
-               "-o", "muslin.driver=ipvlan", "-o", f"parent={uplink.ifname(p.host)}", "-o", "ipvlan_mode=l3",
-               "-o", "muslin.name=l3net", "l3net")
-        docker("run", "-d", "--name", "i1", "--network", "l3net", docker.image, "sleep", "100000")
-        docker("run", "-d", "--name", "i2", "--network", "l3net", docker.image, "sleep", "100000")
-        assert "ipvlan  mode l3" in link_details(docker, "i1")
-        assert "default dev eth0" in docker.exec("i1", "ip", "route").stdout
-        assert docker.exec("i1", "ping", "-c1", "-W2", addr_of(docker, "i2").split("/")[0]).returncode == 0
-        # what the upstream router needs, as muslin shows it for its own ipvlan l3 networks
-        routes = p.muslin_json("network", "inspect", "l3net")[0]["UpstreamRoutes"]
-        assert routes == [{"Destination": "10.43.0.0/24", "Gateway": "10.42.0.250"}]
-        docker("rm", "-f", "i1", "i2")
-        docker("network", "rm", "l3net")
-    finally:
-        p.close()
+    p, parent = on_segment
+    docker = p.docker
+    docker("network", "create", "-d", "muslin", "--ipam-driver", "muslin", "--subnet", "10.43.0.0/24",
+           "-o", "muslin.driver=ipvlan", "-o", f"parent={parent}", "-o", "ipvlan_mode=l3",
+           "-o", "muslin.name=l3net", "l3net")
+    docker("run", "-d", "--name", "i1", "--network", "l3net", docker.image, "sleep", "100000")
+    docker("run", "-d", "--name", "i2", "--network", "l3net", docker.image, "sleep", "100000")
+    assert "ipvlan  mode l3" in link_details(docker, "i1")
+    assert "default dev eth0" in docker.exec("i1", "ip", "route").stdout
+    assert docker.exec("i1", "ping", "-c1", "-W2", addr_of(docker, "i2").split("/")[0]).returncode == 0
+    # what the upstream router needs, as muslin shows it for its own ipvlan l3 networks
+    routes = p.muslin_json("network", "inspect", "l3net")[0]["UpstreamRoutes"]
+    assert routes == [{"Destination": "10.43.0.0/24", "Gateway": "10.42.0.250"}]
+    docker("rm", "-f", "i1", "i2")
+    docker("network", "rm", "l3net")
