@@ -271,3 +271,27 @@ def test_ipvlan_l3_for_docker_containers(on_segment):
     assert routes == [{"Destination": "10.43.0.0/24", "Gateway": "10.42.0.250"}]
     docker("rm", "-f", "i1", "i2")
     docker("network", "rm", "l3net")
+
+
+def test_a_daemon_the_cli_starts_serves_the_plugin_named_in_daemon_json(lab):
+    """"docker-plugin" in ROOT/daemon.json: the daemon a muslin command starts serves it too, and
+    removes the socket when it stops."""
+    needs_docker()
+    host = lab.host("h1")
+    docker = lab_docker.Docker.start(host)
+    try:
+        os.makedirs(host.root, exist_ok=True)
+        with open(os.path.join(host.root, "daemon.json"), "w") as f:
+            json.dump({"docker-plugin": SOCKET}, f)
+        docker.muslin("network", "ls")  # starts the daemon, in dockerd's mount namespace
+        from muslin.lab import commands
+
+        assert commands.run(docker._inside("stat", "-c", "%a %U", SOCKET)).stdout.split() == ["660", "root"]
+        docker("network", "create", "-d", "muslin", "--ipam-driver", "muslin", "--subnet", "10.38.0.0/24", "jnet")
+        docker("run", "--rm", "--network", "jnet", docker.image, "ping", "-c1", "-W2", "10.38.0.1")
+        docker("network", "rm", "jnet")
+        os.kill(host.daemon_pid(), signal.SIGTERM)
+        wait_until(lambda: commands.run(docker._inside("test", "-e", SOCKET), check=False).returncode != 0,
+                   "the socket to go with the daemon")
+    finally:
+        docker.close()

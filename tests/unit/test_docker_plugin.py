@@ -230,3 +230,51 @@ def test_create_endpoint_answers_only_what_docker_left_open(plugin):
     assert sent == {"Interface": {}}  # Docker refuses a changed address ("driver modified interface address")
     chosen = ok(api, "NetworkDriver.CreateEndpoint", {"NetworkID": NET_ID, "EndpointID": EP2, "Interface": None})
     assert chosen == {"Interface": {"Address": "10.31.0.2/24", "MacAddress": "02:42:0a:1f:00:02"}}
+
+
+def test_the_daemon_takes_the_plugin_socket_as_a_flag_or_from_daemon_json(tmp_path):
+    from muslin import daemon_options
+    from muslin.errors import InvalidParameter
+    from muslin.frontends.cli.commands import parse
+
+    assert parse(["daemon", "--docker-plugin"]).opts == {"flags": {"docker-plugin": "/run/docker/plugins/muslin.sock"}}
+    # pflag's optional value: only with "=", the next word is never taken
+    assert parse(["daemon", "--docker-plugin=/run/p/m.sock"]).opts["flags"] == {"docker-plugin": "/run/p/m.sock"}
+    root = tmp_path / "root"
+    root.mkdir()
+    assert daemon_options.load(str(root), {"docker-plugin": "/run/p/m.sock"}).docker_plugin == "/run/p/m.sock"
+    (root / "daemon.json").write_text(json.dumps({"docker-plugin": "/run/docker/plugins/muslin.sock"}))
+    assert daemon_options.load(str(root)).docker_plugin == "/run/docker/plugins/muslin.sock"
+    with pytest.raises(InvalidParameter, match="specified both as a flag and in the configuration file"):
+        daemon_options.load(str(root), {"docker-plugin": "/run/p/m.sock"})
+    (root / "daemon.json").write_text(json.dumps({"docker-plugin": "relative.sock"}))
+    with pytest.raises(InvalidParameter, match="is not a socket path"):
+        daemon_options.load(str(root))
+    (root / "daemon.json").write_text(json.dumps({"docker-plugin": True}))
+    with pytest.raises(InvalidParameter, match="cannot unmarshal bool into option docker-plugin of type string"):
+        daemon_options.load(str(root))
+
+
+def test_the_socket_path_is_claimed_only_from_a_dead_socket(tmp_path):
+    import socket
+
+    from muslin.frontends.docker_plugin.server import claim_socket_path
+
+    path = str(tmp_path / "plugins" / "muslin.sock")
+    claim_socket_path(path)  # the directory is made
+    dead = socket.socket(socket.AF_UNIX)
+    dead.bind(path)
+    dead.close()  # bound, never listened: what a crash leaves
+    claim_socket_path(path)
+    assert not (tmp_path / "plugins" / "muslin.sock").exists()
+    live = socket.socket(socket.AF_UNIX)
+    live.bind(path)
+    live.listen()
+    with pytest.raises(OSError, match="another plugin serves"):
+        claim_socket_path(path)
+    live.close()
+    (tmp_path / "plugins" / "muslin.sock").unlink()
+    (tmp_path / "plugins" / "muslin.sock").write_text("not mine")
+    with pytest.raises(OSError, match="is not a socket"):
+        claim_socket_path(path)
+    assert (tmp_path / "plugins" / "muslin.sock").read_text() == "not mine"
