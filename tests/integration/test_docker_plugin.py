@@ -295,3 +295,36 @@ def test_a_daemon_the_cli_starts_serves_the_plugin_named_in_daemon_json(lab):
                    "the socket to go with the daemon")
     finally:
         docker.close()
+
+
+def test_dual_stack_through_muslins_ipam(plugged):
+    docker = plugged.docker
+    docker("network", "create", "-d", "muslin", "--ipam-driver", "muslin", "--ipv6", "--subnet", "10.39.0.0/24",
+           "--subnet", "fd00:39::/64", "-o", "muslin.name=v6net", "v6net")
+    net = plugged.muslin_json("network", "inspect", "v6net")[0]
+    assert net["EnableIPv6"] is True
+    assert [c["Subnet"] for c in net["IPAM"]["Config"]] == ["10.39.0.0/24", "fd00:39::/64"]
+    docker("run", "-d", "--name", "c1", "--network", "v6net", docker.image, "sleep", "100000")
+    docker("run", "-d", "--name", "c2", "--network", "v6net", docker.image, "sleep", "100000")
+    six = docker.exec("c2", "ip", "-o", "-6", "addr", "show", "eth0", "scope", "global").stdout.split()[3]
+    assert six == "fd00:39::3/64"
+    assert docker.exec("c1", "ping", "-6", "-c1", "-W2", "fd00:39::3").returncode == 0
+    assert "default via fd00:39::1" in docker.exec("c1", "ip", "-6", "route").stdout
+    docker("rm", "-f", "c1", "c2")
+    docker("network", "rm", "v6net")
+
+
+@pytest.mark.kernel_features("8021q")
+def test_macvlan_on_a_vlan_parent_for_docker_containers(on_segment):
+    """-o parent=eth0.50: the sub-interface is muslin's, made with the network and gone with it."""
+    p, parent = on_segment
+    docker = p.docker
+    docker("network", "create", "-d", "muslin", "--ipam-driver", "muslin", "--subnet", "10.44.0.0/24",
+           "-o", "muslin.driver=macvlan", "-o", f"parent={parent}.50", "-o", "muslin.name=v50", "v50")
+    assert "vlan protocol 802.1Q id 50" in p.host.sh(["ip", "-d", "link", "show", f"{parent}.50"]).stdout
+    docker("run", "-d", "--name", "v1", "--network", "v50", docker.image, "sleep", "100000")
+    docker("run", "-d", "--name", "v2", "--network", "v50", docker.image, "sleep", "100000")
+    assert docker.exec("v1", "ping", "-c1", "-W2", addr_of(docker, "v2").split("/")[0]).returncode == 0
+    docker("rm", "-f", "v1", "v2")
+    docker("network", "rm", "v50")
+    assert p.host.sh(["ip", "link", "show", f"{parent}.50"], check=False).returncode != 0

@@ -110,7 +110,9 @@ class Docker:
     def _inside(self, *argv: str) -> list[str]:
         if self.keeper is None or not self.keeper.running():
             raise LabError(f"{self.host.name}: dockerd's mount namespace is gone")
-        return ["nsenter", f"--mount=/proc/{self.keeper.pid}/ns/mnt", "--", *argv]
+        # the keeper's root and working directory too: entering a mount namespace alone starts at
+        # the namespace's own root, which is not the keeper's in a chroot (the kernel lane's guest)
+        return ["nsenter", "--target", str(self.keeper.pid), "--mount", "--root", "--wd", "--", *argv]
 
     # --- dockerd ---------------------------------------------------------------------
 
