@@ -169,7 +169,7 @@ def test_bad_calls_at_the_socket_get_their_error_and_change_nothing(plugged):
     status, reply = plugged.call("NetworkDriver.CreateNetwork", json.dumps(
         {"NetworkID": "c" * 64, "Options": {"com.docker.network.generic": {"muslin.driver": "overlay9"}},
          "IPv4Data": [{"Pool": "10.35.0.0/24"}]}))
-    assert status == 400 and "overlay9" in reply["Err"]
+    assert status == 200 and reply["Err"] == 'plugin "overlay9" not found'  # the engine's, as Docker words it
     status, reply = plugged.call("NetworkDriver.CreateNetwork", None, {"Content-Length": str(2 << 20)})
     assert status == 413 and "too large" in reply["Err"]  # answered before a byte of it is read
     status, reply = plugged.call("NetworkDriver.Frobnicate", "{}")
@@ -186,7 +186,14 @@ def test_bad_calls_at_the_socket_get_their_error_and_change_nothing(plugged):
     assert status == 200 and reply["Error"] == "cannot find address pool for poolID:muslin/10.99.0.0/24"
     status, reply = plugged.call("IpamDriver.RequestPool", json.dumps({"Pool": "10.34.0.0/25", "V6": False}))
     assert status == 200 and "overlaps" in reply["Error"]
+    # through docker's own client: muslin's message, and Docker gives the pool back
+    failed = docker("network", "create", "-d", "muslin", "--ipam-driver", "muslin", "--subnet", "10.35.0.0/24",
+                    "-o", "muslin.driver=macvlan", "-o", "macvlan_mode=fast", "fast", check=False)
+    assert failed.returncode != 0 and "requested macvlan mode 'fast' is not valid, 'bridge' mode is the macvlan " \
+        "driver default" in failed.stderr, failed.stderr
     assert state(plugged) == before
+    docker("network", "create", "-d", "muslin", "--ipam-driver", "muslin", "--subnet", "10.35.0.0/24", "fast")
+    docker("network", "rm", "fast")
     # Docker's client: no Content-Type, "Options": null
     status, reply = plugged.call("Plugin.Activate", "")
     assert status == 200 and reply == {"Implements": ["NetworkDriver", "IpamDriver"]}
