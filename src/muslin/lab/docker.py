@@ -132,7 +132,10 @@ class Docker:
         def answers() -> bool:
             if not self.dockerd.running():
                 raise LabError(f"{self.host.name}: dockerd exited:\n{self.dockerd.output()[-3000:]}")
-            return self("version", "--format", "{{.Server.Version}}", check=False, timeout=10).returncode == 0
+            try:
+                return self("version", "--format", "{{.Server.Version}}", check=False, timeout=10).returncode == 0
+            except subprocess.TimeoutExpired:  # still starting (slowly: an emulated VM), or hung: asked again
+                return False
         wait_until(answers, f"{self.host.name}: dockerd's API", timeout=timeout)
 
     def stop_dockerd(self, timeout: float = 30) -> None:
