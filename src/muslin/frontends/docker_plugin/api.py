@@ -262,13 +262,16 @@ class Api:
         return reply
 
     def leave(self, doc: dict) -> dict:
-        # the link stays until DeleteEndpoint: Docker moves it back to the host after Leave
-        _docker_id(doc, "NetworkID"), _docker_id(doc, "EndpointID")
+        """Checked, nothing more: the link stays until DeleteEndpoint (Docker moves it back to the
+        host after Leave, and Docker's own drivers delete it there too)."""
+        _docker_id(doc, "NetworkID")
+        _docker_id(doc, "EndpointID")
         return {}
 
     def external(self, doc: dict) -> dict:
-        # published ports: Docker's own proxy serves them (muslin's DNAT is for its own containers)
-        _docker_id(doc, "NetworkID"), _docker_id(doc, "EndpointID")
+        """Checked, nothing more: Docker's own proxy serves published ports (muslin's DNAT is for
+        its own containers)."""
+        self.leave(doc)
         field(doc, "Options", dict)
         return {}
 
