@@ -281,3 +281,19 @@ def test_the_socket_path_is_claimed_only_from_a_dead_socket(tmp_path):
     with pytest.raises(OSError, match="is not a socket"):
         claim_socket_path(path)
     assert (tmp_path / "plugins" / "muslin.sock").read_text() == "not mine"
+
+
+def test_no_mac_address_is_offered_for_links_that_take_their_parents(plugin):
+    """Regression (kernel lane, ipvlan l3): CreateEndpoint offered Docker's MAC for an ipvlan,
+    Docker set it on the link, and the kernel refused (EOPNOTSUPP): docker run failed."""
+    fake, engine, api = plugin
+    fake.state(None).new_link("eth0", "veth")
+    ok(api, "NetworkDriver.CreateNetwork", {"NetworkID": NET2_ID, "Options": {"com.docker.network.generic": {
+        "muslin.driver": "ipvlan", "parent": "eth0", "ipvlan_mode": "l3"}},
+        "IPv4Data": [{"Pool": "10.43.0.0/24", "Gateway": "10.43.0.1/24"}]})
+    reply = ok(api, "NetworkDriver.CreateEndpoint", {"NetworkID": NET2_ID, "EndpointID": EP2, "Interface": None})
+    assert reply == {"Interface": {"Address": "10.43.0.2/24"}}
+    fake.create_netns(SANDBOX)
+    joined = ok(api, "NetworkDriver.Join", {"NetworkID": NET2_ID, "EndpointID": EP2, "SandboxKey": SANDBOX})
+    assert "Gateway" not in joined
+    assert joined["StaticRoutes"] == [{"Destination": "0.0.0.0/0", "RouteType": 1, "NextHop": ""}]

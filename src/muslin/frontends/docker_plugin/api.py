@@ -214,7 +214,7 @@ class Api:
             reply["AddressIPv6"] = v6
         if mac:
             self.macs[eid] = mac  # (lost on a restart before the join: the link then takes Docker's usual MAC)
-        elif v4:
+        elif v4 and self.engine.driver(net.driver).own_mac(net):  # (Docker sets what it is told: an ipvlan refuses)
             reply["MacAddress"] = ipam.docker_mac(ipaddress.ip_interface(v4).ip)
         return {"Interface": reply}
 
