@@ -297,3 +297,6 @@ def test_no_mac_address_is_offered_for_links_that_take_their_parents(plugin):
     joined = ok(api, "NetworkDriver.Join", {"NetworkID": NET2_ID, "EndpointID": EP2, "SandboxKey": SANDBOX})
     assert "Gateway" not in joined
     assert joined["StaticRoutes"] == [{"Destination": "0.0.0.0/0", "RouteType": 1, "NextHop": ""}]
+    # regression (kernel lane): without it Docker added a default route of its own after this one,
+    # "failed to set gateway while updating gateway: file exists", and docker run failed
+    assert joined["DisableGatewayService"] is True

@@ -254,6 +254,8 @@ class Api:
         if self.engine.driver(net.driver).link_is_gateway(net):  # ipvlan l3: out through the link itself
             reply["StaticRoutes"] = [{"Destination": dst, "RouteType": 1, "NextHop": ""}
                                      for dst, addr in (("0.0.0.0/0", ep.ipv4), ("::/0", ep.ipv6)) if addr]
+            # as Docker's own ipvlan l3: else Docker sets a default route of its own over this one
+            reply["DisableGatewayService"] = True
             return reply
         if ep.gateway:
             reply["Gateway"] = ep.gateway
