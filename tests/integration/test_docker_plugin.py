@@ -149,8 +149,17 @@ def test_dockers_default_ipam_on_a_muslin_network(plugged):
     assert addr_of(docker, "c1") == "10.33.0.77/24"
     assert "default via 10.33.0.254" in docker.exec("c1", "ip", "route").stdout
     assert docker.exec("c1", "ping", "-c1", "-W2", "10.33.0.254").returncode == 0
-    docker("rm", "-f", "c1")
-    docker("network", "rm", "dflt")
+    # --internal carries over: no way out, the containers still reach each other
+    docker("network", "create", "-d", "muslin", "--internal", "--subnet", "10.34.9.0/24", "-o", "muslin.name=quiet",
+           "quiet")
+    assert plugged.muslin_json("network", "inspect", "quiet")[0]["Internal"] is True
+    docker("run", "-d", "--name", "q1", "--network", "quiet", docker.image, "sleep", "100000")
+    assert "default" not in docker.exec("q1", "ip", "route").stdout
+    docker("network", "connect", "quiet", "c1")
+    assert docker.exec("q1", "ping", "-c1", "-W2", "c1").returncode == 0
+    assert "default via 10.33.0.254" in docker.exec("c1", "ip", "route").stdout  # from its other network
+    docker("rm", "-f", "c1", "q1")
+    docker("network", "rm", "dflt", "quiet")
 
 
 def state(plugged) -> tuple[str, str]:
