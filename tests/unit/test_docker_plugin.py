@@ -300,3 +300,21 @@ def test_no_mac_address_is_offered_for_links_that_take_their_parents(plugin):
     # regression (kernel lane): without it Docker added a default route of its own after this one,
     # "failed to set gateway while updating gateway: file exists", and docker run failed
     assert joined["DisableGatewayService"] is True
+
+
+def test_a_failed_join_leaves_no_link_and_no_container_and_keeps_the_reservation(plugin):
+    fake, engine, api = plugin
+    create_network(api, generic={"muslin.name": "dnet"})
+    ok(api, "NetworkDriver.CreateEndpoint", {"NetworkID": NET_ID, "EndpointID": EP1,
+                                             "Interface": {"Address": "10.31.0.2/24"}})
+    before, kernel = state(engine), fake.snapshot()
+    fake.fail("add_veth")
+    status, reply = api.call("NetworkDriver.Join", {"NetworkID": NET_ID, "EndpointID": EP1, "SandboxKey": SANDBOX})
+    assert status == 200 and reply["Err"]
+    assert state(engine) == before and fake.snapshot() == kernel
+    assert engine.held_addresses(engine.find_network("dnet"), EP1) == ("10.31.0.2/24", None)  # Docker's to release
+    assert "Err" not in join_only(api)
+
+
+def join_only(api, eid=EP1, net_id=NET_ID):
+    return api.call("NetworkDriver.Join", {"NetworkID": net_id, "EndpointID": eid, "SandboxKey": SANDBOX})[1]
