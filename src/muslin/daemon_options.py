@@ -45,6 +45,7 @@ class DaemonOptions:
     default_address_pools: tuple[AddressPool, ...] = ()
     dns: tuple[str, ...] = ()
     ndp_proxy: str | None = None        # answer NDP for the default bridge's containers on this interface
+    docker_plugin: str | None = None    # serve Docker's remote network and IPAM plugin on this unix socket
     config_file: str | None = field(default=None, compare=False)
 
     def default_bridge(self) -> dict:
@@ -68,7 +69,9 @@ KEYS = {
     "default-address-pools": ("default_address_pools", "pools"),
     "dns": ("dns", "list"),
     "ndp-proxy": ("ndp_proxy", "str"),
+    "docker-plugin": ("docker_plugin", "str"),
 }
+DOCKER_PLUGIN_SOCKET = "/run/docker/plugins/muslin.sock"  # where dockerd finds the plugin "muslin"
 FLAG_KEYS = {"default-address-pool": "default-address-pools"}  # flag name -> file key, where they differ
 
 
@@ -255,5 +258,10 @@ def check(options: DaemonOptions) -> None:
         if not base.prefixlen <= pool.size <= base.max_prefixlen:
             raise InvalidParameter(f"default-address-pools: invalid size {pool.size} for base {pool.base}: "
                                    f"between {base.prefixlen} and {base.max_prefixlen}")
+    if options.docker_plugin is not None and not (os.path.isabs(options.docker_plugin)
+                                                  and options.docker_plugin.endswith(".sock")):
+        raise InvalidParameter(f"docker-plugin: {options.docker_plugin!r} is not a socket path: give an absolute "
+                               f"path ending in .sock, e.g. {DOCKER_PLUGIN_SOCKET} (dockerd calls the plugin "
+                               "by the file's name)")
     if options.ndp_proxy is not None and (problem := names.interface_name_problem(options.ndp_proxy)) is not None:
         raise InvalidParameter(f'invalid value "{names.shown(options.ndp_proxy)}" for ndp-proxy: {problem}')

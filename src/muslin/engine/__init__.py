@@ -33,6 +33,7 @@ from muslin.store import Store
 from muslin.engine.container_names import ContainerNames
 from muslin.engine.containers import Containers
 from muslin.engine.endpoints import Endpoints
+from muslin.engine.handoff import Handoff
 from muslin.engine.networks import Networks
 from muslin.engine.recovery import Recovery
 
@@ -41,7 +42,7 @@ log = logging.getLogger("muslin")
 __all__ = ["Engine", "IN_USE"]
 
 
-class Engine(Networks, Endpoints, Containers, ContainerNames, Recovery):
+class Engine(Networks, Endpoints, Handoff, Containers, ContainerNames, Recovery):
     """The state of one muslin root, applied to one host network namespace.
 
     ``netns`` names the host namespace (None: the one this process runs in);
