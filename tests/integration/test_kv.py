@@ -145,6 +145,27 @@ def test_create_is_atomic_exactly_one_of_12_racing_processes_wins(store):
     assert store.open().get(store.key("name/web")).value == f"racer {winner}"
 
 
+def test_create_is_atomic_among_threads_sharing_one_client(store):
+    s = store.open()  # one client for all: safe to share between threads
+    start = threading.Barrier(10)
+    results: list[bool | str] = [""] * 10
+
+    def run(i: int) -> None:
+        start.wait()
+        try:
+            results[i] = s.create(store.key("shared"), f"thread {i}")
+        except Exception as e:  # noqa: BLE001 - shown by the assertion
+            results[i] = repr(e)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(10)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert sorted(results) == [False] * 9 + [True], results
+    assert s.get(store.key("shared")).value == f"thread {results.index(True)}"
+
+
 def test_create_all_is_all_or_nothing(store):
     s = store.open()
     assert s.create_all({store.key("net/a"): "A", store.key("vni/4096"): "a"})
