@@ -122,10 +122,16 @@ class Counted:
 
 
 class CountedEtcd(Counted, EtcdRegistry):
-    def _call(self, path, body, doing):  # every request of the registry goes through here
-        self.calls[path] += 1
-        self.calls["requests"] += 1
-        return super()._call(path, body, doing)
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        call = self.store._call  # every request of the registry's etcd store goes through here
+
+        def counted(path, body, doing):
+            self.calls[path] += 1
+            self.calls["requests"] += 1
+            return call(path, body, doing)
+
+        self.store._call = counted
 
 
 class CountedEmbedded(Counted, EmbeddedRegistry):
