@@ -31,7 +31,11 @@ Three sections, each in labs of network namespaces it builds and tears down:
 The summary says of each figure whether it is compared with a peer measured in the same run
 or with a fixed target. The machine is shared and noisy: the ratios of one run are what counts.
 
-Usage: python bench/fabric.py [--quick] [--only leasing|propagation|dataplane]
+  notrack      vxlan as in dataplane, the agents exempting the fabric's traffic from conntrack
+               (``--notrack=true``) against the same lab tracked (``--notrack=false``),
+               both labs up at once and the rounds alternating: what the exemption is worth.
+
+Usage: python bench/fabric.py [--quick] [--only leasing|propagation|dataplane|notrack]
 """
 
 from __future__ import annotations
@@ -646,13 +650,15 @@ def hand_host_gw(lab: Lab) -> Pair:
     return Pair("by hand host-gw", ends["docker1"], ends["docker4"], f"{HAND_SUBNETS['docker4']}.2")
 
 
-def muslin_fabric(lab: Lab, backend: str, config: str) -> Pair:
-    """Agents on the four hosts, then a container on docker1's and docker4's default bridge
-    (which takes the agent's subnet); LabError when the backend does not come up."""
+def muslin_fabric(lab: Lab, backend: str, config: str, agent_args: tuple[str, ...] = (),
+                  label: str | None = None) -> Pair:
+    """Agents (given ``agent_args``) on the four hosts, then a container on docker1's and
+    docker4's default bridge (which takes the agent's subnet); LabError when the backend does
+    not come up."""
     shared = backend == "host-gw"  # host-gw needs every host on one segment
     f = FabricLab(lab, shared=shared, mtu=UDP_LINK_MTU if backend == "udp" else None)
     f.set_config(config)
-    f.start_all(*(["--iface", "eth1"] if shared else []))
+    f.start_all(*(["--iface", "eth1"] if shared else []), *agent_args)
     d1, d4 = f.hosts[0], f.hosts[3]
     ends, addresses = {}, {}
     for host in (d1, d4):
@@ -662,7 +668,7 @@ def muslin_fabric(lab: Lab, backend: str, config: str) -> Pair:
         info = json.loads(f.muslin(host, "inspect", name).stdout)[0]
         ends[host.name] = info["NetNS"]
         addresses[host.name] = next(iter(info["Networks"].values()))["IPAddress"]
-    pair = Pair(f"muslin {backend}", ends["docker1"], ends["docker4"], addresses["docker4"])
+    pair = Pair(label or f"muslin {backend}", ends["docker1"], ends["docker4"], addresses["docker4"])
     print(f"  {backend}: containers' MTU (FLANNEL_MTU) {mtu}"
           + (f", as vxlan by hand: links of {UDP_LINK_MTU} here" if backend == "udp" else ""))
     deadline = time.monotonic() + 20  # the agents may still be adding each other's routes
@@ -740,18 +746,43 @@ def dataplane(args) -> None:
 
 
 # ======================================================================================
+# 4. What the agent's conntrack exemption is worth
+# ======================================================================================
+
+
+def notrack(args) -> None:
+    """vxlan with the agent's ``notrack`` rules against the same path tracked, in two labs at
+    once, rounds alternating. The hosts' default bridge masquerades (a nat chain), so conntrack
+    runs in their namespaces, as it does wherever dockerd runs."""
+    print(f"\n== notrack: vxlan, container on docker1 -> container on docker4, exempt from conntrack "
+          f"(--notrack=true) against tracked (--notrack=false), median of {args.rounds} alternating rounds")
+    with Lab(name="notrack") as exempt_lab, Lab(name="tracked") as tracked_lab:
+        exempt = muslin_fabric(exempt_lab, "vxlan", VXLAN, ("--notrack=true",), "vxlan notrack")
+        tracked = muslin_fabric(tracked_lab, "vxlan", VXLAN, ("--notrack=false",), "vxlan tracked")
+        c = compare("vxlan", exempt, tracked, args)
+    (g1, r1), (g2, r2) = c.medians(c.ours), c.medians(c.theirs)
+    ratio, low, high = c.throughput_ratio()
+    SUMMARY.append(Row("notrack: vxlan throughput, exempt / tracked",
+                       f"{ratio:.3f} (rounds {low:.2f}-{high:.2f}; {g1:.2f} / {g2:.2f} Gbit/s)",
+                       peer("vxlan tracked")))
+    SUMMARY.append(Row("notrack: vxlan round trip, exempt / tracked", f"{r1 * 1000:.0f} / {r2 * 1000:.0f} us",
+                       peer("vxlan tracked")))
+
+
+# ======================================================================================
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true",
                         help="CI-sized: threads only in the storm, 20 leases, 3 short data-plane rounds")
-    parser.add_argument("--only", choices=("leasing", "propagation", "dataplane"), help="run one section")
+    parser.add_argument("--only", choices=("leasing", "propagation", "dataplane", "notrack"),
+                        help="run one section")
     args = parser.parse_args()
     args.rounds, args.seconds, args.pings = (3, 1, 100) if args.quick else (5, 3, 300)
     print(NOISE)
     started = time.monotonic()
-    sections = {"leasing": leasing, "propagation": propagation, "dataplane": dataplane}
+    sections = {"leasing": leasing, "propagation": propagation, "dataplane": dataplane, "notrack": notrack}
     for name, section in sections.items():
         if args.only in (None, name):
             section(args)

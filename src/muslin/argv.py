@@ -49,10 +49,11 @@ class Opt:
     """An option. Without ``metavar`` it is a boolean flag; with one it takes a value, converted by ``type``
     (``str``, ``int``); ``multiple`` collects every value given into a list."""
 
-    __slots__ = ("names", "dest", "metavar", "type", "multiple", "default", "help", "stop")
+    __slots__ = ("names", "dest", "metavar", "type", "multiple", "default", "help", "stop", "implicit")
 
     def __init__(self, *names: str, metavar: str | None = None, type=str, multiple: bool = False,
-                 default=None, help: str = "", dest: str | None = None, stop: bool = False):
+                 default=None, help: str = "", dest: str | None = None, stop: bool = False,
+                 implicit: str | None = None):
         self.names = names
         long = next((n for n in names if n.startswith("--")), names[0])
         self.dest = dest or long.lstrip("-").replace("-", "_")
@@ -62,6 +63,9 @@ class Opt:
         self.default = default
         self.help = help
         self.stop = stop  # seen: the parse ends there (help, version)
+        # the value of a long option given without "=VALUE" (pflag's NoOptDefVal: --docker-plugin[=PATH]);
+        # the next word is then never taken as its value
+        self.implicit = implicit
 
     @property
     def flag(self) -> str:
@@ -226,7 +230,9 @@ def _option(cmd: Cmd, a: str, argv: list, i: int, values: dict) -> tuple[int, st
         if opt.metavar is None:
             _store_bool(cmd, opt, name, value if eq else None, values)
         else:
-            if not eq:
+            if not eq and opt.implicit is not None:
+                value = opt.implicit
+            elif not eq:
                 if i >= len(argv):
                     raise ArgvError(f"flag needs an argument: {name}", FLAG_ERROR, cmd.prog)
                 value = argv[i]
@@ -371,7 +377,7 @@ def _option_label(opt: Opt) -> str:
     longs = [n for n in opt.names if n.startswith("--")]
     label = ("  " + ", ".join(shorts + longs)) if shorts else "      " + ", ".join(longs)
     if opt.metavar:
-        label += f" {opt.metavar}"
+        label += f"[={opt.metavar}]" if opt.implicit is not None else f" {opt.metavar}"
     return label
 
 

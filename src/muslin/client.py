@@ -159,10 +159,10 @@ def daemon_argv(root: str) -> list[str]:
     import muslin
 
     here = os.path.dirname(os.path.dirname(os.path.abspath(muslin.__file__)))
-    # the daemon itself, not a front end's entry point (the CNI plugin starts it too); the
-    # arguments stay `--root ROOT daemon`, as `ps` shows them
-    boot = ("import sys; sys.path.insert(0, sys.argv.pop(1)); from muslin.daemon import serve; "
-            "sys.exit(serve(sys.argv[2]))")
+    # muslin's own entry point (`python -m muslin`), so that the daemon is assembled as `muslin
+    # daemon` assembles it (ROOT/daemon.json's docker-plugin included), whoever starts it (the CLI,
+    # the CNI plugin); the arguments stay `--root ROOT daemon`, as `ps` shows them
+    boot = "import runpy, sys; sys.path.insert(0, sys.argv.pop(1)); runpy.run_module('muslin', run_name='__main__')"
     return [sys.executable, "-I", "-c", boot, here, "--root", root, "daemon"]
 
 

@@ -194,13 +194,19 @@ class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
     block_on_close = False
     request_queue_size = 128  # the listen backlog: clients past the thread limit still get their answer
 
+    max_connections = MAX_CONNECTIONS
+
     def __init__(self, path: str, handler):
         super().__init__(path, handler)
-        self.slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+        self.slots = threading.BoundedSemaphore(self.max_connections)
+
+    def refuse_busy(self, conn) -> None:
+        """Answer a client beyond the limit at once (in its protocol), from the accepting thread."""
+        _refuse_busy(conn)
 
     def process_request(self, request, client_address):
         if not self.slots.acquire(blocking=False):
-            _refuse_busy(request)
+            self.refuse_busy(request)
             self.shutdown_request(request)
             return
         try:
@@ -214,6 +220,9 @@ class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
             super().process_request_thread(request, client_address)
         finally:
             self.slots.release()
+
+
+BoundedUnixServer = _Server  # for the daemon's other sockets (the Docker plugin's)
 
 
 def _refuse_busy(conn) -> None:

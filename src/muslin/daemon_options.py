@@ -48,6 +48,7 @@ class DaemonOptions:
     cluster_store: str | None = None    # etcd://HOST:PORT[,…] or embedded://DIR: overlay networks' store
     cluster_advertise: str | None = None  # this host's tunnel end: an interface, or an address (:port ignored)
     cluster_store_opts: tuple[tuple[str, str], ...] = ()  # kv.cacertfile, kv.certfile, kv.keyfile, discovery.*
+    docker_plugin: str | None = None    # serve Docker's remote network and IPAM plugin on this unix socket
     config_file: str | None = field(default=None, compare=False)
 
     def default_bridge(self) -> dict:
@@ -74,11 +75,14 @@ KEYS = {
     "cluster-store": ("cluster_store", "str"),
     "cluster-advertise": ("cluster_advertise", "str"),
     "cluster-store-opts": ("cluster_store_opts", "map"),
+    "docker-plugin": ("docker_plugin", "str"),
 }
+DOCKER_PLUGIN_SOCKET = "/run/docker/plugins/muslin.sock"  # where dockerd finds the plugin "muslin"
+# flag name -> file key, where they differ
 FLAG_KEYS = {"default-address-pool": "default-address-pools", "cluster-store-opt": "cluster-store-opts"}
 # classic dockerd's --cluster-store-opt keys muslin takes
 CLUSTER_STORE_OPTS = ("kv.cacertfile", "kv.certfile", "kv.keyfile", "kv.username", "kv.password",
-                      "discovery.heartbeat", "discovery.ttl")  # flag name -> file key, where they differ
+                      "discovery.heartbeat", "discovery.ttl")
 
 
 def config_path(root: str, config_file: str | None = None) -> str:
@@ -287,6 +291,11 @@ def check(options: DaemonOptions) -> None:
             raise InvalidParameter(f"default-address-pools: invalid size {pool.size} for base {pool.base}: "
                                    f"between {base.prefixlen} and {base.max_prefixlen}")
     _check_cluster(options)
+    if options.docker_plugin is not None and not (os.path.isabs(options.docker_plugin)
+                                                  and options.docker_plugin.endswith(".sock")):
+        raise InvalidParameter(f"docker-plugin: {options.docker_plugin!r} is not a socket path: give an absolute "
+                               f"path ending in .sock, e.g. {DOCKER_PLUGIN_SOCKET} (dockerd calls the plugin "
+                               "by the file's name)")
     if options.ndp_proxy is not None and (problem := names.interface_name_problem(options.ndp_proxy)) is not None:
         raise InvalidParameter(f'invalid value "{names.shown(options.ndp_proxy)}" for ndp-proxy: {problem}')
 

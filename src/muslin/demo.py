@@ -10,6 +10,7 @@ command a user would type and what it showed.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 
@@ -241,25 +242,34 @@ def ipv6_tour(checks: list[bool]) -> None:
 
 
 def runtimes_tour(checks: list[bool]) -> None:
-    """Podman's containers on a muslin network through the CNI plugin, next to muslin's own:
-    a macvlan network on the host's segment, with the host access the cookbook builds by hand."""
+    """Podman's and Docker's containers on muslin networks (the CNI plugin, Docker's remote
+    plugin), next to muslin's own: macvlan networks on the hosts' segment, with the host access
+    the cookbook builds by hand."""
+    from muslin.lab import docker as lab_docker
     from muslin.lab import podman as lab_podman
 
-    reason = lab_podman.problem()
-    if reason:
-        say(f"Podman on muslin's CNI plugin: skipped ({reason})")
-        checks.append(expect(False, "podman can run here"))
+    reasons = [r for r in (lab_podman.problem(), lab_docker.problem()) if r]
+    if reasons:
+        say(f"Podman and Docker on muslin's plugins: skipped ({'; '.join(reasons)})")
+        checks.append(expect(False, "podman and dockerd can run here"))
         return
     with Lab(name="demort") as lab:
-        say("Podman (CNI) on muslin: docker1 10.10.10.101 runs Podman, a neighbour 10.10.10.50 on its switch")
+        say("Podman (CNI) and Docker (remote plugin) on muslin: docker1 10.10.10.101 runs Podman, "
+            "docker2 10.10.10.102 runs dockerd, a neighbour 10.10.10.50 on their switch")
         sw = lab.switch("switch")
-        docker1, neighbour = lab.host("docker1"), lab.node("neighbour")
+        docker1, docker2, neighbour = lab.host("docker1"), lab.host("docker2"), lab.node("neighbour")
         lab.link(docker1, sw, "10.10.10.101/24")
+        lab.link(docker2, sw, "10.10.10.102/24")
         lab.link(neighbour, sw, "10.10.10.50/24")
         podman = lab_podman.Podman.start(docker1)
+        docker = None
         try:
-            _podman_on_macvlan(podman, neighbour, checks)
+            own1 = _podman_on_macvlan(podman, neighbour, checks)
+            docker = lab_docker.Docker.start(docker2)
+            _docker_on_macvlan(docker, neighbour, own1, checks)
         finally:
+            if docker is not None:
+                docker.close()
             podman.close()
 
 
@@ -303,8 +313,40 @@ def _podman_on_macvlan(podman, neighbour, checks: list[bool]) -> None:
     checks.append(expect(len(inspect["Containers"]) == 2, "muslin knows both, Podman's and its own"))
     print("docker1$ podman rm -f pod1")
     podman("rm", "-f", "pod1", "--time", "0")
-    muslin("rm", "-f", "own1")
-    muslin("network", "rm", "macnet")
+    return json.loads(podman.muslin("inspect", "own1").stdout)[0]["Networks"]["macnet"]["IPAddress"]
+
+
+def _docker_on_macvlan(docker, neighbour, own1: str, checks: list[bool]) -> None:
+    """dockerd with muslin as its network and IPAM driver: a macvlan with host access, which
+    Docker's own macvlan driver cannot give."""
+    docker2 = docker.host
+    print("docker2$ muslin daemon --docker-plugin &   (serves /run/docker/plugins/muslin.sock)")
+    daemon = docker.muslin_popen("daemon", "--docker-plugin")
+    plugin = f"/proc/{docker.keeper.pid}/root/run/docker/plugins/muslin.sock"
+    wait = time.monotonic() + 30
+    while not os.path.exists(plugin) and daemon.running() and time.monotonic() < wait:
+        time.sleep(0.05)
+    create = ["network", "create", "-d", "muslin", "--ipam-driver", "muslin", "--subnet", "10.10.10.0/24",
+              "--ip-range", "10.10.10.96/27", "--gateway", "10.10.10.1", "--aux-address", "host=10.10.10.99",
+              "-o", "muslin.driver=macvlan", "-o", "parent=eth0", "-o", "host_access=true", "-o", "muslin.name=dmac",
+              "dmac"]
+    print("docker2$ docker " + " ".join(create))
+    docker(*create)
+    print(f"docker2$ docker run -d --name dock1 --network dmac {docker.image} sleep 3600")
+    docker("run", "-d", "--name", "dock1", "--network", "dmac", docker.image, "sleep", "3600")
+    address = docker.inspect("dock1")["NetworkSettings"]["Networks"]["dmac"]["IPAddress"]
+    checks.append(expect(address == "10.10.10.96", f"Docker's container got {address} from muslin's IPAM "
+                                                   "(the first of its --ip-range)"))
+    print(f"docker2$ ping -c 1 {address}")
+    checks.append(expect(bool(docker2.ping(address)), "docker2 reaches its Docker container on the macvlan "
+                                                     "(Docker's own macvlan driver cannot)"))
+    out = docker.exec("dock1", "ping", "-c", "1", "-W", "2", own1)
+    print(f"docker2$ docker exec dock1 ping -c 1 {own1}")
+    checks.append(expect(out.returncode == 0, "dock1 (Docker on docker2) reaches own1 (muslin's on docker1)"))
+    print(f"neighbour$ ping -c 1 {address}")
+    checks.append(expect(bool(neighbour.ping(address)), "and the neighbour reaches dock1"))
+    docker("rm", "-f", "dock1")
+    docker("network", "rm", "dmac")
 
 
 def fabric_tour(checks: list[bool]) -> None:

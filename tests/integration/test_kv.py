@@ -23,10 +23,10 @@ from dataclasses import dataclass, field
 import pytest
 
 from muslin.errors import InvalidParameter
-from muslin.kv import Compacted, Event, KeyValueStore, LeaseNotFound, StoreUnavailable, open_store
+from muslin.kv import Compacted, Event, KeyValueStore, LeaseNotFound, StoreRefused, StoreUnavailable, open_store
 from muslin.kv.embedded import EmbeddedStore
 from muslin.kv.etcd import EtcdStore
-from muslin.lab.etcd import Etcd, inside
+from muslin.lab.etcd import Etcd, inside, make_tls
 
 SRC = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) + "/src"
 
@@ -143,6 +143,27 @@ def test_create_is_atomic_exactly_one_of_12_racing_processes_wins(store):
     assert sorted(results) == ["lost"] * 11 + ["won"], results
     winner = results.index("won")
     assert store.open().get(store.key("name/web")).value == f"racer {winner}"
+
+
+def test_create_is_atomic_among_threads_sharing_one_client(store):
+    s = store.open()  # one client for all: safe to share between threads
+    start = threading.Barrier(10)
+    results: list[bool | str] = [""] * 10
+
+    def run(i: int) -> None:
+        start.wait()
+        try:
+            results[i] = s.create(store.key("shared"), f"thread {i}")
+        except Exception as e:  # noqa: BLE001 - shown by the assertion
+            results[i] = repr(e)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(10)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert sorted(results) == [False] * 9 + [True], results
+    assert s.get(store.key("shared")).value == f"thread {results.index(True)}"
 
 
 def test_create_all_is_all_or_nothing(store):
@@ -383,3 +404,20 @@ def test_etcd_unreachable_is_store_unavailable_naming_the_endpoint(lab):
     with inside(host), open_store("etcd://10.77.6.1:2379", timeout=1) as s:  # nothing listens there
         with pytest.raises(StoreUnavailable, match="tried http://10.77.6.1:2379: .*refused"):
             s.get("/x")
+
+
+def test_etcds_url_with_client_certificates(lab):
+    if shutil.which("etcd") is None:
+        pytest.skip("etcd is not installed (Debian package etcd-server)")
+    host = lab.host("h1")
+    lab.link(host, lab.switch("sw"), "10.77.7.1/24")
+    tls = make_tls(os.path.join(lab.workdir, "tls"), ["10.77.7.1"])
+    Etcd.start(host, lab.workdir, name="m1", tls=tls)
+    with inside(host), open_store("etcds://10.77.7.1:2379", **tls.client_options()) as s:
+        assert s.endpoints == ["https://10.77.7.1:2379"]
+        lease = s.grant(60)
+        assert s.create("/tls/a", "1", lease)
+        assert s.get("/tls/a").lease == lease
+        with pytest.raises(StoreRefused, match="requires a client certificate"), \
+                open_store("etcds://10.77.7.1:2379", ca_file=tls.ca_file) as anonymous:
+            anonymous.get("/tls/a")

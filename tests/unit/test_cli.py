@@ -1060,8 +1060,10 @@ def test_only_a_front_end_and_its_entry_points_import_it():
         allowed = "muslin.frontends." + parts[2] if in_front_end else None
         if module == "muslin.__main__":
             allowed = "muslin.frontends.cli"
+        # `muslin daemon` is the daemon's entry point: it hands the Docker plugin to the daemon
+        also = {"muslin.frontends.docker_plugin"} if module == "muslin.frontends.cli.commands" else set()
         wrong = {m for m in frontend_imports(path.read_text())
-                 if allowed is None or not (m == allowed or m.startswith(allowed + "."))}
+                 if (allowed is None or not (m == allowed or m.startswith(allowed + "."))) and m not in also}
         if wrong:
             offenders[module] = sorted(wrong)
     assert offenders == {}

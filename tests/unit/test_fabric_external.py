@@ -116,9 +116,16 @@ def rules_of(doc: dict, chain: str, family: str = "ip") -> list[list[dict]]:
             if c.get("add", {}).get("rule", {}).get("chain") == chain and c["add"]["rule"]["family"] == family]
 
 
-def test_fabric_rules_notrack_inside_the_fabric_and_masquerade_only_when_asked():
+def test_fabric_traffic_is_tracked_by_default_for_others_stateful_rules():
     base = dict(network=ip_network("10.100.0.0/16"), subnet=ip_network("10.100.15.0/24"), own="10.100.15.0")
     doc = render_fabric(FabricRules(**base, tunnel_port=8472))
+    assert not rules_of(doc, "prerouting") and not rules_of(doc, "output")
+    assert "notrack" not in str(doc)
+
+
+def test_fabric_rules_notrack_inside_the_fabric_when_asked_and_masquerade_only_when_asked():
+    base = dict(network=ip_network("10.100.0.0/16"), subnet=ip_network("10.100.15.0/24"), own="10.100.15.0")
+    doc = render_fabric(FabricRules(**base, tunnel_port=8472, notrack=True))
     pre = rules_of(doc, "prerouting")
     assert pre[0][-1] == {"notrack": None}
     assert {"match": {"op": "!=", "left": {"payload": {"protocol": "ip", "field": "daddr"}},

@@ -76,6 +76,10 @@ class BaseDriver:
                                     default_dev=outward and through_link, announce=self.announce)
         return None
 
+    def own_mac(self, network: Network) -> bool:
+        """Does an endpoint's link take a MAC address of its own (not the parent's)."""
+        return True
+
     def link_is_gateway(self, network: Network) -> bool:
         """Does the default route point at the interface itself, not at a gateway's address."""
         return False

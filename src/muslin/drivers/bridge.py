@@ -198,8 +198,9 @@ class BridgeDriver(BaseDriver):
 
     def make_link(self, host: Namespace, network: Network, endpoint: Endpoint, sandbox: Namespace | None) -> str:
         # in a sandbox the container's end is made under its final name; left in the host it
-        # takes a name of its own until the runtime moves and renames it
-        peer = endpoint.ifname if sandbox else f"{endpoint.host_ifname}p"
+        # takes a name of its own until the runtime moves and renames it ("p" for "peer", never
+        # a hex digit of another endpoint's host end; 15 bytes, the kernel's longest)
+        peer = endpoint.ifname if sandbox else f"{endpoint.host_ifname[:-1]}p"
         host.add_veth(endpoint.host_ifname, peer, sandbox.path if sandbox else None, peer_mac=endpoint.mac,
                       mtu=mtu(network), master=bridge_name(network), alias=self.alias,
                       # ICC off: isolated ports cannot reach each other, whatever netfilter the

@@ -61,6 +61,9 @@ class IpvlanDriver(ParentLinkDriver):
                  sandbox_path: str | None) -> None:
         host.add_ipvlan(name, parent_of(network), mode=mode(network), flag=flag(network), netns=sandbox_path)
 
+    def own_mac(self, network: Network) -> bool:
+        return False  # every ipvlan has its parent's
+
     def link_is_gateway(self, network: Network) -> bool:
         return routed(network)  # l3/l3s: the parent routes, no gateway answers ARP
 

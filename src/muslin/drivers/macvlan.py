@@ -61,6 +61,9 @@ class MacvlanDriver(ParentLinkDriver):
             return f"macvlan network {other.name} is already using parent interface {parent} in mode passthru"
         return None
 
+    def own_mac(self, network: Network) -> bool:
+        return mode(network) != "passthru"  # passthru takes the parent's
+
     def needs_host_address(self, network: Network) -> bool:
         return host_access(network)
 

@@ -34,6 +34,7 @@ from muslin.engine.cluster_networks import ClusterNetworks
 from muslin.engine.container_names import ContainerNames
 from muslin.engine.containers import Containers
 from muslin.engine.endpoints import Endpoints
+from muslin.engine.handoff import Handoff
 from muslin.engine.networks import Networks
 from muslin.engine.recovery import Recovery
 
@@ -42,7 +43,7 @@ log = logging.getLogger("muslin")
 __all__ = ["Engine", "IN_USE"]
 
 
-class Engine(Networks, ClusterNetworks, Endpoints, Containers, ContainerNames, Recovery):
+class Engine(Networks, ClusterNetworks, Endpoints, Handoff, Containers, ContainerNames, Recovery):
     """The state of one muslin root, applied to one host network namespace.
 
     ``netns`` names the host namespace (None: the one this process runs in);

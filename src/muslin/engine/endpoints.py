@@ -18,6 +18,7 @@ from muslin.kernel import Namespace
 from muslin.model import Container, Endpoint, Network, check_endpoint_settings
 from muslin.engine import common  # its clock is looked up at each call: tests fix it
 from muslin.engine.common import process_start
+from muslin.engine.handoff import HANDED_OFF
 
 log = logging.getLogger("muslin")
 
@@ -212,8 +213,10 @@ class Endpoints:
         return ep
 
     def _sandbox_path(self, ep: Endpoint) -> str | None:
+        """Where the endpoint's link is to be looked for besides the host: None for a runtime
+        that names the links in its containers itself, whose names muslin only guesses."""
         for _, doc in self.store.docs("containers", "id = ?", (ep.container_id,)):
-            return doc["netns"]
+            return None if doc.get("runtime") in HANDED_OFF else doc["netns"]
         return None
 
     def _forget_endpoint(self, net: Network | None, ep: Endpoint) -> None:

@@ -11,6 +11,7 @@ import os
 from muslin import names
 from muslin.errors import MuslinError
 from muslin.model import Container, Endpoint, Network
+from muslin.engine.handoff import hands_off
 
 log = logging.getLogger("muslin")
 
@@ -100,8 +101,8 @@ class Recovery:
         deleted, the host rebooted); True when it had to. An endpoint that cannot be
         restored is forgotten, with a warning."""
         driver = self.driver(net.driver)
-        if driver.joined(self.host, con.netns, net, ep):
-            return False
+        if hands_off(con) or driver.joined(self.host, con.netns, net, ep):
+            return False  # (a runtime that configures its links: muslin does not enter its containers)
         with self.kernel.Namespace(con.netns) as sandbox:
             try:
                 driver.leave(self.host, con.netns, net, ep)  # whatever is left of it

@@ -7,14 +7,25 @@ until SIGTERM/SIGINT, each in its own thread:
 * the lease: renewed before it expires, acquired again if deleted behind its back;
 * the other hosts' leases: each one added or removed is handed to the backend;
 * the kernel state: every few seconds, what was removed behind the agent's back is put
-  back (a route, a neighbour or FDB entry, the device's address).
+  back (a route, a neighbour or FDB entry, the device's address);
+* Flannel's accepts in iptables' ``FORWARD`` chain (``-s NETWORK -j ACCEPT``, ``-d NETWORK
+  -j ACCEPT``, with the comment ``muslin-fabric forward``): dockerd sets that chain's policy
+  to DROP, which no accept of muslin's own nftables tables can overrule. Appended, checked
+  every ``--iptables-resync`` seconds (dockerd rewrites its chains when it restarts) and put
+  back, only ever these rules touched; ``--iptables-forward-rules=false`` leaves iptables
+  alone (and removes the ones an earlier run added). The fabric's traffic stays tracked by
+  conntrack, for dockerd's ``RELATED,ESTABLISHED`` accept and masquerade; ``--notrack``
+  exempts it (``firewall.render_fabric`` says what that costs and saves).
 
 Readiness: ``READY=1`` to systemd (``Type=notify``) once the lease is held and the
 backend configured, with ``STATUS=`` lines while it waits; the health endpoint
 (``--healthz-port``) answers 200 from then on and 503 before.
 
 On exit the kernel state and the lease stay: a restarted agent finds both and carries on
-with the same subnet and without a gap in (kernel-forwarded) traffic.
+with the same subnet and without a gap in (kernel-forwarded) traffic. The FORWARD accepts
+stay too, for the same reason (without them a restart would drop Docker's cross-host traffic
+until the new agent is up); ``--iptables-cleanup`` removes them on exit, for a host that
+leaves the fabric.
 
 One agent per subnet.env, and one per lease. The file is what an agent writes for its
 host's runtime, so two agents writing one would hand it each other's subnet: a lock next to
@@ -48,6 +59,7 @@ from muslin.fabric.env import parse_subnet_env
 from muslin.fabric.lease import DEFAULT_RENEW_MARGIN, LeaseManager
 from muslin.fabric.registry import Registry
 from muslin.fabric.subnets import Lease
+from muslin.kernel import iptables
 from muslin.kernel.firewall import FABRIC_TABLE, FabricRules
 from muslin.runtime import HealthEndpoint, notify_systemd, spawn
 
@@ -57,6 +69,7 @@ __all__ = ["AgentOptions", "Agent", "RECONCILE_INTERVAL", "firewall_table", "loc
 log = logging.getLogger("muslin.fabric")
 
 RECONCILE_INTERVAL = float(os.environ.get("MUSLIN_FABRIC_RECONCILE_INTERVAL", "2"))
+IPTABLES_RESYNC = 5.0  # seconds, Flannel's --iptables-resync default
 
 
 @dataclass
@@ -71,6 +84,10 @@ class AgentOptions:
     renew_margin: float = DEFAULT_RENEW_MARGIN  # seconds
     healthz_ip: str = "0.0.0.0"
     healthz_port: int = 0  # 0: no health endpoint
+    iptables_forward_rules: bool = True
+    iptables_resync: float = IPTABLES_RESYNC  # seconds
+    iptables_cleanup: bool = False  # remove the FORWARD accepts on exit
+    notrack: bool = False  # exempt traffic inside the fabric from conntrack (see firewall.render_fabric)
 
 
 def firewall_table(prefix: str) -> str:
@@ -161,6 +178,9 @@ class Agent:
         self._health: HealthEndpoint | None = None
         self._lock_fd: int | None = None
         self._claim: socket.socket | None = None
+        self._forward: list = []  # the networks whose FORWARD accepts the agent keeps
+        self._forward_lock = threading.Lock()  # the lease's thread and the resync thread both check them
+        self._forward_error: str | None = None  # logged once, not every resync
         self.started = time.time()
 
     # -- life cycle ------------------------------------------------------------------------
@@ -211,6 +231,8 @@ class Agent:
             self._spawn("leases", self._watch_remote)
             self._spawn("lease-keeper", self._keep_lease)
             self._spawn("reconcile", self._reconcile)
+            if self.options.iptables_forward_rules:
+                self._spawn("iptables", self._keep_forward_rules)
             self.ready.set()
             notify_systemd("READY=1")
             self._stop.wait()
@@ -242,6 +264,8 @@ class Agent:
                 self.backend.close()
         if self._health is not None:
             self._health.close()
+        if self.options.iptables_cleanup:
+            self._remove_forward_rules()
         if clean:
             log.info("Exiting cleanly (kernel state and lease kept)")
         if self._claim is not None:
@@ -266,6 +290,32 @@ class Agent:
         )
         for message in messages:
             log.info("%s", message)
+
+    def _forward_comment(self) -> str:
+        return f"{firewall_table(self.registry.prefix)} forward"
+
+    def _ensure_forward_rules(self) -> None:
+        """FORWARD accepts for the networks of the lease held (none when switched off); what was
+        missing is logged as put back."""
+        wanted = self._forward if self.options.iptables_forward_rules else []
+        try:
+            with self._forward_lock:
+                done = self.host.run(iptables.ensure_forward_accepts, wanted, self._forward_comment())
+        except MuslinError as e:
+            if e.message != self._forward_error:
+                log.error("the FORWARD accept rules: %s", e.message)
+            self._forward_error = e.message
+            return
+        self._forward_error = None
+        for line in done:
+            log.info("%s", line)
+
+    def _remove_forward_rules(self) -> None:
+        try:
+            if self.host.run(iptables.remove_forward_accepts, self._forward_comment()):
+                log.info("Removed the FORWARD accept rules")
+        except MuslinError as e:
+            log.error("removing the FORWARD accept rules: %s", e.message)
 
     def _start_backend(self, config: FabricConfig) -> None:
         from muslin.fabric.backends import PeerBackend, foreign_devices, make_backend, remove_stale_devices
@@ -308,7 +358,10 @@ class Agent:
         self.host.apply_fabric_rules(FabricRules(
             network=c.network if lease.v4 else None, subnet=lease.v4, own=own,
             network6=c.ipv6_network if lease.v6 else None, subnet6=lease.v6, own6=own6,
-            masquerade=self.options.ip_masq, tunnel_port=tunnel, table=firewall_table(self.registry.prefix)))
+            masquerade=self.options.ip_masq, tunnel_port=tunnel, table=firewall_table(self.registry.prefix),
+            notrack=self.options.notrack))
+        self._forward = [n for n in (c.network if lease.v4 else None, c.ipv6_network if lease.v6 else None) if n]
+        self._ensure_forward_rules()
 
     # -- the threads -----------------------------------------------------------------------
 
@@ -331,6 +384,10 @@ class Agent:
             delay = self.manager.tick()
             if self._stop.wait(delay):
                 return
+
+    def _keep_forward_rules(self) -> None:
+        while not self._stop.wait(self.options.iptables_resync):
+            self._ensure_forward_rules()
 
     def _reconcile(self) -> None:
         while not self._stop.wait(RECONCILE_INTERVAL):

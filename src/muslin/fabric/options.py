@@ -43,6 +43,10 @@ AGENT_OPTIONS = {
     "subnet_lease_renew_margin": "FLANNELD_SUBNET_LEASE_RENEW_MARGIN",
     "healthz_ip": "FLANNELD_HEALTHZ_IP",
     "healthz_port": "FLANNELD_HEALTHZ_PORT",
+    "iptables_forward_rules": "FLANNELD_IPTABLES_FORWARD_RULES",
+    "iptables_resync": "FLANNELD_IPTABLES_RESYNC",
+    "iptables_cleanup": "FLANNELD_IPTABLES_CLEANUP",
+    "notrack": "FLANNELD_NOTRACK",
 }
 
 
@@ -62,7 +66,7 @@ def _env_bool(name: str, text: str) -> bool:
 def agent_options(values: Mapping, environ: Mapping[str, str] | None = None):
     """``muslin fabric run``'s options (command line first, then FLANNELD_* variables) as
     an ``AgentOptions``. ``--subnet-lease-renew-margin`` is in minutes, as Flannel's."""
-    from muslin.fabric.agent import AgentOptions
+    from muslin.fabric.agent import IPTABLES_RESYNC, AgentOptions
     from muslin.fabric.env import DEFAULT_SUBNET_FILE
 
     env = os.environ if environ is None else environ
@@ -90,7 +94,17 @@ def agent_options(values: Mapping, environ: Mapping[str, str] | None = None):
         raw = given(dest)
         return list(raw) if isinstance(raw, list) else _env_list(raw)
 
+    def switch(dest: str, default: bool) -> bool:
+        raw = values.get(dest)
+        if isinstance(raw, bool):  # given on the command line, true or false
+            return raw
+        text = env.get(AGENT_OPTIONS[dest])
+        return default if not text else _env_bool(AGENT_OPTIONS[dest], text)
+
     masq = given("ip_masq")
+    resync = number("iptables_resync", IPTABLES_RESYNC, float)
+    if resync <= 0:
+        raise InvalidParameter("--iptables-resync must be a positive number of seconds")
     return AgentOptions(
         ifaces=listed("iface"),
         iface_regexes=listed("iface_regex"),
@@ -102,6 +116,10 @@ def agent_options(values: Mapping, environ: Mapping[str, str] | None = None):
         renew_margin=number("subnet_lease_renew_margin", 60, float) * 60,
         healthz_ip=given("healthz_ip") or "0.0.0.0",
         healthz_port=int(number("healthz_port", 0, int)),
+        iptables_forward_rules=switch("iptables_forward_rules", True),
+        iptables_resync=resync,
+        iptables_cleanup=switch("iptables_cleanup", False),
+        notrack=switch("notrack", False),
     )
 
 

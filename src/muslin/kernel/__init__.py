@@ -9,9 +9,10 @@ an error here must never turn into a change of the wrong namespace.
 
 One module per kernel object, as the CNI plugins split theirs: ``netns`` (create, pin, enter,
 identify), ``links``, ``addresses``, ``routes``, ``neighbours`` (and FDB), ``sysctl``; nftables
-in ``nft`` and ``firewall``. The objects' methods are mixins that :class:`Namespace` inherits
-(``calls`` says why), so it stays the one entry point; here are only the worker, the calls that
-span objects (``configure_interface``) and the firewall's.
+in ``nft`` and ``firewall``; the fabric's accepts in iptables' own ``FORWARD`` chain in
+``iptables`` (functions run through :meth:`Namespace.run`). The objects' methods are mixins that
+:class:`Namespace` inherits (``calls`` says why), so it stays the one entry point; here are only
+the worker, the calls that span objects (``configure_interface``) and the firewall's.
 """
 
 from __future__ import annotations

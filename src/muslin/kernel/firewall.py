@@ -207,8 +207,8 @@ def render(networks: Iterable[BridgeRules], table: str = TABLE, *, bridge_meta: 
     raw: list[list[dict]] = []
     for n in nets:  # one rule per subnet: a prefix compare is cheap; a concatenated interval set is not
         for version, proto in NFT_FAMILY.items():
-            # a fabric network's subnet is inside the fabric, whose agent exempts all of it in its
-            # own table: a second raw chain would cost every packet another hook (~3 % of a stream)
+            # a fabric network's subnet is the fabric agent's to exempt (its --notrack), or to leave
+            # tracked for others' stateful rules: a second raw chain would cost every packet another hook
             own = (x for x in n.subnets if x.version == version
                    and not any(x.version == f.version and x.subnet_of(f) for f in n.nat_exempt))
             gateways = sorted(g for g in n.gateways if ipaddress.ip_address(g).version == version) \
@@ -433,6 +433,7 @@ class FabricRules:
     own6: str | None = None
     masquerade: bool = False
     tunnel_port: int | None = None
+    notrack: bool = False  # True: traffic inside the fabric and the tunnel's packets are not tracked
     table: str = FABRIC_TABLE  # one per fabric network: agents of two networks on a host keep theirs apart
 
 
@@ -440,12 +441,16 @@ def render_fabric(rules: FabricRules | None, table: str | None = None) -> dict:
     """The agent's tables ``ip muslin-fabric`` and ``ip6 muslin-fabric`` (or ``rules.table``),
     replaced atomically (``None``: both removed).
 
-    ``prerouting`` and ``output`` (raw): traffic between two addresses of the fabric's
-    network, and the tunnel's own UDP packets, are not tracked. Once any nat chain exists
-    (a bridge's masquerade) conntrack would follow every cross-host flow twice, on the way
-    out and in, for nothing: measured 0.93 of the hand-built path's throughput with
-    tracking, ≥ 0.95 without. Replies to the tunnel device's own address stay tracked:
-    they may answer a masqueraded connection.
+    ``prerouting`` and ``output`` (raw), only with ``rules.notrack`` (the agent's ``--notrack``,
+    off by default): traffic between two addresses of the fabric's network, and the tunnel's
+    own UDP packets, are not tracked. Replies to the tunnel device's own address stay tracked:
+    they may answer a masqueraded connection. Off by default because untracked packets match no
+    ``ct state`` rule and no nat rule: dockerd's ``-o docker0 -m conntrack --ctstate
+    RELATED,ESTABLISHED -j ACCEPT`` never sees the replies, dockerd's masquerade
+    (``--ip-masq=true``) never applies across hosts, and a host firewall that accepts
+    established traffic drops them. What it saves is within this machine's noise
+    (``bench/fabric.py --only notrack``, exempt / tracked in five runs: throughput 0.88-1.04,
+    median 1.00; round trip 0.89-1.16x, median 0.91x, a few microseconds).
 
     ``postrouting`` (nat), only with ``--ip-masq`` (Flannel's rules):
 
@@ -483,8 +488,9 @@ def render_fabric(rules: FabricRules | None, table: str | None = None) -> dict:
         if own:
             inside.append(_match(daddr, own, "!="))
         tunnel = [[_match(_payload("udp", "dport"), rules.tunnel_port), notrack]] if rules.tunnel_port else []
-        chain("prerouting", "filter", "prerouting", PRIO_RAW, [inside + [notrack]] + tunnel)
-        if tunnel:
+        if rules.notrack:
+            chain("prerouting", "filter", "prerouting", PRIO_RAW, [inside + [notrack]] + tunnel)
+        if tunnel and rules.notrack:
             chain("output", "filter", "output", PRIO_RAW, tunnel)
         if rules.masquerade:
             masq = {"masquerade": {"flags": ["fully-random"]}}

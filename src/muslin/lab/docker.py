@@ -110,7 +110,9 @@ class Docker:
     def _inside(self, *argv: str) -> list[str]:
         if self.keeper is None or not self.keeper.running():
             raise LabError(f"{self.host.name}: dockerd's mount namespace is gone")
-        return ["nsenter", f"--mount=/proc/{self.keeper.pid}/ns/mnt", "--", *argv]
+        # the keeper's root and working directory too: entering a mount namespace alone starts at
+        # the namespace's own root, which is not the keeper's in a chroot (the kernel lane's guest)
+        return ["nsenter", "--target", str(self.keeper.pid), "--mount", "--root", "--wd", "--", *argv]
 
     # --- dockerd ---------------------------------------------------------------------
 
@@ -130,7 +132,10 @@ class Docker:
         def answers() -> bool:
             if not self.dockerd.running():
                 raise LabError(f"{self.host.name}: dockerd exited:\n{self.dockerd.output()[-3000:]}")
-            return self("version", "--format", "{{.Server.Version}}", check=False, timeout=10).returncode == 0
+            try:
+                return self("version", "--format", "{{.Server.Version}}", check=False, timeout=10).returncode == 0
+            except subprocess.TimeoutExpired:  # still starting (slowly: an emulated VM), or hung: asked again
+                return False
         wait_until(answers, f"{self.host.name}: dockerd's API", timeout=timeout)
 
     def stop_dockerd(self, timeout: float = 30) -> None:
@@ -138,6 +143,12 @@ class Docker:
         containers keep running only with ``--live-restore``."""
         if self.dockerd is not None and self.dockerd.running():
             terminate([self.dockerd.pid], timeout, reap=lambda _pid: self.dockerd.running())
+            # a multi-threaded process shows as a zombie while its other threads still exit, and
+            # cannot be reaped until they have: wait for that, or a restart finds it "running"
+            try:  # a SIGKILL sent at the end of the wait may take a moment: it is over once reaped
+                self.dockerd.wait(10)
+            except subprocess.TimeoutExpired:
+                raise LabError(f"{self.host.name}: dockerd (pid {self.dockerd.pid}) does not end") from None
 
     # --- use -------------------------------------------------------------------------
 

@@ -68,6 +68,7 @@ _FABRIC_STORE_OPTIONS = [
 ]
 
 CNI_PLUGIN_DIR = "/opt/cni/bin"
+DOCKER_PLUGIN_SOCKET = "/run/docker/plugins/muslin.sock"  # daemon_options' default, not imported: start-up time
 
 COMMAND_LINE = Cmd(
     "muslin", "Container networks on real Linux kernels.",
@@ -155,6 +156,16 @@ COMMAND_LINE = Cmd(
                     Opt("--healthz-ip", metavar="IP", help="address of the health endpoint (default 0.0.0.0)"),
                     Opt("--healthz-port", metavar="PORT",
                         help="port of the health endpoint, GET /healthz (default 0: none)"),
+                    Opt("--iptables-forward-rules", default=_UNSET,
+                        help="append accept rules for the fabric's network to iptables' FORWARD chain, "
+                             "which dockerd sets to DROP (default true)"),
+                    Opt("--iptables-resync", metavar="SECONDS",
+                        help="check (and put back) the FORWARD rules this often (default 5)"),
+                    Opt("--iptables-cleanup", default=_UNSET,
+                        help="remove the FORWARD accept rules on exit (default: kept, as the routes)"),
+                    Opt("--notrack", default=_UNSET,
+                        help="exempt traffic inside the fabric from conntrack: a little faster, but "
+                             "stateful rules of others (dockerd's) no longer see it (default false)"),
                 ]),
             Cmd("docker-opts", "Write Docker daemon options from subnet.env (as mk-docker-opts.sh)", options=[
                 Opt("-f", metavar="FILE", dest="flannel_env", default="/run/flannel/subnet.env",
@@ -215,6 +226,8 @@ COMMAND_LINE = Cmd(
             Opt("--default-address-pool", metavar="POOL", multiple=True,
                 help="Default address pools for node specific local networks (base=CIDR,size=N)"),
             Opt("--dns", metavar="IP", multiple=True, help="DNS server to use"),
+            Opt("--docker-plugin", metavar="PATH", implicit=DOCKER_PLUGIN_SOCKET,
+                help=f"Serve Docker's remote network and IPAM plugin on this socket (default {DOCKER_PLUGIN_SOCKET})"),
             Opt("--fixed-cidr", metavar="CIDR", help="IPv4 subnet for fixed IPs"),
             Opt("--fixed-cidr-v6", metavar="CIDR", help="IPv6 subnet for fixed IPs"),
             Opt("--icc", default=_UNSET, help="Enable inter-container communication (default true)"),
@@ -257,7 +270,8 @@ def _command(words: list[str], prog: str) -> list[str]:
     return list(words)
 
 
-_DAEMON_FLAGS = ("bip", "cluster_advertise", "cluster_store", "cluster_store_opt", "default_address_pool", "dns", "fixed_cidr", "fixed_cidr_v6", "icc", "ip_masq", "ipv6",
+_DAEMON_FLAGS = ("bip", "cluster_advertise", "cluster_store", "cluster_store_opt", "default_address_pool", "dns",
+                 "docker_plugin", "fixed_cidr", "fixed_cidr_v6", "icc", "ip_masq", "ipv6",
                  "mtu", "ndp_proxy", "userland_proxy")
 
 
@@ -591,8 +605,13 @@ def _cmd_daemon(plan: Plan, client) -> int:
         options = daemon_options.load(root, plan.opts.get("flags"), plan.opts.get("config_file"))
     except MuslinError as e:
         raise CliError(e.message) from None
-    rc = serve(root, options=options)
-    return int(rc or 0)
+    if not options.docker_plugin:
+        return int(serve(root, options=options) or 0)
+    # the daemon command is the daemon's entry point: it hands the Docker plugin to it as a service
+    from muslin.frontends.docker_plugin import DockerPlugin
+    from muslin.services import default_services
+
+    return int(serve(root, services=default_services() + [DockerPlugin(options.docker_plugin)], options=options) or 0)
 
 
 def _cmd_cni_install(plan: Plan, client) -> int:

@@ -28,6 +28,7 @@ import logging
 import threading
 
 from muslin import events
+from muslin.engine.handoff import hands_off
 from muslin.errors import KernelError
 from muslin.runtime import spawn
 from muslin.services import ServiceThread
@@ -63,6 +64,7 @@ class DnsService(ServiceThread):
         self._netns: dict[str, str] = {}          # container id → its namespace's path
         self._listening: dict[str, tuple] = {}    # container id → the identity of the namespace listened in
         self._ticker_stop: threading.Event | None = None
+        self._elsewhere: set[str] = set()
 
     # -- the service's life -------------------------------------------------------------
 
@@ -71,6 +73,8 @@ class DnsService(ServiceThread):
         self._kernel = engine.kernel
         containers = engine.containers()
         self._netns = {c.id: c.netns for c in containers}
+        # containers of a runtime with a names service of its own (Docker's): never entered
+        self._elsewhere = {c.id for c in containers if hands_off(c)}
         # other names go to the daemon's --dns servers when it has them, else the host's resolvers;
         # a container's own --dns servers to those
         daemon_dns = list(getattr(getattr(engine, "options", None), "dns", None) or [])
@@ -102,6 +106,8 @@ class DnsService(ServiceThread):
             return  # another host's container: names only, no listener here
         if change.container is not None:
             self._netns[change.container.id] = change.container.netns
+            if hands_off(change.container):
+                self._elsewhere.add(change.container.id)
             self.server.set_upstreams(change.container.id, change.container.dns)
         if change.action == events.NETWORK_REMOVED:
             for container_id in list(self._listening):
@@ -123,7 +129,7 @@ class DnsService(ServiceThread):
     def wants_listener(self, container_id: str) -> bool:
         """Is the container on a network with names?"""
         records = self.server.records
-        return bool(records.dns_networks(records.container_endpoints(container_id)))
+        return container_id not in self._elsewhere and bool(records.dns_networks(records.container_endpoints(container_id)))
 
     def _sync(self, container_id: str) -> None:
         """Open or close the container's listener, as its endpoints now want."""
