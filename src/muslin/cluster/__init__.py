@@ -212,41 +212,44 @@ class Cluster:
     # -- addresses -----------------------------------------------------------------------
 
     def held(self, net_id: str) -> set[str]:
-        """The addresses of ``net_id`` held anywhere in the cluster (read once, then kept
-        current by :meth:`saw` and by this node's own claims)."""
+        """The addresses of ``net_id`` held anywhere in the cluster, as a copy (read once, then
+        kept current by :meth:`saw` and by this node's own claims)."""
         with self._lock:
             cached = self._held.get(net_id)
-        if cached is None:
-            items, _ = self.store.range(key("addresses", net_id, ""))
-            cached = {i.key.rsplit("/", 1)[1] for i in items}
-            with self._lock:
-                self._held[net_id] = cached
-        return cached
+            if cached is not None:
+                return set(cached)
+        items, _ = self.store.range(key("addresses", net_id, ""))
+        found = {i.key.rsplit("/", 1)[1] for i in items}
+        with self._lock:
+            return set(self._held.setdefault(net_id, found))
+
+    def _note(self, net_id: str, address: str, held: bool) -> None:
+        with self._lock:
+            cached = self._held.get(net_id)
+            if cached is not None:
+                (cached.add if held else cached.discard)(address)
 
     def claim_address(self, net_id: str, address: str, owner: str) -> bool:
         """Hold ``address`` for ``owner`` of this node; False when another holds it."""
         won = self.store.create(key("addresses", net_id, address), json.dumps({"node": self.node, "owner": owner}),
                                 self.lease)
-        self.held(net_id).add(address)
+        self._note(net_id, address, True)
         return won
+
+    def address_holder(self, net_id: str, address: str) -> str | None:
+        """The node that holds ``address``, if any."""
+        item = self.store.get(key("addresses", net_id, address))
+        return json.loads(item.value)["node"] if item else None
 
     def release_address(self, net_id: str, address: str) -> None:
         self.store.delete(key("addresses", net_id, address))
-        self.held(net_id).discard(address)
+        self._note(net_id, address, False)
 
     def saw(self, event) -> None:
         """Keep the address cache current from the store's watch."""
         parts = event.key[len(PREFIX):].split("/")
-        if parts[0] != "addresses" or len(parts) != 3:
-            return
-        with self._lock:
-            cached = self._held.get(parts[1])
-            if cached is None:
-                return
-            if event.kind == "put":
-                cached.add(parts[2])
-            else:
-                cached.discard(parts[2])
+        if parts[0] == "addresses" and len(parts) == 3:
+            self._note(parts[1], parts[2], event.kind == "put")
 
     def forget(self, net_id: str) -> None:
         with self._lock:

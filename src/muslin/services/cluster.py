@@ -115,7 +115,11 @@ class ClusterService(ServiceThread):
         for ident, peer in mine.items():
             if shown.get(ident) != peer:
                 for address in filter(None, (peer.ipv4, peer.ipv6)):
-                    self.cluster.claim_address(peer.network, address.split("/")[0], peer.endpoint)
+                    if not self.cluster.claim_address(peer.network, address.split("/")[0], peer.endpoint) \
+                            and self.cluster.address_holder(peer.network, address.split("/")[0]) != self.cluster.node:
+                        # this node's lease ran out and another took the address meanwhile
+                        log.error("address %s of container %s is now held by another host of the cluster",
+                                  address, peer.name)
                 self.cluster.publish(peer)
 
     def _replace_peers(self, new: dict[str, Peer]) -> None:
