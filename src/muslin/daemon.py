@@ -93,7 +93,8 @@ def _network_connect(engine: Engine, network, container=None, ip=None, ip6=None,
     warnings: list[str] = []
     ep = engine.connect(network, container, ip=ip, ip6=ip6, aliases=aliases, pid=pid, netns=netns, ifname=ifname,
                         mac=mac, runtime=runtime, warnings=warnings)
-    return {"endpoint": ep.to_doc(), "container": engine.find_container(ep.container_id).name, "warnings": warnings}
+    return {"endpoint": ep.to_doc(), "container": engine.find_container(ep.container_id).name,
+            "network": engine.find_network(ep.network_id).to_doc(), "warnings": warnings}
 
 
 def _container_create(engine: Engine, name, network, **args):

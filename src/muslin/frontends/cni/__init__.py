@@ -75,34 +75,36 @@ def _ask(client, op: str, *passing, **args):
         raise CniError(IO_FAILURE, f"cannot reach the muslin daemon: {exc}") from None
 
 
-def _network(client, call) -> dict:
-    """The network's view, made from the configuration when it does not exist yet."""
-    from muslin.errors import Conflict, NotFound
+def _make_network(client, call) -> None:
+    """The configuration's network, made from it (a conflist alone is enough)."""
+    from muslin.errors import Conflict
 
-    name = network_name(call.config)
-    try:
-        return _ask(client, "network.inspect", NotFound, names=[name])[0]
-    except NotFound:
-        pass
     try:
         _ask(client, "network.create", Conflict, **network_request(call.config))
     except Conflict:
         pass  # another ADD made it meanwhile
-    return _ask(client, "network.inspect", names=[name])[0]
 
 
-def _has_dns(view: dict) -> bool:
-    return view["network"]["options"].get("com.docker.network.bridge.default_bridge") != "true"
+def _has_dns(network: dict) -> bool:
+    return network["options"].get("com.docker.network.bridge.default_bridge") != "true"
 
 
 def cmd_add(call) -> dict:
+    """One round trip when the network exists (every ADD but a network's first): the connect
+    names it, and the reply describes it."""
+    from muslin.errors import NotFound
+
     client = _client(call)
-    view = _network(client, call)
     ip, ip6 = static_addresses(call)
-    reply = _ask(client, "network.connect", network=view["network"]["id"], container=container_name(call),
-                 netns=call.netns, ifname=call.ifname, ip=ip, ip6=ip6, mac=static_mac(call),
-                 aliases=aliases(call, network_name(call.config)), runtime=RUNTIME)
-    return result(call.version, reply["endpoint"], call.netns, _has_dns(view))
+    request = dict(network=network_name(call.config), container=container_name(call), netns=call.netns,
+                   ifname=call.ifname, ip=ip, ip6=ip6, mac=static_mac(call),
+                   aliases=aliases(call, network_name(call.config)), runtime=RUNTIME)
+    try:
+        reply = _ask(client, "network.connect", NotFound, **request)
+    except NotFound:  # by a namespace path, only the network can be missing
+        _make_network(client, call)
+        reply = _ask(client, "network.connect", **request)
+    return result(call.version, reply["endpoint"], call.netns, _has_dns(reply["network"]))
 
 
 def cmd_del(call) -> None:
