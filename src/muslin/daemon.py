@@ -89,10 +89,10 @@ def _removed(obj) -> dict:
 
 
 def _network_connect(engine: Engine, network, container=None, ip=None, ip6=None, aliases=(), pid=None, netns=None,
-                     ifname=None, mac=None, runtime=""):
+                     ifname=None, mac=None, runtime="", publish=()):
     warnings: list[str] = []
     ep = engine.connect(network, container, ip=ip, ip6=ip6, aliases=aliases, pid=pid, netns=netns, ifname=ifname,
-                        mac=mac, runtime=runtime, warnings=warnings)
+                        mac=mac, runtime=runtime, publish=publish, warnings=warnings)
     return {"endpoint": ep.to_doc(), "container": engine.find_container(ep.container_id).name,
             "network": engine.find_network(ep.network_id).to_doc(), "warnings": warnings}
 

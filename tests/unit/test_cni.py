@@ -99,3 +99,97 @@ def test_reading_the_configuration_imports_neither_json_nor_re():
     first, second = done.stdout.splitlines()
     assert first.startswith("1 ") and '"code":7' in first
     assert second == "[]"
+
+
+# -- the portMappings capability ---------------------------------------------------------------
+
+
+def mappings(*items) -> dict:
+    return conf(runtimeConfig={"portMappings": list(items)})
+
+
+@pytest.mark.parametrize("items, specs", [
+    ([], []),
+    ([{"hostPort": 8080, "containerPort": 80, "protocol": "tcp", "hostIP": ""}], ["8080:80/tcp"]),
+    ([{"hostPort": 8080, "containerPort": 80}], ["8080:80/tcp"]),  # protocol: tcp when left out
+    ([{"hostPort": 5353, "containerPort": 53, "protocol": "UDP"}], ["5353:53/udp"]),
+    ([{"hostPort": 8081, "containerPort": 80, "protocol": "tcp", "hostIP": "127.0.0.1"}], ["127.0.0.1:8081:80/tcp"]),
+    ([{"hostPort": 8082, "containerPort": 80, "hostIP": "fd00::1"}], ["[fd00::1]:8082:80/tcp"]),
+    ([{"hostPort": 8080, "containerPort": 80}, {"hostPort": 8443, "containerPort": 443, "protocol": "sctp"}],
+     ["8080:80/tcp", "8443:443/sctp"]),
+])
+def test_port_mappings_become_docker_publish_specs(items, specs):
+    from muslin.frontends.cni.config import Call, published_ports
+
+    assert published_ports(Call({"CNI_COMMAND": "ADD"}, mappings(*items))) == specs
+
+
+@pytest.mark.parametrize("value, message", [
+    ({"hostPort": 8080}, "runtimeConfig.portMappings must be a list"),
+    (["8080:80"], "runtimeConfig.portMappings[0] must be an object"),
+    ([{"hostPort": "8080", "containerPort": 80}], "runtimeConfig.portMappings[0].hostPort must be a number, not '8080'"),
+    ([{"hostPort": 8080}], "runtimeConfig.portMappings[0].containerPort must be a number, not None"),
+    ([{"hostPort": True, "containerPort": 80}], "hostPort must be a number, not True"),
+    ([{"hostPort": 8080, "containerPort": 80, "protocol": 6}], "protocol and hostIP must be strings"),
+])
+def test_bad_port_mappings_are_an_invalid_configuration(value, message):
+    from muslin.frontends.cni.config import INVALID_CONFIG, Call, published_ports
+
+    with pytest.raises(CniError) as caught:
+        published_ports(Call({"CNI_COMMAND": "ADD"}, conf(runtimeConfig={"portMappings": value})))
+    assert caught.value.code == INVALID_CONFIG and message in caught.value.msg
+
+
+def test_add_hands_the_port_mappings_to_the_connect(daemon):
+    daemon.replies["network.connect"] = {"endpoint": ENDPOINT, "container": "c1", "network": NETWORK, "warnings": []}
+    assert call("ADD", mappings({"hostPort": 8080, "containerPort": 80, "protocol": "tcp", "hostIP": ""}))[0] == 0
+    assert daemon[0][1]["publish"] == ["8080:80/tcp"]
+
+
+def test_a_port_already_allocated_is_a_cni_error_with_dockers_message(daemon):
+    from muslin.errors import Conflict
+
+    daemon.replies["network.connect"] = Conflict("driver failed programming external connectivity on endpoint c1 (x): "
+                                                 "Bind for 0.0.0.0:8080 failed: port is already allocated")
+    status, out = call("ADD", mappings({"hostPort": 8080, "containerPort": 80}))
+    assert status == 1 and out["code"] == 100
+    assert out["msg"].endswith("Bind for 0.0.0.0:8080 failed: port is already allocated")
+
+
+# -- bench/cni.py's rules ---------------------------------------------------------------------
+
+
+def cni_bench():
+    import importlib
+
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "bench"))
+    return importlib.import_module("cni")
+
+
+def test_the_cni_benchmark_holds_muslin_to_the_like_for_like_peer_only():
+    bench, figures = cni_bench(), __import__("figures")
+    results = {}
+    for label, add, delete in (("muslin CNI", 30.0, 40.0), ("CNI ipMasq false", 20.0, 30.0),
+                               ("CNI ipMasq true", 40.0, 90.0), ("netavark", 45.0, 25.0)):
+        series = figures.Series(), figures.Series()
+        series[0].rounds, series[1].rounds = [[add] * 5], [[delete] * 5]
+        results[(label, 10)] = series
+    rows = bench.summary_rows(results, [10])
+    targeted = {r.figure: (r.target, r.met) for r in rows if r.target != "-"}
+    assert targeted == {"muslin CNI ADD / CNI ipMasq false, #10": ("<= 1.0", False),
+                        "muslin CNI DEL / CNI ipMasq false, #10": ("<= 1.0", False)}
+    assert {r.basis for r in rows} == {"peer: CNI bridge, ipMasq false", "peer: CNI bridge, ipMasq true",
+                                       "peer: netavark setup / teardown"}
+
+
+def test_netavark_is_given_the_static_address_podman_would_give_it(tmp_path):
+    from ipaddress import IPv4Address
+
+    bench = cni_bench()
+    host = type("Host", (), {"root": str(tmp_path)})()
+    system = bench.NetavarkSystem(10, [], "/run/netns/probe", host, "c3")
+    doc = json.loads(system.options("probe", "eth0", IPv4Address("10.91.0.2")))
+    assert doc["networks"] == {"benchnet": {"interface_name": "eth0", "static_ips": ["10.91.0.2"]}}
+    assert doc["network_info"]["benchnet"]["dns_enabled"] is False and len(doc["container_id"]) == 64
+    assert system.options("probe", "eth0", IPv4Address("10.91.0.2")) == system.options(
+        "probe", "eth0", IPv4Address("10.91.0.2"))  # teardown names the container setup made

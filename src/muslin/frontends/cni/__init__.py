@@ -7,10 +7,11 @@ translation onto the daemon's operations, the same the CLI uses:
 
 * ADD   -> ``network.connect`` with ``netns`` = ``CNI_NETNS``, ``ifname`` =
   ``CNI_IFNAME``, the container named after ``CNI_CONTAINERID`` (or
-  ``K8S_POD_NAME``), static addresses from ``ips`` / ``IP=``; the endpoint in the
+  ``K8S_POD_NAME``), static addresses from ``ips`` / ``IP=``, host ports from
+  ``portMappings`` (muslin's published ports, held for the container); the endpoint in the
   reply becomes the CNI result (interfaces with their ``sandbox``, ips, routes, dns);
 * DEL   -> ``network.disconnect``, success when there is nothing to remove and
-  without ``CNI_NETNS``;
+  without ``CNI_NETNS`` (the container's host ports go with its last attachment);
 * CHECK -> the endpoint and its interface still as the result said;
 * VERSION, STATUS, GC -> answered from the plugin and the daemon's state.
 
@@ -25,7 +26,8 @@ import sys
 
 from muslin.frontends.cni.config import (IO_FAILURE, MUSLIN_REFUSED, NOT_AVAILABLE, SUPPORTED_VERSIONS, TRY_LATER,
                                          UNKNOWN_CONTAINER, CniError, aliases, container_name, network_name,
-                                         network_request, read_call, static_addresses, static_mac)
+                                         network_request, published_ports, read_call, static_addresses,
+                                         static_mac)
 from muslin.frontends.cni.result import error, result
 
 RUNTIME = "cni"  # how the engine records the containers this plugin attached (GC takes only those)
@@ -98,7 +100,7 @@ def cmd_add(call) -> dict:
     ip, ip6 = static_addresses(call)
     request = dict(network=network_name(call.config), container=container_name(call), netns=call.netns,
                    ifname=call.ifname, ip=ip, ip6=ip6, mac=static_mac(call),
-                   aliases=aliases(call, network_name(call.config)), runtime=RUNTIME)
+                   aliases=aliases(call, network_name(call.config)), publish=published_ports(call), runtime=RUNTIME)
     try:
         reply = _ask(client, "network.connect", NotFound, **request)
     except NotFound:  # by a namespace path, only the network can be missing
