@@ -148,6 +148,7 @@ def test_the_installed_plugin_answers_and_the_result_has_the_reference_bridge_pl
 # -- the portMappings capability: muslin's published ports ---------------------------------------
 
 HOST_IP, PEER_IP = "10.77.6.1", "10.77.6.2"
+HOST_IP6, PEER_IP6 = "fd77:6::1", "fd77:6::2"
 FETCH = ("import sys, urllib.request\n"
          "sys.stdout.write(urllib.request.urlopen(sys.argv[1], timeout=3).read().decode())")
 
@@ -165,8 +166,8 @@ def fetch(node, url: str) -> str:
 def served(host, lab, tmp_path):
     """h1 on a switch with a peer; a pod with a web server on port 80 (what it serves: its name)."""
     sw, peer = lab.switch("sw"), lab.node("peer")
-    lab.link(host, sw, f"{HOST_IP}/24")
-    lab.link(peer, sw, f"{PEER_IP}/24")
+    lab.link(host, sw, [f"{HOST_IP}/24", f"{HOST_IP6}/64"])
+    lab.link(peer, sw, [f"{PEER_IP}/24", f"{PEER_IP6}/64"])
     pods = []
     for name in ("pod1", "pod2"):
         pod, root = lab.node(name), tmp_path / name
@@ -188,6 +189,13 @@ def test_port_mappings_publish_the_pods_port_and_del_releases_it(host, served):
     assert out["msg"].endswith("Bind for 0.0.0.0:8080 failed: port is already allocated"), out
     assert "eth0" not in pod2.sh("ip -o link").stdout
     assert fetch(peer, f"http://{HOST_IP}:9090/") == ""  # not half published
+    # as run -p: over IPv6 to the IPv4-only pod (relayed), from the host itself on localhost, and
+    # from a container through the host's address
+    wait_until(lambda: fetch(peer, f"http://[{HOST_IP6}]:8080/") == "pod1", "the IPv6 relay", timeout=15)
+    assert fetch(host, "http://127.0.0.1:8080/") == "pod1"
+    assert cni(host, "ADD", conf(host), pod2, cid="c2")[0] == 0
+    assert fetch(pod2, f"http://{HOST_IP}:8080/") == "pod1"
+    assert cni(host, "DEL", conf(host), pod2, cid="c2") == (0, None)
     # DEL gives the port back (twice is fine), and another pod can take it
     assert cni(host, "DEL", ports(host, (8080, 80)), pod1, cid="c1") == (0, None)
     assert cni(host, "DEL", ports(host, (8080, 80)), pod1, cid="c1") == (0, None)
