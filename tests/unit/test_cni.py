@@ -193,3 +193,17 @@ def test_netavark_is_given_the_static_address_podman_would_give_it(tmp_path):
     assert doc["network_info"]["benchnet"]["dns_enabled"] is False and len(doc["container_id"]) == 64
     assert system.options("probe", "eth0", IPv4Address("10.91.0.2")) == system.options(
         "probe", "eth0", IPv4Address("10.91.0.2"))  # teardown names the container setup made
+
+
+# -- DEL's kernel requests -----------------------------------------------------------------------
+
+
+def test_deleting_a_tagged_port_is_one_lookup_and_the_delete():
+    """What a DEL asks the kernel for a port of muslin's: its link by name, then the delete of that
+    index (neither its bridge's alias, needed only for an untagged port, nor a second lookup)."""
+    from unit.test_kernel_requests import InWorker
+
+    ns = InWorker(10)
+    ns.ipr.links["l5"].attrs.update(IFLA_IFALIAS="muslin:t", IFLA_MASTER=1)
+    assert ns.delete_owned_link("l5", "muslin:t")
+    assert ns.ipr.requests == [("link", "get"), ("link", "del")]

@@ -229,20 +229,22 @@ class Links(WorkerCalls):
         link = self.link(name)
         if link is None:
             return False
-        master = self.ipr.get_links(link.master)[0].get_attr("IFLA_IFALIAS") if link.master else None
-        if link.alias != alias and not _legacy_port(link, {link.master} if master == alias else set()):
-            log.warning("left link %s alone: it is not muslin's (alias %r, not %r)", name, link.alias, alias)
-            return False
-        return self.delete_link(name)
+        if link.alias != alias:  # its bridge's alias is asked for only then: a DEL costs two requests
+            master = self.ipr.get_links(link.master)[0].get_attr("IFLA_IFALIAS") if link.master else None
+            if not _legacy_port(link, {link.master} if master == alias else set()):
+                log.warning("left link %s alone: it is not muslin's (alias %r, not %r)", name, link.alias, alias)
+                return False
+        return self._delete_index(link.index, name)
 
     @in_worker
     def delete_link(self, name: str) -> bool:
         """Delete a link by name; a link that is already gone is success."""
         found = self.ipr.link_lookup(ifname=name)
-        if not found:
-            return False
+        return bool(found) and self._delete_index(found[0], name)
+
+    def _delete_index(self, index: int, name: str) -> bool:
         try:
-            self.ipr.link("del", index=found[0])
+            self.ipr.link("del", index=index)
         except Exception as exc:
             if errno_of(exc) in (errno.ENODEV, errno.ENOENT):
                 return False
