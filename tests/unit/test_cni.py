@@ -207,3 +207,16 @@ def test_deleting_a_tagged_port_is_one_lookup_and_the_delete():
     ns.ipr.links["l5"].attrs.update(IFLA_IFALIAS="muslin:t", IFLA_MASTER=1)
     assert ns.delete_owned_link("l5", "muslin:t")
     assert ns.ipr.requests == [("link", "get"), ("link", "del")]
+
+
+def test_the_launcher_as_a_plugin_writes_its_whole_answer_and_its_status():
+    """bin/muslin leaves the interpreter without its teardown after a CNI call: what it wrote
+    must still reach the runtime, and its exit status say whether the call failed."""
+    launcher = os.path.join(SRC, "..", "bin", "muslin")
+    env = {"CNI_COMMAND": "VERSION", "PATH": os.environ.get("PATH", ""), "PYTHONPATH": SRC}
+    done = subprocess.run([sys.executable, launcher], input='{"cniVersion": "1.0.0"}', env=env,
+                          capture_output=True, text=True)
+    assert done.returncode == 0 and json.loads(done.stdout)["supportedVersions"] == ["0.4.0", "1.0.0", "1.1.0"]
+    done = subprocess.run([sys.executable, launcher], input="{not json", env={**env, "CNI_COMMAND": "ADD"},
+                          capture_output=True, text=True)
+    assert done.returncode == 1 and json.loads(done.stdout)["code"] == 6  # not JSON
