@@ -220,3 +220,14 @@ def test_the_launcher_as_a_plugin_writes_its_whole_answer_and_its_status():
     done = subprocess.run([sys.executable, launcher], input="{not json", env={**env, "CNI_COMMAND": "ADD"},
                           capture_output=True, text=True)
     assert done.returncode == 1 and json.loads(done.stdout)["code"] == 6  # not JSON
+
+
+def test_a_new_port_is_set_up_by_name_without_looking_up_its_index():
+    """ADD's kernel requests: the port made, its bridge looked up, then one request setting it up
+    by name (the kernel finds it) — no lookup of the port's own index in between."""
+    from unit.test_kernel_requests import VethWorker
+
+    ns = VethWorker()
+    ns.add_veth("vethp", "eth0", "/run/netns/c", master="br0", alias="muslin:t")
+    assert [(c[1], c[2].get("ifname")) for c in ns.calls if c[0] == "link"] == [("add", "vethp"), ("set", "vethp")]
+    assert ns.ipr.requests.count(("link_lookup", "get")) == 1  # the bridge's index, for master

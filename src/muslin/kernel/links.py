@@ -132,10 +132,10 @@ class Links(WorkerCalls):
             self.sysctl(f"net.ipv6.conf.{sysctl_name(name)}.disable_ipv6", "1")
         if alias:  # IFLA_IFALIAS is not applied by RTM_NEWLINK: set with master and up in one request
             settings["IFLA_IFALIAS"] = alias
-        index = self._index(name)
-        self._do(f"bring up {name}", self.ipr.link, "set", index=index, **settings)
+        # by name: the kernel finds the link itself, which saves a lookup (~0.5 ms of an attach)
+        self._do(f"bring up {name}", self.ipr.link, "set", ifname=name, **settings)
         if isolated:
-            self._do(f"isolate {name}", self.ipr.link, "set", index=index, kind="bridge_slave", isolated=1)
+            self._do(f"isolate {name}", self.ipr.link, "set", ifname=name, kind="bridge_slave", isolated=1)
 
     @in_worker
     def wait_port_forwarding(self, name: str, timeout: float = 2.0) -> bool:
