@@ -131,11 +131,11 @@ def dumps(obj) -> str:
     return json.dumps(obj, separators=(",", ":"))
 
 
-def loads(data: bytes):
-    """``json.loads(data)`` for UTF-8 bytes."""
+def loads(data: bytes | str):
+    """``json.loads(data)`` for UTF-8 bytes or a string."""
     if _c_make_scanner is not None:
         try:
-            text = data.decode()
+            text = data if isinstance(data, str) else data.decode()
             start = len(text) - len(text.lstrip(_WHITESPACE))
             obj, end = _c_make_scanner(_DecoderContext)(text, start)
             if not text[end:].strip(_WHITESPACE):

@@ -91,11 +91,12 @@ def _removed(obj) -> dict:
 
 
 def _network_connect(engine: Engine, network, container=None, ip=None, ip6=None, aliases=(), pid=None, netns=None,
-                     ifname=None, mac=None, runtime=""):
+                     ifname=None, mac=None, runtime="", publish=()):
     warnings: list[str] = []
     ep = engine.connect(network, container, ip=ip, ip6=ip6, aliases=aliases, pid=pid, netns=netns, ifname=ifname,
-                        mac=mac, runtime=runtime, warnings=warnings)
-    return {"endpoint": ep.to_doc(), "container": engine.find_container(ep.container_id).name, "warnings": warnings}
+                        mac=mac, runtime=runtime, publish=publish, warnings=warnings)
+    return {"endpoint": ep.to_doc(), "container": engine.find_container(ep.container_id).name,
+            "network": engine.find_network(ep.network_id).to_doc(), "warnings": warnings}
 
 
 def _container_create(engine: Engine, name, network, **args):
@@ -234,12 +235,26 @@ def _refuse_busy(conn) -> None:
         pass
 
 
+def raise_open_files_limit() -> None:
+    """Open files up to the hard limit, as dockerd does: the embedded DNS keeps two sockets per
+    container, and a soft limit of 1024 (systemd's default) would stop it near 500."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError) as exc:
+            log.warning("cannot raise the open files limit from %d to %d: %s", soft, hard, exc)
+
+
 def serve(root: str, services: list | None = None, options: DaemonOptions | None = None) -> int:
     """Serve ``root`` until SIGTERM/SIGINT. ``services``: the long-lived services to host
     (None: :func:`muslin.services.default_services`; tests pass their own). ``options``: the
     daemon's options (None: those of ``ROOT/daemon.json``, as a daemon the CLI starts reads them)."""
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(message)s")
     os.umask(0o077)  # everything the daemon creates (socket, store, pins, logs) is root's alone
+    raise_open_files_limit()
     try:
         root = prepare_root(root)
         lock = open_private(os.path.join(root, "muslin.lock"), os.O_RDWR | os.O_CREAT)

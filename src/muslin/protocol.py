@@ -167,6 +167,7 @@ SCHEMAS: dict[str, dict[str, tuple[object, bool]]] = {
         "ifname": (Optional(Str(MAX_IFNAME, "an interface name")), False),  # CNI_IFNAME; the engine checks it
         "mac": (Optional(Str(MAX_ADDRESS, "a MAC address")), False),
         "runtime": (Str(MAX_KEY, "a runtime's name", empty=True), False),
+        "publish": (List(PORT_SPEC), False),  # another runtime's ports (CNI's portMappings) as -p specs
     },
     "endpoint.check": {"network": (REF, True), "container": (REF, True)},
     "network.gc": {

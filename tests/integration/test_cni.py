@@ -5,9 +5,13 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 
 import pytest
+
+from muslin.lab import wait_until
+from muslin.lab._sys import pid_alive
 
 
 LAUNCHER = os.path.join(os.path.dirname(sys.executable), "muslin")  # bin/muslin as installed
@@ -139,3 +143,75 @@ def test_the_installed_plugin_answers_and_the_result_has_the_reference_bridge_pl
     assert [r["dst"] for r in ours["routes"]] == [r["dst"] for r in theirs["routes"]]
     assert cni(host, "DEL", reference_conf, pod2, plugin=f"{REFERENCE}/bridge")[0] == 0
     assert cni(host, "DEL", conf(host), pod1, plugin=str(plugins / "muslin"))[0] == 0
+
+
+# -- the portMappings capability: muslin's published ports ---------------------------------------
+
+HOST_IP, PEER_IP = "10.77.6.1", "10.77.6.2"
+HOST_IP6, PEER_IP6 = "fd77:6::1", "fd77:6::2"
+FETCH = ("import sys, urllib.request\n"
+         "sys.stdout.write(urllib.request.urlopen(sys.argv[1], timeout=3).read().decode())")
+
+
+def ports(host, *items) -> dict:
+    return conf(host, runtimeConfig={"portMappings": [
+        {"hostPort": h, "containerPort": c, "protocol": "tcp", "hostIP": ""} for h, c in items]})
+
+
+def fetch(node, url: str) -> str:
+    return node.sh([sys.executable, "-c", FETCH, url], check=False).stdout
+
+
+@pytest.fixture
+def served(host, lab, tmp_path):
+    """h1 on a switch with a peer; a pod with a web server on port 80 (what it serves: its name)."""
+    sw, peer = lab.switch("sw"), lab.node("peer")
+    lab.link(host, sw, [f"{HOST_IP}/24", f"{HOST_IP6}/64"])
+    lab.link(peer, sw, [f"{PEER_IP}/24", f"{PEER_IP6}/64"])
+    pods = []
+    for name in ("pod1", "pod2"):
+        pod, root = lab.node(name), tmp_path / name
+        root.mkdir()
+        (root / "index.html").write_text(name)
+        pod.popen([sys.executable, "-m", "http.server", "80", "--directory", str(root)])
+        pods.append(pod)
+    return peer, pods
+
+
+def test_port_mappings_publish_the_pods_port_and_del_releases_it(host, served):
+    peer, (pod1, pod2) = served
+    status, out = cni(host, "ADD", ports(host, (8080, 80)), pod1, cid="c1")
+    assert status == 0, out
+    wait_until(lambda: fetch(peer, f"http://{HOST_IP}:8080/") == "pod1", "the published port to answer", timeout=15)
+    # another pod asking for the same host port: Docker's message, nothing changed
+    status, out = cni(host, "ADD", ports(host, (9090, 80), (8080, 80)), pod2, cid="c2")
+    assert status == 1 and out["code"] == 100, out
+    assert out["msg"].endswith("Bind for 0.0.0.0:8080 failed: port is already allocated"), out
+    assert "eth0" not in pod2.sh("ip -o link").stdout
+    assert fetch(peer, f"http://{HOST_IP}:9090/") == ""  # not half published
+    # as run -p: over IPv6 to the IPv4-only pod (relayed), from the host itself on localhost, and
+    # from a container through the host's address
+    wait_until(lambda: fetch(peer, f"http://[{HOST_IP6}]:8080/") == "pod1", "the IPv6 relay", timeout=15)
+    assert fetch(host, "http://127.0.0.1:8080/") == "pod1"
+    assert cni(host, "ADD", conf(host), pod2, cid="c2")[0] == 0
+    assert fetch(pod2, f"http://{HOST_IP}:8080/") == "pod1"
+    assert cni(host, "DEL", conf(host), pod2, cid="c2") == (0, None)
+    # DEL gives the port back (twice is fine), and another pod can take it
+    assert cni(host, "DEL", ports(host, (8080, 80)), pod1, cid="c1") == (0, None)
+    assert cni(host, "DEL", ports(host, (8080, 80)), pod1, cid="c1") == (0, None)
+    assert fetch(peer, f"http://{HOST_IP}:8080/") == ""
+    assert cni(host, "ADD", ports(host, (8080, 80)), pod2, cid="c2")[0] == 0
+    wait_until(lambda: fetch(peer, f"http://{HOST_IP}:8080/") == "pod2", "the port to reach the other pod", timeout=15)
+
+
+def test_port_mappings_are_released_by_a_del_after_the_daemon_restarted(host, served):
+    peer, (pod1, pod2) = served
+    assert cni(host, "ADD", ports(host, (8080, 80)), pod1, cid="c1")[0] == 0
+    with open(host.pidfile) as f:
+        pid = int(f.read().split()[0])
+    os.kill(pid, signal.SIGKILL)
+    wait_until(lambda: not pid_alive(pid), "muslin's daemon to die")
+    # the DEL starts the daemon again, which still knows the port is c1's
+    assert cni(host, "DEL", ports(host, (8080, 80)), None, cid="c1", CNI_NETNS=None) == (0, None)
+    assert cni(host, "ADD", ports(host, (8080, 80)), pod2, cid="c2")[0] == 0
+    wait_until(lambda: fetch(peer, f"http://{HOST_IP}:8080/") == "pod2", "the port to reach the other pod", timeout=15)

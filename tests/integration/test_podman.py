@@ -287,13 +287,22 @@ def test_podman_containers_resolve_each_others_names(podman):
     assert pings(podman, "c2", "c1")
 
 
-@pytest.mark.xfail(strict=True, reason="needs the CNI plugin's portMappings capability served by muslin's "
-                   "published ports (the ports service's work)")
 def test_podman_publishes_a_port_through_muslin(podman):
     muslin_net(podman)
-    run(podman, "web", "podnet", "-p", "8080:80", command=("httpd", "-f", "-p", "80", "-h", "/etc"))
+    httpd = ("httpd", "-f", "-p", "80", "-h", "/etc")
+    run(podman, "web", "podnet", "-p", "8080:80", command=httpd)
     assert fetch(podman.host, "http://10.88.7.2:80/passwd").startswith("root:x:0:0:")  # the server answers
     assert fetch(podman.host.lab["peer"], f"http://{HOST_IP}:8080/passwd").startswith("root:x:0:0:")
+    # muslin holds the port: another container asking for it is refused with Docker's words
+    refused = podman("run", "-d", "--name", "web2", "--network", "podnet", "-p", "8080:80", podman.image, *httpd,
+                     check=False)
+    assert refused.returncode != 0 and "Bind for 0.0.0.0:8080 failed: port is already allocated" in refused.stderr
+    podman("rm", "-f", "web2")
+    podman("rm", "-f", "web")  # gives it back
+    assert fetch(podman.host.lab["peer"], f"http://{HOST_IP}:8080/passwd") == ""
+    run(podman, "web3", "podnet", "-p", "8080:80", command=httpd)
+    wait_until(lambda: fetch(podman.host.lab["peer"], f"http://{HOST_IP}:8080/passwd").startswith("root:x:0:0:"),
+               "the port to reach the new container", timeout=15)
 
 
 def fetch(node, url: str) -> str:

@@ -10,6 +10,7 @@ import logging
 import os
 
 from muslin import faults, ipam, names
+from muslin import publish as publishing
 from muslin.drivers import Driver
 from muslin.drivers.bridge import MAC_IPV6_OPTION
 from muslin.errors import Conflict, InvalidParameter, NotFound
@@ -29,11 +30,14 @@ class Endpoints:
     def connect(self, network: str, container: str | None = None, *, ip: str | None = None,
                 ip6: str | None = None, aliases=(), pid: int | None = None, netns: str | None = None,
                 ifname: str | None = None, mac: str | None = None, runtime: str = "",
-                warnings: list | None = None) -> Endpoint:
+                publish=(), warnings: list | None = None) -> Endpoint:
         """Connect a container (or another runtime's, by ``pid`` or ``netns``, recorded as
         attached by ``runtime``) through an interface named ``ifname`` (default: the first
         free ``eth<i>``, as Docker) with the MAC address ``mac`` (default: Docker's, from the
-        IPv4 address); what the user should know about the result is appended to ``warnings``."""
+        IPv4 address); what the user should know about the result is appended to ``warnings``.
+        ``publish``: Docker's ``-p`` specs for another runtime's container (CNI's portMappings),
+        held with the first endpoint that can serve them and released with its last endpoint."""
+        mappings = publishing.plan(publish)[0]  # Docker's messages, before anything changes
         with self._lock:
             net = self.network_named(network)
             joined = None
@@ -43,9 +47,20 @@ class Endpoints:
                 raise InvalidParameter("a container name, --pid or --netns is required")
             else:
                 con = self.find_container(container)
+                if mappings:
+                    raise InvalidParameter("a muslin container's ports are published by run (-p)")
+            held, ep = False, None
             try:
-                return self._connect(net, con, ip, ip6, list(aliases), warnings, ifname, mac)
+                held = self._hold_ports(net, con, mappings, warnings)
+                ep = self._connect(net, con, ip, ip6, list(aliases), warnings, ifname, mac)
+                if held:
+                    self._apply_firewall()
+                return ep
             except BaseException:
+                if held:
+                    self.store.release_ports(con.id)
+                if ep is not None:  # the firewall refused its ports: the endpoint goes too
+                    self._best_effort(self._disconnect, net, ep)
                 if joined is not None:
                     self.store.delete("containers", joined.id)
                 raise
@@ -68,6 +83,22 @@ class Endpoints:
             if state == "active" and con.pid_start == pid_start and (name is None or con.name == name):
                 return con
         return None
+
+    def _hold_ports(self, net: Network, con: Container, mappings: list, warnings: list | None) -> bool:
+        """Hold the host ports of another runtime's container (True when held now). A runtime
+        hands CNI's portMappings to each network's plugin: the first network that serves them
+        holds them, for the container (its serving endpoint is their target); later ones keep them."""
+        mappings = self._publishable(net, mappings, warnings)
+        if not mappings or self.store.ports(con.id):
+            return False
+        with self.store.transaction():  # a port already held changes nothing
+            publishing.hold(self.store, con.id, f"{con.name} ({con.id})", mappings, self._ephemeral_ports())
+        return True
+
+    def _forget_foreign_container(self, con: Container) -> None:
+        """Another runtime's container with no endpoint left: nothing of it is tracked any more."""
+        self.store.release_ports(con.id)  # their DNAT went with its last endpoint
+        self.store.delete("containers", con.id)
 
     def _foreign_container(self, name: str | None, pid: int | None, netns: str | None, runtime: str = ""):
         """The record of another runtime's container; ``(container, new_record_or_None)``."""
@@ -244,7 +275,7 @@ class Endpoints:
                 raise Conflict(f"container {con.id} is not connected to network {net.name}")
             self._disconnect(net, eps[0])
             if not con.owns_netns and not self.endpoints(container=con, states=("active", "pending", "removing")):
-                self.store.delete("containers", con.id)  # nothing of another runtime's container is left to track
+                self._forget_foreign_container(con)
 
     def check_endpoint(self, network: str, container: str) -> list[str]:
         """What is no longer as the connect left it — the interface, its addresses, its

@@ -67,6 +67,7 @@ class Recovery:
                     cons[con.id] = ("dead", con)
             # a container that lost an endpoint (rolled back, or not restorable): its hosts names the address
             kept = {d["id"] for _, d in self.store.docs("endpoints")}
+            kept_owners = {d["container_id"] for _, d in self.store.docs("endpoints")}
             for cid in {cid for eid, cid in owners.items() if eid not in kept}:
                 self._rewrite_names(cid)
             for cid, (state, con) in cons.items():
@@ -74,8 +75,11 @@ class Recovery:
                     if state in ("pending", "removing"):
                         self._finish_container_removal(con)
                         done["rolled_back"] += 1
-                    elif state == "active" and not con.owns_netns and not self.kernel.netns_alive(con.netns):
-                        self.store.delete("containers", cid)  # another runtime's container is gone
+                    elif state == "active" and not con.owns_netns and (
+                            not self.kernel.netns_alive(con.netns) or cid not in kept_owners):
+                        # another runtime's container is gone, or a crash cut its connect short
+                        # (its ports held, its endpoint rolled back): nothing of it is left to track
+                        self._forget_foreign_container(con)
                 except Exception as exc:  # noqa: BLE001 - set aside, never stop the start
                     done["set_aside"] += 1
                     self._set_aside("containers", cid, f"container {con.name}", f"muslin rm -f {con.name}", exc)

@@ -132,10 +132,10 @@ class Links(WorkerCalls):
             self.sysctl(f"net.ipv6.conf.{sysctl_name(name)}.disable_ipv6", "1")
         if alias:  # IFLA_IFALIAS is not applied by RTM_NEWLINK: set with master and up in one request
             settings["IFLA_IFALIAS"] = alias
-        index = self._index(name)
-        self._do(f"bring up {name}", self.ipr.link, "set", index=index, **settings)
+        # by name: the kernel finds the link itself, which saves a lookup (~0.5 ms of an attach)
+        self._do(f"bring up {name}", self.ipr.link, "set", ifname=name, **settings)
         if isolated:
-            self._do(f"isolate {name}", self.ipr.link, "set", index=index, kind="bridge_slave", isolated=1)
+            self._do(f"isolate {name}", self.ipr.link, "set", ifname=name, kind="bridge_slave", isolated=1)
 
     @in_worker
     def wait_port_forwarding(self, name: str, timeout: float = 2.0) -> bool:
@@ -235,20 +235,22 @@ class Links(WorkerCalls):
         link = self.link(name)
         if link is None:
             return False
-        master = self.ipr.get_links(link.master)[0].get_attr("IFLA_IFALIAS") if link.master else None
-        if link.alias != alias and not _legacy_port(link, {link.master} if master == alias else set()):
-            log.warning("left link %s alone: it is not muslin's (alias %r, not %r)", name, link.alias, alias)
-            return False
-        return self.delete_link(name)
+        if link.alias != alias:  # its bridge's alias is asked for only then: a DEL costs two requests
+            master = self.ipr.get_links(link.master)[0].get_attr("IFLA_IFALIAS") if link.master else None
+            if not _legacy_port(link, {link.master} if master == alias else set()):
+                log.warning("left link %s alone: it is not muslin's (alias %r, not %r)", name, link.alias, alias)
+                return False
+        return self._delete_index(link.index, name)
 
     @in_worker
     def delete_link(self, name: str) -> bool:
         """Delete a link by name; a link that is already gone is success."""
         found = self.ipr.link_lookup(ifname=name)
-        if not found:
-            return False
+        return bool(found) and self._delete_index(found[0], name)
+
+    def _delete_index(self, index: int, name: str) -> bool:
         try:
-            self.ipr.link("del", index=found[0])
+            self.ipr.link("del", index=index)
         except Exception as exc:
             if errno_of(exc) in (errno.ENODEV, errno.ENOENT):
                 return False

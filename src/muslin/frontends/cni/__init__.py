@@ -7,10 +7,11 @@ translation onto the daemon's operations, the same the CLI uses:
 
 * ADD   -> ``network.connect`` with ``netns`` = ``CNI_NETNS``, ``ifname`` =
   ``CNI_IFNAME``, the container named after ``CNI_CONTAINERID`` (or
-  ``K8S_POD_NAME``), static addresses from ``ips`` / ``IP=``; the endpoint in the
+  ``K8S_POD_NAME``), static addresses from ``ips`` / ``IP=``, host ports from
+  ``portMappings`` (muslin's published ports, held for the container); the endpoint in the
   reply becomes the CNI result (interfaces with their ``sandbox``, ips, routes, dns);
 * DEL   -> ``network.disconnect``, success when there is nothing to remove and
-  without ``CNI_NETNS``;
+  without ``CNI_NETNS`` (the container's host ports go with its last attachment);
 * CHECK -> the endpoint and its interface still as the result said;
 * VERSION, STATUS, GC -> answered from the plugin and the daemon's state.
 
@@ -25,7 +26,8 @@ import sys
 
 from muslin.frontends.cni.config import (IO_FAILURE, MUSLIN_REFUSED, NOT_AVAILABLE, SUPPORTED_VERSIONS, TRY_LATER,
                                          UNKNOWN_CONTAINER, CniError, aliases, container_name, network_name,
-                                         network_request, read_call, static_addresses, static_mac)
+                                         network_request, published_ports, read_call, static_addresses,
+                                         static_mac)
 from muslin.frontends.cni.result import error, result
 
 RUNTIME = "cni"  # how the engine records the containers this plugin attached (GC takes only those)
@@ -75,34 +77,45 @@ def _ask(client, op: str, *passing, **args):
         raise CniError(IO_FAILURE, f"cannot reach the muslin daemon: {exc}") from None
 
 
-def _network(client, call) -> dict:
-    """The network's view, made from the configuration when it does not exist yet."""
-    from muslin.errors import Conflict, NotFound
+def _make_network(client, call) -> None:
+    """The configuration's network, made from it (a conflist alone is enough)."""
+    from muslin.errors import Conflict
 
-    name = network_name(call.config)
-    try:
-        return _ask(client, "network.inspect", NotFound, names=[name])[0]
-    except NotFound:
-        pass
     try:
         _ask(client, "network.create", Conflict, **network_request(call.config))
     except Conflict:
         pass  # another ADD made it meanwhile
-    return _ask(client, "network.inspect", names=[name])[0]
 
 
-def _has_dns(view: dict) -> bool:
-    return view["network"]["options"].get("com.docker.network.bridge.default_bridge") != "true"
+def _has_dns(network: dict) -> bool:
+    return network["options"].get("com.docker.network.bridge.default_bridge") != "true"
+
+
+DEFAULT_BRIDGE = "bridge"  # Docker's default network, as muslin.model names it (not imported: start-up)
+
+
+def _aliases(call) -> list:
+    """The pod's DNS names; none on the default bridge, which has no names (Docker refuses them)."""
+    name = network_name(call.config)
+    return [] if name == DEFAULT_BRIDGE else aliases(call, name)
 
 
 def cmd_add(call) -> dict:
+    """One round trip when the network exists (every ADD but a network's first): the connect
+    names it, and the reply describes it."""
+    from muslin.errors import NotFound
+
     client = _client(call)
-    view = _network(client, call)
     ip, ip6 = static_addresses(call)
-    reply = _ask(client, "network.connect", network=view["network"]["id"], container=container_name(call),
-                 netns=call.netns, ifname=call.ifname, ip=ip, ip6=ip6, mac=static_mac(call),
-                 aliases=aliases(call, network_name(call.config)) if _has_dns(view) else [], runtime=RUNTIME)
-    return result(call.version, reply["endpoint"], call.netns, _has_dns(view))
+    request = dict(network=network_name(call.config), container=container_name(call), netns=call.netns,
+                   ifname=call.ifname, ip=ip, ip6=ip6, mac=static_mac(call),
+                   aliases=_aliases(call), publish=published_ports(call), runtime=RUNTIME)
+    try:
+        reply = _ask(client, "network.connect", NotFound, **request)
+    except NotFound:  # by a namespace path, only the network can be missing
+        _make_network(client, call)
+        reply = _ask(client, "network.connect", **request)
+    return result(call.version, reply["endpoint"], call.netns, _has_dns(reply["network"]))
 
 
 def cmd_del(call) -> None:

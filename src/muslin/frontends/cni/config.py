@@ -155,6 +155,7 @@ def network_request(config: dict) -> dict:
         "ipv6": _typed(config, "ipv6", bool, False),
         "internal": _typed(config, "internal", bool, False),
         "options": options,
+        "attachable": True,  # a runtime attaches its containers by hand (an overlay network needs it said)
     }
 
 
@@ -197,6 +198,30 @@ def aliases(call: Call, network: str) -> list[str]:
     names = _strings(value.get(network) or value.get(call.config.get("name", "")) or [], "runtimeConfig.aliases")
     pod = call.args.get("K8S_POD_NAME")  # Podman's container name: the name a DNS plugin registers
     return names + [pod] if pod and pod not in names else names
+
+
+def published_ports(call: Call) -> list[str]:
+    """The ``portMappings`` capability (``[{"hostPort", "containerPort", "protocol", "hostIP"}]``)
+    as Docker's ``-p`` specs (``[hostIP:]hostPort:containerPort/protocol``): the daemon parses
+    them as it parses ``run -p``, with Docker's messages (``Invalid hostPort: 70000``)."""
+    value = runtime_config(call).get("portMappings") or []
+    if not isinstance(value, list):
+        raise CniError(INVALID_CONFIG, "runtimeConfig.portMappings must be a list")
+    specs = []
+    for i, mapping in enumerate(value):
+        where = f"runtimeConfig.portMappings[{i}]"
+        if not isinstance(mapping, dict):
+            raise CniError(INVALID_CONFIG, f"{where} must be an object")
+        ports = [mapping.get("hostPort"), mapping.get("containerPort")]
+        for key, port in zip(("hostPort", "containerPort"), ports):
+            if not isinstance(port, int) or isinstance(port, bool):
+                raise CniError(INVALID_CONFIG, f"{where}.{key} must be a number, not {port!r}")
+        proto, host_ip = mapping.get("protocol") or "tcp", mapping.get("hostIP") or ""
+        if not isinstance(proto, str) or not isinstance(host_ip, str):
+            raise CniError(INVALID_CONFIG, f"{where}: protocol and hostIP must be strings")
+        host_ip = f"[{host_ip}]" if ":" in host_ip else host_ip
+        specs.append(f"{host_ip + ':' if host_ip else ''}{ports[0]}:{ports[1]}/{proto.lower()}")
+    return specs
 
 
 def container_name(call: Call) -> str:

@@ -134,10 +134,10 @@ class DnsServer:
         one free for both protocols. Returns the address and port."""
         family = socket.AF_INET6 if ":" in address else socket.AF_INET
         for _ in range(20):
-            udp = open_socket(netns, family, socket.SOCK_DGRAM, address, port)
+            udp = open_socket(netns, family, socket.SOCK_DGRAM, address, port, long_lived=True)
             chosen = udp.getsockname()[1]
             try:
-                tcp = open_socket(netns, family, socket.SOCK_STREAM, address, chosen, reuse=True)
+                tcp = open_socket(netns, family, socket.SOCK_STREAM, address, chosen, reuse=True, long_lived=True)
                 break
             except Exception:
                 udp.close()
