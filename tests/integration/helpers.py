@@ -9,6 +9,7 @@ import json
 import os
 import sqlite3
 import subprocess
+import sys
 
 from muslin.engine import Engine
 from muslin.lab import Ping
@@ -237,3 +238,19 @@ def start_daemon(host, *flags: str):
     host.muslin("network", "ls")
     assert daemon.running(), daemon.output()[-2000:]
     return daemon
+
+
+LAUNCHER = os.path.join(os.path.dirname(sys.executable), "muslin")  # bin/muslin as installed: the CNI plugin
+REFERENCE_CNI = "/usr/lib/cni"
+
+
+def cni(host, verb: str, config: dict | None, pod=None, ifname="eth0", cid="c1", plugin=LAUNCHER, **env):
+    """Run a CNI plugin once inside the host's namespace, as a runtime does: (exit status,
+    parsed stdout)."""
+    variables = {"CNI_COMMAND": verb, "CNI_CONTAINERID": cid, "CNI_IFNAME": ifname, "CNI_PATH": REFERENCE_CNI,
+                 "CNI_NETNS": pod.netns if pod is not None else ""}
+    variables.update(env)
+    variables = {k: v for k, v in variables.items() if v is not None}
+    done = host.sh([plugin], env={**host.muslin_env(), **variables}, check=False, timeout=60,
+                   input=json.dumps(config) if isinstance(config, dict) else (config or ""))
+    return done.returncode, (json.loads(done.stdout) if done.stdout.strip() else None)

@@ -14,8 +14,8 @@ from muslin.lab import wait_until
 from muslin.lab._sys import pid_alive
 
 
-LAUNCHER = os.path.join(os.path.dirname(sys.executable), "muslin")  # bin/muslin as installed
-REFERENCE = "/usr/lib/cni"
+from helpers import LAUNCHER, cni
+from helpers import REFERENCE_CNI as REFERENCE
 
 
 @pytest.fixture
@@ -27,17 +27,6 @@ def host(lab):
 def conf(host, version="1.0.0", **extra) -> dict:
     return {"cniVersion": version, "name": "podnet", "type": "muslin", "root": host.root,
             "subnet": "10.88.7.0/24", **extra}
-
-
-def cni(host, verb: str, config: dict | None, pod=None, ifname="eth0", cid="c1", plugin=LAUNCHER, **env):
-    """Run the plugin once inside the host's namespace: (exit status, parsed stdout)."""
-    variables = {"CNI_COMMAND": verb, "CNI_CONTAINERID": cid, "CNI_IFNAME": ifname, "CNI_PATH": REFERENCE,
-                 "CNI_NETNS": pod.netns if pod is not None else ""}
-    variables.update(env)
-    variables = {k: v for k, v in variables.items() if v is not None}
-    done = host.sh([plugin], env={**host.muslin_env(), **variables}, check=False, timeout=60,
-                   input=json.dumps(config) if isinstance(config, dict) else (config or ""))
-    return done.returncode, (json.loads(done.stdout) if done.stdout.strip() else None)
 
 
 def test_version_names_every_version_it_speaks(host):

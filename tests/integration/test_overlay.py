@@ -11,7 +11,7 @@ import threading
 
 import pytest
 
-from helpers import start_daemon
+from helpers import cni, start_daemon
 from muslin.lab import wait_until
 from muslin.lab.fabric import FabricLab
 
@@ -221,3 +221,19 @@ def test_the_store_down_for_a_while_stops_nothing_that_runs_and_changes_resume(c
     late = run(d2, "s3", "calm")
     assert wait_until(lambda: pings(d1, "s1", late), "s1 -> s3 after the outage", timeout=20)
     assert wait_until(lambda: pings(d1, "s1", far), "s1 -> s2 after the outage", timeout=20)
+
+
+def test_a_pod_of_the_cni_plugin_joins_an_overlay_network_made_from_its_configuration(cluster, lab):
+    """The overlay driver through the CNI plugin: the first ADD makes the cluster's network (and
+    attachable: a runtime attaches by hand); a muslin container on another host reaches the pod."""
+    d1, d3 = cluster.hosts[0], cluster.hosts[2]
+    pod = lab.node("pod")
+    config = {"cniVersion": "1.0.0", "name": "podover", "type": "muslin", "root": d1.root, "driver": "overlay",
+              "subnet": "10.95.0.0/24"}
+    status, out = cni(d1, "ADD", config, pod, cid="p1")
+    assert status == 0, out
+    assert out["ips"][0]["address"] == "10.95.0.2/24"
+    wait_until(lambda: "podover" in networks(d3), "podover on docker3")
+    run(d3, "far", "podover")
+    assert wait_until(lambda: pings(d3, "far", "10.95.0.2"), "far -> the pod")
+    assert cni(d1, "DEL", config, pod, cid="p1")[0] == 0
