@@ -162,6 +162,7 @@ def main() -> int:
     ipv6_tour(checks)
     runtimes_tour(checks)
     fabric_tour(checks)
+    overlay_tour(checks)
     print(f"\nDemo finished: {sum(checks)} of {len(checks)} checks as expected; the labs are gone.")
     return 0 if all(checks) else 1
 
@@ -420,6 +421,47 @@ def _podman_on_the_fabric(f, host, web1: str, checks: list[bool]) -> None:
         podman("rm", "-f", "--time", "0", "pod3")
     finally:
         podman.close()
+
+
+def overlay_tour(checks: list[bool]) -> None:
+    """Seed 003's overlay network across the cookbook's four hosts: daemons in a cluster on etcd."""
+    import shutil
+
+    from muslin.lab.fabric import FabricLab
+
+    if shutil.which("etcd") is None:
+        return  # the fabric tour said why
+    with Lab(name="demooverlay") as lab:
+        say("Overlay networks (seed 003): the four hosts' daemons form a cluster on etcd, no Swarm needed")
+        f = FabricLab(lab)
+        store = "etcd://" + f.etcd.endpoint.split("://", 1)[1]
+        for host in f.hosts:
+            with open(f"{host.root}/daemon.json", "w") as out:
+                json.dump({"cluster-store": store, "cluster-advertise": "eth0"}, out)
+        print(f"docker1..4$ cat ROOT/daemon.json   (or muslin daemon --cluster-store {store} --cluster-advertise eth0)")
+        print("    " + json.dumps({"cluster-store": store, "cluster-advertise": "eth0"}))
+        d1, d4 = f.hosts[0], f.hosts[3]
+        show(d1, "network", "create", "-d", "overlay", "--subnet", "10.3.1.0/8", "--gateway", "10.1.1.1",
+             "--attachable", "overlay")
+        for host in f.hosts[1:]:
+            host.muslin("network", "ls")  # starts that host's daemon: it joins the cluster
+        deadline = time.monotonic() + 10
+        while "overlay" not in d4.muslin("network", "ls").stdout and time.monotonic() < deadline:
+            time.sleep(0.1)
+        show(d4, "network", "ls")
+        show(d1, "run", "-d", "--name", "web1", "--network", "overlay", "--", "sleep", "3600")
+        show(d4, "run", "-d", "--name", "web2", "--network", "overlay", "--", "sleep", "3600")
+        ok = False
+        deadline = time.monotonic() + 10
+        while not ok and time.monotonic() < deadline:
+            ok = d4.muslin("exec", "web2", "--", "ping", "-c", "1", "-W", "1", "web1", check=False).returncode == 0
+        print("docker4$ muslin exec web2 -- ping -c 1 web1")
+        checks.append(expect(ok, "web2 on docker4 resolves web1 on docker1 and reaches it over the overlay, "
+                                 "across the router"))
+        show(d1, "exec", "web1", "--", "ip", "route")
+        show(d4, "rm", "-f", "web2")
+        show(d1, "rm", "-f", "web1")
+        show(d1, "network", "rm", "overlay")
 
 
 if __name__ == "__main__":
