@@ -26,8 +26,9 @@ class FakeKV:
         if self.down:
             raise StoreUnavailable([("fake://", "down")], "talking to the fake store")
 
-    def _set(self, key: str, value: str, lease: int | None) -> int:
-        self.revision += 1
+    def _set(self, key: str, value: str, lease: int | None, same_revision: bool = False) -> int:
+        if not same_revision:
+            self.revision += 1
         old = self.items.get(key)
         item = Item(key, value, self.revision, old.create_revision if old else self.revision, lease or None)
         self.items[key] = item
@@ -64,8 +65,8 @@ class FakeKV:
             self._up()
             if any(k in self.items for k in items):
                 return False
-            for key, value in items.items():
-                self._set(key, value, lease)
+            for n, (key, value) in enumerate(items.items()):  # one transaction: one revision, as the stores
+                self._set(key, value, lease, same_revision=n > 0)
             return True
 
     def replace(self, key: str, value: str, mod_revision: int, lease: int | None = None) -> bool:

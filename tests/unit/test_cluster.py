@@ -117,3 +117,28 @@ def test_cluster_advertise_takes_an_interface_or_one_of_its_addresses():
                           ("10.9.9.9", "10.9.9.9 is not an address of this host")):
         with pytest.raises(InvalidParameter, match=message):
             advertised(host, text)
+
+
+def test_removal_deletes_the_network_document_last_and_waits_for_a_joining_container():
+    store = FakeKV()
+    a, b = member(store, 1), member(store, 2)
+    network = doc("n1" * 32, "web")
+    a.create_network(network, 4096, [])
+    b.claim_address(network["id"], "10.3.0.2", "e" * 64)  # joining: its endpoint is not published yet
+    with pytest.raises(Conflict, match=r"has active endpoints \(10.3.0.2 on 10.10.10.102\)"):
+        a.remove_network(network, 4096)
+    b.release_address(network["id"], "10.3.0.2")
+    start = store.revision
+    a.remove_network(network, 4096)
+    deleted = [e.key for e in store.history if e.revision > start and e.kind == "delete"]
+    assert deleted[-1] == key("networks", network["id"])  # until then the removal can be retried
+
+
+def test_nothing_is_claimed_or_published_before_the_node_joined():
+    store = FakeKV()
+    lone = Cluster(store, "a" * 64, "10.10.10.101", "eth0")
+    with pytest.raises(Conflict, match="has not joined its cluster yet"):
+        lone.claim_address("net", "10.3.0.2", "e" * 64)
+    with pytest.raises(Conflict, match="has not joined its cluster yet"):
+        lone.publish(Peer("net", "e" * 64, lone.node, lone.address, "02:42:0a:03:00:02", "10.3.0.2/16"))
+    assert store.items == {}

@@ -108,3 +108,72 @@ def test_refusals_change_nothing(hosts, tmp_path):
     with pytest.raises(InvalidParameter, match="overlay networks need this host in a cluster"):
         lone.create_network("ov", "overlay")
     lone.close()
+
+
+def follow(host, store, since: int) -> None:
+    """Hand ``host``'s service every store event after ``since``, as its watch does."""
+    for event in [e for e in store.history if e.revision > since]:
+        host.service._follow(event)
+
+
+def test_an_address_reused_at_once_keeps_the_new_endpoints_entry(hosts):
+    """The old endpoint's key may go after the new one's arrived, with the same address and MAC
+    (made from it): its delete must not take the new endpoint's entries."""
+    a, b = hosts
+    a.engine.create_network("ov", "overlay", subnets=["10.3.0.0/24"], attachable=True)
+    b.sync()
+    store = a.engine.cluster.store
+    b.engine.create_container("c2", "ov")
+    b.sync()
+    a.sync()
+    assert {address for address, _, _ in a.peers("ov")} == {"10.3.0.2"}
+    since = store.revision
+    ep = next(e for e in b.engine.endpoints() if e.ipv4.startswith("10.3."))
+    peer = next(p for p in b.engine.cluster.endpoints(a.engine.find_network("ov").id) if p.endpoint == ep.id)
+    from dataclasses import replace
+
+    b.engine.cluster.publish(replace(peer, endpoint="f" * 64))  # the new endpoint: same address, same MAC
+    b.engine.cluster.withdraw(peer.network, peer.endpoint)       # then the old one's key goes
+    follow(a, store, since)
+    assert a.peers("ov") == {("10.3.0.2", ep.mac, "10.10.10.102")}
+
+
+def test_a_network_that_cannot_be_made_here_stops_no_other(hosts, monkeypatch):
+    a, b = hosts
+    a.engine.create_network("bad", "overlay", subnets=["10.4.0.0/24"], attachable=True)
+    a.engine.create_network("ov", "overlay", subnets=["10.3.0.0/24"], attachable=True)
+    a.engine.create_container("c1", "ov")
+    a.sync()
+    real = b.engine.adopt_network
+
+    def adopt(doc):
+        if doc["name"] == "bad":
+            raise InvalidParameter("vxlan id 4096 is already in use on this host")
+        return real(doc)
+
+    monkeypatch.setattr(b.engine, "adopt_network", adopt)
+    b.sync()
+    assert [n.name for n in b.engine.networks() if n.driver == "overlay"] == ["ov"]
+    assert {address for address, _, _ in b.peers("ov")} == {"10.3.0.2"}
+    assert b.service._resync_wanted.is_set()  # and it is tried again
+
+
+def test_the_watch_adopts_a_network_whose_keys_share_one_revision(hosts):
+    """A network's name, VNI and document are written in one transaction: one revision for all
+    three keys, every one of which the watch must follow."""
+    import threading
+
+    a, b = hosts
+    b.service._stop = threading.Event()
+    watcher = threading.Thread(target=b.service._watch)
+    watcher.start()
+    try:
+        a.engine.create_network("ov", "overlay", subnets=["10.3.0.0/24"], attachable=True)
+        for _ in range(200):
+            if any(n.name == "ov" for n in b.engine.networks()):
+                break
+            threading.Event().wait(0.01)
+        assert [n.name for n in b.engine.networks() if n.driver == "overlay"] == ["ov"]
+    finally:
+        b.service._stop.set()
+        watcher.join(5)

@@ -196,18 +196,24 @@ class Cluster:
         return json.loads(item.value)["name"] if item else net_id[:12]
 
     def remove_network(self, doc: dict, vni: int) -> None:
-        """Remove the network from the cluster; Conflict while any member has an endpoint on it."""
-        users = self.endpoints(doc["id"])
+        """Remove the network from the cluster; Conflict while any member has an endpoint on it,
+        or holds an address of it (a container joining, whose endpoint is not published yet)."""
+        users = [f"{p.name or p.endpoint[:12]} on {p.vtep}" for p in self.endpoints(doc["id"])]
+        if not users:
+            items, _ = self.store.range(key("addresses", doc["id"], ""))
+            nodes = self.nodes()
+            users = [f"{i.key.rsplit('/', 1)[1]} on {nodes.get(json.loads(i.value)['node'], 'a host')}"
+                     for i in items]
         if users:
-            shown = ", ".join(sorted(f"{p.name or p.endpoint[:12]} on {p.vtep}" for p in users))
             raise Conflict(f"error while removing network: network {doc['name']} id {doc['id']} has active "
-                           f"endpoints ({shown})")
-        self.store.delete(key("networks", doc["id"]))
+                           f"endpoints ({', '.join(sorted(users))})")
+        # the network's document last: until it goes, the network is there and its removal can
+        # be tried again after a failure on the way
         self.store.delete(key("names", doc["name"]))
         self.store.delete(key("vnis", str(vni)))
         for subnet in doc.get("auto_subnets", []):
             self.store.delete(_subnet_key(subnet))
-        self.store.delete_prefix(key("addresses", doc["id"], ""))  # the gateways' and what a dead node left
+        self.store.delete(key("networks", doc["id"]))
 
     # -- addresses -----------------------------------------------------------------------
 
@@ -229,8 +235,15 @@ class Cluster:
             if cached is not None:
                 (cached.add if held else cached.discard)(address)
 
+    def _joined(self) -> int:
+        if self.lease is None:  # a key without a lease would never go
+            raise Conflict("this host has not joined its cluster yet (the cluster store did not answer): "
+                           "try again shortly")
+        return self.lease
+
     def claim_address(self, net_id: str, address: str, owner: str) -> bool:
         """Hold ``address`` for ``owner`` of this node; False when another holds it."""
+        self._joined()
         won = self.store.create(key("addresses", net_id, address), json.dumps({"node": self.node, "owner": owner}),
                                 self.lease)
         self._note(net_id, address, True)
@@ -251,6 +264,21 @@ class Cluster:
         if parts[0] == "addresses" and len(parts) == 3:
             self._note(parts[1], parts[2], event.kind == "put")
 
+    def forget_held(self) -> None:
+        """Read every network's held addresses again on their next use (after a watch gap)."""
+        with self._lock:
+            self._held.clear()
+
+    def my_addresses(self) -> list[tuple[str, str]]:
+        """(network id, address) of every address this node holds in the store."""
+        items, _ = self.store.range(key("addresses", ""))
+        out = []
+        for item in items:
+            _, net_id, address = item.key[len(PREFIX):].split("/")
+            if json.loads(item.value).get("node") == self.node:
+                out.append((net_id, address))
+        return out
+
     def forget(self, net_id: str) -> None:
         with self._lock:
             self._held.pop(net_id, None)
@@ -258,7 +286,7 @@ class Cluster:
     # -- endpoints -----------------------------------------------------------------------
 
     def publish(self, peer: Peer) -> None:
-        self.store.put(key("endpoints", peer.network, peer.endpoint), peer.to_json(), self.lease)
+        self.store.put(key("endpoints", peer.network, peer.endpoint), peer.to_json(), self._joined())
 
     def withdraw(self, net_id: str, endpoint_id: str) -> None:
         self.store.delete(key("endpoints", net_id, endpoint_id))

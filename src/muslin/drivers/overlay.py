@@ -76,6 +76,7 @@ class OverlayDriver(BaseDriver):
         self.netns_dir = netns_dir
         self.vtep = vtep              # () -> (address, interface): the host's end of the tunnels
         self._namespaces: dict[str, Namespace] = {}
+        self._removing: set[str] = set()  # a namespace being removed is not opened again (it would live on)
         self._lock = threading.Lock()
 
     # -- the network's namespace ---------------------------------------------------------
@@ -87,6 +88,8 @@ class OverlayDriver(BaseDriver):
         """The network's namespace, opened once and kept (a join must not start a thread)."""
         path = self.sandbox_path(network)
         with self._lock:
+            if path in self._removing:
+                raise KernelError(f"overlay network {network.name} is being removed here")
             ns = self._namespaces.get(path)
             if ns is None:
                 ns = self._namespaces[path] = self.kernel.Namespace(path)
@@ -153,8 +156,14 @@ class OverlayDriver(BaseDriver):
             # the vxlan first, explicitly: its socket would hold UDP 4789 for its VNI for as
             # long as anything still holds the namespace
             self._namespace(network).delete_link(vxlan_name(network))
-        self._forget(network)
-        self.kernel.remove_netns(path)
+        with self._lock:
+            self._removing.add(path)
+        try:
+            self._forget(network)
+            self.kernel.remove_netns(path)
+        finally:
+            with self._lock:
+                self._removing.discard(path)  # gone: opening it again fails, and holds nothing
 
     # -- endpoints -----------------------------------------------------------------------
 
@@ -193,8 +202,10 @@ class OverlayDriver(BaseDriver):
     def delete_peer(self, network: Network, address: str, mac: str, vtep: str) -> None:
         ns = self._namespace(network)
         vxlan = vxlan_name(network)
-        ns.delete_neighbour(vxlan, address.split("/")[0])
-        ns.delete_fdb(vxlan, mac, vtep)
+        if address:
+            ns.delete_neighbour(vxlan, address.split("/")[0])
+        if vtep:
+            ns.delete_fdb(vxlan, mac, vtep)
 
     def peers(self, network: Network) -> set[tuple[str, str, str]]:
         """``(address, mac, vtep)`` of every peer written on this host (what the kernel has)."""
@@ -203,7 +214,10 @@ class OverlayDriver(BaseDriver):
         ns = self._namespace(network)
         vxlan = vxlan_name(network)
         fdb = ns.fdb(vxlan)
-        return {(address, mac, fdb.get(mac, "")) for address, mac in ns.permanent_neighbours(vxlan).items()}
+        neighbours = ns.permanent_neighbours(vxlan)
+        found = {(address, mac, fdb.get(mac, "")) for address, mac in neighbours.items()}
+        # an FDB entry whose neighbour entry is missing (a failure between the two): "" address
+        return found | {("", mac, vtep) for mac, vtep in fdb.items() if mac not in neighbours.values()}
 
     # -- what the engine asks of a network -------------------------------------------------
 

@@ -79,15 +79,28 @@ class ClusterNetworks:
             except Exception as exc:  # noqa: BLE001 - the cluster service's reconciliation retries it
                 log.warning("address %s of network %s stays held in the cluster store: %s", address, net_id[:12], exc)
 
-    def _release_addresses(self, owner: str) -> None:
-        """Release what ``owner`` holds, here and, for cluster networks, in the cluster's store."""
+    def _release_addresses(self, owner: str) -> list:
+        """Release what ``owner`` holds, here and, for cluster networks, in the cluster's store;
+        what was released here (``Store.release_owner``'s rows)."""
         released = self.store.release_owner(owner)
-        if self.cluster is None:
-            return
-        for net_id, pool, addr in released:
-            if self._network_driver(net_id) == "overlay":
-                version = ipaddress.ip_network(pool).version
-                self._unclaim([(net_id, str(ipam.from_int(addr, version)))])
+        if self.cluster is not None:
+            for net_id, pool, addr in released:
+                if self._network_driver(net_id) == "overlay":
+                    version = ipaddress.ip_network(pool).version
+                    self._unclaim([(net_id, str(ipam.from_int(addr, version)))])
+        return released
+
+    def cluster_addresses_held(self) -> set[tuple[str, str]]:
+        """(network id, address) of every address this root holds on a cluster network."""
+        with self._lock:
+            nets = [n for n in self.networks(("active", "pending", "removing")) if self._in_cluster(n)]
+            out = set()
+            for net in nets:
+                rows = self.store.read().execute("SELECT pool, address FROM addresses WHERE network_id = ?",
+                                                 (net.id,))
+                for pool, addr in rows:
+                    out.add((net.id, str(ipam.from_int(int(addr, 16), ipaddress.ip_network(pool).version))))
+            return out
 
     def _network_driver(self, net_id: str) -> str | None:
         for _, doc in self.store.docs("networks", "id = ?", (net_id,)):

@@ -53,11 +53,16 @@ class Handoff:
                 return held
             if ip6 and not net.ipv6:
                 raise InvalidParameter(f"network {net.name} does not have IPv6 enabled: --ip6 {ip6} cannot be used")
-            with self.store.transaction():
-                v4 = self._allocate(net, 4, owner, ip) if net.pools_of(4) else None
-                if ip and not v4:
-                    raise InvalidParameter(f"network {net.name} has no IPv4 subnet")
-                v6 = self._allocate(net, 6, owner, ip6) if net.ipv6 and net.pools_of(6) else None
+            claims: list = []
+            try:
+                with self.store.transaction():
+                    v4 = self._allocate(net, 4, owner, ip, claims) if net.pools_of(4) else None
+                    if ip and not v4:
+                        raise InvalidParameter(f"network {net.name} has no IPv4 subnet")
+                    v6 = self._allocate(net, 6, owner, ip6, claims) if net.ipv6 and net.pools_of(6) else None
+            except BaseException:
+                self._unclaim(claims)  # what a cluster's store holds for the rolled-back rows
+                raise
             return (f"{ipam.from_int(v4[1], 4)}/{v4[0].subnet.prefixlen}" if v4 else None,
                     f"{ipam.from_int(v6[1], 6)}/{v6[0].subnet.prefixlen}" if v6 else None)
 
@@ -156,7 +161,7 @@ class Handoff:
                             not self.endpoints(container=con, states=("active", "pending", "removing", "dead")):
                         self.store.delete("containers", con.id)
                 return True
-            return bool(self.store.release_owner(endpoint_id))
+            return bool(self._release_addresses(endpoint_id))
 
     # -- address pools of their own (Docker's IPAM driver) ------------------------------
 

@@ -43,7 +43,8 @@ class ClusterService(ServiceThread):
         self.heartbeat = heartbeat
         self.engine = None
         self.cluster = None
-        self.revision = 0
+        self.revision = 0   # the watch resumes after this one
+        self._listed = 0    # what the last full pass read: events up to it are in it
         self._stop = threading.Event()
         self._resync_wanted = threading.Event()
         self._pass_lock = threading.Lock()
@@ -53,7 +54,7 @@ class ClusterService(ServiceThread):
 
     def reconcile(self, engine) -> None:
         self.engine, self.cluster = engine, engine.cluster
-        self._stop.clear()
+        self._stop = threading.Event()  # threads of an earlier start that outlived their join see theirs set
         if self.cluster.join():
             log.info("joined the cluster as node %s (%s)", self.cluster.node[:12], self.cluster.address)
         self.full_pass()
@@ -85,21 +86,43 @@ class ClusterService(ServiceThread):
     def full_pass(self) -> None:
         """Networks, this host's keys and the kernel's peers made equal to the store's."""
         with self._pass_lock:
+            self._resync_wanted.clear()
+            self.cluster.forget_held()  # deletes a watch gap hid: read again
             docs, revision = self.cluster.networks()
             known = {d["id"]: d for d in docs}
             for doc in docs:
-                self.engine.adopt_network(doc)
+                self._step(f"adopting network {doc.get('name')}", self.engine.adopt_network, doc)
             local = {n.id: n for n in self.engine.networks() if n.driver == "overlay"}
             for net_id in set(local) - set(known):
-                self.engine.drop_network(net_id)
-                local.pop(net_id, None)
-            peers = self.cluster.endpoints()
-            self._publish_mine(local, peers)
+                if self._step(f"dropping network {local[net_id].name}", self.engine.drop_network, net_id):
+                    local.pop(net_id, None)
+            with self.engine._lock:  # no connect or disconnect between reading this host's and writing them
+                peers = self.cluster.endpoints()
+                self._publish_mine(local, peers)
+                self._release_strays()
             self._replace_peers({key("endpoints", p.network, p.endpoint): p for p in peers})
             for net in local.values():
-                self._set_peers(net, [p for p in peers if p.network == net.id])
-            self.revision = revision
-            self._resync_wanted.clear()
+                self._step(f"peers of network {net.name}", self._set_peers, net,
+                           [p for p in peers if p.network == net.id])
+            self.revision = self._listed = revision
+
+    def _step(self, what: str, fn, *args):
+        """One part of a pass or of following the watch: its failure is logged and a full pass
+        wanted, the rest goes on (one network that cannot be made here stops no other)."""
+        try:
+            return fn(*args)
+        except Exception as exc:  # noqa: BLE001 - see above
+            log.error("cluster: %s failed: %s", what, exc)
+            self._resync_wanted.set()
+            return None
+
+    def _release_strays(self) -> None:
+        """Delete this node's address keys that nothing here holds any more (a release the
+        store missed, a crash between claiming and committing)."""
+        held = self.engine.cluster_addresses_held()
+        for net_id, address in self.cluster.my_addresses():
+            if (net_id, address) not in held:
+                self.cluster.release_address(net_id, address)
 
     def _publish_mine(self, local: dict, published: list[Peer]) -> None:
         """Publish this host's endpoints the store lacks; withdraw its keys for endpoints gone."""
@@ -137,8 +160,7 @@ class ClusterService(ServiceThread):
 
     def _set_peers(self, net, peers: list[Peer]) -> None:
         driver = self.engine.driver("overlay")
-        wanted = {(a.split("/")[0], p.mac, p.vtep) for p in peers if p.node != self.cluster.node
-                  for a in (p.ipv4, p.ipv6) if a}
+        wanted = self._entries(peers)
         present = driver.peers(net)
         for address, mac, vtep in present - wanted:
             driver.delete_peer(net, address, mac, vtep)
@@ -157,8 +179,11 @@ class ClusterService(ServiceThread):
         while not self._stop.is_set():
             try:
                 for event in self.cluster.store.watch(PREFIX, self.revision, self._stop):
-                    self._follow(event)
-                    self.revision = max(self.revision, event.revision)
+                    with self._pass_lock:
+                        if event.revision > self._listed:  # a full pass may have read past it
+                            self._step(f"following {event.kind} {event.key}", self._follow, event)
+                        # one transaction's keys share a revision: the watch resumes after it
+                        self.revision = max(self.revision, event.revision)
                     delay = RETRY
             except Exception as exc:  # noqa: BLE001 - the store went away (or compacted): list again
                 if self._stop.is_set():
@@ -182,22 +207,33 @@ class ClusterService(ServiceThread):
             log.info("cluster node %s left (or its lease expired)", parts[1][:12])
 
     def _follow_endpoint(self, event, net_id: str) -> None:
-        driver = self.engine.driver("overlay")
-        nets = {n.id: n for n in self.engine.networks() if n.id == net_id}
         old = self.cluster.peers.pop(event.key, None)
+        if old is None and event.kind == "delete" and event.item is not None and event.item.value:
+            old = Peer.from_json(event.item.value)  # its last value, which the store kept
         new = Peer.from_json(event.item.value) if event.kind == "put" else None
         if new is not None:
             self.cluster.peers[event.key] = new
+        if old == new:
+            return  # a replayed put: nothing changes
         for peer, action in ((old, PEER_REMOVED), (new, PEER_ADDED)):
             if peer is not None and peer.node != self.cluster.node:
                 self.engine.announce_peer(action, peer)
-        net = nets.get(net_id)
+        net = next((n for n in self.engine.networks() if n.id == net_id), None)
         if net is None:
             return
-        for peer, step in ((old, driver.delete_peer), (new, driver.add_peer)):
-            if peer is not None and peer.node != self.cluster.node:
-                for address in filter(None, (peer.ipv4, peer.ipv6)):
-                    step(net, address.split("/")[0], peer.mac, peer.vtep)
+        driver = self.engine.driver("overlay")
+        # an address (and its MAC, made from it) reused by another endpoint may already be its
+        # entry: only what no current peer of the network has goes
+        wanted = self._entries([p for p in self.cluster.peers.values() if p.network == net_id])
+        for address, mac, vtep in self._entries([old] if old else []) - wanted:
+            driver.delete_peer(net, address, mac, vtep)
+        for address, mac, vtep in self._entries([new] if new else []):
+            driver.add_peer(net, address, mac, vtep)
+
+    def _entries(self, peers: list[Peer]) -> set[tuple[str, str, str]]:
+        """(address, mac, vtep) of other members' peers."""
+        return {(a.split("/")[0], p.mac, p.vtep) for p in peers if p.node != self.cluster.node
+                for a in (p.ipv4, p.ipv6) if a}
 
     # -- the heartbeat -----------------------------------------------------------------------
 
@@ -211,11 +247,11 @@ class ClusterService(ServiceThread):
                 return
             try:
                 if time.monotonic() >= renew_at:
-                    renew_at = time.monotonic() + self.heartbeat
                     if not self.cluster.renew():
                         log.warning("the cluster store let this node's lease expire: joining again")
                         self.cluster.join()
                         self._resync_wanted.set()
+                    renew_at = time.monotonic() + self.heartbeat  # after a failure: again in RETRY
                 if self._resync_wanted.is_set():
                     self.full_pass()
             except Exception as exc:  # noqa: BLE001 - keep going: the data plane does not need the store
