@@ -48,6 +48,7 @@ class Client:
             check_root(self.root)
         except UnsafeRoot as exc:
             raise MuslinError(f"muslin daemon not contacted: {exc.message}") from None
+        started = False
         try:
             sock = self._connect()
         except (FileNotFoundError, ConnectionRefusedError):
@@ -57,12 +58,19 @@ class Client:
                 start_daemon(self.root)
             except UnsafeRoot as exc:
                 raise MuslinError(f"muslin daemon not started: {exc.message}") from None
-            sock = self._connect()
+            sock, started = self._connect(), True
+        request = dumps({"op": op, "args": args}).encode() + b"\n"
         try:
-            sock.sendall(dumps({"op": op, "args": args}).encode() + b"\n")
-            reply = _read_line(sock)
-        finally:
-            sock.close()
+            reply = self._exchange(sock, request)
+        except (ConnectionResetError, BrokenPipeError):
+            if not started:
+                raise
+            # a daemon this call just started may drop a first connection while it settles (one
+            # it never read: nothing was done); ask once more
+            import time  # lazily: the CLI's start-up
+
+            time.sleep(0.05)
+            reply = self._exchange(self._connect(), request)
         if not reply:
             raise MuslinError("muslin daemon closed the connection without an answer (see its log in " f"{self.root}/muslin.log)")
         msg = loads(reply)
@@ -70,6 +78,14 @@ class Client:
             err = msg["error"]
             raise BY_CODE.get(err.get("code"), MuslinError)(err.get("message", "unknown error"))
         return msg.get("result")
+
+    @staticmethod
+    def _exchange(sock: _socket.socket, request: bytes) -> bytes:
+        try:
+            sock.sendall(request)
+            return _read_line(sock)
+        finally:
+            sock.close()
 
     def _connect(self) -> _socket.socket:
         sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)

@@ -1,0 +1,49 @@
+"""The client's first request to a daemon it has just started: a connection the daemon drops
+unread while it settles is asked again, once; a daemon that was already running is not."""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+
+import pytest
+
+from muslin import client
+
+
+def resetting_daemon(path: str, answers: int):
+    """A listener at ``path`` that resets its first connection, then answers ``answers`` requests."""
+    def start(_root):
+        server = socket.socket(socket.AF_UNIX)
+        server.bind(path)
+        server.listen(5)
+
+        def serve():
+            conn, _ = server.accept()
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\1\0\0\0\0\0\0\0")  # close with a reset
+            conn.close()
+            for _ in range(answers):
+                conn, _ = server.accept()
+                conn.recv(65536)
+                conn.sendall(b'{"result": {"pong": true}}\n')
+                conn.close()
+
+        threading.Thread(target=serve, daemon=True).start()
+    return start
+
+
+def test_a_connection_dropped_by_a_daemon_just_started_is_asked_again(tmp_path, monkeypatch):
+    root = tmp_path / "root"
+    root.mkdir(mode=0o700)
+    monkeypatch.setattr(client, "start_daemon", resetting_daemon(os.path.join(root, client.SOCKET_NAME), 1))
+    assert client.Client(str(root)).call("ping") == {"pong": True}
+
+
+def test_a_running_daemon_that_drops_the_connection_is_not_asked_again(tmp_path, monkeypatch):
+    root = tmp_path / "root"
+    root.mkdir(mode=0o700)
+    resetting_daemon(os.path.join(root, client.SOCKET_NAME), 1)(str(root))  # already running
+    monkeypatch.setattr(client, "start_daemon", lambda _root: pytest.fail("no start expected"))
+    with pytest.raises(ConnectionResetError):
+        client.Client(str(root)).call("ping")
