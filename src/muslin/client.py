@@ -48,29 +48,17 @@ class Client:
             check_root(self.root)
         except UnsafeRoot as exc:
             raise MuslinError(f"muslin daemon not contacted: {exc.message}") from None
-        started = False
-        try:
-            sock = self._connect()
-        except (FileNotFoundError, ConnectionRefusedError):
-            if not self.autostart:
-                raise MuslinError(f"muslin daemon is not running (no socket at {socket_path(self.root)})")
-            try:
-                start_daemon(self.root)
-            except UnsafeRoot as exc:
-                raise MuslinError(f"muslin daemon not started: {exc.message}") from None
-            sock, started = self._connect(), True
         request = dumps({"op": op, "args": args}).encode() + b"\n"
         try:
-            reply = self._exchange(sock, request)
+            reply = self._exchange(self._connect_or_start(), request)
         except (ConnectionResetError, BrokenPipeError):
-            if not started:
-                raise
-            # a daemon this call just started may drop a first connection while it settles (one
-            # it never read: nothing was done); ask once more
+            # the daemon closed our connection with the request unread (it reads a request whole
+            # before acting on it, so nothing was done): it was dying (a killed daemon's listener
+            # lingers while its threads end) or settling. Ask once more, starting one if needed.
             import time  # lazily: the CLI's start-up
 
             time.sleep(0.05)
-            reply = self._exchange(self._connect(), request)
+            reply = self._exchange(self._connect_or_start(), request)
         if not reply:
             raise MuslinError("muslin daemon closed the connection without an answer (see its log in " f"{self.root}/muslin.log)")
         msg = loads(reply)
@@ -78,6 +66,18 @@ class Client:
             err = msg["error"]
             raise BY_CODE.get(err.get("code"), MuslinError)(err.get("message", "unknown error"))
         return msg.get("result")
+
+    def _connect_or_start(self) -> _socket.socket:
+        try:
+            return self._connect()
+        except (FileNotFoundError, ConnectionRefusedError):
+            if not self.autostart:
+                raise MuslinError(f"muslin daemon is not running (no socket at {socket_path(self.root)})") from None
+            try:
+                start_daemon(self.root)
+            except UnsafeRoot as exc:
+                raise MuslinError(f"muslin daemon not started: {exc.message}") from None
+            return self._connect()
 
     @staticmethod
     def _exchange(sock: _socket.socket, request: bytes) -> bytes:

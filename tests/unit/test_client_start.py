@@ -1,5 +1,6 @@
-"""The client's first request to a daemon it has just started: a connection the daemon drops
-unread while it settles is asked again, once; a daemon that was already running is not."""
+"""A connection the daemon drops with the request unread (a killed daemon's listener lingers
+while its threads end; a daemon just started may settle) is asked again, once: a daemon reads a
+request whole before acting on it, so nothing was done."""
 
 from __future__ import annotations
 
@@ -12,17 +13,19 @@ import pytest
 from muslin import client
 
 
-def resetting_daemon(path: str, answers: int):
-    """A listener at ``path`` that resets its first connection, then answers ``answers`` requests."""
+def resetting_daemon(path: str, answers: int, resets: int = 1):
+    """A listener at ``path`` that resets its first ``resets`` connections, then answers
+    ``answers`` requests."""
     def start(_root):
         server = socket.socket(socket.AF_UNIX)
         server.bind(path)
         server.listen(5)
 
         def serve():
-            conn, _ = server.accept()
-            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\1\0\0\0\0\0\0\0")  # close with a reset
-            conn.close()
+            for _ in range(resets):
+                conn, _ = server.accept()
+                conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\1\0\0\0\0\0\0\0")  # close with a reset
+                conn.close()
             for _ in range(answers):
                 conn, _ = server.accept()
                 conn.recv(65536)
@@ -40,10 +43,18 @@ def test_a_connection_dropped_by_a_daemon_just_started_is_asked_again(tmp_path, 
     assert client.Client(str(root)).call("ping") == {"pong": True}
 
 
-def test_a_running_daemon_that_drops_the_connection_is_not_asked_again(tmp_path, monkeypatch):
+def test_a_running_daemon_that_drops_the_connection_is_asked_once_more(tmp_path, monkeypatch):
     root = tmp_path / "root"
     root.mkdir(mode=0o700)
     resetting_daemon(os.path.join(root, client.SOCKET_NAME), 1)(str(root))  # already running
+    monkeypatch.setattr(client, "start_daemon", lambda _root: pytest.fail("no start expected"))
+    assert client.Client(str(root)).call("ping") == {"pong": True}
+
+
+def test_a_second_drop_is_the_callers(tmp_path, monkeypatch):
+    root = tmp_path / "root"
+    root.mkdir(mode=0o700)
+    resetting_daemon(os.path.join(root, client.SOCKET_NAME), 0, resets=2)(str(root))
     monkeypatch.setattr(client, "start_daemon", lambda _root: pytest.fail("no start expected"))
     with pytest.raises(ConnectionResetError):
         client.Client(str(root)).call("ping")
