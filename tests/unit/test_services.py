@@ -131,6 +131,8 @@ def test_a_service_that_dies_is_restarted_after_a_back_off_and_reconciles_again(
             wait_until(lambda: hosted.status()["recorder"]["state"] == "restarting", "the death noticed", timeout=5)
             engine.create_container("missed", "n1")  # while it is down: start reads it from the store
             wait_until(lambda: len(service.starts) == 2, "a restart", timeout=5)
+            # reconcile runs inside start: the state turns to running just after it returns
+            wait_until(lambda: hosted.status()["recorder"]["state"] == "running", "running again", timeout=5)
         assert service.starts[1] == {"networks": ["n1"], "endpoints": ["boom", "missed"]}
         assert service.closed == 1  # stopped before its restart
         assert hosted.status()["recorder"] == {"state": "running", "restarts": 1, "error": None}
