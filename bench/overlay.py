@@ -10,7 +10,8 @@ scale       one overlay network, ``--size`` containers on one host and ``--other
             three more: the attach time of the first and the last ones on the big host
             (target: the last <= 1.2x the first), how long a new endpoint takes to be a peer on
             every other host (p50, p99; target p99 < 1 s), and after all are removed, how many
-            peer entries are left anywhere (target 0).
+            peer entries are left anywhere (target 0). The same kernel work done by hand
+            through netlink at the same scale gives the kernel's own ratio, in the same run.
 
 Each host's engine runs in this process with its cluster service (the daemon's code without
 its socket), on a real etcd in h1 (``--store embedded``: the embedded store every member
@@ -142,6 +143,39 @@ def throughput(args) -> None:
 # -- scale -----------------------------------------------------------------------------------
 
 
+def raw_attach(lab: Lab, size: int, samples: int) -> tuple[float, float]:
+    """The kernel's share of an attach, by hand through netlink: a namespace per container, a
+    veth into a bridge and one into a second bridge (the overlay's and the gateway bridge);
+    median seconds of #1..samples and of the last ``samples`` with ``size`` ports per bridge."""
+    from pyroute2 import NetNS, netns
+
+    node = lab.node("rawattach")
+    made: list[str] = []
+    ns = NetNS(node.netns)
+    try:
+        bridges = []
+        for name in ("br0", "gwbr"):
+            ns.link("add", ifname=name, kind="bridge")
+            bridges.append(ns.link_lookup(ifname=name)[0])
+            ns.link("set", index=bridges[-1], state="up")
+        times = []
+        for j in range(size):
+            start = time.perf_counter()
+            con = f"{lab.prefix}raw{j}"
+            netns.create(con)
+            made.append(con)
+            for k, bridge in enumerate(bridges):
+                ns.link("add", ifname=f"v{k}-{j}", kind="veth", peer={"ifname": f"eth{k}", "net_ns_fd": con})
+                port = ns.link_lookup(ifname=f"v{k}-{j}")[0]
+                ns.link("set", index=port, master=bridge, state="up")
+            times.append(time.perf_counter() - start)
+        return statistics.median(times[:samples]), statistics.median(times[-samples:])
+    finally:
+        ns.close()
+        for con in made:
+            netns.remove(con)
+
+
 def scale(args) -> None:
     with Lab(name="ovscale") as lab, contextlib.ExitStack() as stack:
         members = cluster_of(lab, 4, args.store, stack)
@@ -174,6 +208,10 @@ def scale(args) -> None:
             print(f"  attach (create + join, with the gateway bridge) #1-{args.samples}: {first * 1000:6.1f} ms, "
                   f"#{args.size - args.samples + 1}-{args.size}: {last * 1000:6.1f} ms, ratio {last / first:.2f} "
                   "(target <= 1.2)")
+            raw_first, raw_last = raw_attach(lab, args.size, args.samples)
+            print(f"  the same kernel work by hand (a namespace, a veth into each of two bridges): "
+                  f"{raw_first * 1000:.1f} ms, {raw_last * 1000:.1f} ms, ratio {raw_last / raw_first:.2f}; "
+                  f"muslin's ratio / the kernel's: {(last / first) / (raw_last / raw_first):.2f}")
             print(f"  new endpoint -> a peer on all 3 other hosts: p50 {percentile(spread, 50) * 1000:.1f} ms, "
                   f"p99 {percentile(spread, 99) * 1000:.1f} ms over {len(spread)} (target p99 < 1000 ms)")
             start = time.monotonic()

@@ -142,17 +142,25 @@ def test_a_network_with_containers_on_another_host_is_not_removed(cluster):
     assert "shared" in networks(d1)
 
 
-def test_a_killed_host_is_dropped_by_its_peers_once_its_lease_expires(cluster):
+def pinging_pair(cluster, network: str, subnet: str, near: str, far: str) -> str:
+    """An overlay ``network`` on docker1 and docker2, ``near`` on docker1 reaching ``far`` on
+    docker2; far's address."""
     d1, d2 = cluster.hosts[:2]
-    d1.muslin("network", "create", "-d", "overlay", "--attachable", "--subnet", "10.60.0.0/24", "ttl")
-    wait_until(lambda: "ttl" in networks(d2), "ttl on docker2")
-    run(d1, "near", "ttl")
-    far = run(d2, "far", "ttl")
+    d1.muslin("network", "create", "-d", "overlay", "--attachable", "--subnet", subnet, network)
+    wait_until(lambda: network in networks(d2), f"{network} on docker2")
+    run(d1, near, network)
+    address = run(d2, far, network)
+    assert wait_until(lambda: pings(d1, near, address), f"{near} -> {far}")
+    return address
+
+
+def test_a_killed_host_is_dropped_by_its_peers_once_its_lease_expires(cluster):
+    d1 = cluster.hosts[0]
+    far = pinging_pair(cluster, "ttl", "10.60.0.0/24", "near", "far")
 
     def neighbours_on_d1() -> str:
         return d1.sh(f"for ns in {d1.root}/netns/ov-*; do nsenter --net=$ns ip neigh show; done").stdout
 
-    assert wait_until(lambda: pings(d1, "near", far), "near -> far")
     assert far in neighbours_on_d1()
     os.kill(cluster.daemons["docker2"].pid, signal.SIGKILL)  # no goodbye: its lease must run out
     assert pings(d1, "near", far)  # its container still answers meanwhile
@@ -182,11 +190,7 @@ def ping_while(host, name: str, target: str, action, seconds: float) -> tuple[in
 
 def test_a_daemon_restart_keeps_its_endpoints_and_its_peers_entries(cluster):
     d1, d2 = cluster.hosts[:2]
-    d1.muslin("network", "create", "-d", "overlay", "--attachable", "--subnet", "10.80.0.0/24", "steady")
-    wait_until(lambda: "steady" in networks(d2), "steady on docker2")
-    run(d1, "a1", "steady")
-    far = run(d2, "a2", "steady")
-    assert wait_until(lambda: pings(d1, "a1", far), "a1 -> a2")
+    far = pinging_pair(cluster, "steady", "10.80.0.0/24", "a1", "a2")
 
     def restart() -> None:
         cluster.daemons["docker2"].stop()
@@ -201,11 +205,7 @@ def test_a_daemon_restart_keeps_its_endpoints_and_its_peers_entries(cluster):
 
 def test_the_store_down_for_a_while_stops_nothing_that_runs_and_changes_resume(cluster):
     d1, d2 = cluster.hosts[:2]
-    d1.muslin("network", "create", "-d", "overlay", "--attachable", "--subnet", "10.90.0.0/24", "calm")
-    wait_until(lambda: "calm" in networks(d2), "calm on docker2")
-    run(d1, "s1", "calm")
-    far = run(d2, "s2", "calm")
-    assert wait_until(lambda: pings(d1, "s1", far), "s1 -> s2")
+    far = pinging_pair(cluster, "calm", "10.90.0.0/24", "s1", "s2")
 
     def outage() -> None:
         cluster.etcd.stop()

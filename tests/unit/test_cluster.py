@@ -74,10 +74,11 @@ def test_a_node_whose_lease_expires_loses_its_addresses_and_endpoints():
     a, b = member(store, 1), member(store, 2)
     b.claim_address("net", "10.3.0.2", "e" * 64)
     b.publish(Peer("net", "e" * 64, b.node, b.address, "02:42:0a:03:00:02", "10.3.0.2/16"))
-    assert a.held("net") == {"10.3.0.2"} and len(a.endpoints("net")) == 1
+    assert a.held("net", 4) == [0x0A030002] and a.held("net", 6) == [] and len(a.endpoints("net")) == 1
     store.expire(b.lease)
     assert a.endpoints("net") == [] and set(a.nodes()) == {a.node}
     assert a.claim_address("net", "10.3.0.2", "f" * 64)  # free again
+    assert a.held("net", 4) == [0x0A030002]  # (its own claim, in its cache)
 
 
 def test_a_restart_in_time_keeps_the_lease_and_a_late_one_gets_a_new_one(tmp_path):

@@ -91,6 +91,21 @@ def test_an_address_taken_on_another_host_is_skipped(hosts):
     assert [c.name for c in b.engine.containers()] == ["c2"]
 
 
+def test_an_address_another_host_freed_below_this_hosts_search_start_is_found_again(hosts):
+    """Each host searches from just above what it allocated last; when nothing is free above
+    that, it searches once more from the pool's start, where another host may have freed one."""
+    a, b = hosts
+    a.engine.create_network("ov", "overlay", subnets=["10.3.0.0/29"], attachable=True)  # .2-.6 for containers
+    b.sync()
+    b.engine.create_container("b1", "ov")  # .2
+    for n in range(2, 6):
+        a.engine.create_container(f"a{n}", "ov")  # .3-.6: a's search starts above .6 from now on
+    b.engine.remove_container("b1", force=True)
+    a.sync()
+    con = a.engine.create_container("again", "ov")
+    assert [e.ipv4 for e in a.engine.endpoints(container=con) if e.ipv4.startswith("10.3.")] == ["10.3.0.2/29"]
+
+
 def test_refusals_change_nothing(hosts, tmp_path):
     a, b = hosts
     a.engine.create_network("ov", "overlay", subnets=["10.3.0.0/24"])

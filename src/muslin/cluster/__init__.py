@@ -100,7 +100,9 @@ class Cluster:
         self.state_file = state_file
         self.lease: int | None = None
         self.peers: dict[str, Peer] = {}  # endpoints/<net>/<ep> -> every member's endpoints, as last seen
-        self._held: dict[str, set[str]] = {}  # network id -> addresses held in the cluster (a cache)
+        # network id -> the addresses held in the cluster, as integers (a cache: an allocation
+        # searches it, and parsing a thousand strings each time made attaching slow)
+        self._held: dict[str, set[tuple[int, int]]] = {}  # {(ip version, address as an integer)}
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -217,23 +219,25 @@ class Cluster:
 
     # -- addresses -----------------------------------------------------------------------
 
-    def held(self, net_id: str) -> set[str]:
-        """The addresses of ``net_id`` held anywhere in the cluster, as a copy (read once, then
-        kept current by :meth:`saw` and by this node's own claims)."""
+    def held(self, net_id: str, version: int) -> list[int]:
+        """The IPv``version`` addresses of ``net_id`` held anywhere in the cluster, as sorted
+        integers (read once, then kept current by :meth:`saw` and by this node's own claims)."""
         with self._lock:
             cached = self._held.get(net_id)
-            if cached is not None:
-                return set(cached)
-        items, _ = self.store.range(key("addresses", net_id, ""))
-        found = {i.key.rsplit("/", 1)[1] for i in items}
+        if cached is None:
+            items, _ = self.store.range(key("addresses", net_id, ""))
+            found = {_as_int(i.key.rsplit("/", 1)[1]) for i in items} - {None}
+            with self._lock:
+                cached = self._held.setdefault(net_id, found)
         with self._lock:
-            return set(self._held.setdefault(net_id, found))
+            return sorted(a for v, a in cached if v == version)
 
     def _note(self, net_id: str, address: str, held: bool) -> None:
         with self._lock:
             cached = self._held.get(net_id)
-            if cached is not None:
-                (cached.add if held else cached.discard)(address)
+            value = _as_int(address)
+            if cached is not None and value is not None:
+                (cached.add if held else cached.discard)(value)
 
     def _joined(self) -> int:
         if self.lease is None:  # a key without a lease would never go
@@ -363,3 +367,12 @@ def member(root: str, options, host) -> tuple[Cluster, float] | None:
 
 def _seconds(text: str | None, default: float) -> float:
     return default if text is None else float(text.rstrip("s"))  # checked with the daemon's options
+
+
+def _as_int(address: str) -> tuple[int, int] | None:
+    """(version, integer) of an address key; None for a key that is no address (not ours to use)."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return None
+    return ip.version, int(ip)

@@ -47,22 +47,34 @@ class ClusterNetworks:
             return pool, addr
         for pool in net.pools_of(version):
             first, last = ipam.bounds(pool)
-            start = first
-            while True:
-                elsewhere = sorted(a for a in map(ipam.to_int, map(ipaddress.ip_address, self.cluster.held(net.id)))
-                                   if a >= start)
-                addr = ipam.first_free(start, last, heapq.merge(self.store.held_from(net.id, start), elsewhere))
-                if addr is None:
-                    break
-                if not self.store.hold(net.id, str(pool.subnet), addr, owner):
-                    raise Conflict(ipam.MSG_ADDRESS_IN_USE)
-                try:
-                    self._claim(net, pool, addr, owner, claims)
+            key = str(pool.subnet)
+            hint = max(first, self.store.hint(net.id, key, first))
+            # from this host's hint (searching from the pool's start each time grew with every
+            # address held), then once from the start: other hosts free addresses below it
+            for start in dict.fromkeys((hint, first)):
+                addr = self._hold_first_free(net, pool, start, last, owner, claims)
+                if addr is not None:
+                    self.store.set_hint(net.id, key, addr + 1)
                     return pool, addr
-                except Conflict:
-                    self.store.release_address(net.id, addr)  # another host took it meanwhile: the next one
-                    start = addr + 1
         raise ipam.no_free_address(version, net.name, net.id)
+
+    def _hold_first_free(self, net: Network, pool: Pool, start: int, last: int, owner: str,
+                         claims: list | None) -> int | None:
+        """The lowest address from ``start`` that neither this root nor the cluster holds, now
+        held in both; None when there is none."""
+        while True:
+            elsewhere = [a for a in self.cluster.held(net.id, pool.version) if a >= start]
+            addr = ipam.first_free(start, last, heapq.merge(self.store.held_from(net.id, start), elsewhere))
+            if addr is None:
+                return None
+            if not self.store.hold(net.id, str(pool.subnet), addr, owner):
+                raise Conflict(ipam.MSG_ADDRESS_IN_USE)
+            try:
+                self._claim(net, pool, addr, owner, claims)
+                return addr
+            except Conflict:
+                self.store.release_address(net.id, addr)  # another host took it meanwhile: the next one
+                start = addr + 1
 
     def _claim(self, net: Network, pool: Pool, addr: int, owner: str, claims: list | None) -> None:
         address = str(ipam.from_int(addr, pool.version))
