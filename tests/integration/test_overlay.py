@@ -177,6 +177,30 @@ def test_invalid_overlay_requests_change_nothing(lab):
     assert bad.returncode != 0 and "--cluster-advertise must be accompanied by --cluster-store" in bad.stderr
 
 
+def test_invalid_requests_in_a_cluster_change_nothing_on_any_host(cluster):
+    d1, d2 = cluster.hosts[:2]
+    vni = "com.docker.network.driver.overlay.vxlanid_list"
+    d1.muslin("network", "create", "-d", "overlay", "--attachable", "--subnet", "10.71.0.0/24", "-o", f"{vni}=5000",
+              "first")
+    wait_until(lambda: "first" in networks(d2), "first on docker2")
+    run(d1, "holder", "first", "--ip", "10.71.0.9")
+    before = [networks(h) for h in cluster.hosts]
+    refused = {
+        "vxlan id 16777216 out of range": ("network", "create", "-d", "overlay", "-o", f"{vni}=16777216", "big"),
+        "vxlan id 5000 is already used by network first": ("network", "create", "-d", "overlay", "-o",
+                                                           f"{vni}=5000", "same"),
+        "network with name first already exists": ("network", "create", "-d", "overlay", "first"),
+        "invalid subnet": ("network", "create", "-d", "overlay", "--subnet", "10.72.0.0/33", "bad"),
+        "Address already in use": ("run", "-d", "--name", "twin", "--network", "first", "--ip", "10.71.0.9", "--",
+                                   "sleep", "10"),
+    }
+    for message, args in refused.items():
+        out = d2.muslin(*args, check=False)
+        assert out.returncode != 0 and message.lower() in out.stderr.lower(), (args, out.stderr)
+    assert [networks(h) for h in cluster.hosts] == before
+    assert "twin" not in d2.muslin("ps", "-a").stdout
+
+
 def ping_while(host, name: str, target: str, action, seconds: float) -> tuple[int, int]:
     """(sent, received) of pings every 50 ms for ``seconds`` from ``name`` to ``target``, with
     ``action()`` run meanwhile."""
