@@ -484,3 +484,17 @@ def test_an_overlay_made_with_muslin_stays_after_dockers_last_network_of_it_goes
     assert b.create(NET2_ID) == {}
     ok(b.api, "NetworkDriver.DeleteNetwork", {"NetworkID": NET2_ID})
     assert b.engine.cluster.network_named("ov") is not None
+
+
+def test_a_join_on_an_overlay_names_no_gateway_so_that_docker_gives_its_way_out(members):
+    """The overlay's gateway is in the network's own namespace and leads nowhere: without a
+    gateway in the reply, Docker connects the container to its docker_gwbridge, as for its own
+    overlay networks."""
+    a, _ = members
+    a.create(NET_ID)
+    a.endpoint(NET_ID, EP1, "10.3.0.2/24")
+    reply = ok(a.api, "NetworkDriver.Join", {"NetworkID": NET_ID, "EndpointID": EP1, "SandboxKey": SANDBOX})
+    assert "Gateway" not in reply and reply["DisableGatewayService"] is False
+    # regression: the overlay named the container's end left in the host veth<11 hex>p, 16
+    # bytes, which the kernel refuses (ERANGE)
+    assert len(reply["InterfaceName"]["SrcName"].encode()) <= 15, reply

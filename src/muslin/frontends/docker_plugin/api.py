@@ -326,6 +326,8 @@ class Api:
             # as Docker's own ipvlan l3: else Docker sets a default route of its own over this one
             reply["DisableGatewayService"] = True
             return reply
+        if not self.engine.driver(net.driver).routes_out:
+            return reply  # (an overlay's gateway leads nowhere: Docker gives the way out, its docker_gwbridge)
         if ep.gateway:
             reply["Gateway"] = ep.gateway
         if ep.gateway6:
