@@ -116,3 +116,27 @@ def test_docker_containers_on_two_hosts_and_a_muslin_container_share_one_overlay
     for host in (d1, d2, d3):
         assert wait_until(lambda h=host: "dov" not in networks(h), f"dov gone from {host.name}")
     assert held_in_cluster(cluster) == []
+
+
+def test_with_dockers_default_ipam_an_address_another_host_holds_is_refused(cluster):
+    """Docker's own IPAM sees only its host: both hosts' first container asks for .2, and the
+    second host's is refused with what to use instead, rather than given a duplicate."""
+    one, three = cluster.dockers["docker1"], cluster.dockers["docker3"]
+    create = ("network", "create", "-d", "muslin", "--subnet", "10.3.8.0/24", "-o", "muslin.driver=overlay",
+              "-o", "muslin.name=dflt", "dflt")
+    one(*create)
+    three(*create)
+    one("run", "-d", "--name", "a1", "--network", "dflt", one.image, "sleep", "100000")
+    assert addr_of(one, "a1") == "10.3.8.2/24"
+    out = three("run", "-d", "--name", "b1", "--network", "dflt", three.image, "sleep", "100000", check=False)
+    assert out.returncode != 0
+    assert "address 10.3.8.2 of network dflt is held by another host of the cluster" in out.stderr, out.stderr
+    assert "--ipam-driver muslin" in out.stderr
+    three("rm", "-f", "b1")
+    three("run", "-d", "--name", "b2", "--network", "dflt", "--ip", "10.3.8.9", three.image, "sleep", "100000")
+    assert wait_until(lambda: one.exec("a1", "ping", "-c1", "-W2", "10.3.8.9").returncode == 0, "a1 -> b2")
+    one("rm", "-f", "a1")
+    three("rm", "-f", "b2")
+    one("network", "rm", "dflt")
+    three("network", "rm", "dflt")
+    assert wait_until(lambda: "dflt" not in networks(cluster.hosts[1]), "dflt gone from the cluster")

@@ -498,3 +498,37 @@ def test_a_join_on_an_overlay_names_no_gateway_so_that_docker_gives_its_way_out(
     # regression: the overlay named the container's end left in the host veth<11 hex>p, 16
     # bytes, which the kernel refuses (ERANGE)
     assert len(reply["InterfaceName"]["SrcName"].encode()) <= 15, reply
+
+
+def test_two_hosts_creating_one_overlay_at_once_both_get_it(members, monkeypatch):
+    """b looked before a made it, then lost the race for the name: it adopts a's network."""
+    a, b = members
+    looked = []
+
+    def late(name):
+        looked.append(name)
+        if len(looked) == 1:
+            a.create(NET_ID)  # a wins meanwhile
+            return None
+        return type(b.engine).cluster_network_named(b.engine, name)
+
+    monkeypatch.setattr(b.engine, "cluster_network_named", late)
+    assert b.create(NET2_ID) == {}
+    assert b.api.network(NET2_ID).id == a.api.network(NET_ID).id
+
+
+def test_a_hosts_mapping_outlives_a_restart_of_its_daemon(members, tmp_path):
+    a, b = members
+    a.create(NET_ID)
+    b.create(NET2_ID)
+    net = b.api.network(NET2_ID)
+    b.service.close()
+    b.engine.close()
+    again = Member(a.engine.cluster.store, tmp_path / "h2", 2)  # b's root again
+    try:
+        assert again.api.network(NET2_ID).id == net.id
+        ok(again.api, "NetworkDriver.DeleteNetwork", {"NetworkID": NET2_ID})
+        assert again.engine.cluster.users(net.id) == [f"{a.engine.cluster.node}/{NET_ID}"]
+    finally:
+        again.service.close()
+        again.engine.close()
