@@ -7,7 +7,9 @@ and leaves in the host namespace (``hand_off``: the driver's ``make_link`` alone
 to move into the container, rename and address; and it gives them back in two steps too
 (``release``). Its IPAM asks for pools and addresses before any network exists (``request_pool``,
 ``request_address``): they are held in the store under a key of their own, so that nothing is
-handed out twice, also across a restart.
+handed out twice, also across a restart. A pool whose subnet is a cluster network's (an
+overlay each host's Docker knows as a network of its own) hands out addresses claimed in the
+cluster: never one that any host holds.
 
 A part of :class:`muslin.engine.Engine`, which it is mixed into."""
 
@@ -381,7 +383,7 @@ class Handoff:
         else:
             start, last = ipam.bounds(p)
         while True:
-            elsewhere = sorted(n for n in (int(ipaddress.ip_address(a)) for a in self.cluster.held(net.id)) if n >= start)
+            elsewhere = sorted(n for n in map(int, map(ipaddress.ip_address, self.cluster.held(net.id))) if n >= start)
             n = ipam.first_free(start, last, heapq.merge(self.store.held_from(space, start),
                                                          self._network_holds(p, start, last), elsewhere))
             if n is None:

@@ -8,7 +8,9 @@ does not fit is answered with its error and changes nothing. Network driver erro
 Names: Docker 20.10 does not send the network's name. A muslin network made for Docker is
 named by ``-o muslin.name=NAME`` when given, else by the first 12 characters of Docker's
 network ID (what ``docker network ls`` shows), and keeps Docker's full ID as the label
-``muslin.docker.network-id``.
+``muslin.docker.network-id``. A Docker container appears in muslin under the name of its
+sandbox (the last part of ``docker inspect -f '{{.NetworkSettings.SandboxKey}}'``), prefixed
+``docker-``: the plugin learns nothing else about it.
 
 Cluster networks (``-o muslin.driver=overlay``): one muslin network for the whole cluster, which
 each host's Docker knows as a local network with an ID of its own (dockerd 20.10 takes no
@@ -17,9 +19,7 @@ it; the same command on another member adopts it (when driver, subnets, gateways
 ``--internal`` agree; else an error naming the difference). Docker's ID maps to it in this
 host's store, and in the cluster's as one of its users; DeleteNetwork forgets this host's
 mapping, and removes the network once no host's Docker maps it and no endpoint uses it (only one
-the plugin made: a network made with ``muslin network create`` stays). A Docker container appears in muslin under the name of its
-sandbox (the last part of ``docker inspect -f '{{.NetworkSettings.SandboxKey}}'``), prefixed
-``docker-``: the plugin learns nothing else about it.
+the plugin made: a network made with ``muslin network create`` stays).
 """
 
 from __future__ import annotations
