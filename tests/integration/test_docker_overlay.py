@@ -41,11 +41,11 @@ def cluster(dov_lab):
     fabric = FabricLab(dov_lab)
     flags = ("--cluster-store", f"etcd://{fabric.etcd.endpoint.split('://')[-1]}", "--cluster-advertise", "eth0",
              *FAST)
-    dockers = {}
+    dockers, fabric.plugins, fabric.flags = {}, {}, flags
     try:
         for host in (fabric.hosts[0], fabric.hosts[2]):
             dockers[host.name] = lab_docker.Docker.start(host)
-            start_plugin_daemon(dockers[host.name], *flags)
+            fabric.plugins[host.name] = start_plugin_daemon(dockers[host.name], *flags)
         start_daemon(fabric.hosts[1], *flags)
         fabric.dockers = dockers
         yield fabric
@@ -104,6 +104,9 @@ def test_docker_containers_on_two_hosts_and_a_muslin_container_share_one_overlay
     one("network", "rm", "dov")
     assert "dov" in networks(d1) and "dov" in networks(d3)
     assert pings(d2, "m1", addr_of(three, "b2").split("/")[0])
+    # docker3's muslin daemon restarted: its Docker network is still the cluster's
+    cluster.plugins["docker3"].stop()
+    cluster.plugins["docker3"] = start_plugin_daemon(three, *cluster.flags)
     three("run", "-d", "--name", "b3", "--network", "dov", three.image, "sleep", "100000")
     assert wait_until(lambda: three.exec("b3", "ping", "-c1", "-W2", "10.3.7.4").returncode == 0, "b3 -> m1")
 
