@@ -532,3 +532,16 @@ def test_a_hosts_mapping_outlives_a_restart_of_its_daemon(members, tmp_path):
     finally:
         again.service.close()
         again.engine.close()
+
+
+def test_muslin_network_rm_of_an_overlay_docker_knows_leaves_no_user_key_behind(members):
+    a, b = members
+    a.create(NET_ID)
+    b.create(NET2_ID)
+    net = a.engine.find_network("ov")
+    a.engine.remove_network("ov")  # the user's choice: Docker's networks of it then find none
+    assert a.engine.cluster.users(net.id) == []
+    b.service.full_pass()  # b follows: the network goes there too
+    assert "not found" in b.api.call("NetworkDriver.CreateEndpoint", {
+        "NetworkID": NET2_ID, "EndpointID": EP2, "Interface": {"Address": "10.3.0.2/24"}})[1]["Err"]
+    ok(b.api, "NetworkDriver.DeleteNetwork", {"NetworkID": NET2_ID})

@@ -214,6 +214,7 @@ class Cluster:
         self.store.delete(key("vnis", str(vni)))
         for subnet in doc.get("auto_subnets", []):
             self.store.delete(_subnet_key(subnet))
+        self.store.delete_prefix(key("users", doc["id"], ""))
         self.store.delete(key("networks", doc["id"]))
 
     # -- addresses -----------------------------------------------------------------------
