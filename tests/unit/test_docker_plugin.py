@@ -545,3 +545,14 @@ def test_muslin_network_rm_of_an_overlay_docker_knows_leaves_no_user_key_behind(
     assert "not found" in b.api.call("NetworkDriver.CreateEndpoint", {
         "NetworkID": NET2_ID, "EndpointID": EP2, "Interface": {"Address": "10.3.0.2/24"}})[1]["Err"]
     ok(b.api, "NetworkDriver.DeleteNetwork", {"NetworkID": NET2_ID})
+
+
+def test_an_overlay_through_docker_needs_its_name_given(members):
+    """Without -o muslin.name each host's network would be named by its own Docker ID: not one
+    network, but one per host."""
+    a, _ = members
+    before = state(a.engine)
+    reply = a.create(NET_ID, generic={"muslin.driver": "overlay"})
+    assert reply["Err"] == ("a network of driver overlay spans the cluster: it needs -o muslin.name=NAME, "
+                            "the same on every host that uses it")
+    assert state(a.engine) == before and a.engine.cluster.network_named(NET_ID[:12]) is None

@@ -29,7 +29,7 @@ import logging
 import os
 
 from muslin import ipam
-from muslin.errors import Conflict, MuslinError, NotFound
+from muslin.errors import Conflict, InvalidParameter, MuslinError, NotFound
 
 log = logging.getLogger("muslin")
 
@@ -194,7 +194,8 @@ class Api:
         internal = bool(field(options, INTERNAL, bool))
         data = [self._ipam_data(d, f"IPv{v}Data") for v in (4, 6) for d in (field(doc, f"IPv{v}Data", list) or [])]
         driver = generic.pop(DRIVER_OPTION, "bridge")
-        name = generic.pop(NAME_OPTION, "") or docker_id[:12]
+        given = generic.pop(NAME_OPTION, "")
+        name = given or docker_id[:12]
         try:
             self.network(docker_id)
             return {}  # asked again (dockerd retried): it exists
@@ -205,6 +206,9 @@ class Api:
             aux.update(d["aux"])
         subnets, gateways = [d["pool"] for d in data], [d["gateway"] for d in data if d["gateway"]]
         if getattr(self.engine.driver(driver), "scope", "local") == "global":
+            if not given:  # Docker's ID differs on each host: the name is what the hosts share
+                raise InvalidParameter(f"a network of driver {driver} spans the cluster: it needs -o "
+                                       f"{NAME_OPTION}=NAME, the same on every host that uses it")
             self._cluster_network(docker_id, name, driver, subnets, gateways, aux, ipv6, internal, generic)
             return {}
         self.engine.create_network(name, driver, subnets=subnets, gateways=gateways, aux_addresses=aux,
