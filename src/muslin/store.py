@@ -69,6 +69,15 @@ CREATE TABLE IF NOT EXISTS ports (
     PRIMARY KEY (proto, family, host_ip, host_port)
 );
 CREATE INDEX IF NOT EXISTS ports_by_container ON ports (container_id);
+-- A runtime's own ID for a muslin network, where it cannot be a label of the network: each
+-- host's Docker knows a cluster network under an ID of its own.
+CREATE TABLE IF NOT EXISTS runtime_networks (
+    id         TEXT PRIMARY KEY,
+    network_id TEXT NOT NULL,
+    state      TEXT NOT NULL,
+    doc        TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS runtime_networks_by_network ON runtime_networks (network_id);
 """
 
 

@@ -254,3 +254,62 @@ def cni(host, verb: str, config: dict | None, pod=None, ifname="eth0", cid="c1",
     done = host.sh([plugin], env={**host.muslin_env(), **variables}, check=False, timeout=60,
                    input=json.dumps(config) if isinstance(config, dict) else (config or ""))
     return done.returncode, (json.loads(done.stdout) if done.stdout.strip() else None)
+
+
+# -- overlay networks of a cluster (daemons with --cluster-store) ---------------------------------
+
+# a short lease and heartbeat: a lost host is dropped in seconds
+FAST = ("--cluster-store-opt", "discovery.ttl=4", "--cluster-store-opt", "discovery.heartbeat=1")
+
+
+def networks(host) -> dict[str, str]:
+    """name -> scope of ``network ls``."""
+    rows = host.muslin("network", "ls").stdout.splitlines()[1:]
+    return {r.split()[1]: r.split()[3] for r in rows}
+
+
+def run(host, name: str, network: str = "overlay", *extra: str) -> str:
+    host.muslin("run", "-d", "--name", name, "--network", network, *extra, "--", "sleep", "3600")
+    return address(host, name, network)
+
+
+def address(host, name: str, network: str = "overlay") -> str:
+    return json.loads(host.muslin("inspect", name).stdout)[0]["Networks"][network]["IPAddress"]
+
+
+def pings(host, name: str, target: str, *options: str) -> bool:
+    out = host.muslin("exec", name, "--", "ping", "-c", "1", "-W", "2", *options, target, check=False)
+    return out.returncode == 0
+
+
+# -- dockerd with muslin's remote plugin ----------------------------------------------------------
+
+PLUGIN_SOCKET = "/run/docker/plugins/muslin.sock"
+
+
+def needs_docker() -> None:
+    import pytest
+
+    from muslin.lab import docker as lab_docker
+
+    reason = lab_docker.problem()
+    if reason:
+        pytest.skip(f"dockerd tests skipped: {reason}")
+
+
+def start_plugin_daemon(docker, *flags: str):
+    """``muslin daemon --docker-plugin FLAGS`` in dockerd's mount namespace (where dockerd looks
+    for plugin sockets), once its socket is there."""
+    from muslin.lab import commands
+    from muslin.lab.processes import wait_until
+
+    daemon = docker.muslin_popen("daemon", "--docker-plugin", *flags)
+    wait_until(lambda: commands.run(docker._inside("test", "-S", PLUGIN_SOCKET), check=False).returncode == 0,
+               "the plugin socket", timeout=30)
+    return daemon
+
+
+def addr_of(docker, container, dev="eth0"):
+    """A Docker container's IPv4 address on ``dev``, as a CIDR (None when it has none)."""
+    out = docker.exec(container, "ip", "-o", "-4", "addr", "show", dev).stdout
+    return out.split()[3] if out.strip() else None

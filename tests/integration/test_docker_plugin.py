@@ -12,18 +12,13 @@ import socket
 
 import pytest
 
+from helpers import PLUGIN_SOCKET, addr_of, needs_docker, start_plugin_daemon
 from muslin.lab import docker as lab_docker
 from muslin.lab.processes import wait_until
 
 pytestmark = pytest.mark.kernel
 
-SOCKET = "/run/docker/plugins/muslin.sock"
-
-
-def needs_docker() -> None:
-    reason = lab_docker.problem()
-    if reason:
-        pytest.skip(f"dockerd tests skipped: {reason}")
+SOCKET = PLUGIN_SOCKET
 
 
 class Plugged:
@@ -37,8 +32,7 @@ class Plugged:
         self.start_muslin()
 
     def start_muslin(self):
-        self.daemon = self.docker.muslin_popen("daemon", "--docker-plugin")
-        wait_until(lambda: self.inside("test", "-S", SOCKET).returncode == 0, "the plugin socket", timeout=30)
+        self.daemon = start_plugin_daemon(self.docker)
 
     def stop_muslin(self):
         self.daemon.stop()
@@ -83,11 +77,6 @@ def plugged(lab):
         yield p
     finally:
         p.close()
-
-
-def addr_of(docker, container, dev="eth0"):
-    out = docker.exec(container, "ip", "-o", "-4", "addr", "show", dev).stdout
-    return out.split()[3] if out.strip() else None
 
 
 def test_docker_networks_and_containers_through_muslin(plugged):

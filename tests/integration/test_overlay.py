@@ -11,14 +11,13 @@ import threading
 
 import pytest
 
-from helpers import cni, start_daemon
+from helpers import FAST, cni, networks, pings, run, start_daemon
 from muslin.lab import wait_until
 from muslin.lab.fabric import FabricLab
 
 pytestmark = pytest.mark.kernel
 
 SEED = ("--subnet", "10.3.1.0/8", "--gateway", "10.1.1.1", "--attachable")
-FAST = ("--cluster-store-opt", "discovery.ttl=4", "--cluster-store-opt", "discovery.heartbeat=1")
 
 
 @pytest.fixture
@@ -30,26 +29,6 @@ def cluster(lab):
                for h in fabric.hosts}
     fabric.store, fabric.daemons = store, daemons
     return fabric
-
-
-def networks(host) -> dict[str, str]:
-    """name -> scope of ``network ls``."""
-    rows = host.muslin("network", "ls").stdout.splitlines()[1:]
-    return {r.split()[1]: r.split()[3] for r in rows}
-
-
-def run(host, name: str, network: str = "overlay", *extra: str) -> str:
-    host.muslin("run", "-d", "--name", name, "--network", network, *extra, "--", "sleep", "3600")
-    return address(host, name, network)
-
-
-def address(host, name: str, network: str = "overlay") -> str:
-    return json.loads(host.muslin("inspect", name).stdout)[0]["Networks"][network]["IPAddress"]
-
-
-def pings(host, name: str, target: str, *options: str) -> bool:
-    out = host.muslin("exec", name, "--", "ping", "-c", "1", "-W", "2", *options, target, check=False)
-    return out.returncode == 0
 
 
 def test_the_seeds_overlay_spans_four_hosts_by_address_and_name(cluster):

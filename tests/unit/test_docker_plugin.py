@@ -10,6 +10,7 @@ from fakekernel import FakeKernel
 
 from muslin.engine import Engine
 from muslin.frontends.docker_plugin.api import ID_LABEL, Api
+from unit.test_overlay_fake import Host
 
 NET_ID = "a" * 64
 NET2_ID = "b" * 64
@@ -318,3 +319,240 @@ def test_a_failed_join_leaves_no_link_and_no_container_and_keeps_the_reservation
 
 def join_only(api, eid=EP1, net_id=NET_ID):
     return api.call("NetworkDriver.Join", {"NetworkID": net_id, "EndpointID": eid, "SandboxKey": SANDBOX})[1]
+
+
+# -- cluster networks: one muslin network that each host's Docker knows under an ID of its own --
+
+OVERLAY = {"muslin.driver": "overlay", "muslin.name": "ov"}
+GATEWAY_OPTION = {"RequestAddressType": "com.docker.network.gateway"}
+
+
+class Member(Host):
+    """A host of a cluster on the fake kernel and the in-memory store, with the plugin."""
+
+    def __init__(self, store, root, n: int):
+        super().__init__(store, root, n)
+        self.api = Api(self.engine)
+
+    def create(self, docker_id: str, subnet="10.3.0.0/24", gateway="10.3.0.1/24", generic=None):
+        return self.api.call("NetworkDriver.CreateNetwork", {
+            "NetworkID": docker_id, "Options": {"com.docker.network.generic": dict(generic or OVERLAY)},
+            "IPv4Data": [{"AddressSpace": "muslin", "Pool": subnet, "Gateway": gateway}], "IPv6Data": []})[1]
+
+    def pool(self, subnet="10.3.0.0/24") -> str:
+        pool = ok(self.api, "IpamDriver.RequestPool", {"AddressSpace": "muslin", "Pool": subnet})["PoolID"]
+        gateway = ok(self.api, "IpamDriver.RequestAddress", {"PoolID": pool, "Options": GATEWAY_OPTION})["Address"]
+        return pool, gateway
+
+    def address(self, pool: str) -> str:
+        return ok(self.api, "IpamDriver.RequestAddress", {"PoolID": pool})["Address"]
+
+    def endpoint(self, docker_id: str, eid: str, address: str) -> dict:
+        return self.api.call("NetworkDriver.CreateEndpoint", {
+            "NetworkID": docker_id, "EndpointID": eid, "Interface": {"Address": address}})[1]
+
+
+@pytest.fixture
+def members(tmp_path):
+    from fakekv import FakeKV
+
+    store = FakeKV()
+    made = [Member(store, tmp_path / f"h{n}", n) for n in (1, 2)]
+    yield made
+    for member in made:
+        member.service.close()
+        member.engine.close()
+
+
+def cluster_holder(member, net, address) -> dict | None:
+    from muslin.cluster import key
+
+    item = member.engine.cluster.store.get(key("addresses", net.id, address))
+    return json.loads(item.value) if item else None
+
+
+def test_an_overlay_made_through_docker_on_one_host_is_adopted_by_docker_on_another(members):
+    a, b = members
+    assert a.create(NET_ID) == {}
+    # b has not followed the cluster's change yet: the plugin adopts the network at once
+    assert b.create(NET2_ID) == {}, "a second host's docker network create must adopt, not fail 'already exists'"
+    net = a.engine.find_network("ov")
+    assert b.engine.find_network("ov").id == net.id and net.attachable
+    assert a.api.network(NET_ID).id == b.api.network(NET2_ID).id == net.id
+    assert ID_LABEL not in net.labels  # Docker's IDs are per host: not on the cluster's document
+    assert sorted(a.engine.cluster.users(net.id)) == sorted(
+        [f"{a.engine.cluster.node}/{NET_ID}", f"{b.engine.cluster.node}/{NET2_ID}"])
+    assert b.create(NET2_ID) == {}  # asked again (dockerd retried): nothing more
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"subnet": "10.4.0.0/24", "gateway": "10.4.0.1/24"}, "with subnet 10.3.0.0/24, not 10.4.0.0/24"),
+    ({"gateway": "10.3.0.254/24"}, "with gateway 10.3.0.1, not 10.3.0.254"),
+    ({"generic": {"muslin.driver": "bridge", "muslin.name": "ov"}}, "network with name ov already exists"),
+])
+def test_adoption_refuses_a_network_that_differs_and_says_how(members, change, message):
+    a, b = members
+    a.create(NET_ID)
+    b.service.full_pass()  # b has the cluster's network
+    before = state(b.engine)
+    reply = b.create(NET2_ID, **change)
+    assert message in reply.get("Err", ""), reply
+    assert b.engine.store.docs("runtime_networks") == [] and state(b.engine) == before
+    assert b.engine.cluster.users(b.engine.find_network("ov").id) == [f"{a.engine.cluster.node}/{NET_ID}"]
+
+
+def test_muslins_ipam_hands_out_an_overlays_addresses_cluster_wide(members):
+    a, b = members
+    pool_a, gateway_a = a.pool()
+    a.create(NET_ID)
+    pool_b, gateway_b = b.pool()  # the overlay's subnet again, on another host: its pool, not an overlap
+    assert gateway_a == gateway_b == "10.3.0.1/24"  # the gateway is the same on every host
+    assert b.create(NET2_ID) == {}
+    given = [a.address(pool_a), b.address(pool_b), a.address(pool_a), b.address(pool_b)]
+    assert given == ["10.3.0.2/24", "10.3.0.3/24", "10.3.0.4/24", "10.3.0.5/24"]
+    net = a.engine.find_network("ov")
+    # the endpoints take over what the IPAM claimed in the cluster
+    assert "Err" not in a.endpoint(NET_ID, EP1, "10.3.0.2/24")
+    assert "Err" not in b.endpoint(NET2_ID, EP2, "10.3.0.3/24")
+    assert cluster_holder(a, net, "10.3.0.2") == {"node": a.engine.cluster.node, "owner": EP1}
+    assert cluster_holder(a, net, "10.3.0.3") == {"node": b.engine.cluster.node, "owner": EP2}
+    # a static address another host holds is refused by the IPAM
+    reply = a.api.call("IpamDriver.RequestAddress", {"PoolID": pool_a, "Address": "10.3.0.3"})[1]
+    assert reply["Error"] == "Address already in use"
+    # docker rm: the endpoint, then the address: free in the whole cluster again
+    ok(b.api, "NetworkDriver.DeleteEndpoint", {"NetworkID": NET2_ID, "EndpointID": EP2})
+    ok(b.api, "IpamDriver.ReleaseAddress", {"PoolID": pool_b, "Address": "10.3.0.3/24"})
+    ok(b.api, "IpamDriver.ReleaseAddress", {"PoolID": pool_b, "Address": "10.3.0.5/24"})  # never an endpoint's
+    assert cluster_holder(a, net, "10.3.0.3") is None and cluster_holder(a, net, "10.3.0.5") is None
+    a.service.full_pass()  # what its watch does: a sees the cluster's addresses again
+    assert a.address(pool_a) == "10.3.0.3/24"
+
+
+def test_the_cluster_service_keeps_what_the_ipam_holds_for_an_overlay(members):
+    """Regression guard: the full pass releases this node's address keys that nothing here
+    holds; an address Docker holds through muslin's IPAM is held."""
+    a, _ = members
+    pool, _ = a.pool()
+    a.create(NET_ID)
+    address = a.address(pool)
+    a.service.full_pass()
+    assert cluster_holder(a, a.engine.find_network("ov"), address.split("/")[0]) is not None
+
+
+def test_an_address_another_host_holds_is_refused_clearly_with_dockers_default_ipam(members):
+    a, b = members
+    a.create(NET_ID)
+    b.create(NET2_ID)
+    assert "Err" not in a.endpoint(NET_ID, EP1, "10.3.0.2/24")
+    before = state(b.engine)
+    err = b.endpoint(NET2_ID, EP2, "10.3.0.2/24")["Err"]
+    assert "address 10.3.0.2 of network ov is held by another host of the cluster" in err
+    assert "--ipam-driver muslin" in err
+    assert state(b.engine) == before
+
+
+def test_docker_network_rm_forgets_one_hosts_network_and_the_last_one_removes_it(members):
+    a, b = members
+    a.create(NET_ID)
+    b.create(NET2_ID)
+    net = a.engine.find_network("ov")
+    ok(a.api, "NetworkDriver.DeleteNetwork", {"NetworkID": NET_ID})
+    assert a.engine.find_network("ov").id == net.id  # b's Docker still has it
+    assert a.engine.mapped_network(NET_ID) is None
+    ok(a.api, "NetworkDriver.DeleteNetwork", {"NetworkID": NET_ID})  # idempotent
+    ok(b.api, "NetworkDriver.DeleteNetwork", {"NetworkID": NET2_ID})
+    assert b.engine.networks() == [n for n in b.engine.networks() if n.name != "ov"]
+    assert b.engine.cluster.network_named("ov") is None
+    a.service.full_pass()
+    assert "ov" not in [n.name for n in a.engine.networks()]
+
+
+def test_the_last_docker_network_rm_leaves_an_overlay_that_endpoints_still_use(members):
+    a, b = members
+    a.create(NET_ID)
+    b.create(NET2_ID)
+    b.engine.create_container("far", "ov")  # muslin's own container on b
+    ok(a.api, "NetworkDriver.DeleteNetwork", {"NetworkID": NET_ID})
+    ok(b.api, "NetworkDriver.DeleteNetwork", {"NetworkID": NET2_ID})
+    assert b.engine.cluster.network_named("ov") is not None
+    assert b.engine.find_network("ov").name == "ov"
+
+
+def test_an_overlay_made_with_muslin_stays_after_dockers_last_network_of_it_goes(members):
+    a, b = members
+    a.engine.create_network("ov", "overlay", subnets=["10.3.0.0/24"], attachable=True)
+    assert b.create(NET2_ID) == {}
+    ok(b.api, "NetworkDriver.DeleteNetwork", {"NetworkID": NET2_ID})
+    assert b.engine.cluster.network_named("ov") is not None
+
+
+def test_a_join_on_an_overlay_names_no_gateway_so_that_docker_gives_its_way_out(members):
+    """The overlay's gateway is in the network's own namespace and leads nowhere: without a
+    gateway in the reply, Docker connects the container to its docker_gwbridge, as for its own
+    overlay networks."""
+    a, _ = members
+    a.create(NET_ID)
+    a.endpoint(NET_ID, EP1, "10.3.0.2/24")
+    reply = ok(a.api, "NetworkDriver.Join", {"NetworkID": NET_ID, "EndpointID": EP1, "SandboxKey": SANDBOX})
+    assert "Gateway" not in reply and reply["DisableGatewayService"] is False
+    # regression: the overlay named the container's end left in the host veth<11 hex>p, 16
+    # bytes, which the kernel refuses (ERANGE)
+    assert len(reply["InterfaceName"]["SrcName"].encode()) <= 15, reply
+
+
+def test_two_hosts_creating_one_overlay_at_once_both_get_it(members, monkeypatch):
+    """b looked before a made it, then lost the race for the name: it adopts a's network."""
+    a, b = members
+    looked = []
+
+    def late(name):
+        looked.append(name)
+        if len(looked) == 1:
+            a.create(NET_ID)  # a wins meanwhile
+            return None
+        return type(b.engine).cluster_network_named(b.engine, name)
+
+    monkeypatch.setattr(b.engine, "cluster_network_named", late)
+    assert b.create(NET2_ID) == {}
+    assert b.api.network(NET2_ID).id == a.api.network(NET_ID).id
+
+
+def test_a_hosts_mapping_outlives_a_restart_of_its_daemon(members, tmp_path):
+    a, b = members
+    a.create(NET_ID)
+    b.create(NET2_ID)
+    net = b.api.network(NET2_ID)
+    b.service.close()
+    b.engine.close()
+    again = Member(a.engine.cluster.store, tmp_path / "h2", 2)  # b's root again
+    try:
+        assert again.api.network(NET2_ID).id == net.id
+        ok(again.api, "NetworkDriver.DeleteNetwork", {"NetworkID": NET2_ID})
+        assert again.engine.cluster.users(net.id) == [f"{a.engine.cluster.node}/{NET_ID}"]
+    finally:
+        again.service.close()
+        again.engine.close()
+
+
+def test_muslin_network_rm_of_an_overlay_docker_knows_leaves_no_user_key_behind(members):
+    a, b = members
+    a.create(NET_ID)
+    b.create(NET2_ID)
+    net = a.engine.find_network("ov")
+    a.engine.remove_network("ov")  # the user's choice: Docker's networks of it then find none
+    assert a.engine.cluster.users(net.id) == []
+    b.service.full_pass()  # b follows: the network goes there too
+    assert "not found" in b.api.call("NetworkDriver.CreateEndpoint", {
+        "NetworkID": NET2_ID, "EndpointID": EP2, "Interface": {"Address": "10.3.0.2/24"}})[1]["Err"]
+    ok(b.api, "NetworkDriver.DeleteNetwork", {"NetworkID": NET2_ID})
+
+
+def test_an_overlay_through_docker_needs_its_name_given(members):
+    """Without -o muslin.name each host's network would be named by its own Docker ID: not one
+    network, but one per host."""
+    a, _ = members
+    before = state(a.engine)
+    reply = a.create(NET_ID, generic={"muslin.driver": "overlay"})
+    assert reply["Err"] == ("a network of driver overlay spans the cluster: it needs -o muslin.name=NAME, "
+                            "the same on every host that uses it")
+    assert state(a.engine) == before and a.engine.cluster.network_named(NET_ID[:12]) is None

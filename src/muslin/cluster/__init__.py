@@ -14,6 +14,7 @@ key                                   value                                     
 ``subnets/<cidr>``                    ``<id>``, for subnets the cluster chose           until removed
 ``addresses/<id>/<ip>``               ``{"node", "owner"}``                            the node's lease
 ``endpoints/<id>/<endpoint>``         :class:`Peer` as JSON                            the node's lease
+``users/<id>/<node>/<user>``          ``""``: a runtime's network on that node maps it  until unmapped
 ====================================  ===============================================  ==============
 
 Creating keys with ``create_all`` (all or none, only where absent) is what makes names, VNIs,
@@ -215,6 +216,7 @@ class Cluster:
         self.store.delete(key("vnis", str(vni)))
         for subnet in doc.get("auto_subnets", []):
             self.store.delete(_subnet_key(subnet))
+        self.store.delete_prefix(key("users", doc["id"], ""))
         self.store.delete(key("networks", doc["id"]))
 
     # -- addresses -----------------------------------------------------------------------
@@ -246,12 +248,36 @@ class Cluster:
         return self.lease
 
     def claim_address(self, net_id: str, address: str, owner: str) -> bool:
-        """Hold ``address`` for ``owner`` of this node; False when another holds it."""
+        """Hold ``address`` for ``owner`` of this node; False when another holds it (asked
+        again for the same owner: True)."""
         self._joined()
-        won = self.store.create(key("addresses", net_id, address), json.dumps({"node": self.node, "owner": owner}),
-                                self.lease)
+        value = json.dumps({"node": self.node, "owner": owner})
+        won = self.store.create(key("addresses", net_id, address), value, self.lease)
+        if not won:
+            item = self.store.get(key("addresses", net_id, address))
+            won = item is not None and json.loads(item.value) == json.loads(value)
         self._note(net_id, address, True)
         return won
+
+    def _mine(self, net_id: str, address: str, owner: str):
+        """The key of ``address`` when this node holds it for ``owner``, else None."""
+        item = self.store.get(key("addresses", net_id, address))
+        if item is not None and json.loads(item.value) == {"node": self.node, "owner": owner}:
+            return item
+        return None
+
+    def take_over(self, net_id: str, address: str, old_owner: str, new_owner: str) -> bool:
+        """Hand an address this node holds for ``old_owner`` to ``new_owner`` at once (no moment
+        free for another host); False when it is not held so."""
+        item = self._mine(net_id, address, old_owner)
+        return item is not None and self.store.replace(
+            item.key, json.dumps({"node": self.node, "owner": new_owner}), item.mod_revision, self._joined())
+
+    def release_address_of(self, net_id: str, address: str, owner: str) -> None:
+        """Release ``address`` only while this node holds it for ``owner``."""
+        item = self._mine(net_id, address, owner)
+        if item is not None and self.store.delete(item.key, item.mod_revision):
+            self._note(net_id, address, False)
 
     def address_holder(self, net_id: str, address: str) -> str | None:
         """The node that holds ``address``, if any."""
@@ -286,6 +312,21 @@ class Cluster:
     def forget(self, net_id: str) -> None:
         with self._lock:
             self._held.pop(net_id, None)
+
+    # -- runtimes' networks ----------------------------------------------------------------
+
+    def add_user(self, net_id: str, user: str) -> None:
+        """Note that ``user`` (a runtime's network on this node) maps ``net_id``: it outlives
+        this node's lease, as the runtime's network does."""
+        self.store.put(key("users", net_id, self.node, user), "")
+
+    def remove_user(self, net_id: str, user: str) -> None:
+        self.store.delete(key("users", net_id, self.node, user))
+
+    def users(self, net_id: str) -> list[str]:
+        """``node/user`` for every runtime's network on any node that maps ``net_id``."""
+        items, _ = self.store.range(key("users", net_id, ""))
+        return [i.key[len(key("users", net_id, "")):] for i in items]
 
     # -- endpoints -----------------------------------------------------------------------
 

@@ -168,7 +168,8 @@ class OverlayDriver(BaseDriver):
     # -- endpoints -----------------------------------------------------------------------
 
     def make_link(self, host: Namespace, network: Network, endpoint: Endpoint, sandbox: Namespace | None) -> str:
-        peer = endpoint.ifname if sandbox else f"{endpoint.host_ifname}p"
+        # left in the host: a name of its own, 15 bytes at most, as the bridge driver's
+        peer = endpoint.ifname if sandbox else f"{endpoint.host_ifname[:-1]}p"
         target = sandbox.path if sandbox else (host.path or self.kernel.own_netns())
         self._namespace(network).add_veth(endpoint.host_ifname, peer, target, peer_mac=endpoint.mac,
                                           mtu=network.mtu(), master=BRIDGE, alias=self.alias)

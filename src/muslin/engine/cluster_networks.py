@@ -103,7 +103,8 @@ class ClusterNetworks:
         return released
 
     def cluster_addresses_held(self) -> set[tuple[str, str]]:
-        """(network id, address) of every address this root holds on a cluster network."""
+        """(network id, address) of every address this root holds on a cluster network (also
+        through a runtime's IPAM pool of its subnet)."""
         with self._lock:
             nets = [n for n in self.networks(("active", "pending", "removing")) if self._in_cluster(n)]
             out = set()
@@ -112,6 +113,8 @@ class ClusterNetworks:
                                                  (net.id,))
                 for pool, addr in rows:
                     out.add((net.id, str(ipam.from_int(int(addr, 16), ipaddress.ip_network(pool).version))))
+                for pool in net.pools:  # what a runtime's IPAM (Docker's) holds in its pool
+                    out.update((net.id, address) for address in self.ipam_held(pool.subnet))
             return out
 
     def _network_driver(self, net_id: str) -> str | None:

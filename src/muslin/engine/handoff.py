@@ -7,7 +7,9 @@ and leaves in the host namespace (``hand_off``: the driver's ``make_link`` alone
 to move into the container, rename and address; and it gives them back in two steps too
 (``release``). Its IPAM asks for pools and addresses before any network exists (``request_pool``,
 ``request_address``): they are held in the store under a key of their own, so that nothing is
-handed out twice, also across a restart.
+handed out twice, also across a restart. A pool whose subnet is a cluster network's (an
+overlay each host's Docker knows as a network of its own) hands out addresses claimed in the
+cluster: never one that any host holds.
 
 A part of :class:`muslin.engine.Engine`, which it is mixed into."""
 
@@ -32,6 +34,7 @@ log = logging.getLogger("muslin")
 HANDED_OFF = ("docker",)
 POOL_PREFIX = "muslin/"        # a pool's ID: muslin/SUBNET[/RANGE], all it takes to serve it
 _SPACE = "ipam:"               # the store's key for the addresses held in such a pool
+RUNTIME_NETWORKS = "runtime_networks"  # the store's table: a runtime's ID -> a muslin network
 
 
 def hands_off(container: Container) -> bool:
@@ -55,16 +58,54 @@ class Handoff:
                 raise InvalidParameter(f"network {net.name} does not have IPv6 enabled: --ip6 {ip6} cannot be used")
             claims: list = []
             try:
+                for static in filter(None, (ip, ip6)):
+                    self._take_over_ipam_claim(net, static, owner)
                 with self.store.transaction():
                     v4 = self._allocate(net, 4, owner, ip, claims) if net.pools_of(4) else None
                     if ip and not v4:
                         raise InvalidParameter(f"network {net.name} has no IPv4 subnet")
                     v6 = self._allocate(net, 6, owner, ip6, claims) if net.ipv6 and net.pools_of(6) else None
+            except Conflict:
+                self._unclaim(claims)
+                self._explain_held_elsewhere(net, ip, ip6)
+                raise
             except BaseException:
                 self._unclaim(claims)  # what a cluster's store holds for the rolled-back rows
                 raise
             return (f"{ipam.from_int(v4[1], 4)}/{v4[0].subnet.prefixlen}" if v4 else None,
                     f"{ipam.from_int(v6[1], 6)}/{v6[0].subnet.prefixlen}" if v6 else None)
+
+    def _take_over_ipam_claim(self, net: Network, static: str, owner: str) -> None:
+        """An address muslin's IPAM gave the runtime from a cluster network's pool is claimed in
+        the cluster already, for the IPAM: the endpoint takes the claim over."""
+        if not self._in_cluster(net) or self.cluster is None:
+            return
+        addr = ipaddress.ip_address(static.split("/")[0])
+        for pool in net.pools:
+            if addr in pool.subnet and self._ipam_holds(pool.subnet, addr):
+                self.cluster.take_over(net.id, str(addr), _ipam_owner(pool.subnet, addr), owner)
+
+    def _explain_held_elsewhere(self, net: Network, *statics: str | None) -> None:
+        """A static address of a cluster network that another host holds: say so (the runtime's
+        own IPAM chose it without seeing the cluster's addresses)."""
+        if not self._in_cluster(net) or self.cluster is None:
+            return
+        for static in filter(None, statics):
+            address = static.split("/")[0]
+            holder = self.cluster.address_holder(net.id, address)
+            if holder is not None and holder != self.cluster.node:
+                raise Conflict(f"address {address} of network {net.name} is held by another host of the cluster: "
+                               f"an IPAM that does not see the cluster's addresses chose it (with Docker, create "
+                               f"the network with --ipam-driver muslin)")
+
+    def _ipam_holds(self, subnet, addr) -> bool:
+        return self.store.read().execute("SELECT 1 FROM addresses WHERE owner = ?",
+                                         (_ipam_owner(subnet, addr),)).fetchone() is not None
+
+    def ipam_held(self, subnet) -> list[str]:
+        """The addresses held in the requested pool ``subnet`` (the IPAM's, not a network's)."""
+        version = ipaddress.ip_network(subnet).version
+        return [str(ipam.from_int(n, version)) for n in self.store.held_from(_SPACE + str(subnet), 0)]
 
     def held_addresses(self, net: Network, owner: str) -> tuple[str | None, str | None]:
         """The IPv4 and IPv6 address ``owner`` holds in ``net``, as CIDRs."""
@@ -163,6 +204,67 @@ class Handoff:
                 return True
             return bool(self._release_addresses(endpoint_id))
 
+    # -- a runtime's own IDs of networks --------------------------------------------------
+
+    def map_network(self, ref: str, net: Network) -> None:
+        """Note that a runtime knows ``net`` as ``ref`` on this host; for a cluster network, in
+        the cluster too (what keeps it while any host's runtime knows it)."""
+        with self._lock:
+            if self._in_cluster(net):
+                self._require_cluster()
+                self.cluster.add_user(net.id, ref)
+            self.store.put(RUNTIME_NETWORKS, ref, None, "active", {"network": net.id}, network_id=net.id)
+
+    def mapped_network(self, ref: str, states=("active",)) -> Network | None:
+        """The network a runtime knows as ``ref`` on this host, if any."""
+        for _, doc in self.store.docs(RUNTIME_NETWORKS, "id = ?", (ref,)):
+            try:
+                return self.find_network(doc["network"], states)
+            except NotFound:
+                return None
+        return None
+
+    def unmap_network(self, ref: str) -> tuple[Network | None, bool]:
+        """Forget ``ref`` (idempotent): the network it named, and whether no runtime of any
+        host knows that network any more."""
+        with self._lock:
+            rows = self.store.docs(RUNTIME_NETWORKS, "id = ?", (ref,))
+            if not rows:
+                return None, False
+            net_id = rows[0][1]["network"]
+            net = self.mapped_network(ref, ("active", "dead"))
+            if net is not None and self._in_cluster(net):
+                self._require_cluster()
+                self.cluster.remove_user(net_id, ref)
+            self.store.delete(RUNTIME_NETWORKS, ref)
+            unused = not self.store.docs(RUNTIME_NETWORKS, "network_id = ?", (net_id,))
+            if net is not None and self._in_cluster(net):
+                unused = unused and not self.cluster.users(net_id)
+            return net, unused
+
+    def cluster_network_named(self, name: str) -> Network | None:
+        """The cluster network ``name`` on this host, made here at once when this host has not
+        followed its creation yet; None when the cluster has none (or the name is a local
+        network's)."""
+        if self.cluster is None:
+            return None
+        try:
+            net = self.find_network(name)
+            return net if self._in_cluster(net) and net.name == name else None
+        except NotFound:
+            pass
+        net_id = self.cluster.network_named(name)
+        if net_id is None:
+            return None
+        docs, _ = self.cluster.networks()
+        for doc in docs:
+            if doc["id"] == net_id:
+                self.adopt_network(doc)
+        try:
+            return self.find_network(net_id)
+        except NotFound:
+            return None
+
     # -- address pools of their own (Docker's IPAM driver) ------------------------------
 
     def request_pool(self, subnet: str | None = None, ip_range: str | None = None, v6: bool = False) -> Pool:
@@ -175,7 +277,9 @@ class Handoff:
                 pool = ipam.parse_pools([subnet], [], [ip_range] if ip_range else [], {})[0]
                 if (pool.version == 6) != bool(v6):
                     raise InvalidParameter(f"invalid pool request: {subnet} is not an IPv{6 if v6 else 4} subnet")
-                if any(pool.subnet.overlaps(t) for t in taken if t.version == pool.version):
+                # a cluster network's subnet, asked for again on this host: its pool (adopted here)
+                shared = pool.subnet if self._cluster_network_with(pool.subnet) is not None else None
+                if any(pool.subnet.overlaps(t) for t in taken if t.version == pool.version and t != shared):
                     raise Conflict(ipam.MSG_POOL_OVERLAP)
             elif ip_range:
                 raise InvalidParameter(ipam.MSG_NEED_SUBNET)
@@ -205,8 +309,15 @@ class Handoff:
         subnet holds."""
         with self._lock:
             p = self._live_pool(pool)
+            net = self._cluster_network_with(p.subnet)
+            if net is not None:
+                if gateway:
+                    given = self._cluster_gateway(net, p, address)
+                    if given is not None:
+                        return given
+                else:
+                    return self._request_cluster_address(net, p, address)
             space = _SPACE + str(p.subnet)
-            owner = f"{space}:{{}}"
             with self.store.transaction():
                 if address:
                     addr = ipaddress.ip_address(address.split("/")[0]) if _is_ip(address) else None
@@ -214,7 +325,7 @@ class Handoff:
                         raise InvalidParameter(f"invalid address {address}: not in pool {p.subnet}")
                     n = int(addr)
                     if n in self._network_holds(p, n, n) or not self.store.hold(space, str(p.subnet), n,
-                                                                                     owner.format(n)):
+                                                                                     _ipam_owner(p.subnet, n)):
                         raise Conflict(ipam.MSG_ADDRESS_IN_USE)
                 else:
                     first, last = ipam.bounds(Pool(p.subnet) if gateway else p)
@@ -223,7 +334,7 @@ class Handoff:
                     n = ipam.first_free(start, last, taken)
                     if n is None:
                         raise Exhausted(ipam.MSG_NO_AVAILABLE_ADDRESSES)
-                    self.store.hold(space, str(p.subnet), n, owner.format(n))
+                    self.store.hold(space, str(p.subnet), n, _ipam_owner(p.subnet, n))
                     if not gateway:
                         self.store.set_hint(space, str(p.subnet), n + 1)
             return f"{ipam.from_int(n, p.version)}/{p.subnet.prefixlen}"
@@ -233,7 +344,61 @@ class Handoff:
             p = parse_pool_id(pool)
             if not _is_ip(address):
                 raise InvalidParameter(f"invalid address {address}")
-            self.store.release_owner(f"{_SPACE}{p.subnet}:{int(ipaddress.ip_address(address.split('/')[0]))}")
+            addr = ipaddress.ip_address(address.split("/")[0])
+            self.store.release_owner(_ipam_owner(p.subnet, addr))
+            net = self._cluster_network_with(p.subnet)
+            if net is not None and self.cluster is not None:
+                # still the IPAM's (no endpoint took it over): the cluster's hold goes too
+                self.cluster.release_address_of(net.id, str(addr), _ipam_owner(p.subnet, addr))
+
+    # -- pools of cluster networks -------------------------------------------------------
+
+    def _cluster_network_with(self, subnet) -> Network | None:
+        """The cluster network of this host whose pool is ``subnet`` (what the runtime's IPAM
+        pool serves), if any."""
+        for net in self.networks(IN_USE):
+            if self._in_cluster(net) and any(q.subnet == subnet for q in net.pools):
+                return net
+        return None
+
+    @staticmethod
+    def _cluster_gateway(net: Network, p: Pool, address: str | None) -> str | None:
+        """A cluster network's gateway is the same on every host: asked for its pool's gateway,
+        the IPAM answers it (None when another address was asked for)."""
+        gateway = next((q.gateway for q in net.pools if q.subnet == p.subnet and q.gateway is not None), None)
+        if gateway is None or (address and _is_ip(address) and ipaddress.ip_address(address.split("/")[0]) != gateway):
+            return None
+        return f"{gateway}/{p.subnet.prefixlen}"
+
+    def _request_cluster_address(self, net: Network, p: Pool, address: str | None) -> str:
+        """An address of a cluster network's pool claimed in the cluster (for the IPAM, until an
+        endpoint takes it over) and held here: never one any host holds."""
+        self._require_cluster()
+        space = _SPACE + str(p.subnet)
+        if address:
+            addr = ipaddress.ip_address(address.split("/")[0]) if _is_ip(address) else None
+            if addr is None or addr not in p.subnet:
+                raise InvalidParameter(f"invalid address {address}: not in pool {p.subnet}")
+            start = last = int(addr)
+        else:
+            start, last = ipam.bounds(p)
+        while True:
+            elsewhere = sorted(n for n in map(int, map(ipaddress.ip_address, self.cluster.held(net.id))) if n >= start)
+            n = ipam.first_free(start, last, heapq.merge(self.store.held_from(space, start),
+                                                         self._network_holds(p, start, last), elsewhere))
+            if n is None:
+                raise Conflict(ipam.MSG_ADDRESS_IN_USE) if address else Exhausted(ipam.MSG_NO_AVAILABLE_ADDRESSES)
+            found = ipam.from_int(n, p.version)
+            if self.cluster.claim_address(net.id, str(found), _ipam_owner(p.subnet, found)):
+                break
+            start = n + 1  # another host took it meanwhile
+        try:
+            if not self.store.hold(space, str(p.subnet), n, _ipam_owner(p.subnet, found)):
+                raise Conflict(ipam.MSG_ADDRESS_IN_USE)
+        except BaseException:
+            self._unclaim([(net.id, str(found))])
+            raise
+        return f"{found}/{p.subnet.prefixlen}"
 
     def _live_pool(self, pool: str) -> Pool:
         p = parse_pool_id(pool)
@@ -249,6 +414,11 @@ class Handoff:
                     if n > last:
                         break
                     yield n
+
+
+def _ipam_owner(subnet, addr) -> str:
+    """Who holds an address the IPAM handed out: the pool's space and the address."""
+    return f"{_SPACE}{subnet}:{int(addr)}"
 
 
 def pool_id(pool: Pool) -> str:

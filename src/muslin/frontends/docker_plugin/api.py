@@ -11,6 +11,15 @@ network ID (what ``docker network ls`` shows), and keeps Docker's full ID as the
 ``muslin.docker.network-id``. A Docker container appears in muslin under the name of its
 sandbox (the last part of ``docker inspect -f '{{.NetworkSettings.SandboxKey}}'``), prefixed
 ``docker-``: the plugin learns nothing else about it.
+
+Cluster networks (``-o muslin.driver=overlay``): one muslin network for the whole cluster, which
+each host's Docker knows as a local network with an ID of its own (dockerd 20.10 takes no
+global-scope remote driver without its own cluster store). The first host's CreateNetwork makes
+it; the same command on another member adopts it (when driver, subnets, gateways and
+``--internal`` agree; else an error naming the difference). Docker's ID maps to it in this
+host's store, and in the cluster's as one of its users; DeleteNetwork forgets this host's
+mapping, and removes the network once no host's Docker maps it and no endpoint uses it (only one
+the plugin made: a network made with ``muslin network create`` stays).
 """
 
 from __future__ import annotations
@@ -20,7 +29,7 @@ import logging
 import os
 
 from muslin import ipam
-from muslin.errors import MuslinError, NotFound
+from muslin.errors import Conflict, InvalidParameter, MuslinError, NotFound
 
 log = logging.getLogger("muslin")
 
@@ -28,6 +37,7 @@ RUNTIME = "docker"                      # how the engine records Docker's contai
 DRIVER_OPTION = "muslin.driver"         # -o muslin.driver=bridge|macvlan|ipvlan
 NAME_OPTION = "muslin.name"             # -o muslin.name=NAME: the network's name in muslin
 ID_LABEL = "muslin.docker.network-id"   # Docker's network ID, on the muslin network
+MADE_LABEL = "muslin.docker.made"       # on a cluster network the plugin made: removed with Docker's last
 GENERIC = "com.docker.network.generic"  # libnetwork's key for the -o options
 IPV6 = "com.docker.network.enable_ipv6"
 INTERNAL = "com.docker.network.internal"
@@ -89,6 +99,28 @@ def _address(text: str | None, key: str) -> str | None:
         raise BadRequest(f"{key}: invalid address {text!r}") from None
 
 
+def _check_adoptable(net, driver: str, subnets: list[str], gateways: list[str], ipv6: bool, internal: bool) -> None:
+    """Refuse to take the cluster's network ``net`` for a Docker network that differs from it,
+    naming the difference."""
+    def differs(what: str, theirs, ours) -> Conflict:
+        return Conflict(f"network {net.name} exists in the cluster with {what} {theirs}, not {ours}: create it "
+                        f"here as it is there, or under another name")
+
+    if net.driver != driver:
+        raise differs("driver", net.driver, driver)
+    theirs = sorted(str(p.subnet) for p in net.pools)
+    ours = sorted(str(ipaddress.ip_network(s, strict=False)) for s in subnets)
+    if theirs != ours:
+        raise differs("subnet", ", ".join(theirs), ", ".join(ours) or "none")
+    given = {str(p.gateway) for p in net.pools if p.gateway is not None}
+    if not set(gateways) <= given:
+        raise differs("gateway", ", ".join(sorted(given)) or "none", ", ".join(sorted(gateways)))
+    for what, theirs, ours in (("--ipv6", net.ipv6, ipv6), ("--internal", net.internal, internal)):
+        if bool(theirs) != bool(ours):
+            raise Conflict(f"network {net.name} exists in the cluster {'with' if theirs else 'without'} {what}: "
+                           f"create it here as it is there, or under another name")
+
+
 # -- the calls ---------------------------------------------------------------------------------
 
 
@@ -145,7 +177,10 @@ class Api:
     # -- networks ----------------------------------------------------------------------
 
     def network(self, docker_id: str, states=("active",)):
-        """The muslin network made for Docker's network ``docker_id``."""
+        """The muslin network made (or adopted) for Docker's network ``docker_id``."""
+        mapped = self.engine.mapped_network(docker_id, states)
+        if mapped is not None:
+            return mapped
         for net in self.engine.networks(states):
             if net.labels.get(ID_LABEL) == docker_id:
                 return net
@@ -159,7 +194,8 @@ class Api:
         internal = bool(field(options, INTERNAL, bool))
         data = [self._ipam_data(d, f"IPv{v}Data") for v in (4, 6) for d in (field(doc, f"IPv{v}Data", list) or [])]
         driver = generic.pop(DRIVER_OPTION, "bridge")
-        name = generic.pop(NAME_OPTION, "") or docker_id[:12]
+        given = generic.pop(NAME_OPTION, "")
+        name = given or docker_id[:12]
         try:
             self.network(docker_id)
             return {}  # asked again (dockerd retried): it exists
@@ -168,10 +204,32 @@ class Api:
         aux = {}
         for d in data:
             aux.update(d["aux"])
-        self.engine.create_network(name, driver, subnets=[d["pool"] for d in data],
-                                   gateways=[d["gateway"] for d in data if d["gateway"]], aux_addresses=aux,
+        subnets, gateways = [d["pool"] for d in data], [d["gateway"] for d in data if d["gateway"]]
+        if getattr(self.engine.driver(driver), "scope", "local") == "global":
+            if not given:  # Docker's ID differs on each host: the name is what the hosts share
+                raise InvalidParameter(f"a network of driver {driver} spans the cluster: it needs -o "
+                                       f"{NAME_OPTION}=NAME, the same on every host that uses it")
+            self._cluster_network(docker_id, name, driver, subnets, gateways, aux, ipv6, internal, generic)
+            return {}
+        self.engine.create_network(name, driver, subnets=subnets, gateways=gateways, aux_addresses=aux,
                                    ipv6=ipv6, internal=internal, options=generic, labels={ID_LABEL: docker_id})
         return {}
+
+    def _cluster_network(self, docker_id, name, driver, subnets, gateways, aux, ipv6, internal, generic) -> None:
+        """Make the cluster network ``name``, or adopt the one the cluster has, for ``docker_id``."""
+        net = self.engine.cluster_network_named(name)
+        if net is None:
+            try:
+                # attachable: Docker's containers join it as a runtime's do, without a swarm
+                net = self.engine.create_network(name, driver, subnets=subnets, gateways=gateways, aux_addresses=aux,
+                                                 ipv6=ipv6, internal=internal, options=generic,
+                                                 labels={MADE_LABEL: "true"}, attachable=True)
+            except Conflict:
+                net = self.engine.cluster_network_named(name)  # another host made it meanwhile
+                if net is None:
+                    raise
+        _check_adoptable(net, driver, subnets, gateways, ipv6, internal)
+        self.engine.map_network(docker_id, net)
 
     @staticmethod
     def _ipam_data(d, key: str) -> dict:
@@ -188,12 +246,27 @@ class Api:
 
     def delete_network(self, doc: dict) -> dict:
         docker_id = _docker_id(doc, "NetworkID")
+        mapped, unused = self.engine.unmap_network(docker_id)
+        if mapped is not None:
+            if unused and mapped.labels.get(MADE_LABEL) == "true":
+                self._remove_unused(mapped)
+            return {}
         try:
             net = self.network(docker_id, ("active", "dead"))
         except NotFound:
             return {}  # gone already: Docker's delete goes on
         self.engine.remove_network(net.id)
         return {}
+
+    def _remove_unused(self, net) -> None:
+        """The cluster network no host's Docker maps any more: removed everywhere, unless an
+        endpoint (of any host, of any runtime) still uses it; then it stays for them."""
+        try:
+            self.engine.remove_network(net.id)
+        except NotFound:
+            pass  # removed meanwhile (by another host's last Docker network)
+        except Conflict as exc:
+            log.info("docker plugin: network %s stays: %s", net.name, exc.message)
 
     # -- endpoints ---------------------------------------------------------------------
 
@@ -257,6 +330,8 @@ class Api:
             # as Docker's own ipvlan l3: else Docker sets a default route of its own over this one
             reply["DisableGatewayService"] = True
             return reply
+        if not self.engine.driver(net.driver).routes_out:
+            return reply  # (an overlay's gateway leads nowhere: Docker gives the way out, its docker_gwbridge)
         if ep.gateway:
             reply["Gateway"] = ep.gateway
         if ep.gateway6:
