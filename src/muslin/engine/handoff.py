@@ -383,7 +383,7 @@ class Handoff:
         else:
             start, last = ipam.bounds(p)
         while True:
-            elsewhere = sorted(n for n in map(int, map(ipaddress.ip_address, self.cluster.held(net.id))) if n >= start)
+            elsewhere = [n for n in self.cluster.held(net.id, p.version) if n >= start]
             n = ipam.first_free(start, last, heapq.merge(self.store.held_from(space, start),
                                                          self._network_holds(p, start, last), elsewhere))
             if n is None:
