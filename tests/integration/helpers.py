@@ -305,7 +305,7 @@ def start_plugin_daemon(docker, *flags: str):
 
     daemon = docker.muslin_popen("daemon", "--docker-plugin", *flags)
     wait_until(lambda: commands.run(docker._inside("test", "-S", PLUGIN_SOCKET), check=False).returncode == 0,
-               "the plugin socket", timeout=30)
+               "the plugin socket", timeout=90)  # the kernel lane's emulated CPU starts a daemon slowly
     return daemon
 
 
