@@ -38,8 +38,8 @@ VNI_OPTION = "com.docker.network.driver.overlay.vxlanid_list"
 FIRST_VNI, MAX_VNI = 4096, (1 << 24) - 1   # Docker allocates from 4096 up; 24 bits on the wire
 VXLAN_OVERHEAD = 50          # outer IPv4 + UDP + VXLAN + inner Ethernet
 DEFAULT_MTU = 1500 - VXLAN_OVERHEAD
-ESP_OVERHEAD = 26            # Docker's allowance for ESP in transport mode (an outer packet that is still
-ENCRYPTED_MTU = DEFAULT_MTU - ESP_OVERHEAD  # larger is fragmented, as the outer VXLAN's DF is off): 1424
+ESP_OVERHEAD = 26            # ESP in transport mode: SPI 4, sequence 4, IV 8, pad length 1, next header 1, ICV 8
+ENCRYPTED_MTU = DEFAULT_MTU - ESP_OVERHEAD  # 1424, Docker's: a full frame's ESP packet is 1500 bytes, unpadded
 BRIDGE = "br0"
 ENCRYPTED_OPTION = "encrypted"
 

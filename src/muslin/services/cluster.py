@@ -13,6 +13,12 @@ this host in step (see :mod:`muslin.cluster` for the keys).
   its lease expired. After any gap in the watch, a full pass puts the kernel's entries equal
   to the store's, so none is left stale.
 
+* Encryption: with an encrypted overlay network here, IPsec with every other host that has an
+  endpoint on one (``OverlayDriver.set_encryption``), with the cluster's keys
+  (:mod:`muslin.cluster.keys`), which every heartbeat creates or rotates when due; made again
+  after each change it depends on, removed with the last peer or the last encrypted network,
+  kept across a restart.
+
 The data plane never waits for the store: while it is unreachable, traffic between existing
 endpoints goes on, and the service retries with a back-off.
 """
