@@ -139,6 +139,16 @@ def test_the_ipsec_table_marks_and_guards_the_encrypted_vnis_only():
 # -- two engines of one cluster ----------------------------------------------------------------
 
 
+def encrypted_pair(a, b) -> None:
+    """An encrypted network ``sec`` made on ``a``, a container on each host, both synced."""
+    a.engine.create_network("sec", "overlay", subnets=["10.5.0.0/24"], attachable=True, options={"encrypted": ""})
+    b.sync()
+    a.engine.create_container("c1", "sec")
+    b.engine.create_container("c2", "sec")
+    for host in (a, b, a, b):
+        host.sync()
+
+
 def ipsec(host) -> tuple[set, set, list | None]:
     ns = host.fake.host
     return ns.xfrm_states, ns.xfrm_policies, ns.tables.get("muslin-ipsec")
@@ -180,12 +190,7 @@ def test_a_forced_rotation_switches_the_out_sa_while_the_old_key_is_still_accept
         host.engine.cluster.key_rotation, host.service.heartbeat = 100.0, 1.0
     clock = [10_000.0]
     monkeypatch.setattr("muslin.services.cluster.time.time", lambda: clock[0])
-    a.engine.create_network("sec", "overlay", subnets=["10.5.0.0/24"], attachable=True, options={"encrypted": ""})
-    b.sync()
-    a.engine.create_container("c1", "sec")
-    b.engine.create_container("c2", "sec")
-    for host in (a, b, a, b):
-        host.sync()
+    encrypted_pair(a, b)
     first = ipsec(a)[1]
     lead, grace = keys.timing(100.0, a.service.heartbeat)
     clock[0] += 100.0  # due: the next pass writes key 2, to become primary after the lead
@@ -228,5 +233,19 @@ def test_an_explicit_mtu_wins_over_the_encrypted_default(hosts):
 
 def test_the_rotation_period_is_a_cluster_store_option(tmp_path):
     from muslin.cluster import DEFAULT_KEY_ROTATION
+    from muslin.daemon_options import DaemonOptions, check
 
     assert Cluster(FakeKV(), node_id(str(tmp_path)), "10.0.0.1", "eth0").key_rotation == DEFAULT_KEY_ROTATION
+    cluster = {"cluster_store": "etcd://10.0.0.1:2379", "cluster_advertise": "eth0"}
+    check(DaemonOptions(**cluster, cluster_store_opts=(("encryption.key-rotation", "600s"),)))
+    with pytest.raises(InvalidParameter, match="encryption.key-rotation: between 1 and 604800 seconds"):
+        check(DaemonOptions(**cluster, cluster_store_opts=(("encryption.key-rotation", "0"),)))
+
+
+def test_a_host_whose_lease_expired_loses_its_sas_on_the_others(hosts):
+    a, b = hosts
+    encrypted_pair(a, b)
+    assert ipsec(a)[0]
+    a.engine.cluster.store.expire(b.engine.cluster.lease)  # b killed: it stops renewing
+    a.sync()
+    assert ipsec(a)[:2] == (set(), set())
