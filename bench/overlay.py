@@ -112,7 +112,8 @@ def container_pair(members: list[Member], label: str, options: dict) -> Pair:
     return Pair(label, c1.netns, c2.netns, "10.8.0.11")
 
 
-def hand_overlay(lab: Lab, hosts, vni: int = 5001, port: int = 4789, mtu: int = 1450) -> Pair:
+def hand_overlay(lab: Lab, hosts, vni: int = 5001, port: int = 4789, mtu: int = 1450,
+                 label: str = "kernel overlay") -> Pair:
     """The overlay's path built with ``ip``: per host a namespace with br0 and a vxlan made in
     the host and moved in, a container namespace on a veth; static neighbour and FDB entries."""
     nodes, macs = [], ["02:42:0a:09:00:0a", "02:42:0a:09:00:0b"]
@@ -132,7 +133,7 @@ def hand_overlay(lab: Lab, hosts, vni: int = 5001, port: int = 4789, mtu: int = 
         ovns.ip(f"neigh add 10.9.0.{10 + other} lladdr {macs[other]} dev vxh{i} nud permanent")
         ovns.sh(["bridge", "fdb", "add", macs[other], "dev", f"vxh{i}", "dst", f"10.10.10.{101 + other}",
                  "self", "permanent"])
-    return Pair("kernel overlay", nodes[0][1].netns, nodes[1][1].netns, "10.9.0.11")
+    return Pair(label, nodes[0][1].netns, nodes[1][1].netns, "10.9.0.11")
 
 
 def hand_esp(hosts, port: int) -> None:
@@ -164,7 +165,7 @@ def throughput(args, encrypt: bool = False) -> None:
             ours = container_pair(members, f"muslin {name}", {"encrypted": ""} if encrypt else {})
             hosts = [m.host for m in members]
             if encrypt:  # its own UDP port: muslin's policies (marked, on 4789) never take it
-                theirs = hand_overlay(lab, hosts, port=4790, mtu=1424)
+                theirs = hand_overlay(lab, hosts, port=4790, mtu=1424, label="kernel overlay + ESP")
                 hand_esp(hosts, 4790)
             else:
                 theirs = hand_overlay(lab, hosts)
