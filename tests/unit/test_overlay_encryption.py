@@ -249,3 +249,17 @@ def test_a_host_whose_lease_expired_loses_its_sas_on_the_others(hosts):
     a.engine.cluster.store.expire(b.engine.cluster.lease)  # b killed: it stops renewing
     a.sync()
     assert ipsec(a)[:2] == (set(), set())
+
+
+def test_a_daemon_restart_keeps_the_sas_and_changes_nothing(hosts):
+    from muslin.services.cluster import ClusterService
+
+    a, b = hosts
+    encrypted_pair(a, b)
+    before = ipsec(a)
+    a.service.close()
+    a.service = ClusterService(heartbeat=3600)  # the restarted daemon's service: its first pass
+    a.service.reconcile(a.engine)
+    a.service._stop.set()
+    assert ipsec(a) == before and ipsec(a)[0]
+    assert {sa.secret for sa in ipsec(a)[0]} == {sa.secret for sa in before[0]}
