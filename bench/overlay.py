@@ -6,6 +6,11 @@ throughput  two hosts on a switch, a container on each: muslin's overlay network
             entries) against the same path made with ``ip`` (namespace, bridge, vxlan made in
             the host and moved in, veth, static entries); one TCP stream of iperf3 and ping
             round trips, alternating rounds. Target: >= 0.97 of the hand-built path.
+encrypted   the same with ``-o encrypted`` (ESP in transport mode between the hosts, from the
+            cluster's keys) against the hand-built path with ESP added by ``ip xfrm`` (the same
+            AES-GCM SAs and an outbound policy for its UDP port). Target: >= 0.9. Needs ESP in
+            the kernel (not this machine's: run it in the kernel lane's VM); without, it prints
+            that it was skipped.
 scale       one overlay network, ``--size`` containers on one host and ``--others`` on each of
             three more: the attach time of the first and the last ones on the big host
             (target: the last <= 1.2x the first), how long a new endpoint takes to be a peer on
@@ -17,7 +22,7 @@ Each host's engine runs in this process with its cluster service (the daemon's c
 its socket), on a real etcd in h1 (``--store embedded``: the embedded store every member
 opens in one directory).
 
-Usage: python bench/overlay.py [--only throughput|scale] [--store etcd|embedded] [--size 1000] [--others 100]
+Usage: python bench/overlay.py [--only throughput|encrypted|scale] [--store etcd|embedded] [--size 1000] [--others 100]
                                [--seconds 3] [--rounds 5]
 """
 
@@ -95,18 +100,32 @@ def wait_for(check, timeout: float = 30.0, interval: float = 0.002) -> float:
 # -- throughput ------------------------------------------------------------------------------
 
 
-def hand_overlay(lab: Lab, hosts, vni: int = 5001) -> Pair:
+def container_pair(members: list[Member], label: str, options: dict) -> Pair:
+    """An overlay network ``ov`` made on the first member with ``options``, and a container on
+    each of the two members, peers of each other."""
+    a, b = members
+    a.engine.create_network("ov", "overlay", subnets=["10.8.0.0/24"], attachable=True,
+                            options={VNI_OPTION: "5000", **options})
+    wait_for(lambda: any(n.name == "ov" for n in b.engine.networks()))
+    c1 = a.engine.create_container("c1", "ov", ip="10.8.0.10")
+    c2 = b.engine.create_container("c2", "ov", ip="10.8.0.11")
+    wait_for(lambda: "10.8.0.11" in a.peers("ov") and "10.8.0.10" in b.peers("ov"))
+    return Pair(label, c1.netns, c2.netns, "10.8.0.11")
+
+
+def hand_overlay(lab: Lab, hosts, vni: int = 5001, port: int = 4789, mtu: int = 1450,
+                 label: str = "kernel overlay") -> Pair:
     """The overlay's path built with ``ip``: per host a namespace with br0 and a vxlan made in
     the host and moved in, a container namespace on a veth; static neighbour and FDB entries."""
     nodes, macs = [], ["02:42:0a:09:00:0a", "02:42:0a:09:00:0b"]
     for i, host in enumerate(hosts):
         ovns, con = lab.node(f"hov{i}"), lab.node(f"hcon{i}")
         local = f"10.10.10.{101 + i}"
-        host.ip(f"link add vxh{i} type vxlan id {vni} dstport 4789 local {local} dev eth0 nolearning proxy",
-                f"link set vxh{i} mtu 1450 netns {ovns.netns}")
-        ovns.ip("link add br0 mtu 1450 type bridge", "addr add 10.9.0.1/24 dev br0", "link set br0 up",
+        host.ip(f"link add vxh{i} type vxlan id {vni} dstport {port} local {local} dev eth0 nolearning proxy",
+                f"link set vxh{i} mtu {mtu} netns {ovns.netns}")
+        ovns.ip(f"link add br0 mtu {mtu} type bridge", "addr add 10.9.0.1/24 dev br0", "link set br0 up",
                 f"link set vxh{i} master br0", f"link set vxh{i} up",
-                f"link add vp{i} mtu 1450 type veth peer name eth0 address {macs[i]} netns {con.netns}",
+                f"link add vp{i} mtu {mtu} type veth peer name eth0 address {macs[i]} netns {con.netns}",
                 f"link set vp{i} master br0", f"link set vp{i} up")
         con.ip(f"addr add 10.9.0.{10 + i}/24 dev eth0", "link set eth0 up")
         nodes.append((ovns, con))
@@ -115,26 +134,47 @@ def hand_overlay(lab: Lab, hosts, vni: int = 5001) -> Pair:
         ovns.ip(f"neigh add 10.9.0.{10 + other} lladdr {macs[other]} dev vxh{i} nud permanent")
         ovns.sh(["bridge", "fdb", "add", macs[other], "dev", f"vxh{i}", "dst", f"10.10.10.{101 + other}",
                  "self", "permanent"])
-    return Pair("kernel overlay", nodes[0][1].netns, nodes[1][1].netns, "10.9.0.11")
+    return Pair(label, nodes[0][1].netns, nodes[1][1].netns, "10.9.0.11")
 
 
-def throughput(args) -> None:
+def hand_esp(hosts, port: int) -> None:
+    """ESP in transport mode for UDP ``port`` between the two hosts, by hand: an SA each way
+    (AES-GCM with a 64-bit ICV, as muslin's) and an outbound policy on each host."""
+    addresses = [f"10.10.10.{101 + i}" for i in range(2)]
+    for i, host in enumerate(hosts):
+        lines = []
+        for src, dst, spi in ((addresses[0], addresses[1], 0x1001), (addresses[1], addresses[0], 0x1002)):
+            lines.append(f"xfrm state add src {src} dst {dst} proto esp spi {spi:#x} reqid 7 mode transport "
+                         f"aead 'rfc4106(gcm(aes))' 0x{'11' * 20} 64")
+        me, other = addresses[i], addresses[1 - i]
+        spi = 0x1001 if i == 0 else 0x1002
+        lines.append(f"xfrm policy add src {me} dst {other} proto udp dport {port} dir out "
+                     f"tmpl src {me} dst {other} proto esp spi {spi:#x} reqid 7 mode transport")
+        host.ip(*lines)
+
+
+def throughput(args, encrypt: bool = False) -> None:
+    """The overlay (``encrypt``: with ``-o encrypted``) against the same path built by hand."""
+    name, target = ("encrypted overlay", 0.9) if encrypt else ("overlay", 0.97)
     with Lab(name="ovbench") as lab, contextlib.ExitStack() as stack:
         members = cluster_of(lab, 2, args.store, stack)
         try:
-            a, b = members
-            a.engine.create_network("ov", "overlay", subnets=["10.8.0.0/24"], attachable=True,
-                                    options={VNI_OPTION: "5000"})
-            wait_for(lambda: any(n.name == "ov" for n in b.engine.networks()))
-            c1 = a.engine.create_container("c1", "ov", ip="10.8.0.10")
-            c2 = b.engine.create_container("c2", "ov", ip="10.8.0.11")
-            wait_for(lambda: "10.8.0.11" in a.peers("ov") and "10.8.0.10" in b.peers("ov"))
-            ours = Pair("muslin overlay", c1.netns, c2.netns, "10.8.0.11")
-            theirs = hand_overlay(lab, [m.host for m in members])
-            print("throughput: one TCP stream between containers on two hosts, over VXLAN")
+            missing = members[0].engine.host.esp_missing() if encrypt else None
+            if missing is not None:
+                print(f"encrypted: skipped: this kernel has no ESP ({missing}); run it in the kernel lane's VM")
+                return
+            ours = container_pair(members, f"muslin {name}", {"encrypted": ""} if encrypt else {})
+            hosts = [m.host for m in members]
+            if encrypt:  # its own UDP port: muslin's policies (marked, on 4789) never take it
+                theirs = hand_overlay(lab, hosts, port=4790, mtu=1424, label="kernel overlay + ESP")
+                hand_esp(hosts, 4790)
+            else:
+                theirs = hand_overlay(lab, hosts)
+            print(f"{'encrypted' if encrypt else 'throughput'}: one TCP stream between containers on two hosts, "
+                  f"over VXLAN{' in ESP' if encrypt else ''}")
             comparison = measure((ours, theirs), args.rounds, args.seconds, args.pings)
-            report("overlay", comparison, "  ")
-            print("  (the overlay's target is >= 0.97 of the hand-built path)")
+            report(name, comparison, "  ")
+            print(f"  (the {name}'s target is >= {target} of the hand-built path)")
         finally:
             for member in members:
                 member.close()
@@ -240,7 +280,7 @@ def scale(args) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", choices=("throughput", "scale"))
+    parser.add_argument("--only", choices=("throughput", "encrypted", "scale"))
     parser.add_argument("--store", choices=("etcd", "embedded"), default="etcd",
                         help="the cluster store: a real etcd on h1 (default) or the embedded store")
     parser.add_argument("--size", type=int, default=1000, help="containers on the big host (default 1000)")
@@ -255,6 +295,8 @@ def main() -> int:
         return 2
     if args.only in (None, "throughput"):
         throughput(args)
+    if args.only in (None, "encrypted"):
+        throughput(args, encrypt=True)
     if args.only in (None, "scale"):
         scale(args)
     return 0

@@ -73,6 +73,8 @@ class NetnsState:
     tables: dict[str, list] = field(default_factory=dict)  # nftables table -> rule specs
     dns_redirects: dict[tuple[str, int], int] = field(default_factory=dict)  # (address, port) -> listener port
     vxlan_sockets: dict[tuple[int, int], tuple] = field(default_factory=dict)  # (vni, port) -> (netns, its link)
+    xfrm_states: set = field(default_factory=set)    # muslin's ESP SAs (muslin.kernel.xfrm.SA)
+    xfrm_policies: set = field(default_factory=set)  # and its outbound policies
     _indexes: itertools.count = field(default_factory=lambda: itertools.count(1))
 
     def new_link(self, name: str, kind: str | None, **attrs) -> FakeLink:
@@ -99,6 +101,7 @@ class NetnsState:
             "proxies": dict(self.proxies),
             "sysctls": dict(self.sysctls),
             "tables": {t: list(r) for t, r in self.tables.items()},
+            "xfrm": (sorted(self.xfrm_states), sorted(self.xfrm_policies)),
         }
 
 
@@ -135,6 +138,7 @@ class FakeKernel:
         self.calls: list[tuple] = []  # (namespace path, None for the host's, or "kernel"; call, args, kwargs)
         self._failures: list[list] = []  # [call name or index, remaining, errno]
         self._depth = 0
+        self.esp_missing: str | None = None  # why ESP cannot be used (None: the kernel has it)
         host = self._new_netns(HOST)
         self.namespaces[INIT] = host
         _bring_up(host, "lo")
@@ -638,6 +642,28 @@ class FakeNamespace:
             return self.ns.sysctls.get(key, "0")
         self.ns.sysctls[key] = str(value)
         return str(value)
+
+    @_call
+    def esp_missing(self) -> str | None:
+        """The kernel's ESP support: ``FakeKernel.esp_missing`` (None: it has it)."""
+        return self._kernel.esp_missing
+
+    @_call
+    def set_ipsec(self, states, policies, vnis, port: int, family: str = "ip") -> int:
+        """muslin's SAs and policies become the given ones; the table ``muslin-ipsec`` holds the
+        encrypted VNIs (none: no table), as the real one leaves it."""
+        from muslin.kernel import xfrm
+
+        states, policies = set(states), set(policies)
+        if states and self._kernel.esp_missing is not None:
+            raise KernelError(f"ip xfrm: {self._kernel.esp_missing}")
+        changed = len(xfrm.plan(self.ns.xfrm_states, self.ns.xfrm_policies, states, policies))
+        self.ns.xfrm_states, self.ns.xfrm_policies = states, policies
+        if vnis:
+            self.ns.tables["muslin-ipsec"] = sorted(vnis)
+        else:
+            self.ns.tables.pop("muslin-ipsec", None)
+        return changed
 
     @_call
     def apply_firewall(self, networks, table: str = "muslin") -> None:

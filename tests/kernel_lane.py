@@ -56,6 +56,9 @@ FEATURES = {
     "bridge_vlan_filtering": ["link add f0 type bridge vlan_filtering 1"],
     "vxlan": ["link add f0 type vxlan id 42 dstport 4789"],
     "tun": ["tuntap add f0 mode tap"],
+    # IPsec ESP as encrypted overlays use it (xfrm_user, esp4, AES-GCM), on the veth's addresses
+    "esp": ["xfrm state add src 10.0.0.1 dst 10.0.0.2 proto esp spi 0x100 mode transport "
+            "aead 'rfc4106(gcm(aes))' 0x" + "00" * 20 + " 128"],
 }
 
 

@@ -82,7 +82,7 @@ DOCKER_PLUGIN_SOCKET = "/run/docker/plugins/muslin.sock"  # where dockerd finds 
 FLAG_KEYS = {"default-address-pool": "default-address-pools", "cluster-store-opt": "cluster-store-opts"}
 # classic dockerd's --cluster-store-opt keys muslin takes
 CLUSTER_STORE_OPTS = ("kv.cacertfile", "kv.certfile", "kv.keyfile", "kv.username", "kv.password",
-                      "discovery.heartbeat", "discovery.ttl")
+                      "discovery.heartbeat", "discovery.ttl", "encryption.key-rotation")
 
 
 def config_path(root: str, config_file: str | None = None) -> str:
@@ -313,14 +313,15 @@ def _check_cluster(options: DaemonOptions) -> None:
     for key, value in options.cluster_store_opts:
         if key not in CLUSTER_STORE_OPTS:
             raise InvalidParameter(f"unsupported cluster store option {key}: muslin takes {', '.join(CLUSTER_STORE_OPTS)}")
-        if key.startswith("discovery."):
+        if key.startswith(("discovery.", "encryption.")):
             try:
                 seconds = float(value.rstrip("s"))
             except ValueError:
                 raise InvalidParameter(f"invalid value {value!r} for cluster store option {key}: seconds") from None
-            if not 1 <= seconds <= 3600:
+            most = 7 * 86400 if key.startswith("encryption.") else 3600
+            if not 1 <= seconds <= most:
                 raise InvalidParameter(f"invalid value {value!r} for cluster store option {key}: "
-                                       "between 1 and 3600 seconds")
+                                       f"between 1 and {most} seconds")
     store = options.cluster_store
     if store and not store.startswith(("etcd://", "embedded://")):
         raise InvalidParameter(f"unsupported cluster store {store}: muslin takes etcd://HOST:PORT[,HOST:PORT…] "

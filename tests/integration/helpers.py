@@ -211,10 +211,11 @@ def dump(obj) -> str:
     return json.dumps(obj, indent=2, sort_keys=True)
 
 
-def start_daemon(host, *flags: str):
-    """``muslin daemon FLAGS`` in the background on ``host``, once it answers. A daemon killed
-    before may have left its socket file: wait until this daemon wrote its PID and accepts on
-    the socket, so that no command meanwhile finds the old socket dead and starts another."""
+def start_daemon(host, *flags: str, timeout: float = 30):
+    """``muslin daemon FLAGS`` in the background on ``host``, once it answers (within ``timeout``
+    seconds: more in the kernel lane's emulated VM). A daemon killed before may have left its
+    socket file: wait until this daemon wrote its PID and accepts on the socket, so that no
+    command meanwhile finds the old socket dead and starts another."""
     import socket
 
     from muslin.lab import wait_until
@@ -233,7 +234,7 @@ def start_daemon(host, *flags: str):
         except (OSError, ValueError):
             return False
 
-    wait_until(lambda: serving() or not daemon.running(), "the daemon to listen", timeout=30)
+    wait_until(lambda: serving() or not daemon.running(), "the daemon to listen", timeout=timeout)
     assert daemon.running(), daemon.output()[-2000:]
     host.muslin("network", "ls")
     assert daemon.running(), daemon.output()[-2000:]

@@ -133,7 +133,7 @@ IPAM = [
 USAGE = [
     ("aux without value", ["network", "create", "--aux-address", "nohost", "n"], 125, "expected NAME=VALUE"),
     ("label without key", ["network", "create", "--label", "=x", "n"], 125, "empty name"),
-    ("option without value", ["network", "create", "-o", "novalue", "n"], 125, "expected KEY=VALUE"),
+    ("option without key", ["network", "create", "-o", "=x", "n"], 125, "empty KEY"),
     ("internal=maybe", ["network", "create", "--internal=maybe", "n"], 125, 'invalid argument "maybe"'),
     ("create without name", ["network", "create"], 1, "the following arguments are required: NETWORK"),
     ("create two names", ["network", "create", "a", "b"], 1, "unexpected argument: b"),

@@ -46,6 +46,12 @@ def test_network_create_plan():
         "labels": {"a": "b", "flag": ""}})], root="/r")
 
 
+def test_an_option_without_a_value_is_docker_s_flag_option():
+    """``-o encrypted``, as Docker's documentation writes it (its MapOpts takes a bare key)."""
+    (_, args), = parse(["network", "create", "-d", "overlay", "-o", "encrypted", "n"]).requests
+    assert args["options"] == {"encrypted": ""}
+
+
 def test_network_create_defaults():
     (op, args), = parse(["network", "create", "n"]).requests
     assert op == "network.create"
@@ -58,7 +64,7 @@ def test_network_create_defaults():
      'invalid argument "nohost" for "--aux-address" flag: expected NAME=VALUE'),
     (["network", "create", "--aux-address", "=1.2.3.4", "n"],
      'invalid argument "=1.2.3.4" for "--aux-address" flag: empty NAME'),
-    (["network", "create", "-o", "novalue", "n"], 'invalid argument "novalue" for "--opt" flag: expected KEY=VALUE'),
+    (["network", "create", "-o", "=x", "n"], 'invalid argument "=x" for "--opt" flag: empty KEY'),
     (["network", "create", "--label", "=x", "n"],
      "invalid argument \"=x\" for \"--label\" flag: invalid label '=x': empty name"),
 ])

@@ -20,10 +20,10 @@ NAMESPACE_METHODS = {
     "add_vlan", "add_vxlan_into", "delete_proxy", "enslave", "proxies",
     "addresses", "apply_fabric_rules", "apply_firewall", "close", "configure_interface",
     "default_route_interface", "delete_fdb", "delete_link", "delete_neighbour", "delete_owned_link",
-    "delete_route", "ensure_vxlan", "fdb", "has_default_route", "interfaces", "link", "links", "nft",
+    "delete_route", "ensure_vxlan", "esp_missing", "fdb", "has_default_route", "interfaces", "link", "links", "nft",
     "owned_links", "permanent_neighbours", "redirect_dns", "route_destinations", "route_to", "routes",
     "routes_by_proto",
-    "run", "set_addresses", "set_fdb", "set_link", "set_neighbour", "sysctl", "tag_link",
+    "run", "set_addresses", "set_fdb", "set_ipsec", "set_link", "set_neighbour", "sysctl", "tag_link",
     "wait_port_forwarding",
 }
 

@@ -114,7 +114,9 @@ def test_refusals_change_nothing(hosts, tmp_path):
         b.engine.create_network("ov", "overlay", subnets=["10.4.0.0/24"])
     with pytest.raises(InvalidParameter, match="vxlan id 99999999 out of range"):
         a.engine.create_network("big", "overlay", options={VNI_OPTION: "99999999"})
-    with pytest.raises(InvalidParameter, match="encrypted overlay networks"):
+    a.fake.esp_missing = "ip xfrm: Error: Requested AEAD algorithm not found."
+    with pytest.raises(InvalidParameter, match="need IPsec ESP in this host's kernel .* it lacks: ip xfrm: Error: "
+                                               "Requested AEAD algorithm not found"):
         a.engine.create_network("secret", "overlay", options={"encrypted": ""})
     with pytest.raises(Conflict, match="not manually attachable"):
         a.engine.create_container("c1", "ov")

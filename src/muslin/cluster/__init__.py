@@ -15,6 +15,7 @@ key                                   value                                     
 ``addresses/<id>/<ip>``               ``{"node", "owner"}``                            the node's lease
 ``endpoints/<id>/<endpoint>``         :class:`Peer` as JSON                            the node's lease
 ``users/<id>/<node>/<user>``          ``""``: a runtime's network on that node maps it  until unmapped
+``ipsec/keys``                        encrypted networks' keys (:mod:`.keys`)          rotated
 ====================================  ===============================================  ==============
 
 Creating keys with ``create_all`` (all or none, only where absent) is what makes names, VNIs,
@@ -43,6 +44,7 @@ log = logging.getLogger("muslin.cluster")
 PREFIX = "/muslin/cluster/v1/"
 DEFAULT_TTL = 60.0        # classic Docker's discovery.ttl
 DEFAULT_HEARTBEAT = 20.0  # and discovery.heartbeat
+DEFAULT_KEY_ROTATION = 12 * 3600.0  # encryption.key-rotation: Docker's swarm rotates its keys every 12 hours
 GLOBAL_POOL = (ipaddress.ip_network("10.0.0.0/8"), 24)  # Docker's default for cluster-wide networks
 
 
@@ -91,8 +93,10 @@ class Cluster:
     interface that has it), its lease, and the store operations of overlay networks."""
 
     def __init__(self, store, node: str, address: str, device: str, *, ttl: float = DEFAULT_TTL,
-                 state_file: str | None = None, name: str | None = None):
+                 state_file: str | None = None, name: str | None = None,
+                 key_rotation: float = DEFAULT_KEY_ROTATION):
         self.store = store
+        self.key_rotation = key_rotation  # seconds an encryption key is the primary one
         self.node = node
         self.address = address
         self.device = device
@@ -402,7 +406,8 @@ def member(root: str, options, host) -> tuple[Cluster, float] | None:
                        password=opts.get("kv.password"))
     ttl = _seconds(opts.get("discovery.ttl"), DEFAULT_TTL)
     heartbeat = _seconds(opts.get("discovery.heartbeat"), min(DEFAULT_HEARTBEAT, ttl / 3))
-    cluster = Cluster(store, node_id(root), address, device, ttl=ttl, state_file=os.path.join(root, "cluster.json"))
+    cluster = Cluster(store, node_id(root), address, device, ttl=ttl, state_file=os.path.join(root, "cluster.json"),
+                      key_rotation=_seconds(opts.get("encryption.key-rotation"), DEFAULT_KEY_ROTATION))
     return cluster, heartbeat
 
 

@@ -38,8 +38,16 @@ VNI_OPTION = "com.docker.network.driver.overlay.vxlanid_list"
 FIRST_VNI, MAX_VNI = 4096, (1 << 24) - 1   # Docker allocates from 4096 up; 24 bits on the wire
 VXLAN_OVERHEAD = 50          # outer IPv4 + UDP + VXLAN + inner Ethernet
 DEFAULT_MTU = 1500 - VXLAN_OVERHEAD
+ESP_OVERHEAD = 26            # ESP in transport mode: SPI 4, sequence 4, IV 8, pad length 1, next header 1, ICV 8
+ENCRYPTED_MTU = DEFAULT_MTU - ESP_OVERHEAD  # 1424, Docker's: a full frame's ESP packet is 1500 bytes, unpadded
 BRIDGE = "br0"
 ENCRYPTED_OPTION = "encrypted"
+
+
+def encrypted(network: Network) -> bool:
+    """``-o encrypted`` (any value but an explicit false, as Docker takes the option's presence)."""
+    value = network.options.get(ENCRYPTED_OPTION)
+    return value is not None and str(value).lower() not in ("false", "0", "no")
 
 
 def vxlan_name(network: Network) -> str:
@@ -62,6 +70,24 @@ def check_vni(text: str) -> int:
     if not 1 <= vni <= MAX_VNI:
         raise InvalidParameter(f"vxlan id {vni} out of range: a VXLAN id is between 1 and {MAX_VNI}")
     return vni
+
+
+def ipsec_plan(local: str, remotes: set[str], ring: list, now: float, grace: float) -> tuple[set, set]:
+    """The SAs and outbound policies between ``local`` and each remote VTEP: out, one SA with
+    the primary key and the policy that picks it by SPI; in, one SA per key still accepted."""
+    from muslin.cluster import keys
+    from muslin.kernel.xfrm import SA, Policy
+
+    if not remotes or not ring:
+        return set(), set()
+    tx, rx = keys.primary(ring, now), keys.accepted(ring, now, grace)
+    states, policies = set(), set()
+    for remote in remotes:
+        out = keys.spi(local, remote, tx.tag)
+        states.add(SA(local, remote, out, tx.secret))
+        policies.add(Policy(local, remote, out, VXLAN_PORT))
+        states.update(SA(remote, local, keys.spi(remote, local, k.tag), k.secret) for k in rx)
+    return states, policies
 
 
 class OverlayDriver(BaseDriver):
@@ -104,10 +130,13 @@ class OverlayDriver(BaseDriver):
     # -- planning ------------------------------------------------------------------------
 
     def prepare(self, host: Namespace, network: Network, others: list[Network]) -> None:
-        if ENCRYPTED_OPTION in network.options:
-            raise InvalidParameter("encrypted overlay networks (-o encrypted) are not supported by muslin yet: "
-                                   "IPsec between the hosts is still to be built")
-        network.options.setdefault(MTU_OPTION, str(DEFAULT_MTU))
+        if encrypted(network):
+            missing = host.esp_missing()
+            if missing is not None:
+                raise InvalidParameter("encrypted overlay networks (-o encrypted) need IPsec ESP in this host's "
+                                       "kernel (xfrm, esp4 and rfc4106(gcm(aes)): CONFIG_INET_ESP, "
+                                       f"CONFIG_CRYPTO_GCM), which it lacks: {missing}")
+        network.options.setdefault(MTU_OPTION, str(ENCRYPTED_MTU if encrypted(network) else DEFAULT_MTU))
         super().prepare(host, network, others)
         if VNI_OPTION not in network.options:
             raise InvalidParameter("an overlay network needs its VXLAN id from the cluster")
@@ -219,6 +248,18 @@ class OverlayDriver(BaseDriver):
         found = {(address, mac, fdb.get(mac, "")) for address, mac in neighbours.items()}
         # an FDB entry whose neighbour entry is missing (a failure between the two): "" address
         return found | {("", mac, vtep) for mac, vtep in fdb.items() if mac not in neighbours.values()}
+
+    # -- encryption: IPsec between this host and the others ------------------------------------
+
+    def set_encryption(self, host: Namespace, networks: list[Network], local: str, remotes: set[str],
+                       ring: list, now: float, grace: float) -> int:
+        """ESP between this host's VTEP ``local`` and each of ``remotes`` for the VXLAN traffic
+        of the encrypted ones of ``networks`` (none: every SA, policy and mark of muslin's
+        removed), with the keys of ``ring`` as they stand at ``now``. Returns the number of
+        xfrm changes made."""
+        vnis = {vni_of(n) for n in networks if encrypted(n)}
+        states, policies = ipsec_plan(local, remotes, ring, now, grace) if vnis else (set(), set())
+        return host.set_ipsec(states, policies, vnis, VXLAN_PORT, "ip6" if ":" in local else "ip")
 
     # -- what the engine asks of a network -------------------------------------------------
 

@@ -10,7 +10,8 @@ an error here must never turn into a change of the wrong namespace.
 One module per kernel object, as the CNI plugins split theirs: ``netns`` (create, pin, enter,
 identify), ``links``, ``addresses``, ``routes``, ``neighbours`` (and FDB), ``sysctl``; nftables
 in ``nft`` and ``firewall``; the fabric's accepts in iptables' own ``FORWARD`` chain in
-``iptables`` (functions run through :meth:`Namespace.run`). The objects' methods are mixins that
+``iptables`` (functions run through :meth:`Namespace.run`); IPsec (xfrm states and policies of
+encrypted overlays) in ``xfrm``. The objects' methods are mixins that
 :class:`Namespace` inherits (``calls`` says why), so it stays the one entry point; here are only
 the worker, the calls that span objects (``configure_interface``) and the firewall's.
 """
@@ -197,5 +198,30 @@ class Namespace(Links, Addresses, Routes, Neighbours, Sysctls, WorkerCalls):
         from muslin.kernel import firewall
 
         self.nft().json_cmd(firewall.render_fabric(rules))
+
+    # -- IPsec of encrypted overlay networks ----------------------------------------
+
+    @in_worker
+    def esp_missing(self) -> str | None:
+        """None when ESP works here, else why not (``xfrm.esp_missing``)."""
+        from muslin.kernel import xfrm
+
+        return xfrm.esp_missing()
+
+    @in_worker
+    def set_ipsec(self, states, policies, vnis, port: int, family: str = "ip") -> int:
+        """muslin's xfrm states and policies made exactly ``states``/``policies``, and its table
+        ``muslin-ipsec`` marking and guarding ``vnis`` (``firewall.render_ipsec``). The SAs come
+        before the marks (a marked packet always finds its policy's SA), and the marks go before
+        the SAs. Returns the number of xfrm changes."""
+        from muslin.kernel import firewall, xfrm
+
+        rules = firewall.render_ipsec(vnis, xfrm.MARK, port, family)
+        if not vnis:
+            self.nft().json_cmd(rules)
+        changed = xfrm.apply(set(states), set(policies))
+        if vnis:
+            self.nft().json_cmd(rules)
+        return changed
 
 

@@ -503,6 +503,39 @@ def render_fabric(rules: FabricRules | None, table: str | None = None) -> dict:
     return {"nftables": cmds}
 
 
+# ---------------------------------------------------------------- encrypted overlays' table
+
+IPSEC_TABLE = "muslin-ipsec"
+PRIO_MANGLE = -150
+
+
+def render_ipsec(vnis: Iterable[int], mark: int, port: int, family: str = NFT_IP) -> dict:
+    """The host's table ``ip muslin-ipsec`` for encrypted overlay networks (no VNI: removed),
+    replaced atomically. The VNI is the 24 bits at offset 4 of the VXLAN header, after UDP's 8.
+
+    * ``output`` (route, priority mangle): this host's VXLAN packets of an encrypted VNI get
+      ``mark``, which muslin's xfrm policies select; a route chain routes a packet again when
+      its mark changed, and that lookup is where the policy applies ESP.
+    * ``input`` (filter): VXLAN of an encrypted VNI that did not come in as ESP (no security
+      path) is dropped: the network's traffic is never taken in clear."""
+    wanted = sorted(set(vnis))
+    t = {"family": family, "name": IPSEC_TABLE}
+    cmds: list[dict] = [{"add": {"table": dict(t)}}, {"delete": {"table": dict(t)}}]
+    if not wanted:
+        return {"nftables": cmds}
+    cmds.append({"add": {"table": dict(t)}})
+    vxlan = [_match(_payload("udp", "dport"), port),
+             _match({"payload": {"base": "th", "offset": 96, "len": 24}}, _one_or_set(wanted))]
+    for name, ctype, hook, prio, verdict in (
+            ("output", "route", "output", PRIO_MANGLE, [{"mangle": {"key": _meta("mark"), "value": mark}}]),
+            ("input", "filter", "input", PRIO_FILTER, [_match(_meta("ipsec"), False), _DROP])):
+        cmds.append({"add": {"chain": {"family": family, "table": IPSEC_TABLE, "name": name, "type": ctype,
+                                       "hook": hook, "prio": prio, "policy": "accept"}}})
+        cmds.append({"add": {"rule": {"family": family, "table": IPSEC_TABLE, "chain": name,
+                                      "expr": vxlan + verdict}}})
+    return {"nftables": cmds}
+
+
 # ---------------------------------------------------------------- a container's DNS redirect
 
 DNS_TABLE = "muslin-dns"

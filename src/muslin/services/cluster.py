@@ -13,6 +13,12 @@ this host in step (see :mod:`muslin.cluster` for the keys).
   its lease expired. After any gap in the watch, a full pass puts the kernel's entries equal
   to the store's, so none is left stale.
 
+* Encryption: with an encrypted overlay network here, IPsec with every other host that has an
+  endpoint on one (``OverlayDriver.set_encryption``), with the cluster's keys
+  (:mod:`muslin.cluster.keys`), which every heartbeat creates or rotates when due; made again
+  after each change it depends on, removed with the last peer or the last encrypted network,
+  kept across a restart.
+
 The data plane never waits for the store: while it is unreachable, traffic between existing
 endpoints goes on, and the service retries with a back-off.
 """
@@ -24,7 +30,8 @@ import logging
 import threading
 import time
 
-from muslin.cluster import PREFIX, Peer, key
+from muslin.cluster import PREFIX, Peer, key, keys
+from muslin.drivers.overlay import encrypted
 from muslin.events import ENDPOINT_CREATED, ENDPOINT_REMOVED, PEER_ADDED, PEER_REMOVED, Change
 from muslin.runtime import spawn
 from muslin.services import ServiceThread
@@ -49,6 +56,7 @@ class ClusterService(ServiceThread):
         self._resync_wanted = threading.Event()
         self._pass_lock = threading.Lock()
         self._threads: list[threading.Thread] = []
+        self._ipsec = None  # what encryption was last made of (None: read the kernel again)
 
     # -- the service's life ----------------------------------------------------------------
 
@@ -104,6 +112,8 @@ class ClusterService(ServiceThread):
             for net in local.values():
                 self._step(f"peers of network {net.name}", self._set_peers, net,
                            [p for p in peers if p.network == net.id])
+            self._ipsec = None
+            self._step("IPsec of encrypted networks", self._set_encryption)
             self.revision = self._listed = revision
 
     def _step(self, what: str, fn, *args):
@@ -205,6 +215,8 @@ class ClusterService(ServiceThread):
             self._follow_endpoint(event, parts[1])
         elif parts[0] == "nodes" and event.kind == "delete":
             log.info("cluster node %s left (or its lease expired)", parts[1][:12])
+        if parts[0] in ("networks", "endpoints", "ipsec"):
+            self._set_encryption()
 
     def _follow_endpoint(self, event, net_id: str) -> None:
         old = self.cluster.peers.pop(event.key, None)
@@ -235,6 +247,30 @@ class ClusterService(ServiceThread):
         return {(a.split("/")[0], p.mac, p.vtep) for p in peers if p.node != self.cluster.node
                 for a in (p.ipv4, p.ipv6) if a}
 
+    # -- encryption --------------------------------------------------------------------------
+
+    def _set_encryption(self) -> None:
+        """IPsec with every other host that has an endpoint on an encrypted network of this one,
+        with the cluster's keys (created, or rotated, when due); nothing when there is no
+        encrypted network here. Made again only when something it depends on changed."""
+        cluster = self.cluster
+        nets = [n for n in self.engine.networks() if n.driver == "overlay" and encrypted(n)]
+        ids = {n.id for n in nets}
+        remotes = {p.vtep for p in list(cluster.peers.values()) if p.node != cluster.node and p.network in ids}
+        now = time.time()
+        lead, grace = keys.timing(cluster.key_rotation, self.heartbeat)
+        ring = keys.ring(cluster.store, now, cluster.key_rotation, lead, grace) if nets else []
+        state = (frozenset(ids), frozenset(remotes),
+                 (keys.primary(ring, now), tuple(keys.accepted(ring, now, grace))) if ring else None)
+        if state == self._ipsec:
+            return
+        changed = self.engine.driver("overlay").set_encryption(self.engine.host, nets, cluster.address, remotes,
+                                                               ring, now, grace)
+        if changed:
+            log.info("ipsec: %d change(s); %d encrypted network(s), %d other host(s)", changed, len(nets),
+                     len(remotes))
+        self._ipsec = state
+
     # -- the heartbeat -----------------------------------------------------------------------
 
     def _beat(self) -> None:
@@ -254,6 +290,9 @@ class ClusterService(ServiceThread):
                     renew_at = time.monotonic() + self.heartbeat  # after a failure: again in RETRY
                 if self._resync_wanted.is_set():
                     self.full_pass()
+                else:
+                    with self._pass_lock:  # keys come and go with time: rotation
+                        self._step("IPsec of encrypted networks", self._set_encryption)
             except Exception as exc:  # noqa: BLE001 - keep going: the data plane does not need the store
                 log.warning("cluster store: %s; retrying in %.0f s", exc, RETRY)
                 self._stop.wait(RETRY)

@@ -317,7 +317,7 @@ def _plan_network_create(v: dict, root) -> Plan:
         "aux_addresses": _kv(v["aux_address"], "--aux-address", "NAME", require_value=True),
         "ipv6": v["ipv6"],
         "internal": v["internal"],
-        "options": _kv(v["opt"], "--opt", "KEY", require_value=True),
+        "options": _kv(v["opt"], "--opt", "KEY", require_value=False),  # Docker: "-o encrypted"
         "labels": _kv(v["label"], "--label", "KEY", require_value=False),
     }
     if v["attachable"]:
