@@ -10,7 +10,7 @@ from fakekernel import FakeKernel
 
 from muslin.engine import Engine
 from muslin.frontends.docker_plugin.api import ID_LABEL, Api
-from unit.test_overlay_fake import Host
+from unit.test_overlay_fake import Host, two_hosts
 
 NET_ID = "a" * 64
 NET2_ID = "b" * 64
@@ -354,14 +354,7 @@ class Member(Host):
 
 @pytest.fixture
 def members(tmp_path):
-    from fakekv import FakeKV
-
-    store = FakeKV()
-    made = [Member(store, tmp_path / f"h{n}", n) for n in (1, 2)]
-    yield made
-    for member in made:
-        member.service.close()
-        member.engine.close()
+    yield from two_hosts(tmp_path, Member)
 
 
 def cluster_holder(member, net, address) -> dict | None:

@@ -37,14 +37,19 @@ class Host:
         return {(ip, mac, ns.fdb.get((vx, mac))) for (dev, ip), mac in ns.neighbours.items() if dev == vx}
 
 
-@pytest.fixture
-def hosts(tmp_path):
+def two_hosts(tmp_path, kind=Host):
+    """Two hosts of ``kind`` in one cluster on an in-memory store, closed after the test."""
     store = FakeKV()
-    made = [Host(store, tmp_path / f"h{n}", n) for n in (1, 2)]
+    made = [kind(store, tmp_path / f"h{n}", n) for n in (1, 2)]
     yield made
     for host in made:
         host.service.close()
         host.engine.close()
+
+
+@pytest.fixture
+def hosts(tmp_path):
+    yield from two_hosts(tmp_path)
 
 
 def test_a_network_made_on_one_host_is_made_on_the_other_and_their_containers_are_peers(hosts):
