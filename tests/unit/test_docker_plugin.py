@@ -382,6 +382,10 @@ def test_an_overlay_made_through_docker_on_one_host_is_adopted_by_docker_on_anot
     ({"subnet": "10.4.0.0/24", "gateway": "10.4.0.1/24"}, "with subnet 10.3.0.0/24, not 10.4.0.0/24"),
     ({"gateway": "10.3.0.254/24"}, "with gateway 10.3.0.1, not 10.3.0.254"),
     ({"generic": {"muslin.driver": "bridge", "muslin.name": "ov"}}, "network with name ov already exists"),
+    # a clear network is never taken for an encrypted one (nor the other way round)
+    ({"generic": {**OVERLAY, "encrypted": ""}}, "exists in the cluster without -o encrypted"),
+    ({"generic": {**OVERLAY, "com.docker.network.driver.overlay.vxlanid_list": "5000"}},
+     "with VXLAN id 4096, not 5000"),
 ])
 def test_adoption_refuses_a_network_that_differs_and_says_how(members, change, message):
     a, b = members

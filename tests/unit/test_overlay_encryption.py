@@ -12,7 +12,7 @@ from fakekernel import FakeKernel
 from fakekv import FakeKV
 from muslin.cluster import Cluster, keys, node_id
 from muslin.drivers.overlay import ENCRYPTED_MTU, VNI_OPTION, VXLAN_PORT, ipsec_plan
-from muslin.errors import InvalidParameter
+from muslin.errors import InvalidParameter, KernelError
 from muslin.kernel import firewall, xfrm
 from muslin.kernel.xfrm import SA, Policy
 from muslin.model import MTU_OPTION
@@ -26,7 +26,14 @@ def test_both_ends_derive_the_same_spi_different_per_direction_and_key_in_muslin
     assert keys.spi(a, b, 1) == keys.spi(a, b, 1)
     spis = {keys.spi(a, b, 1), keys.spi(b, a, 1), keys.spi(a, b, 2), keys.spi(b, a, 2)}
     assert len(spis) == 4
-    assert all(xfrm.ours(s) and s > 0xFF for s in spis)
+    assert all(0x100 <= s <= 0x7FFFFFFF for s in spis)  # 31 bits: a host's inbound SAs share a destination
+
+
+def test_two_hundred_peers_with_two_keys_give_distinct_inbound_spis():
+    """A host's inbound SAs are found by (destination, SPI) alone: 24-bit SPIs collided here."""
+    local = "10.1.0.1"
+    spis = [keys.spi(f"10.2.{i // 250}.{i % 250 + 1}", local, tag) for i in range(200) for tag in (1, 2)]
+    assert len(set(spis)) == len(spis)
 
 
 # -- the key ring ---------------------------------------------------------------------------
@@ -63,7 +70,9 @@ def test_hosts_racing_for_the_ring_agree_on_one_and_the_secret_is_never_shown():
 
 
 def test_timing_leaves_every_host_a_few_heartbeats_to_act():
-    assert keys.timing(12 * 3600, 20) == (60.0, 60.0)
+    # a quarter of the period, uncapped: a host restarting or cut off from the store for a
+    # few minutes around a rotation still has the new key before it is used, the old after
+    assert keys.timing(12 * 3600, 20) == (3 * 3600, 3 * 3600)
     assert keys.timing(6, 1) == (3, 3)
 
 
@@ -81,8 +90,8 @@ def test_the_plan_installs_an_out_sa_with_the_primary_key_and_in_sas_for_every_a
 
 
 def test_a_key_switch_changes_the_policy_in_place_after_its_new_sa_and_removes_the_old_sa_last():
-    old = SA("10.0.0.1", "10.0.0.2", xfrm.SPI_BASE | 1, "11" * 20)
-    new = SA("10.0.0.1", "10.0.0.2", xfrm.SPI_BASE | 2, "22" * 20)
+    old = SA("10.0.0.1", "10.0.0.2", 0x6D000001, "11" * 20)
+    new = SA("10.0.0.1", "10.0.0.2", 0x6D000002, "22" * 20)
     commands = xfrm.plan({old}, {Policy("10.0.0.1", "10.0.0.2", old.spi)}, {new},
                          {Policy("10.0.0.1", "10.0.0.2", new.spi)})
     assert [c.split()[:3] for c in commands] == [["xfrm", "state", "add"], ["xfrm", "policy", "update"],
@@ -119,7 +128,7 @@ src 10.0.0.1/32 dst 10.0.0.3/32 proto udp dport 4789
 """
 
 
-def test_only_muslins_states_and_policies_are_read_back_by_reqid_mark_and_spi_range():
+def test_only_muslins_states_and_policies_are_read_back_by_reqid_and_mark():
     assert xfrm.parse_states(IP_XFRM_STATE) == {SA("10.0.0.2", "10.0.0.1", 0x6D00ABCD)}
     assert xfrm.parse_policies(IP_XFRM_POLICY) == {Policy("10.0.0.1", "10.0.0.2", 0x6D000005)}
 
@@ -127,12 +136,15 @@ def test_only_muslins_states_and_policies_are_read_back_by_reqid_mark_and_spi_ra
 def test_the_ipsec_table_marks_and_guards_the_encrypted_vnis_only():
     doc = firewall.render_ipsec([4097, 4096], xfrm.MARK, VXLAN_PORT)["nftables"]
     rules = [c["add"]["rule"] for c in doc if "rule" in c.get("add", {})]
-    assert [r["chain"] for r in rules] == ["output", "input"]
+    assert [r["chain"] for r in rules] == ["output", "postrouting", "input"]
     vni = {"match": {"op": "==", "left": {"payload": {"base": "th", "offset": 96, "len": 24}},
                      "right": {"set": [4096, 4097]}}}
     assert all(vni in r["expr"] for r in rules)
     assert {"mangle": {"key": {"meta": {"key": "mark"}}, "value": xfrm.MARK}} in rules[0]["expr"]
-    assert {"match": {"op": "==", "left": {"meta": {"key": "ipsec"}}, "right": False}} in rules[1]["expr"]
+    # fails closed: a marked packet whose route has no IPsec is dropped, never sent in clear
+    assert {"match": {"op": "==", "left": {"rt": {"key": "ipsec"}}, "right": False}} in rules[1]["expr"]
+    assert {"drop": None} in rules[1]["expr"]
+    assert {"match": {"op": "==", "left": {"meta": {"key": "ipsec"}}, "right": False}} in rules[2]["expr"]
     assert [list(c) for c in firewall.render_ipsec([], xfrm.MARK, VXLAN_PORT)["nftables"]] == [["add"], ["delete"]]
 
 
@@ -263,3 +275,37 @@ def test_a_daemon_restart_keeps_the_sas_and_changes_nothing(hosts):
     a.service._stop.set()
     assert ipsec(a) == before and ipsec(a)[0]
     assert {sa.secret for sa in ipsec(a)[0]} == {sa.secret for sa in before[0]}
+
+
+# -- what comes from the store is checked before it reaches ip -batch ---------------------------
+
+
+@pytest.mark.parametrize("src,dst,secret", [
+    ("10.0.0.1", "10.0.0.2\nnetns add z", "11" * 20),     # a line of its own for ip -batch
+    ("10.0.0.1", "10.0.0.2 #", "11" * 20),
+    ("10.0.0.1", "fd00::2", "11" * 20),                   # two families
+    ("10.0.0.1", "10.0.0.2", "11" * 19 + "1\n"),          # a key with a line break
+    ("10.0.0.1", "10.0.0.2", "zz" * 20),
+])
+def test_an_sa_of_anything_but_two_addresses_and_a_hex_key_is_refused(src, dst, secret):
+    with pytest.raises(KernelError) as err:
+        SA(src, dst, 0x6D000001, secret)
+    assert secret not in str(err.value) or secret == "11" * 20
+
+
+def test_a_malformed_key_in_the_store_is_refused_without_being_shown():
+    text = keys.render([keys.Key(1, 0.0, "ab" * 19 + "x\n")])
+    with pytest.raises(ValueError) as err:
+        keys.parse(text)
+    assert "abab" not in str(err.value)
+
+
+def test_ip_reasons_never_carry_a_key(monkeypatch):
+    class Done:
+        returncode, stdout = 1, ""
+        stderr = 'Error: argument "0x' + "ab" * 20 + '" is wrong: invalid value\nCommand failed -:1\n'
+
+    monkeypatch.setattr(xfrm.subprocess, "run", lambda *a, **kw: Done())
+    with pytest.raises(KernelError) as err:
+        xfrm.apply({SA("10.0.0.1", "10.0.0.2", 0x6D000001, "ab" * 20)}, set())
+    assert "abab" not in str(err.value) and "0x…" in str(err.value)

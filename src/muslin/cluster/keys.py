@@ -20,6 +20,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 from dataclasses import dataclass, field
 
 from muslin.cluster import key
@@ -28,6 +29,7 @@ log = logging.getLogger("muslin.cluster")
 
 RING = key("ipsec", "keys")
 SECRET_BYTES = 20               # 128-bit AES key + 32-bit salt
+_SECRET = re.compile(f"[0-9a-f]{{{2 * SECRET_BYTES}}}")
 
 
 @dataclass(frozen=True, order=True)
@@ -46,8 +48,9 @@ def new_secret() -> str:
 
 def timing(period: float, heartbeat: float) -> tuple[float, float]:
     """(lead, grace) for a rotation ``period``: long enough for every host to act on a new key
-    (it learns of it from the watch, or at its next heartbeat), and short of the period."""
-    margin = max(3 * heartbeat, min(period / 4, 60.0))
+    (it learns of it from the watch, or at its next heartbeat) — also a host whose daemon was
+    restarting or cut off from the store meanwhile — and short of the period."""
+    margin = max(3 * heartbeat, period / 4)
     return margin, margin
 
 
@@ -84,7 +87,13 @@ def rotated(keys: list[Key], now: float, period: float, lead: float, grace: floa
 
 
 def parse(text: str) -> list[Key]:
-    return sorted(Key(int(k["tag"]), float(k["active"]), str(k["secret"])) for k in json.loads(text)["keys"])
+    """The ring in the store; a key that is not 40 hexadecimal digits is refused (it goes into
+    the kernel's SAs), without saying what it was."""
+    keys = sorted(Key(int(k["tag"]), float(k["active"]), str(k["secret"])) for k in json.loads(text)["keys"])
+    for k in keys:
+        if not _SECRET.fullmatch(k.secret):
+            raise ValueError(f"the cluster's IPsec key {k.tag} is malformed (not {2 * SECRET_BYTES} hexadecimal digits)")
+    return keys
 
 
 def render(keys: list[Key]) -> str:
@@ -113,7 +122,7 @@ def ring(store, now: float, period: float, lead: float, grace: float) -> list[Ke
 def spi(src: str, dst: str, tag: int) -> int:
     """The SPI of the SA ``src`` -> ``dst`` under key ``tag``: both ends derive the same one,
     different per direction, pair and key, always in muslin's range."""
-    from muslin.kernel.xfrm import SPI_BASE, SPI_MASK
+    from muslin.kernel.xfrm import spi_of
 
     digest = hashlib.sha256(f"{src}>{dst}#{tag}".encode()).digest()
-    return SPI_BASE | (int.from_bytes(digest[:4], "big") & SPI_MASK)
+    return spi_of(int.from_bytes(digest[:8], "big"))

@@ -45,8 +45,12 @@ ENCRYPTED_OPTION = "encrypted"
 
 
 def encrypted(network: Network) -> bool:
+    return asks_encryption(network.options)
+
+
+def asks_encryption(options: dict[str, str]) -> bool:
     """``-o encrypted`` (any value but an explicit false, as Docker takes the option's presence)."""
-    value = network.options.get(ENCRYPTED_OPTION)
+    value = options.get(ENCRYPTED_OPTION)
     return value is not None and str(value).lower() not in ("false", "0", "no")
 
 
@@ -129,13 +133,17 @@ class OverlayDriver(BaseDriver):
 
     # -- planning ------------------------------------------------------------------------
 
-    def prepare(self, host: Namespace, network: Network, others: list[Network]) -> None:
+    @staticmethod
+    def _check_esp(host: Namespace, network: Network) -> None:
         if encrypted(network):
             missing = host.esp_missing()
             if missing is not None:
                 raise InvalidParameter("encrypted overlay networks (-o encrypted) need IPsec ESP in this host's "
                                        "kernel (xfrm, esp4 and rfc4106(gcm(aes)): CONFIG_INET_ESP, "
                                        f"CONFIG_CRYPTO_GCM), which it lacks: {missing}")
+
+    def prepare(self, host: Namespace, network: Network, others: list[Network]) -> None:
+        self._check_esp(host, network)
         network.options.setdefault(MTU_OPTION, str(ENCRYPTED_MTU if encrypted(network) else DEFAULT_MTU))
         super().prepare(host, network, others)
         if VNI_OPTION not in network.options:
@@ -149,6 +157,7 @@ class OverlayDriver(BaseDriver):
     # -- the network ---------------------------------------------------------------------
 
     def create(self, host: Namespace, network: Network) -> None:
+        self._check_esp(host, network)  # also for a network another host made: never carried in clear here
         path = self.sandbox_path(network)
         if not self.kernel.netns_alive(path):
             if os.path.lexists(path):

@@ -211,17 +211,13 @@ class Namespace(Links, Addresses, Routes, Neighbours, Sysctls, WorkerCalls):
     @in_worker
     def set_ipsec(self, states, policies, vnis, port: int, family: str = "ip") -> int:
         """muslin's xfrm states and policies made exactly ``states``/``policies``, and its table
-        ``muslin-ipsec`` marking and guarding ``vnis`` (``firewall.render_ipsec``). The SAs come
-        before the marks (a marked packet always finds its policy's SA), and the marks go before
-        the SAs. Returns the number of xfrm changes."""
+        ``muslin-ipsec`` marking and guarding ``vnis`` (``firewall.render_ipsec``). The table
+        comes first: with it, a marked packet that finds no SA is dropped, never sent in clear
+        (also when ``ip xfrm`` fails); without encrypted VNIs, nothing is marked any more before
+        the SAs go. Returns the number of xfrm changes."""
         from muslin.kernel import firewall, xfrm
 
-        rules = firewall.render_ipsec(vnis, xfrm.MARK, port, family)
-        if not vnis:
-            self.nft().json_cmd(rules)
-        changed = xfrm.apply(set(states), set(policies))
-        if vnis:
-            self.nft().json_cmd(rules)
-        return changed
+        self.nft().json_cmd(firewall.render_ipsec(vnis, xfrm.MARK, port, family))
+        return xfrm.apply(set(states), set(policies))
 
 

@@ -516,6 +516,9 @@ def render_ipsec(vnis: Iterable[int], mark: int, port: int, family: str = NFT_IP
     * ``output`` (route, priority mangle): this host's VXLAN packets of an encrypted VNI get
       ``mark``, which muslin's xfrm policies select; a route chain routes a packet again when
       its mark changed, and that lookup is where the policy applies ESP.
+    * ``postrouting`` (filter): a marked packet whose route has no IPsec transformation (no
+      policy yet, or ``ip xfrm`` failed) is dropped: the network's traffic never leaves in
+      clear (its ESP packet, after the transformation, is no UDP and passes).
     * ``input`` (filter): VXLAN of an encrypted VNI that did not come in as ESP (no security
       path) is dropped: the network's traffic is never taken in clear."""
     wanted = sorted(set(vnis))
@@ -528,6 +531,8 @@ def render_ipsec(vnis: Iterable[int], mark: int, port: int, family: str = NFT_IP
              _match({"payload": {"base": "th", "offset": 96, "len": 24}}, _one_or_set(wanted))]
     for name, ctype, hook, prio, verdict in (
             ("output", "route", "output", PRIO_MANGLE, [{"mangle": {"key": _meta("mark"), "value": mark}}]),
+            ("postrouting", "filter", "postrouting", PRIO_FILTER,
+             [_match(_meta("mark"), mark), _match({"rt": {"key": "ipsec"}}, False), _DROP]),
             ("input", "filter", "input", PRIO_FILTER, [_match(_meta("ipsec"), False), _DROP])):
         cmds.append({"add": {"chain": {"family": family, "table": IPSEC_TABLE, "name": name, "type": ctype,
                                        "hook": hook, "prio": prio, "policy": "accept"}}})

@@ -2,8 +2,7 @@
 
 What muslin writes here, and the only xfrm objects it ever changes or removes:
 
-* security associations (``ip xfrm state``) with reqid :data:`REQID` and an SPI in
-  :data:`SPI_BASE`'s range: one per direction and key, ``rfc4106(gcm(aes))`` with a 64-bit
+* security associations (``ip xfrm state``) with reqid :data:`REQID`: one per direction and key, ``rfc4106(gcm(aes))`` with a 64-bit
   ICV, in transport mode, without a selector or a mark of their own;
 * outbound policies (``ip xfrm policy``, ``dir out``) for UDP to the VXLAN port between two
   VTEPs that carry the fwmark :data:`MARK` (set by nftables on the encrypted VNIs' packets
@@ -22,6 +21,7 @@ runs in the calling thread's network namespace (call these functions through
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import subprocess
 from dataclasses import dataclass, field
@@ -33,11 +33,29 @@ __all__ = ["SA", "Policy", "REQID", "MARK", "SPI_BASE", "AEAD", "esp_missing", "
 
 REQID = 0x6D75736C          # "musl": muslin's states and policies carry it, nobody else's are touched
 MARK = 0x6D75736C           # the fwmark of an encrypted VNI's outgoing VXLAN packet
-SPI_BASE = 0x6D000000       # muslin's SPIs: 0x6d000000-0x6dffffff
-SPI_MASK = 0x00FFFFFF
+SPI_BASE = 0x00000100       # muslin's SPIs: 31 bits from here (0-255 are reserved); a host's inbound
+SPI_MASK = 0x7FFFFFFF       # SAs share one destination, so their SPIs must differ: the wider the better
 AEAD = "rfc4106(gcm(aes))"  # Docker's: AES-GCM, 128-bit key + 32-bit salt
 ICV_BITS = 64               # Docker's too: ESP then adds 26 bytes to a full frame, the 1424 of its MTU
-PROBE_SPI = SPI_BASE | SPI_MASK
+REPLAY_WINDOW = 64          # packets captured on the wire are not taken twice
+PROBE_SPI = 0x6DFFFFFF
+SECRET_HEX = 40             # 160 bits: the AES key and the salt
+_SECRET = re.compile(f"[0-9a-f]{{{SECRET_HEX}}}")
+_LONG_HEX = re.compile(r"0x[0-9a-fA-F]{16,}")
+
+
+def _checked_pair(src: str, dst: str, spi: int) -> None:
+    """Every value that goes into a batch line is checked first: an address is an address of
+    one family and an SPI a number (a VTEP comes from the cluster's store; a line break in
+    one would be a command of its own to ``ip -batch``)."""
+    try:
+        a, b = ipaddress.ip_address(src), ipaddress.ip_address(dst)
+    except ValueError:
+        raise KernelError(f"ip xfrm: not a pair of addresses: {src!r} -> {dst!r}") from None
+    if a.version != b.version or str(a) != src or str(b) != dst:
+        raise KernelError(f"ip xfrm: not a pair of addresses of one family: {src!r} -> {dst!r}")
+    if not isinstance(spi, int) or not 0x100 <= spi <= 0xFFFFFFFF:
+        raise KernelError(f"ip xfrm: SPI out of range: {spi!r}")
 
 
 @dataclass(frozen=True, order=True)
@@ -51,6 +69,11 @@ class SA:
     spi: int
     secret: str = field(default="", compare=False, repr=False)
 
+    def __post_init__(self) -> None:
+        _checked_pair(self.src, self.dst, self.spi)
+        if self.secret and not _SECRET.fullmatch(self.secret):
+            raise KernelError(f"ip xfrm: the key of SA {self.spi:#010x} is not {SECRET_HEX} hexadecimal digits")
+
 
 @dataclass(frozen=True, order=True)
 class Policy:
@@ -61,30 +84,38 @@ class Policy:
     spi: int
     port: int = 4789
 
+    def __post_init__(self) -> None:
+        _checked_pair(self.src, self.dst, self.spi)
+        if not isinstance(self.port, int) or not 1 <= self.port <= 65535:
+            raise KernelError(f"ip xfrm: port out of range: {self.port!r}")
 
-def ours(spi: int) -> bool:
-    return spi & ~SPI_MASK == SPI_BASE
+
+def spi_of(value: int) -> int:
+    """An SPI in muslin's range from any number (a digest)."""
+    return SPI_BASE + value % (SPI_MASK - SPI_BASE + 1)
 
 
 def _ip(commands: list[str]) -> str:
     """Run ``ip -batch -`` with ``commands`` on stdin; KernelError with ip's reason."""
     try:
-        done = subprocess.run(["ip", "-batch", "-"], input="\n".join(commands) + "\n", capture_output=True,
-                              text=True, timeout=30)
+        # -force: a line that fails (a state a collision left behind) stops none after it
+        done = subprocess.run(["ip", "-force", "-batch", "-"], input="\n".join(commands) + "\n",
+                              capture_output=True, text=True, timeout=30)
     except FileNotFoundError:
         raise KernelError("ip (iproute2) is not installed: cannot program IPsec") from None
     except subprocess.TimeoutExpired:
         raise KernelError("ip xfrm: no answer in 30 s") from None
     if done.returncode != 0:
         # ip names the failed line ("Command failed -:3"): only the reason, never the line's key
-        reason = " ".join(line for line in done.stderr.strip().splitlines() if not line.startswith("Command failed"))
+        reason = " ".join(_LONG_HEX.sub("0x…", line) for line in done.stderr.strip().splitlines()
+                          if not line.startswith("Command failed"))
         raise KernelError(f"ip xfrm: {reason or f'exit {done.returncode}'}")
     return done.stdout
 
 
 def _state_add(sa: SA) -> str:
     return (f"xfrm state add src {sa.src} dst {sa.dst} proto esp spi {sa.spi:#010x} reqid {REQID} mode transport "
-            f"aead '{AEAD}' 0x{sa.secret} {ICV_BITS}")
+            f"replay-window {REPLAY_WINDOW} aead '{AEAD}' 0x{sa.secret} {ICV_BITS}")
 
 
 def _state_delete(sa: SA) -> str:
@@ -125,16 +156,15 @@ _POLICY = re.compile(r"^src (\S+)/\d+ dst (\S+)/\d+ proto udp dport (\d+)\s*\n\s
 
 
 def parse_states(text: str) -> set[SA]:
-    """muslin's states in ``ip xfrm state list``'s output (its reqid, an SPI of its range)."""
-    return {SA(src, dst, int(spi, 16)) for src, dst, spi, reqid in _STATE.findall(text)
-            if int(reqid) == REQID and ours(int(spi, 16))}
+    """muslin's states in ``ip xfrm state list``'s output (its reqid)."""
+    return {SA(src, dst, int(spi, 16)) for src, dst, spi, reqid in _STATE.findall(text) if int(reqid) == REQID}
 
 
 def parse_policies(text: str) -> set[Policy]:
     """muslin's outbound policies in ``ip xfrm policy list``'s output (its mark and reqid)."""
     return {Policy(src, dst, int(spi, 16), int(port))
             for src, dst, port, mark, spi, reqid in _POLICY.findall(text)
-            if int(mark, 16) == MARK and int(reqid) == REQID and ours(int(spi, 16))}
+            if int(mark, 16) == MARK and int(reqid) == REQID}
 
 
 def states() -> set[SA]:

@@ -99,7 +99,8 @@ def _address(text: str | None, key: str) -> str | None:
         raise BadRequest(f"{key}: invalid address {text!r}") from None
 
 
-def _check_adoptable(net, driver: str, subnets: list[str], gateways: list[str], ipv6: bool, internal: bool) -> None:
+def _check_adoptable(net, driver: str, subnets: list[str], gateways: list[str], ipv6: bool, internal: bool,
+                     options: dict[str, str]) -> None:
     """Refuse to take the cluster's network ``net`` for a Docker network that differs from it,
     naming the difference."""
     def differs(what: str, theirs, ours) -> Conflict:
@@ -115,7 +116,12 @@ def _check_adoptable(net, driver: str, subnets: list[str], gateways: list[str], 
     given = {str(p.gateway) for p in net.pools if p.gateway is not None}
     if not set(gateways) <= given:
         raise differs("gateway", ", ".join(sorted(given)) or "none", ", ".join(sorted(gateways)))
-    for what, theirs, ours in (("--ipv6", net.ipv6, ipv6), ("--internal", net.internal, internal)):
+    from muslin.drivers.overlay import VNI_OPTION, asks_encryption
+
+    if VNI_OPTION in options and options[VNI_OPTION] != net.options.get(VNI_OPTION):
+        raise differs("VXLAN id", net.options.get(VNI_OPTION), options[VNI_OPTION])
+    for what, theirs, ours in (("--ipv6", net.ipv6, ipv6), ("--internal", net.internal, internal),
+                               ("-o encrypted", asks_encryption(net.options), asks_encryption(options))):
         if bool(theirs) != bool(ours):
             raise Conflict(f"network {net.name} exists in the cluster {'with' if theirs else 'without'} {what}: "
                            f"create it here as it is there, or under another name")
@@ -228,7 +234,7 @@ class Api:
                 net = self.engine.cluster_network_named(name)  # another host made it meanwhile
                 if net is None:
                     raise
-        _check_adoptable(net, driver, subnets, gateways, ipv6, internal)
+        _check_adoptable(net, driver, subnets, gateways, ipv6, internal, generic)
         self.engine.map_network(docker_id, net)
 
     @staticmethod
