@@ -189,7 +189,9 @@ class KernelLane:
 
     def _guest_timeout(self) -> float:
         """Seconds the guest's pytest may run (after the boot)."""
-        return float(os.environ.get(TIMEOUT_ENV) or 120 + 60 * len(self.delegated))
+        # a cap for a guest that hangs, not a measure: an encrypted overlay's test alone takes
+        # about two minutes on the emulated CPU, more beside another virtual machine
+        return float(os.environ.get(TIMEOUT_ENV) or 180 + 120 * len(self.delegated))
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtest_protocol(self, item: pytest.Item, nextitem: pytest.Item | None) -> bool | None:
