@@ -320,10 +320,7 @@ class Handoff:
             space = _SPACE + str(p.subnet)
             with self.store.transaction():
                 if address:
-                    addr = ipaddress.ip_address(address.split("/")[0]) if _is_ip(address) else None
-                    if addr is None or addr not in p.subnet:
-                        raise InvalidParameter(f"invalid address {address}: not in pool {p.subnet}")
-                    n = int(addr)
+                    n = _pool_address(p, address)
                     if n in self._network_holds(p, n, n) or not self.store.hold(space, str(p.subnet), n,
                                                                                      _ipam_owner(p.subnet, n)):
                         raise Conflict(ipam.MSG_ADDRESS_IN_USE)
@@ -376,10 +373,7 @@ class Handoff:
         self._require_cluster()
         space = _SPACE + str(p.subnet)
         if address:
-            addr = ipaddress.ip_address(address.split("/")[0]) if _is_ip(address) else None
-            if addr is None or addr not in p.subnet:
-                raise InvalidParameter(f"invalid address {address}: not in pool {p.subnet}")
-            start = last = int(addr)
+            start = last = _pool_address(p, address)
         else:
             start, last = ipam.bounds(p)
         while True:
@@ -414,6 +408,14 @@ class Handoff:
                     if n > last:
                         break
                     yield n
+
+
+def _pool_address(p: Pool, address: str) -> int:
+    """A requested address of pool ``p``, as an integer; refused when it is not one of it."""
+    addr = ipaddress.ip_address(address.split("/")[0]) if _is_ip(address) else None
+    if addr is None or addr not in p.subnet:
+        raise InvalidParameter(f"invalid address {address}: not in pool {p.subnet}")
+    return int(addr)
 
 
 def _ipam_owner(subnet, addr) -> str:
